@@ -1,0 +1,130 @@
+"""Build cq.pyz: cq.py, the hook scripts and a pinned, hash-checked Huey in one runnable file.
+
+    python3 build_zipapp.py [--output PATH] [--huey-wheel PATH]
+
+Without --huey-wheel the pinned wheel is fetched with pip (from the package index pip is set up
+for); with it the build is fully offline.  Either way the wheel must match HUEY_SHA256.  The
+archive is reproducible: entries are sorted and carry fixed timestamps and permissions, so two
+builds from the same inputs are byte-identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+HUEY_VERSION = "3.5.4"
+HUEY_WHEEL = f"huey-{HUEY_VERSION}-py3-none-any.whl"
+HUEY_SHA256 = "a3b68953fc62fbbbfe15cd6c48bef9d8072a267234c647121c31ec466e35e8e8"
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUTPUT = os.path.join(HERE, "dist", "cq.pyz")
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+MAIN = b"import sys\n\nimport cq\n\nsys.exit(cq.main())\n"
+HOOK_NAMES = ("post-commit", "post-merge", "post-checkout", "post-rewrite")
+
+
+class BuildError(Exception):
+    """A build failure to report in one line."""
+
+
+def fetch_wheel(directory: str) -> str:
+    """Download the pinned Huey wheel with pip into directory and return its path."""
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary",
+           ":all:", "--dest", directory, f"huey=={HUEY_VERSION}"]
+    proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    path = os.path.join(directory, HUEY_WHEEL)
+    if proc.returncode != 0 or not os.path.isfile(path):
+        raise BuildError("could not download huey with pip (offline? pass --huey-wheel PATH):\n"
+                         + proc.stdout.decode(errors="replace").strip())
+    return path
+
+
+def verified_wheel(path: str) -> bytes:
+    """The wheel's bytes, after checking them against the pinned sha256."""
+    with open(path, "rb") as f:
+        data = f.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != HUEY_SHA256:
+        raise BuildError(f"{path} has sha256 {digest}, expected {HUEY_SHA256} "
+                         f"(huey {HUEY_VERSION}); refusing to bundle it")
+    return data
+
+
+def huey_members(wheel: bytes) -> dict[str, bytes]:
+    """The files of Huey that cq needs (no contrib, tests or scripts), plus its licence."""
+    members = {}
+    with zipfile.ZipFile(io.BytesIO(wheel)) as zf:
+        for name in zf.namelist():
+            if name.startswith("huey/") and name.endswith(".py") and not name.startswith(
+                    ("huey/contrib/", "huey/tests/", "huey/bin/")):
+                members[name] = zf.read(name)
+            elif ".dist-info/" in name and os.path.basename(name).upper().startswith("LICENSE"):
+                members["huey/LICENSE"] = zf.read(name)
+    if "huey/__init__.py" not in members or "huey/LICENSE" not in members:
+        raise BuildError("the huey wheel does not contain huey/__init__.py and its licence")
+    return members
+
+
+def project_members() -> dict[str, bytes]:
+    """cq.py, the entry point, the hook scripts and cq's licence."""
+    members = {"__main__.py": MAIN}
+    for name in ["cq.py", "LICENSE"] + [f"hooks/{h}" for h in HOOK_NAMES]:
+        with open(os.path.join(HERE, name), "rb") as f:
+            members[name] = f.read()
+    return members
+
+
+def write_archive(output: str, members: dict[str, bytes]) -> None:
+    """Write a reproducible zipapp: shebang, sorted entries, fixed times and modes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, FIXED_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            mode = 0o755 if name.startswith("hooks/") else 0o644
+            info.external_attr = (0o100000 | mode) << 16
+            info.create_system = 3
+            zf.writestr(info, members[name])
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    tmp = f"{output}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(b"#!/usr/bin/env python3\n")
+        f.write(buffer.getvalue())
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, output)
+
+
+def build(output: str, wheel_path: str | None) -> None:
+    """Build cq.pyz at output from the given wheel, or from one pip downloads."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = verified_wheel(wheel_path or fetch_wheel(tmp))
+    members = project_members()
+    members.update(huey_members(wheel))
+    write_archive(output, members)
+
+
+def main() -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default=DEFAULT_OUTPUT,
+                        help=f"where to write the archive (default: {DEFAULT_OUTPUT})")
+    parser.add_argument("--huey-wheel", metavar="PATH",
+                        help=f"build offline from this {HUEY_WHEEL}")
+    args = parser.parse_args()
+    try:
+        build(args.output, args.huey_wheel)
+    except (BuildError, OSError) as exc:
+        print(f"build_zipapp: {exc}", file=sys.stderr)
+        return 1
+    print(args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2518 @@
+"""cq: keep a searchable documentation index of a git repository fresh in the background.
+
+How the parts fit, in the order data flows through them:
+
+* Git hooks (``hooks/``, copied into the repository by ``cq hook install``) fire after every
+  change to HEAD.  They run ``cq hook run`` in the background with every stream detached, so a
+  git command never waits for cq.  ``hook run`` records that HEAD moved (a marker file under the
+  state directory), pokes the worker through a FIFO, and starts the worker if it is down and
+  ``cq.autostart`` is on.  It imports nothing heavy and documents nothing.
+* The worker (``cq worker run``, spawned detached by ``cq worker start``) is a Huey consumer with
+  thread workers.  It holds an exclusive ``flock`` on its pid file for its whole life: that lock,
+  not the PID, is how every other command knows for certain whether it is alive.
+* Tasks bring the index to HEAD: ``sync`` diffs the last indexed commit of a worktree against its
+  HEAD and updates the path -> blob map; ``document`` reads blobs through ``git cat-file`` and
+  documents each one once (work is keyed by blob SHA); ``reconcile`` compares every worktree with
+  the index and queues whatever is missing.  The index, not Huey's queue, is the source of truth,
+  so a task lost to ``kill -9`` or a power cut is found again by the next reconciliation.
+* The index is SQLite with FTS5 (``index.db``); ``cq search`` and ``cq show`` read it.
+
+All state for a repository lives in ``$(git rev-parse --git-common-dir)/cq/``: mode 0700, files
+0600, opened without following symlinks.  Configuration is git config (``cq.*``), never a file
+in the working tree, so a cloned repository cannot choose a program for cq to run or a path for
+it to write.
+
+Only the queue section imports Huey, and lazily: ``cq hook run`` and ``cq worker status`` stay
+fast.  ``build_zipapp.py`` bundles this file and Huey into one ``cq.pyz``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import sys
+import time
+from typing import ClassVar
+
+VERSION = "0.1.0"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+# LSB init-script status codes, plus one of our own from the 150-199 range.
+STATUS_RUNNING = 0
+STATUS_DEAD = 1
+STATUS_STOPPED = 3
+STATUS_UNKNOWN = 4
+STATUS_HUNG = 150
+
+
+class CqError(Exception):
+    """A failure to report to the user as one line, with the exit code to use."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths and state files: where a repository's state lives and how cq opens it safely.
+# ---------------------------------------------------------------------------------------------
+
+STATE_DIR_NAME = "cq"
+PID_FILE = "worker.pid"
+HEARTBEAT_FILE = "heartbeat.json"
+LOG_FILE = "worker.log"
+HOOK_LOG_FILE = "hook.log"
+START_LOCK_FILE = "start.lock"
+WAKE_FIFO = "wake"
+PENDING_DIR = "pending"
+QUEUE_DB = "queue.db"
+INDEX_DB = "index.db"
+PYZ_COPY = "cq.pyz"
+PYTHON_FILE = "python"
+HOOK_LOG_MAX_BYTES = 64 * 1024
+RECORD_MAX_BYTES = 64 * 1024
+
+
+class Repo:
+    """The locations of one worktree of a git repository, and of cq's state for it."""
+
+    def __init__(self, common_dir: str, git_dir: str):
+        self.common_dir = common_dir
+        self.git_dir = git_dir
+        self.state_dir = os.path.join(common_dir, STATE_DIR_NAME)
+
+    def state_path(self, name: str) -> str:
+        """Absolute path of a file in the state directory."""
+        return os.path.join(self.state_dir, name)
+
+
+def locate_repo(start_dir: str) -> Repo:
+    """Find the repository that contains start_dir, as git itself would."""
+    if not os.path.isdir(start_dir):
+        raise CqError(f"cannot use -C {start_dir}: not a directory", EXIT_USAGE)
+    proc = run_git(["rev-parse", "--git-common-dir", "--git-dir"], cwd=start_dir, check=False,
+                   env=os.environ)
+    if proc.returncode != 0:
+        raise CqError(f"not a git repository: {os.path.abspath(start_dir)} "
+                      "(run cq inside a repository or pass -C DIR)", EXIT_USAGE)
+    common, git_dir = os.fsdecode(proc.stdout).splitlines()[:2]
+    return Repo(os.path.normpath(os.path.join(os.path.abspath(start_dir), common)),
+                os.path.normpath(os.path.join(os.path.abspath(start_dir), git_dir)))
+
+
+def ensure_state_dir(repo: Repo) -> str:
+    """Create the state directory (0700) if needed and refuse one that is not cq's own."""
+    path = repo.state_dir
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise CqError(f"cannot create {path}: {exc.strerror}") from exc
+    check_own_directory(path)
+    for sub in (PENDING_DIR,):
+        sub_path = os.path.join(path, sub)
+        try:
+            os.mkdir(sub_path, 0o700)
+        except FileExistsError:
+            pass
+        check_own_directory(sub_path)
+    return path
+
+
+def check_own_directory(path: str) -> None:
+    """Refuse a symlink, a non-directory or another user's directory where cq keeps state."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise CqError(f"{path} is a symlink; cq never writes through one (remove it and retry)")
+    if not stat.S_ISDIR(st.st_mode):
+        raise CqError(f"{path} is not a directory (move it away and retry)")
+    if st.st_uid != os.getuid():
+        raise CqError(f"{path} belongs to another user; cq only uses its own state")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def open_state_file(path: str, flags: int, mode: int = 0o600) -> int:
+    """Open a state file without following symlinks; refuse anything that is not our own file."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CqError(f"{path} is a symlink; cq never follows one (remove it and retry)") \
+                from exc
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        os.close(fd)
+        raise CqError(f"{path} is not a regular file of this user; cq refuses to use it "
+                      "(remove it and retry)")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_state_file(path: str, limit: int = RECORD_MAX_BYTES) -> bytes | None:
+    """The first `limit` bytes of a state file, or None if it does not exist."""
+    try:
+        fd = open_state_file(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def write_state_file(path: str, data: bytes) -> None:
+    """Replace a state file atomically (write a private temporary file, then rename)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = open_state_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def append_hook_log(repo: Repo, message: str) -> None:
+    """Record a hook-time problem where `cq worker status` will show it; never raise."""
+    path = repo.state_path(HOOK_LOG_FILE)
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n".encode()
+    try:
+        fd = open_state_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            if os.fstat(fd).st_size > HOOK_LOG_MAX_BYTES:
+                os.ftruncate(fd, 0)
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except (OSError, CqError):
+        pass  # The hook log is the last resort: there is nowhere left to report to.
+
+
+def last_hook_problem(repo: Repo) -> str | None:
+    """The newest line of the hook log, if any."""
+    try:
+        data = read_state_file(repo.state_path(HOOK_LOG_FILE), HOOK_LOG_MAX_BYTES * 2)
+    except (OSError, CqError):
+        return None
+    lines = (data or b"").decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else None
+
+
+def running_archive() -> str | None:
+    """Absolute path of the cq.pyz this code runs from, or None when run from source."""
+    here = os.path.abspath(__file__)
+    archive = os.path.dirname(here)
+    return archive if os.path.isfile(archive) else None
+
+
+def self_command() -> list[str]:
+    """The argv prefix that runs this same cq again, isolated from the user's environment."""
+    archive = running_archive()
+    if archive:
+        return [sys.executable, "-I", "-S", archive]
+    return [sys.executable, "-I", os.path.abspath(__file__)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration: git config keys in the cq section, validated into one Config object.
+# ---------------------------------------------------------------------------------------------
+
+class Config:
+    """cq's settings for one repository, read from git config (local, global or system)."""
+
+    KEYS: ClassVar[dict] = {
+        # git key (lowercase): (attribute, parser, default, hint)
+        "cq.workers": ("workers", "int:1:64", 1, "a whole number from 1 to 64"),
+        "cq.autostart": ("autostart", "bool", True, "true or false"),
+        "cq.shutdowntimeout": ("shutdown_timeout", "float:0.1:3600", 30.0,
+                               "seconds, from 0.1 to 3600"),
+        "cq.heartbeatinterval": ("heartbeat_interval", "float:0.05:60", 2.0,
+                                 "seconds, from 0.05 to 60"),
+        "cq.reconcileinterval": ("reconcile_interval", "float:0.1:86400", 60.0,
+                                 "seconds, from 0.1 to 86400"),
+        "cq.logmaxbytes": ("log_max_bytes", "int:4096:1073741824", 1 << 20,
+                           "bytes, from 4096 to 1073741824"),
+        "cq.logbackups": ("log_backups", "int:1:100", 3, "a whole number from 1 to 100"),
+        "cq.maxfilesize": ("max_file_size", "int:1:1073741824", 1 << 20,
+                           "bytes, from 1 to 1073741824"),
+        "cq.exclude": ("exclude", "list", (), "gitignore-style patterns, one per value"),
+        "cq.pruneafter": ("prune_after_days", "float:0:36500", 7.0, "days, from 0 to 36500"),
+        "cq.documenter": ("documenter", "str", "", "a shell command"),
+        "cq.documentertimeout": ("documenter_timeout", "float:0.1:86400", 300.0,
+                                 "seconds, from 0.1 to 86400"),
+    }
+
+    def __init__(self, values: dict | None = None):
+        for attr, _, default, _ in self.KEYS.values():
+            setattr(self, attr, default)
+        for key, value in (values or {}).items():
+            setattr(self, self.KEYS[key][0], value)
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds without a heartbeat after which a live worker counts as hung."""
+        return max(5 * self.heartbeat_interval, 1.0)
+
+
+def parse_config_value(key: str, raw: str) -> object:
+    """Convert one git config value, or raise CqError naming the key and the expected form."""
+    _, kind, _, hint = Config.KEYS[key]
+    fix = f"(fix with: git config {key} VALUE, or git config --unset-all {key})"
+    if kind == "bool":
+        lowered = raw.strip().lower()
+        if lowered in ("true", "yes", "on", "1", ""):
+            return True
+        if lowered in ("false", "no", "off", "0"):
+            return False
+    elif kind in ("list", "str"):
+        return raw
+    else:
+        name, low, high = kind.split(":")
+        try:
+            value = int(raw) if name == "int" else float(raw)
+        except ValueError:
+            value = None
+        if value is not None and float(low) <= value <= float(high):
+            return value
+    raise CqError(f"invalid value {raw!r} for {key}: expected {hint} {fix}", EXIT_USAGE)
+
+
+def parse_config(pairs: list[tuple[str, str]]) -> Config:
+    """Build a Config from (key, value) pairs as git prints them; unknown cq.* keys are errors."""
+    values: dict = {}
+    for name, raw in pairs:
+        key = name.lower()
+        if key not in Config.KEYS:
+            known = ", ".join(sorted(k for k in Config.KEYS))
+            raise CqError(f"unknown setting {key} (known: {known}); "
+                          f"remove it with: git config --unset-all {key}", EXIT_USAGE)
+        value = parse_config_value(key, raw)
+        if Config.KEYS[key][1] == "list":
+            values[key] = (*values.get(key, ()), value)
+        else:
+            values[key] = value
+    return Config(values)
+
+
+def load_config(repo: Repo) -> Config:
+    """Read and validate the cq.* settings that apply to this repository."""
+    proc = run_git(["config", "-z", "--get-regexp", r"^cq\."], git_dir=repo.git_dir, check=False)
+    if proc.returncode not in (0, 1):
+        detail = os.fsdecode(proc.stderr).strip().splitlines()
+        raise CqError(f"cannot read git config: {detail[-1] if detail else proc.returncode}",
+                      EXIT_USAGE)
+    pairs = []
+    for item in os.fsdecode(proc.stdout).split("\0"):
+        if item:
+            key, _, value = item.partition("\n")
+            pairs.append((key, value))
+    return parse_config(pairs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Git plumbing: every git call cq makes, with hook variables scrubbed from the environment.
+# ---------------------------------------------------------------------------------------------
+
+# What `git rev-parse --local-env-vars` prints (a test keeps this list honest).  A hook runs with
+# some of these set; inherited by our children they would point git at the wrong index or repo.
+GIT_LOCAL_ENV = (
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT", "GIT_OBJECT_DIRECTORY", "GIT_DIR", "GIT_WORK_TREE",
+    "GIT_IMPLICIT_WORK_TREE", "GIT_GRAFT_FILE", "GIT_INDEX_FILE", "GIT_NO_REPLACE_OBJECTS",
+    "GIT_REPLACE_REF_BASE", "GIT_PREFIX", "GIT_INTERNAL_SUPER_PREFIX", "GIT_SHALLOW_FILE",
+    "GIT_COMMON_DIR",
+)
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+SUBMODULE_MODE = "160000"
+SYMLINK_MODE = "120000"
+
+
+def scrubbed_env() -> dict:
+    """The environment without the repository-local git variables a hook may have set."""
+    env = {k: v for k, v in os.environ.items() if k not in GIT_LOCAL_ENV}
+    env["GIT_OPTIONAL_LOCKS"] = "0"
+    return env
+
+
+def run_git(args: list[str], git_dir: str | None = None, cwd: str | None = None,
+            check: bool = True, env: dict | None = None, input: bytes | None = None):
+    """Run git and capture its output; raise CqError on failure when check is set."""
+    import subprocess
+
+    cmd = ["git"] + (["--git-dir", git_dir] if git_dir else []) + args
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, input=input, capture_output=True, check=False,
+                              env=env or scrubbed_env(),
+                              stdin=None if input is not None else subprocess.DEVNULL)
+    except FileNotFoundError as exc:
+        raise CqError("git is not installed or not on PATH") from exc
+    if check and proc.returncode != 0:
+        detail = os.fsdecode(proc.stderr).strip().splitlines()
+        raise CqError(f"git {args[0]} failed: {detail[-1] if detail else proc.returncode}")
+    return proc
+
+
+def head_commit(git_dir: str) -> str | None:
+    """The commit HEAD of this worktree points at, or None on an unborn branch."""
+    proc = run_git(["rev-parse", "-q", "--verify", "HEAD^{commit}"], git_dir=git_dir,
+                   check=False)
+    return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+
+
+def commit_exists(common_dir: str, commit: str) -> bool:
+    """True if the object database still has this commit."""
+    proc = run_git(["cat-file", "-e", f"{commit}^{{commit}}"], git_dir=common_dir, check=False)
+    return proc.returncode == 0
+
+
+def tree_blobs(common_dir: str, commit: str) -> dict[str, tuple[str, str]]:
+    """Every path in a commit's tree, mapped to (mode, object id)."""
+    out = run_git(["ls-tree", "-r", "-z", "--full-tree", commit], git_dir=common_dir).stdout
+    entries = {}
+    for record in out.split(b"\0"):
+        if record:
+            meta, _, path = record.partition(b"\t")
+            mode, _, sha = meta.decode().split(" ")
+            entries[os.fsdecode(path)] = (mode, sha)
+    return entries
+
+
+def changed_blobs(common_dir: str, old: str, new: str) -> list[tuple[str, str, str]]:
+    """(path, new mode, new blob) for every path that differs; deleted paths have blob ''."""
+    out = run_git(["diff-tree", "-r", "-z", "--raw", "--no-renames", old, new],
+                  git_dir=common_dir).stdout
+    fields = out.split(b"\0")
+    changes = []
+    for i in range(0, len(fields) - 1, 2):
+        meta = fields[i].decode()
+        if not meta.startswith(":"):
+            continue
+        _, new_mode, _, new_sha, status = meta[1:].split(" ")
+        path = os.fsdecode(fields[i + 1])
+        deleted = status.startswith("D")
+        changes.append((path, "" if deleted else new_mode, "" if deleted else new_sha))
+    return changes
+
+
+def worktree_git_dirs(common_dir: str) -> list[str]:
+    """The git dirs of all worktrees of a repository: the main one, then linked ones."""
+    dirs = [common_dir]
+    linked = os.path.join(common_dir, "worktrees")
+    try:
+        names = sorted(os.listdir(linked))
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        path = os.path.join(linked, name)
+        if os.path.isfile(os.path.join(path, "HEAD")):
+            dirs.append(path)
+    return dirs
+
+
+def rebase_in_progress(git_dir: str) -> bool:
+    """True while a rebase is replaying commits in this worktree."""
+    return any(os.path.isdir(os.path.join(git_dir, d)) for d in ("rebase-merge", "rebase-apply"))
+
+
+class BlobReader:
+    """Streams blob contents through one long-lived `git cat-file --batch` process."""
+
+    def __init__(self, common_dir: str):
+        import subprocess
+
+        self.proc = subprocess.Popen(["git", "--git-dir", common_dir, "cat-file", "--batch"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, env=scrubbed_env())
+
+    def read(self, sha: str, limit: int) -> tuple[int, bytes | None]:
+        """(size, content) of a blob; content is None when missing or larger than limit."""
+        self.proc.stdin.write(sha.encode() + b"\n")
+        self.proc.stdin.flush()
+        header = self.proc.stdout.readline().split()
+        if len(header) != 3:
+            return -1, None
+        size = int(header[2])
+        remaining, chunks = size + 1, []
+        while remaining:
+            chunk = self.proc.stdout.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise CqError("git cat-file ended early")
+            remaining -= len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+        return size, b"".join(chunks)[:-1] if size <= limit else None
+
+    def close(self) -> None:
+        """End the git process."""
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker detector: stdlib only, never imports Huey.  The live worker holds an exclusive
+# flock on its pid file; a probe that cannot take a shared lock knows a worker is alive.
+# ---------------------------------------------------------------------------------------------
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot (Linux), or None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: fields start after the last ')'.
+    fields = data[data.rfind(b")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def boot_id() -> str | None:
+    """This boot's random id (Linux), so a record from before a reboot never matches."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def process_identity(pid: int) -> dict:
+    """What proves, later, that a PID still names the same process."""
+    return {"pid": pid, "start_time": proc_start_time(pid), "boot_id": boot_id()}
+
+
+def flock_holders(fd: int) -> set[int] | None:
+    """PIDs holding an flock on the file behind fd, from /proc/locks; None where unavailable."""
+    st = os.fstat(fd)
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    holders = set()
+    for line in lines:
+        parts = line.split()
+        if "->" in parts:
+            continue  # a waiter, not a holder
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == wanted:
+            holders.add(int(parts[4]))
+    return holders
+
+
+def identity_matches(record: dict, lock_fd: int | None = None) -> bool:
+    """True if the record's PID is the very process that wrote it (and holds the lock)."""
+    pid = record.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if os.path.isdir("/proc/self"):
+        current = process_identity(pid)
+        if current["start_time"] is None or current["start_time"] != record.get("start_time"):
+            return False
+        if current["boot_id"] != record.get("boot_id"):
+            return False
+        if lock_fd is not None:
+            holders = flock_holders(lock_fd)
+            if holders is not None and pid not in holders:
+                return False
+        return True
+    try:  # No /proc (macOS): the lock is the proof of life; existence is all we can add.
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def lock_is_held(fd: int) -> bool:
+    """True if another open file description holds an flock on this file."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+def parse_record(data: bytes) -> dict | None:
+    """The JSON object in a pid or heartbeat file, or None if it is not one."""
+    try:
+        record = json.loads(data.decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+class WorkerState:
+    """What the detector found: a state name, its LSB exit code and the evidence."""
+
+    CODES: ClassVar[dict] = {"running": STATUS_RUNNING, "dead": STATUS_DEAD,
+                             "stopped": STATUS_STOPPED, "unknown": STATUS_UNKNOWN,
+                             "hung": STATUS_HUNG}
+
+    def __init__(self, state: str, detail: str, record: dict | None = None,
+                 heartbeat: dict | None = None):
+        self.state = state
+        self.code = self.CODES[state]
+        self.detail = detail
+        self.record = record or {}
+        self.heartbeat = heartbeat or {}
+
+    @property
+    def alive(self) -> bool:
+        """True when our worker process exists (running or hung)."""
+        return self.state in ("running", "hung")
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's PID when known."""
+        return self.record.get("pid") if self.alive else None
+
+
+def probe_worker(repo: Repo, stale_after: float) -> WorkerState:
+    """Decide, without side effects, whether this repository's worker is alive."""
+    path = repo.state_path(PID_FILE)
+    try:
+        fd = open_state_file(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return WorkerState("stopped", "no worker has run here")
+    except CqError as exc:
+        return WorkerState("unknown", str(exc))
+    except OSError as exc:
+        return WorkerState("unknown", f"cannot open {path}: {exc.strerror}")
+    try:
+        held = lock_is_held(fd)
+        record = None
+        for _ in range(3):  # A record being rewritten can read torn; it settles at once.
+            data = os.pread(fd, RECORD_MAX_BYTES, 0)
+            record = parse_record(data)
+            if record is not None or not data.strip():
+                break
+            time.sleep(0.005)
+        if not held:
+            if not data.strip():
+                return WorkerState("stopped", "not running")
+            return WorkerState("dead", "not running, but the pid file of a worker that did not "
+                               "stop cleanly is left (run: cq worker cleanup)", record)
+        if record is None:
+            return WorkerState("unknown", "the pid file is locked but holds no valid record")
+        if not identity_matches(record, fd):
+            return WorkerState("unknown", f"the pid file is locked, but PID {record.get('pid')} "
+                               "is not the process that holds it", record)
+    finally:
+        os.close(fd)
+    heartbeat = parse_record(read_heartbeat(repo)) or {}
+    age = time.time() - heartbeat.get("time", record.get("started_at", 0))
+    if age > stale_after:
+        return WorkerState("hung", f"alive, but no heartbeat for {age:.1f}s", record, heartbeat)
+    return WorkerState("running", "running", record, heartbeat)
+
+
+def read_heartbeat(repo: Repo) -> bytes:
+    """The raw heartbeat file, or b'' when absent or unusable."""
+    try:
+        return read_state_file(repo.state_path(HEARTBEAT_FILE)) or b""
+    except (OSError, CqError):
+        return b""
+
+
+class WorkerHandle:
+    """A proven handle on the live worker: signals sent through it reach that process only.
+
+    On Linux 5.3+ it holds a pidfd, which pins the exact process, so the identity proven when
+    the handle is made cannot go stale before a signal is sent, and the handle can wait for
+    the process itself to end (not just for its lock to drop)."""
+
+    def __init__(self, repo: Repo, record: dict):
+        self.pid = record["pid"]
+        self.record = record
+        self.pidfd = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                self.pidfd = os.pidfd_open(self.pid)
+            except ProcessLookupError:
+                self.pid = None
+                return
+        fd = open_state_file(repo.state_path(PID_FILE), os.O_RDONLY)
+        try:
+            ours = lock_is_held(fd) and identity_matches(record, fd)
+        finally:
+            os.close(fd)
+        if not ours:
+            self.close()
+            raise CqError(f"PID {record['pid']} is not cq's worker; leaving it alone")
+
+    def send(self, signum: int) -> None:
+        """Signal the proven process (a no-op once it has ended)."""
+        if self.pid is None:
+            return
+        try:
+            if self.pidfd is not None:
+                import signal
+
+                signal.pidfd_send_signal(self.pidfd, signum)
+            elif identity_matches(self.record):
+                os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def wait_gone(self, timeout: float) -> bool:
+        """Wait until the process has ended; True if it did within timeout."""
+        if self.pid is None:
+            return True
+        if self.pidfd is not None:
+            import select
+
+            return bool(select.select([self.pidfd], [], [], timeout)[0])
+        deadline = time.monotonic() + timeout
+        while identity_matches(self.record):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def close(self) -> None:
+        """Release the pidfd."""
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The queue and tasks: the only section that imports Huey, and only when a task must be queued
+# or run.  Tasks are hints; the index decides what is missing, so a lost task loses nothing.
+# ---------------------------------------------------------------------------------------------
+
+DOCUMENT_BATCH = 32
+_QUEUES: dict = {}
+
+
+def task_queue(repo: Repo):
+    """The Huey instance (SQLite, no result storage) for this repository, with cq's tasks."""
+    if repo.common_dir in _QUEUES:
+        return _QUEUES[repo.common_dir]
+    from huey import SqliteHuey
+
+    os.close(open_state_file(repo.state_path(QUEUE_DB), os.O_RDWR | os.O_CREAT))
+    huey = SqliteHuey(name="cq", filename=repo.state_path(QUEUE_DB), results=False, utc=True,
+                      timeout=30)
+    common = repo.common_dir
+
+    @huey.task(name="sync")
+    def sync(git_dir: str) -> None:
+        sync_worktree(Repo(common, git_dir), huey)
+
+    @huey.task(name="document")
+    def document(blobs: list) -> None:
+        document_blobs(Repo(common, common), blobs)
+
+    @huey.task(name="reconcile")
+    def reconcile() -> None:
+        reconcile_index(Repo(common, common), huey)
+
+    huey.cq_tasks = {"sync": sync, "document": document, "reconcile": reconcile}
+    _QUEUES[repo.common_dir] = huey
+    return huey
+
+
+def queue_documents(huey, blobs: list[tuple[str, str]]) -> None:
+    """Queue (blob, path) pairs for documenting, in batches."""
+    for i in range(0, len(blobs), DOCUMENT_BATCH):
+        huey.cq_tasks["document"](blobs[i:i + DOCUMENT_BATCH])
+
+
+def sync_worktree(repo: Repo, huey) -> None:
+    """Bring one worktree's path -> blob map to its HEAD and queue what needs documenting."""
+    config = load_config(repo)
+    head = head_commit(repo.git_dir)
+    with Index(repo) as index:
+        indexed = index.worktree_commit(repo.git_dir)
+        if head == indexed:
+            return
+        if head is None:
+            index.replace_worktree(repo.git_dir, None, {}, config)
+        elif indexed and commit_exists(repo.common_dir, indexed):
+            index.apply_changes(repo.git_dir, head,
+                                changed_blobs(repo.common_dir, indexed, head), config)
+        else:
+            index.replace_worktree(repo.git_dir, head, tree_blobs(repo.common_dir, head), config)
+        missing = index.missing_blobs(repo.git_dir)
+    queue_documents(huey, missing)
+
+
+def reconcile_index(repo: Repo, huey) -> None:
+    """Compare every worktree with the index and queue whatever is missing; prune orphans."""
+    config = load_config(repo)
+    with Index(repo) as index:
+        known = set(index.worktrees())
+        live = set(worktree_git_dirs(repo.common_dir))
+        for gone in known - live:
+            index.forget_worktree(gone)
+        behind = [d for d in sorted(live) if index.worktree_commit(d) != head_commit(d)]
+        index.prune(config.prune_after_days * 86400)
+        missing = [] if behind or huey.pending_count() else index.missing_blobs(None)
+    for git_dir in behind:
+        huey.cq_tasks["sync"](git_dir)
+    if missing:
+        log(f"reconcile: {len(missing)} blob(s) were missing from the index; queued again")
+        queue_documents(huey, missing)
+
+
+# ---------------------------------------------------------------------------------------------
+# The documenters: turn one file's bytes into a summary and a list of entries (definitions,
+# headings, imports, mentions).  Built in, stdlib only, deterministic; never raises on bad input.
+# ---------------------------------------------------------------------------------------------
+
+LANGUAGES = {
+    ".py": "python", ".pyi": "python",
+    ".js": "javascript", ".jsx": "javascript", ".mjs": "javascript", ".cjs": "javascript",
+    ".ts": "typescript", ".tsx": "typescript", ".mts": "typescript",
+    ".go": "go", ".rs": "rust", ".java": "java",
+    ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hpp": "cpp",
+    ".hh": "cpp", ".hxx": "cpp",
+    ".sh": "shell", ".bash": "shell", ".zsh": "shell",
+    ".md": "markdown", ".markdown": "markdown",
+}
+DEFINITION_KINDS = {"class", "function", "method", "struct", "interface", "enum", "trait",
+                    "type", "macro", "module", "constant", "record", "impl"}
+
+
+def detect_language(path: str, text: str) -> str:
+    """The language of a file from its name, or its shebang for scripts without an extension."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext in LANGUAGES:
+        return LANGUAGES[ext]
+    first = text[:100].split("\n", 1)[0]
+    if first.startswith("#!"):
+        if "python" in first:
+            return "python"
+        if any(sh in first for sh in ("sh", "bash", "zsh")):
+            return "shell"
+        if "node" in first:
+            return "javascript"
+    return "text"
+
+
+def split_identifier(name: str) -> list[str]:
+    """The lowercase words of an identifier: parse_config, ParseConfig, HTTPServer2 -> words."""
+    import re
+
+    words = []
+    for part in re.split(r"[^A-Za-z0-9]+", name):
+        words += re.findall(r"[A-Z]+(?=[A-Z][a-z]|\d|\b)|[A-Z]?[a-z]+|[A-Z]+|\d+", part)
+    return [w.lower() for w in words if w]
+
+
+def entry(kind: str, name: str, line: int, signature: str = "", doc: str = "") -> dict:
+    """One searchable record of a file's documentation."""
+    return {"kind": kind, "name": name, "line": line, "signature": signature.strip(),
+            "doc": (doc or "").strip()}
+
+
+def document_python(text: str) -> tuple[str, list[dict]]:
+    """Document Python with ast: docstrings, classes, functions, methods, imports."""
+    import ast
+
+    tree = ast.parse(text)
+    entries = []
+    summary = ast.get_docstring(tree) or ""
+
+    def visit(node, owner: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                bases = ", ".join(ast.unparse(b) for b in child.bases)
+                entries.append(entry("class", child.name, child.lineno,
+                                     f"class {child.name}({bases})" if bases else
+                                     f"class {child.name}", ast.get_docstring(child)))
+                visit(child, child.name)
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                prefix = "async def" if isinstance(child, ast.AsyncFunctionDef) else "def"
+                returns = f" -> {ast.unparse(child.returns)}" if child.returns else ""
+                qual = f"{owner}.{child.name}" if owner else child.name
+                entries.append(entry("method" if owner else "function", child.name,
+                                     child.lineno,
+                                     f"{prefix} {qual}({ast.unparse(child.args)}){returns}",
+                                     ast.get_docstring(child)))
+                visit(child, None if owner is None else owner)
+            elif isinstance(child, (ast.Import, ast.ImportFrom)):
+                if owner is None:
+                    for alias in child.names:
+                        module = getattr(child, "module", None)
+                        name = f"{module}.{alias.name}" if module else alias.name
+                        entries.append(entry("import", name, child.lineno, f"import {name}"))
+            elif isinstance(child, (ast.If, ast.Try, ast.With)):
+                visit(child, owner)
+
+    visit(tree, None)
+    return summary, entries
+
+
+COMMENT_PREFIXES = ("///", "//!", "//", "#", "--", "*", "/**", "/*")
+
+
+def comment_text(line: str) -> str | None:
+    """The text of a comment line, or None if the line is not a comment."""
+    stripped = line.strip()
+    if stripped.startswith("#!"):
+        return None
+    for prefix in COMMENT_PREFIXES:
+        if stripped.startswith(prefix):
+            return stripped[len(prefix):].rstrip("*/").strip()
+    if stripped.endswith("*/"):
+        return stripped[:-2].strip()
+    return None
+
+
+def leading_comment(lines: list[str]) -> str:
+    """The first comment block of a file (after a shebang and blank lines)."""
+    block: list[str] = []
+    for line in lines:
+        text = comment_text(line)
+        if text is None:
+            if block or (line.strip() and not line.startswith("#!")):
+                break
+            continue
+        block.append(text)
+    return "\n".join(t for t in block if t).strip()
+
+
+def comment_above(lines: list[str], index: int) -> str:
+    """The contiguous comment block directly above line `index` (a doc comment)."""
+    block: list[str] = []
+    i = index - 1
+    while i >= 0:
+        stripped = lines[i].strip()
+        text = comment_text(lines[i])
+        if text is None or (stripped.startswith("#") and stripped[1:2] in ("[", "!")):
+            break
+        block.insert(0, text)
+        i -= 1
+    return "\n".join(t for t in block if t).strip()
+
+
+DEFINITION_PATTERNS = {
+    "javascript": [
+        (r"^\s*(?:export\s+)?(?:default\s+)?(?:async\s+)?function\s*\*?\s*([A-Za-z_$][\w$]*)",
+         "function"),
+        (r"^\s*(?:export\s+)?(?:default\s+)?(?:abstract\s+)?class\s+([A-Za-z_$][\w$]*)", "class"),
+        ((r"^\s*(?:export\s+)?(?:const|let|var)\s+([A-Za-z_$][\w$]*)\s*=\s*(?:async\s*)?"
+         r"(?:function|\([^)]*\)\s*=>|[A-Za-z_$][\w$]*\s*=>)"), "function"),
+        (r"^\s*(?:export\s+)?interface\s+([A-Za-z_$][\w$]*)", "interface"),
+        (r"^\s*(?:export\s+)?type\s+([A-Za-z_$][\w$]*)\s*(?:<[^>]*>)?\s*=", "type"),
+        (r"^\s*(?:export\s+)?(?:const\s+)?enum\s+([A-Za-z_$][\w$]*)", "enum"),
+        ((r"^\s+(?:static\s+|async\s+|public\s+|private\s+|protected\s+|readonly\s+)*"
+         r"(?!if\b|for\b|while\b|switch\b|catch\b|return\b|function\b)"
+         r"([A-Za-z_$][\w$]*)\s*\([^)]*\)\s*(?::\s*[^{]+)?\{\s*$"), "method"),
+    ],
+    "go": [
+        (r"^func\s+\([^)]*\)\s*([A-Za-z_]\w*)", "method"),
+        (r"^func\s+([A-Za-z_]\w*)", "function"),
+        (r"^type\s+([A-Za-z_]\w*)\s+struct\b", "struct"),
+        (r"^type\s+([A-Za-z_]\w*)\s+interface\b", "interface"),
+        (r"^type\s+([A-Za-z_]\w*)\b", "type"),
+    ],
+    "rust": [
+        ((r"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:const\s+)?(?:async\s+)?(?:unsafe\s+)?"
+         r"(?:extern\s+\"[^\"]*\"\s+)?fn\s+([A-Za-z_]\w*)"), "function"),
+        (r"^\s*(?:pub(?:\([^)]*\))?\s+)?struct\s+([A-Za-z_]\w*)", "struct"),
+        (r"^\s*(?:pub(?:\([^)]*\))?\s+)?enum\s+([A-Za-z_]\w*)", "enum"),
+        (r"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:unsafe\s+)?trait\s+([A-Za-z_]\w*)", "trait"),
+        (r"^\s*(?:pub(?:\([^)]*\))?\s+)?type\s+([A-Za-z_]\w*)", "type"),
+        (r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+([A-Za-z_]\w*)", "module"),
+        (r"^\s*macro_rules!\s+([A-Za-z_]\w*)", "macro"),
+        (r"^\s*impl(?:<[^>]*>)?\s+(?:[\w:<>, ]+\s+for\s+)?([A-Za-z_]\w*)", "impl"),
+    ],
+    "java": [
+        ((r"^\s*(?:(?:public|private|protected|static|final|abstract|sealed|strictfp)\s+)*"
+         r"(?:class|interface|enum|record|@interface)\s+([A-Za-z_]\w*)"), "class"),
+        ((r"^\s+(?:(?:public|private|protected|static|final|abstract|synchronized|native|default)"
+         r"\s+)*(?:<[^>]*>\s+)?[\w<>\[\],.? ]+\s+([a-zA-Z_]\w*)\s*\([^;]*$"), "method"),
+    ],
+    "c": [
+        (r"^\s*#\s*define\s+([A-Za-z_]\w*)", "macro"),
+        (r"^(?:typedef\s+)?(?:struct|union|enum|class)\s+([A-Za-z_]\w*)\s*(?:[:{]|$)", "struct"),
+        ((r"^(?!\s)(?!return\b|if\b|else\b|while\b|for\b|switch\b|typedef\b)"
+         r"[A-Za-z_][\w\s\*&:<>,]*?[\s\*&]([A-Za-z_][\w:~]*)\s*\([^;]*$"), "function"),
+        (r"^\s*typedef\b[^;]*?\b([A-Za-z_]\w*)\s*;", "type"),
+    ],
+    "shell": [
+        (r"^\s*function\s+([A-Za-z_][\w:.-]*)", "function"),
+        (r"^\s*([A-Za-z_][\w:.-]*)\s*\(\)\s*\{?", "function"),
+    ],
+}
+DEFINITION_PATTERNS["typescript"] = DEFINITION_PATTERNS["javascript"]
+DEFINITION_PATTERNS["cpp"] = DEFINITION_PATTERNS["c"]
+
+
+def document_by_patterns(language: str, lines: list[str]) -> list[dict]:
+    """Definitions found line by line, each with the doc comment above it."""
+    import re
+
+    patterns = [(re.compile(p), kind) for p, kind in DEFINITION_PATTERNS[language]]
+    entries = []
+    for number, line in enumerate(lines):
+        if comment_text(line) is not None and language != "c":
+            continue
+        for pattern, kind in patterns:
+            match = pattern.match(line)
+            if match:
+                entries.append(entry(kind, match.group(1), number + 1, line.strip()[:200],
+                                     comment_above(lines, number)))
+                break
+    return entries
+
+
+def document_markdown(lines: list[str]) -> tuple[str, list[dict]]:
+    """Headings, each with the first paragraph under it."""
+    entries, summary, in_fence = [], "", False
+    for number, line in enumerate(lines):
+        if line.lstrip().startswith(("```", "~~~")):
+            in_fence = not in_fence
+        if in_fence or not line.startswith("#"):
+            continue
+        title = line.lstrip("#").strip()
+        if not title:
+            continue
+        paragraph = []
+        for follow in lines[number + 1:]:
+            if follow.startswith("#") or (paragraph and not follow.strip()):
+                break
+            if follow.strip():
+                paragraph.append(follow.strip())
+        text = " ".join(paragraph)[:500]
+        summary = summary or text
+        entries.append(entry("heading", title, number + 1, line.strip(), text))
+    return summary, entries
+
+
+def identifiers(text: str, limit: int = 200) -> list[str]:
+    """The distinct identifiers of a text, most frequent first."""
+    import re
+    from collections import Counter
+
+    counts = Counter(re.findall(r"[A-Za-z_][A-Za-z0-9_]{2,}", text))
+    return [name for name, _ in counts.most_common(limit)]
+
+
+def document_text(path: str, data: bytes) -> dict:
+    """The built-in documenter: a summary and entries for one file; never raises."""
+    text = data.decode("utf-8", errors="replace")
+    lines = text.splitlines()
+    language = detect_language(path, text)
+    summary, entries, error = "", [], ""
+    try:
+        if language == "python":
+            summary, entries = document_python(text)
+        elif language == "markdown":
+            summary, entries = document_markdown(lines)
+        elif language in DEFINITION_PATTERNS:
+            entries = document_by_patterns(language, lines)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    summary = summary or leading_comment(lines)
+    if language == "text" or error:
+        names = identifiers(text)
+        if names:
+            entries.append(entry("mention", os.path.basename(path), 1, "", " ".join(names)))
+    return {"language": language, "summary": summary[:2000], "entries": entries,
+            "error": error}
+
+
+def looks_binary(data: bytes) -> bool:
+    """Git's own heuristic: a NUL byte in the first 8000 bytes means binary."""
+    return b"\0" in data[:8000]
+
+
+# ---------------------------------------------------------------------------------------------
+# The index and search: SQLite + FTS5.  Documentation is stored once per blob; each worktree
+# has its own path -> blob map, so results always match the worktree that asks.
+# ---------------------------------------------------------------------------------------------
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS worktrees (git_dir TEXT PRIMARY KEY, commit_id TEXT,
+                                      updated_at REAL);
+CREATE TABLE IF NOT EXISTS files (git_dir TEXT, path TEXT, blob TEXT, mode TEXT,
+                                  excluded TEXT, PRIMARY KEY (git_dir, path));
+CREATE INDEX IF NOT EXISTS files_blob ON files (blob);
+CREATE TABLE IF NOT EXISTS docs (blob TEXT PRIMARY KEY, status TEXT, language TEXT,
+                                 summary TEXT, error TEXT, size INTEGER, documented_at REAL,
+                                 orphaned_at REAL);
+CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY, blob TEXT, kind TEXT, name TEXT,
+                                    line INTEGER, signature TEXT, doc TEXT);
+CREATE INDEX IF NOT EXISTS entries_blob ON entries (blob);
+CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5 (name, words, body,
+                                                           tokenize = 'unicode61');
+CREATE TABLE IF NOT EXISTS failures (blob TEXT PRIMARY KEY, path TEXT, error TEXT,
+                                     failed_at REAL);
+"""
+KIND_WEIGHT = {"mention": 0.4, "import": 0.6, "file": 0.8, "heading": 1.6}
+
+
+def fnmatch_exclude(path: str, patterns: tuple) -> str:
+    """The first exclude pattern (gitignore style, simplified) that matches path, or ''."""
+    from fnmatch import fnmatchcase
+
+    for pattern in patterns:
+        anchored = pattern.startswith("/")
+        body = pattern.strip("/")
+        if pattern.endswith("/"):
+            if path.startswith(body + "/") or f"/{body}/" in f"/{path}":
+                return pattern
+            continue
+        candidates = [path] if anchored or "/" in body else \
+            [path, os.path.basename(path)] + ["/".join(path.split("/")[:i + 1])
+                                              for i in range(path.count("/"))]
+        if any(fnmatchcase(c, body) or fnmatchcase(c, body + "/*") for c in candidates) \
+                or fnmatchcase(path, body + "/*"):
+            return pattern
+    return ""
+
+
+def skip_reason(path: str, mode: str, config: Config) -> str:
+    """Why a tree entry is not documented ('' if it is)."""
+    if mode == SUBMODULE_MODE:
+        return "submodule"
+    if mode == SYMLINK_MODE:
+        return "symlink"
+    pattern = fnmatch_exclude(path, config.exclude)
+    return f"excluded by {pattern}" if pattern else ""
+
+
+class Index:
+    """The documentation index of one repository (all worktrees share it)."""
+
+    def __init__(self, repo: Repo, readonly: bool = False):
+        import sqlite3
+
+        self.repo = repo
+        path = repo.state_path(INDEX_DB)
+        if readonly and not os.path.exists(path):
+            raise CqError("nothing is indexed here yet (run: cq init)")
+        if not readonly:
+            os.close(open_state_file(path, os.O_RDWR | os.O_CREAT))
+        else:
+            os.close(open_state_file(path, os.O_RDONLY))
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA busy_timeout = 30000")
+        if not readonly:
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.executescript(SCHEMA)
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.db.close()
+
+    def transaction(self):
+        """A write transaction taken up front, so concurrent writers queue instead of failing."""
+        return _Transaction(self.db)
+
+    def worktrees(self) -> list[str]:
+        """Git dirs of the worktrees the index knows."""
+        return [r[0] for r in self.db.execute("SELECT git_dir FROM worktrees")]
+
+    def worktree_commit(self, git_dir: str) -> str | None:
+        """The commit this worktree was last indexed at."""
+        row = self.db.execute("SELECT commit_id FROM worktrees WHERE git_dir = ?",
+                              (git_dir,)).fetchone()
+        return row[0] if row else None
+
+    def _set_commit(self, git_dir: str, commit: str | None) -> None:
+        self.db.execute("INSERT OR REPLACE INTO worktrees VALUES (?, ?, ?)",
+                        (git_dir, commit, time.time()))
+
+    def replace_worktree(self, git_dir: str, commit: str | None,
+                         entries: dict[str, tuple[str, str]], config: Config) -> None:
+        """Set a worktree's whole map from a tree listing."""
+        rows = [(git_dir, p, sha, mode, skip_reason(p, mode, config))
+                for p, (mode, sha) in entries.items()]
+        with self.transaction():
+            self.db.execute("DELETE FROM files WHERE git_dir = ?", (git_dir,))
+            self.db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", rows)
+            self._set_commit(git_dir, commit)
+
+    def apply_changes(self, git_dir: str, commit: str, changes: list, config: Config) -> None:
+        """Apply diff-tree changes to a worktree's map."""
+        with self.transaction():
+            for path, mode, sha in changes:
+                if sha:
+                    self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+                                    (git_dir, path, sha, mode, skip_reason(path, mode, config)))
+                else:
+                    self.db.execute("DELETE FROM files WHERE git_dir = ? AND path = ?",
+                                    (git_dir, path))
+            self._set_commit(git_dir, commit)
+
+    def forget_worktree(self, git_dir: str) -> None:
+        """Drop a worktree that no longer exists."""
+        with self.transaction():
+            self.db.execute("DELETE FROM files WHERE git_dir = ?", (git_dir,))
+            self.db.execute("DELETE FROM worktrees WHERE git_dir = ?", (git_dir,))
+
+    def missing_blobs(self, git_dir: str | None) -> list[tuple[str, str]]:
+        """(blob, path) pairs referenced but neither documented nor failed."""
+        where = "AND f.git_dir = ?" if git_dir else ""
+        sql = ("SELECT f.blob, MIN(f.path) FROM files f "
+               "LEFT JOIN docs d ON d.blob = f.blob LEFT JOIN failures x ON x.blob = f.blob "
+               f"WHERE f.excluded = '' AND d.blob IS NULL AND x.blob IS NULL {where} "
+               "GROUP BY f.blob ORDER BY MIN(f.path)")
+        return self.db.execute(sql, (git_dir,) if git_dir else ()).fetchall()
+
+    def is_documented(self, blob: str) -> bool:
+        """True if this blob already has a record."""
+        return self.db.execute("SELECT 1 FROM docs WHERE blob = ?", (blob,)).fetchone() is not None
+
+    def is_referenced(self, blob: str) -> bool:
+        """True if some worktree's HEAD still has this blob."""
+        return self.db.execute("SELECT 1 FROM files WHERE blob = ? LIMIT 1",
+                               (blob,)).fetchone() is not None
+
+    def store(self, blob: str, status: str, size: int, doc: dict | None, path: str) -> None:
+        """Record a blob's documentation (or why it was skipped) and make it searchable."""
+        doc = doc or {"language": "", "summary": "", "entries": [], "error": ""}
+        file_entry = entry("file", os.path.basename(path), 1, "", doc["summary"])
+        with self.transaction():
+            self.db.execute("DELETE FROM failures WHERE blob = ?", (blob,))
+            self.db.execute("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                            (blob, status, doc["language"], doc["summary"], doc["error"], size,
+                             time.time()))
+            for item in [file_entry] + doc["entries"]:
+                cur = self.db.execute(
+                    "INSERT INTO entries (blob, kind, name, line, signature, doc) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (blob, item["kind"], item["name"], item["line"], item["signature"],
+                     item["doc"]))
+                words = " ".join(split_identifier(item["name"]))
+                self.db.execute("INSERT INTO entries_fts (rowid, name, words, body) "
+                                "VALUES (?, ?, ?, ?)",
+                                (cur.lastrowid, item["name"], words,
+                                 f"{item['signature']} {item['doc']}"))
+
+    def record_failure(self, blob: str, path: str, error: str) -> None:
+        """Remember a blob that could not be documented, with the reason."""
+        self.db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
+                        (blob, path, error[:2000], time.time()))
+
+    def failures(self) -> list[tuple[str, str, str, float]]:
+        """Blobs whose documenting failed."""
+        return self.db.execute("SELECT blob, path, error, failed_at FROM failures "
+                               "ORDER BY failed_at").fetchall()
+
+    def clear_failures(self) -> list[tuple[str, str]]:
+        """Forget all failures and return them as (blob, path) to queue again."""
+        with self.transaction():
+            rows = self.db.execute("SELECT blob, path FROM failures").fetchall()
+            self.db.execute("DELETE FROM failures")
+        return rows
+
+    def prune(self, grace_seconds: float) -> int:
+        """Forget documentation no worktree has referenced for grace_seconds; returns count."""
+        now = time.time()
+        with self.transaction():
+            self.db.execute("UPDATE docs SET orphaned_at = NULL WHERE orphaned_at IS NOT NULL "
+                            "AND blob IN (SELECT blob FROM files)")
+            self.db.execute("UPDATE docs SET orphaned_at = ? WHERE orphaned_at IS NULL "
+                            "AND blob NOT IN (SELECT blob FROM files)", (now,))
+            doomed = [r[0] for r in self.db.execute(
+                "SELECT blob FROM docs WHERE orphaned_at IS NOT NULL AND orphaned_at <= ?",
+                (now - grace_seconds,))]
+            for blob in doomed:
+                self.db.execute("DELETE FROM entries_fts WHERE rowid IN "
+                                "(SELECT id FROM entries WHERE blob = ?)", (blob,))
+                self.db.execute("DELETE FROM entries WHERE blob = ?", (blob,))
+                self.db.execute("DELETE FROM docs WHERE blob = ?", (blob,))
+            self.db.execute("DELETE FROM failures WHERE blob NOT IN (SELECT blob FROM files)")
+        return len(doomed)
+
+    def clear(self) -> None:
+        """Forget everything (for --rebuild)."""
+        with self.transaction():
+            for table in ("worktrees", "files", "docs", "entries", "entries_fts", "failures"):
+                self.db.execute(f"DELETE FROM {table}")
+
+    def status(self, git_dir: str) -> dict:
+        """Counts for one worktree: files, documented, pending, skipped by reason, failed."""
+        rows = self.db.execute(
+            "SELECT f.excluded, d.status, x.blob IS NOT NULL, COUNT(*) FROM files f "
+            "LEFT JOIN docs d ON d.blob = f.blob LEFT JOIN failures x ON x.blob = f.blob "
+            "WHERE f.git_dir = ? GROUP BY 1, 2, 3", (git_dir,)).fetchall()
+        counts = {"files": 0, "documented": 0, "pending": 0, "failed": 0, "skipped": {}}
+        for excluded, status, failed, n in rows:
+            counts["files"] += n
+            reason = excluded or (status if status not in (None, "ok", "error") else "")
+            if reason:
+                key = "excluded" if reason.startswith("excluded") else reason
+                counts["skipped"][key] = counts["skipped"].get(key, 0) + n
+            elif status:
+                counts["documented"] += n
+            elif failed:
+                counts["failed"] += n
+            else:
+                counts["pending"] += n
+        return counts
+
+    def file_doc(self, git_dir: str, path: str) -> dict | None:
+        """The stored documentation of one path in a worktree."""
+        row = self.db.execute(
+            "SELECT f.blob, f.excluded, d.status, d.language, d.summary, d.error FROM files f "
+            "LEFT JOIN docs d ON d.blob = f.blob WHERE f.git_dir = ? AND f.path = ?",
+            (git_dir, path)).fetchone()
+        if row is None:
+            return None
+        blob, excluded, status, language, summary, error = row
+        entries = [dict(zip(("kind", "name", "line", "signature", "doc"), r))
+                   for r in self.db.execute(
+                       "SELECT kind, name, line, signature, doc FROM entries WHERE blob = ? "
+                       "AND kind != 'file' ORDER BY line, id", (blob,))]
+        state = excluded or status or "pending"
+        return {"path": path, "blob": blob, "status": state, "language": language or "",
+                "summary": summary or "", "error": error or "", "entries": entries}
+
+    def search(self, git_dir: str, query: str, limit: int, path_glob: str | None,
+               language: str | None) -> list[dict]:
+        """Ranked results for a query in one worktree (definitions before mentions)."""
+        import sqlite3
+        from fnmatch import fnmatchcase
+
+        match, wanted = fts_query(query)
+        sql = ("SELECT e.kind, e.name, e.line, e.signature, e.doc, f.path, d.language, "
+               "bm25(entries_fts, 8.0, 4.0, 1.0) FROM entries_fts "
+               "JOIN entries e ON e.id = entries_fts.rowid "
+               "JOIN files f ON f.blob = e.blob AND f.git_dir = ? "
+               "JOIN docs d ON d.blob = e.blob "
+               "WHERE entries_fts MATCH ? ORDER BY bm25(entries_fts, 8.0, 4.0, 1.0) LIMIT ?")
+        try:
+            rows = self.db.execute(sql, (git_dir, match, max(limit * 20, 200))).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise CqError(f"cannot search for {query!r}: {exc}", EXIT_USAGE) from exc
+        results = []
+        for kind, name, line, signature, doc, path, lang, rank in rows:
+            if path_glob and not fnmatchcase(path, path_glob):
+                continue
+            if language and lang != language:
+                continue
+            score = -rank * KIND_WEIGHT.get(kind, 2.0 if kind in DEFINITION_KINDS else 1.0)
+            if squash(name) == wanted:
+                score += 100.0 if kind in DEFINITION_KINDS else 20.0
+            snippet = signature or (doc.strip().splitlines() or [""])[0]
+            results.append({"path": path, "line": line, "kind": kind, "symbol": name,
+                            "language": lang, "snippet": snippet[:200], "score": round(score, 4)})
+        results.sort(key=lambda r: (-r["score"], r["path"], r["line"]))
+        return results[:limit]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind, value, tb):
+        self.db.execute("ROLLBACK" if kind else "COMMIT")
+
+
+def squash(text: str) -> str:
+    """An identifier reduced to lowercase letters and digits, so its spellings compare equal."""
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def fts_query(query: str) -> tuple[str, str]:
+    """An FTS5 expression built only from the query's words (never user syntax), and the
+    squashed query for exact-name matching."""
+    import re
+
+    tokens = re.findall(r"[A-Za-z0-9_]+\*?", query)
+    terms = []
+    for token in tokens:
+        prefix = token.endswith("*")
+        for word in split_identifier(token.rstrip("*")):
+            terms.append(f'"{word}"')
+        if prefix and terms:
+            terms[-1] += "*"
+    if not terms:
+        raise CqError(f"nothing to search for in {query!r}: use words or identifiers",
+                      EXIT_USAGE)
+    return " ".join(terms), squash(query)
+
+
+def run_documenter(repo: Repo, config: Config, path: str, doc: dict, data: bytes) -> str:
+    """Run the user's documenter command (from git config, never from the working tree) on
+    one file: the content on stdin, CQ_PATH and CQ_LANGUAGE set; its stdout is the summary."""
+    import subprocess
+
+    # CQ_STATE_DIR also marks the process as ours for `cq worker cleanup` after a kill -9.
+    env = dict(scrubbed_env(), CQ_PATH=path, CQ_LANGUAGE=doc["language"],
+               CQ_STATE_DIR=repo.state_dir)
+    proc = subprocess.Popen(["/bin/sh", "-c", config.documenter], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            cwd=repo.state_dir, start_new_session=True)
+    RUNNING_DOCUMENTERS.add(proc.pid)
+    try:
+        out, err = proc.communicate(data, timeout=config.documenter_timeout)
+    except subprocess.TimeoutExpired as exc:
+        kill_process_group(proc.pid)
+        proc.communicate()
+        raise CqError(f"cq.documenter timed out after {config.documenter_timeout:.0f}s") from exc
+    finally:
+        RUNNING_DOCUMENTERS.discard(proc.pid)
+    if proc.returncode != 0:
+        detail = err.decode(errors="replace").strip().splitlines()
+        raise CqError(f"cq.documenter exited with status {proc.returncode}"
+                      + (f": {detail[-1]}" if detail else ""))
+    return out.decode(errors="replace").strip()[:20000]
+
+
+RUNNING_DOCUMENTERS: set = set()
+
+
+def kill_process_group(pid: int) -> None:
+    """SIGKILL a documenter and everything it started (it leads its own session)."""
+    import signal
+
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def document_blobs(repo: Repo, blobs: list) -> None:
+    """Document each (blob, path) that is still referenced and not yet documented."""
+    config = load_config(repo)
+    reader = None
+    with Index(repo) as index:
+        try:
+            for blob, path in blobs:
+                if index.is_documented(blob) or not index.is_referenced(blob):
+                    continue
+                reader = reader or BlobReader(repo.common_dir)
+                try:
+                    size, data = reader.read(blob, config.max_file_size)
+                    if size < 0:
+                        raise CqError(f"blob {blob} is missing from the object database")
+                    if data is None:
+                        index.store(blob, "too large", size, None, path)
+                    elif looks_binary(data):
+                        index.store(blob, "binary", size, None, path)
+                    else:
+                        doc = document_text(path, data)
+                        if config.documenter:
+                            doc["summary"] = run_documenter(repo, config, path, doc, data)
+                        index.store(blob, "error" if doc["error"] else "ok", size, doc, path)
+                except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+                    log(f"failed to document {path} ({blob[:12]}): {exc}", error=True)
+                    index.record_failure(blob, path, f"{type(exc).__name__}: {exc}")
+        finally:
+            if reader:
+                reader.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker process: the Huey consumer, its pid-file lock, heartbeat, wake-up FIFO and log.
+# ---------------------------------------------------------------------------------------------
+
+WORKER_LOG_NAME = "cq"
+
+
+def log(message: str, error: bool = False) -> None:
+    """Write to the worker log (a no-op outside the worker, where logging is not set up)."""
+    if "logging" in sys.modules:
+        import logging
+
+        logging.getLogger(WORKER_LOG_NAME).log(logging.ERROR if error else logging.INFO, message)
+
+
+def acquire_worker_lock(repo: Repo, wait: float = 2.0) -> int:
+    """Take the pid-file lock that marks the live worker; CqError if another worker has it."""
+    import fcntl
+
+    fd = open_state_file(repo.state_path(PID_FILE), os.O_RDWR | os.O_CREAT)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+        # A probe holds a shared lock for microseconds; a worker holds it for good.
+        if time.monotonic() > deadline:
+            os.close(fd)
+            raise CqError("a worker is already running for this repository")
+        time.sleep(0.01)
+
+
+def write_pid_record(fd: int, record: dict | None) -> None:
+    """Rewrite the pid file in place (never unlink a file others may lock); None empties it,
+    which is how a clean stop is told apart from a crash."""
+    data = json.dumps(record).encode() + b"\n" if record else b""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+    os.fsync(fd)
+
+
+def setup_worker_logging(repo: Repo, config: Config):
+    """Log to a size-rotated file in the state directory."""
+    import logging
+    from logging.handlers import RotatingFileHandler
+
+    path = repo.state_path(LOG_FILE)
+    os.close(open_state_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
+    handler = RotatingFileHandler(path, maxBytes=config.log_max_bytes,
+                                  backupCount=config.log_backups)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    return handler
+
+
+class WorkerActivity:
+    """Counters and in-flight tasks, fed by Huey signals and read by the heartbeat."""
+
+    def __init__(self):
+        import threading
+
+        self.lock = threading.Lock()
+        self.done = 0
+        self.failed = 0
+        self.current: dict = {}
+
+    def connect(self, huey) -> None:
+        """Subscribe to the Huey signals that change what the worker is doing."""
+        from huey import signals as S
+
+        @huey.signal(S.SIGNAL_EXECUTING)
+        def executing(signal, task, *args):
+            with self.lock:
+                self.current[task.id] = {"task": task.name, "since": time.time(),
+                                         "detail": describe_task(task)}
+
+        @huey.signal(S.SIGNAL_COMPLETE, S.SIGNAL_ERROR, S.SIGNAL_INTERRUPTED)
+        def finished(signal, task, *args):
+            with self.lock:
+                self.current.pop(task.id, None)
+                if signal == S.SIGNAL_COMPLETE:
+                    self.done += 1
+                elif signal == S.SIGNAL_ERROR:
+                    self.failed += 1
+            if signal == S.SIGNAL_INTERRUPTED:
+                # Huey deleted the task before running it; put it back so it is not lost.
+                huey.enqueue(task)
+                log(f"task {task.name} {task.id} was interrupted; queued again")
+
+    def snapshot(self) -> dict:
+        """A JSON-ready copy of the counters."""
+        with self.lock:
+            return {"tasks_done": self.done, "tasks_failed": self.failed,
+                    "current": list(self.current.values())}
+
+
+def describe_task(task) -> str:
+    """A short human description of a queued task."""
+    args = task.args or ()
+    if task.name == "document" and args:
+        paths = [p for _, p in args[0]]
+        return f"{len(paths)} file(s): {', '.join(paths[:3])}{' ...' if len(paths) > 3 else ''}"
+    if task.name == "sync" and args:
+        return f"worktree {args[0]}"
+    return ""
+
+
+class WorkerLoop:
+    """The worker's own threads: the heartbeat and the FIFO listener that turns hook pokes and
+    timers into sync and reconcile tasks."""
+
+    def __init__(self, repo: Repo, config: Config, huey, activity: WorkerActivity):
+        import threading
+
+        self.repo, self.config, self.huey, self.activity = repo, config, huey, activity
+        self.stopping = threading.Event()
+        self.started_at = time.time()
+        self.threads = [threading.Thread(target=self.guard, args=(f,), name=f.__name__,
+                                         daemon=True)
+                        for f in (self.beat_forever, self.listen_forever)]
+
+    def start(self) -> None:
+        """Start the heartbeat and listener threads."""
+        self.beat()
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop both threads and remove the heartbeat."""
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=2)
+        try:
+            os.unlink(self.repo.state_path(HEARTBEAT_FILE))
+        except FileNotFoundError:
+            pass
+
+    def guard(self, loop) -> None:
+        """Keep a worker thread alive through unexpected errors, logging each one."""
+        while not self.stopping.is_set():
+            try:
+                loop()
+            except Exception:
+                import logging
+
+                logging.getLogger(WORKER_LOG_NAME).exception("%s failed; retrying", loop.__name__)
+                self.stopping.wait(1)
+
+    def beat(self) -> None:
+        """Write the heartbeat file: liveness, queue length, counters, current tasks."""
+        record = {"pid": os.getpid(), "time": time.time(), "started_at": self.started_at,
+                  "queue_length": self.huey.pending_count()}
+        record.update(self.activity.snapshot())
+        write_state_file(self.repo.state_path(HEARTBEAT_FILE), json.dumps(record).encode())
+
+    def beat_forever(self) -> None:
+        """Beat every heartbeat interval until stopped."""
+        while not self.stopping.wait(self.config.heartbeat_interval):
+            self.beat()
+
+    def listen_forever(self) -> None:
+        """Wait for pokes on the FIFO; sync poked worktrees; reconcile on a timer."""
+        import select
+
+        fifo = open_wake_fifo(self.repo, os.O_RDONLY)
+        keep_open = os.open(self.repo.state_path(WAKE_FIFO),
+                            os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never see EOF
+        try:
+            self.huey.cq_tasks["reconcile"]()
+            next_reconcile = time.monotonic() + self.config.reconcile_interval
+            while not self.stopping.is_set():
+                timeout = max(0.0, min(next_reconcile - time.monotonic(), 0.5))
+                readable, _, _ = select.select([fifo], [], [], timeout)
+                if readable:
+                    self.drain(fifo)
+                    self.sync_pending()
+                if time.monotonic() >= next_reconcile:
+                    self.huey.cq_tasks["reconcile"]()
+                    next_reconcile = time.monotonic() + self.config.reconcile_interval
+        finally:
+            os.close(fifo)
+            os.close(keep_open)
+
+    def drain(self, fifo: int) -> None:
+        """Empty the FIFO, then wait briefly for a burst of commits to settle."""
+        quiet_until = time.monotonic() + 0.1
+        give_up = time.monotonic() + 1.0
+        while time.monotonic() < min(quiet_until, give_up):
+            try:
+                if os.read(fifo, 4096):
+                    quiet_until = time.monotonic() + 0.1
+                    continue
+            except BlockingIOError:
+                pass
+            time.sleep(0.02)
+
+    def sync_pending(self) -> None:
+        """Queue a sync for every worktree a hook marked as moved."""
+        pending_dir = self.repo.state_path(PENDING_DIR)
+        for name in sorted(os.listdir(pending_dir)):
+            path = os.path.join(pending_dir, name)
+            data = read_state_file(path) or b""
+            os.unlink(path)  # before queueing: the sync reads HEAD after this point
+            git_dir = data.decode(errors="replace").strip()
+            if git_dir:
+                self.huey.cq_tasks["sync"](git_dir)
+
+
+def open_wake_fifo(repo: Repo, flags: int) -> int:
+    """Open (creating if needed) the FIFO that hooks poke; refuse anything else in its place."""
+    path = repo.state_path(WAKE_FIFO)
+    try:
+        os.mkfifo(path, 0o600)
+    except FileExistsError:
+        pass
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.getuid():
+        os.close(fd)
+        raise CqError(f"{path} is not cq's FIFO; remove it and retry")
+    return fd
+
+
+def run_worker(repo: Repo, ready_fd: int | None) -> int:
+    """Run the consumer in the foreground until SIGTERM (graceful) or SIGINT (immediate)."""
+    import signal
+
+    ensure_state_dir(repo)
+    config = load_config(repo)
+    lock_fd = acquire_worker_lock(repo)
+    try:
+        write_pid_record(lock_fd, dict(process_identity(os.getpid()), started_at=time.time(),
+                                       version=VERSION, common_dir=repo.common_dir))
+        setup_worker_logging(repo, config)
+        from huey.consumer import ConsumerStopped
+
+        huey = task_queue(repo)
+        activity = WorkerActivity()
+        activity.connect(huey)
+        consumer = huey.create_consumer(
+            workers=config.workers, worker_type="thread", periodic=False, flush_locks=True,
+            graceful_signal="TERM", shutdown_timeout=config.shutdown_timeout,
+            initial_delay=0.05, backoff=1.5, max_delay=0.25, check_worker_health=True)
+        # Huey restarts on SIGHUP with os.execl, which would drop our lock: stop gracefully.
+        consumer._signal_actions[signal.SIGHUP] = (False, True)
+        loop = WorkerLoop(repo, config, huey, activity)
+        consumer.start()
+        loop.start()
+        log(f"worker {os.getpid()} started (cq {VERSION}, {config.workers} thread(s))")
+        if ready_fd is not None:
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
+        health = time.monotonic()
+        while True:
+            try:
+                health = consumer.loop(health)
+            except ConsumerStopped:
+                break
+        huey.notify_interrupted_tasks()
+        for pid in list(RUNNING_DOCUMENTERS):  # tasks cut short leave no orphans behind
+            kill_process_group(pid)
+        loop.stop()
+        log(f"worker {os.getpid()} stopped")
+        write_pid_record(lock_fd, None)
+        return EXIT_OK
+    finally:
+        os.close(lock_fd)
+
+
+def start_worker(repo: Repo, wait: float = 10.0) -> tuple[int, bool]:
+    """Start the worker detached unless one runs; returns (pid, was_already_running)."""
+    import fcntl
+    import select
+    import subprocess
+
+    ensure_state_dir(repo)
+    config = load_config(repo)
+    lock_fd = open_state_file(repo.state_path(START_LOCK_FILE), os.O_RDWR | os.O_CREAT)
+    try:
+        # Serialises concurrent starts: the second one finds the first one's worker.
+        deadline = time.monotonic() + wait + 30
+        while True:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError as exc:
+                if time.monotonic() > deadline:
+                    raise CqError("another cq is starting the worker and did not finish") \
+                        from exc
+                time.sleep(0.01)
+        state = probe_worker(repo, config.stale_after)
+        if state.alive:
+            return state.pid, True
+        if state.state == "unknown":
+            raise CqError(f"cannot tell whether a worker runs: {state.detail}")
+        log_fd = open_state_file(repo.state_path(LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        read_end, write_end = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [*self_command(), "-C", repo.common_dir, "worker", "run",
+                 "--ready-fd", str(write_end)],
+                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, pass_fds=(write_end,),
+                start_new_session=True, cwd=repo.state_dir, env=scrubbed_env())
+        finally:
+            os.close(write_end)
+            os.close(log_fd)
+        try:
+            ready, _, _ = select.select([read_end], [], [], wait)
+            answer = os.read(read_end, 64) if ready else b""
+        finally:
+            os.close(read_end)
+        if answer.startswith(b"ready"):
+            return proc.pid, False
+        code = proc.poll()
+        tail = "\n".join(tail_lines(repo.state_path(LOG_FILE), 10))
+        why = f"exited with status {code}" if code is not None else \
+            f"did not report ready within {wait:.0f}s"
+        raise CqError(f"the worker failed to start ({why}); the log ends with:\n{tail}")
+    finally:
+        os.close(lock_fd)
+
+
+def stop_worker(repo: Repo, timeout: float | None, force: bool) -> str:
+    """Stop the worker gracefully, escalating to SIGKILL only with force; returns a message."""
+    import signal
+
+    config = load_config(repo)
+    state = probe_worker(repo, config.stale_after)
+    if state.state == "unknown":
+        raise CqError(f"not stopping anything: {state.detail}")
+    if not state.alive:
+        return "the worker is not running"
+    timeout = config.shutdown_timeout + 5 if timeout is None else timeout
+    pid = state.record["pid"]
+    handle = WorkerHandle(repo, state.record)
+    try:
+        handle.send(signal.SIGTERM)
+        if handle.wait_gone(timeout):
+            return f"stopped the worker (PID {pid})"
+        if not force:
+            raise CqError(f"the worker (PID {pid}) is still finishing its task after "
+                          f"{timeout:.0f}s; wait, run cq worker stop again to interrupt the "
+                          "task now (it is queued again), or use --force to kill the worker")
+        handle.send(signal.SIGKILL)
+        if handle.wait_gone(10):
+            kill_leftovers(repo, None)  # documenters it had running
+            return f"killed the worker (PID {pid}); unfinished work will be redone"
+        raise CqError(f"the worker (PID {pid}) survived SIGKILL")
+    finally:
+        handle.close()
+
+
+def leftover_processes(repo: Repo, exclude: int | None) -> list[int]:
+    """PIDs of this user's processes that cq started for this repository, other than the
+    live worker `exclude`: stray `cq worker run` processes and orphaned documenters."""
+    found = []
+    if not os.path.isdir("/proc"):
+        return found
+    documenter_mark = os.fsencode(f"CQ_STATE_DIR={repo.state_dir}")
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in (os.getpid(), exclude):
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != os.getuid():
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = [os.fsdecode(a) for a in f.read().split(b"\0")]
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        if documenter_mark in environ or is_worker_command(argv, repo):
+            found.append(int(name))
+    return found
+
+
+def is_worker_command(argv: list[str], repo: Repo) -> bool:
+    """True if argv is `... cq -C <this repository> worker run ...`."""
+    for i, arg in enumerate(argv[:-3]):
+        if arg == "-C" and argv[i + 2:i + 4] == ["worker", "run"]:
+            return os.path.abspath(argv[i + 1]) == repo.common_dir
+    return False
+
+
+def kill_leftovers(repo: Repo, exclude: int | None) -> list[str]:
+    """SIGKILL leftover processes of ours; returns what was done."""
+    import signal
+
+    done = []
+    for pid in leftover_processes(repo, exclude):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            done.append(f"killed leftover process {pid}")
+        except ProcessLookupError:
+            pass
+    return done
+
+
+def cleanup_worker(repo: Repo) -> list[str]:
+    """Make state consistent after a crash, keeping queued work; returns what was done."""
+    config = load_config(repo)
+    state = probe_worker(repo, config.stale_after)
+    done = kill_leftovers(repo, state.pid) if state.state != "unknown" else []
+    if state.state == "dead":
+        fd = open_state_file(repo.state_path(PID_FILE), os.O_RDWR)
+        try:
+            if not lock_is_held(fd):
+                os.ftruncate(fd, 0)
+                done.append(f"cleared the stale pid record (PID {state.record.get('pid')})")
+        finally:
+            os.close(fd)
+    if not state.alive:
+        if os.path.exists(repo.state_path(HEARTBEAT_FILE)):
+            os.unlink(repo.state_path(HEARTBEAT_FILE))
+            done.append("removed the stale heartbeat")
+        if os.path.exists(repo.state_path(QUEUE_DB)):
+            flushed = task_queue(repo).flush_locks()
+            if flushed:
+                done.append(f"released stuck task locks: {', '.join(sorted(flushed))}")
+    return done
+
+
+def tail_lines(path: str, count: int) -> list[str]:
+    """The last `count` lines of a state file."""
+    try:
+        fd = open_state_file(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return []
+    try:
+        size = os.fstat(fd).st_size
+        chunk = min(size, max(4096, count * 400))
+        data = os.pread(fd, chunk, size - chunk)
+    finally:
+        os.close(fd)
+    lines = data.decode(errors="replace").splitlines()
+    if chunk < size and lines:
+        lines = lines[1:]
+    return lines[-count:] if count else []
+
+
+def follow_log(path: str, count: int) -> None:
+    """Print the last lines, then follow the log across rotations until interrupted."""
+    for line in tail_lines(path, count):
+        print(line, flush=True)
+    fd = open_state_file(path, os.O_RDONLY)
+    inode, position = os.fstat(fd).st_ino, os.fstat(fd).st_size
+    try:
+        while True:
+            data = os.pread(fd, 65536, position)
+            if data:
+                position += len(data)
+                sys.stdout.write(data.decode(errors="replace"))
+                sys.stdout.flush()
+                continue
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and current.st_ino != inode:
+                # Rotated: drain what the old file still had (done above), then reopen.
+                os.close(fd)
+                fd = open_state_file(path, os.O_RDONLY)
+                inode, position = os.fstat(fd).st_ino, 0
+                continue
+            if current is not None and current.st_size < position:
+                position = 0
+            time.sleep(0.1)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# The hooks: the copy-in scripts in hooks/, installing and chaining them, and `cq hook run`.
+# ---------------------------------------------------------------------------------------------
+
+HOOK_NAMES = ("post-commit", "post-merge", "post-checkout", "post-rewrite")
+HOOK_MARKER = b"# cq-hook"
+CHAINED_SUFFIX = ".cq-chained"
+
+
+def hook_script() -> bytes:
+    """The hook script shipped with this cq (from the archive or the source tree)."""
+    base = running_archive() or os.path.dirname(os.path.abspath(__file__))
+    return __loader__.get_data(os.path.join(base, "hooks", "post-commit"))
+
+
+def hooks_dir(repo: Repo, cwd: str) -> str:
+    """Where git looks for hooks in this worktree (honours core.hooksPath and worktrees)."""
+    out = run_git(["rev-parse", "--git-path", "hooks"], cwd=cwd, env=os.environ).stdout
+    return os.path.normpath(os.path.join(cwd, os.fsdecode(out).strip()))
+
+
+def work_tree(cwd: str) -> str | None:
+    """The top of the working tree, or None in a bare repository."""
+    proc = run_git(["rev-parse", "--show-toplevel"], cwd=cwd, check=False, env=os.environ)
+    return os.fsdecode(proc.stdout).strip() or None if proc.returncode == 0 else None
+
+
+def is_cq_hook(path: str) -> bool:
+    """True if the file at path is one of cq's hook scripts (any version)."""
+    try:
+        with open(path, "rb") as f:
+            return HOOK_MARKER in f.read(4096)
+    except OSError:
+        return False
+
+
+def hook_states(directory: str) -> dict[str, str]:
+    """Each hook's state: installed, out of date, foreign (not chained) or missing."""
+    script = hook_script()
+    states = {}
+    for name in HOOK_NAMES:
+        path = os.path.join(directory, name)
+        if not os.path.lexists(path):
+            states[name] = "missing"
+        elif is_cq_hook(path):
+            with open(path, "rb") as f:
+                current = f.read() == script
+            chained = os.path.lexists(path + CHAINED_SUFFIX)
+            states[name] = ("installed" if current else "out of date") + \
+                (", chains a foreign hook" if chained else "")
+        else:
+            states[name] = "foreign hook, cq not installed"
+    return states
+
+
+def install_hooks(repo: Repo, cwd: str) -> list[str]:
+    """Install cq's hooks, keeping foreign ones as chained hooks; returns what was done."""
+    directory = hooks_dir(repo, cwd)
+    top = work_tree(cwd)
+    inside = [repo.common_dir] + ([top] if top else [])
+    if not any(os.path.commonpath([directory, root]) == root for root in inside):
+        copies = "; ".join(f"cp {repo.state_path('hooks')}/{n} {directory}/{n}"
+                           for n in HOOK_NAMES)
+        write_hook_copies(repo)
+        raise CqError(f"hooks path {directory} is outside this repository (core.hooksPath); "
+                      f"cq will not write there. To install by hand: {copies}")
+    os.makedirs(directory, exist_ok=True)
+    script = hook_script()
+    done = []
+    for name in HOOK_NAMES:
+        path = os.path.join(directory, name)
+        if os.path.lexists(path) and not is_cq_hook(path):
+            if os.path.lexists(path + CHAINED_SUFFIX):
+                raise CqError(f"both {path} and {path}{CHAINED_SUFFIX} exist; move one away")
+            os.rename(path, path + CHAINED_SUFFIX)
+            done.append(f"{name}: kept the existing hook as {name}{CHAINED_SUFFIX}, run first")
+        elif os.path.lexists(path):
+            with open(path, "rb") as f:
+                if f.read() == script:
+                    continue
+        tmp = f"{path}.cq-tmp"
+        with open(tmp, "wb") as f:
+            f.write(script)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+        done.append(f"{name}: installed")
+    return done
+
+
+def write_hook_copies(repo: Repo) -> None:
+    """Put ready-to-copy hook scripts under the state directory for manual installs."""
+    ensure_state_dir(repo)
+    target = repo.state_path("hooks")
+    os.makedirs(target, mode=0o700, exist_ok=True)
+    for name in HOOK_NAMES:
+        path = os.path.join(target, name)
+        with open(path, "wb") as f:
+            f.write(hook_script())
+        os.chmod(path, 0o755)
+
+
+def uninstall_hooks(repo: Repo, cwd: str) -> list[str]:
+    """Remove cq's hooks and put chained foreign hooks back, byte for byte."""
+    directory = hooks_dir(repo, cwd)
+    done = []
+    for name in HOOK_NAMES:
+        path = os.path.join(directory, name)
+        if is_cq_hook(path):
+            os.unlink(path)
+            done.append(f"{name}: removed")
+        if os.path.lexists(path + CHAINED_SUFFIX) and not os.path.lexists(path):
+            os.rename(path + CHAINED_SUFFIX, path)
+            done.append(f"{name}: restored the original hook")
+    return done
+
+
+def hook_acts(name: str, args: list[str], git_dir: str) -> bool:
+    """Whether this hook event can have moved HEAD in a way the index must follow."""
+    if name == "post-commit":
+        return not rebase_in_progress(git_dir)  # a rebase is handled once, by post-rewrite
+    if name == "post-checkout":
+        return len(args) >= 3 and args[2] == "1" and args[0] != args[1]
+    if name == "post-rewrite":
+        return bool(args) and args[0] == "rebase"  # amend already fired post-commit
+    return name == "post-merge"
+
+
+def poke_worker(repo: Repo) -> bool:
+    """Wake the worker through its FIFO; False if no worker is listening."""
+    try:
+        fd = open_wake_fifo(repo, os.O_WRONLY)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return False  # a FIFO with no reader: no worker
+        raise
+    try:
+        os.write(fd, b"w")
+    except BlockingIOError:
+        pass  # the FIFO is full of pokes already
+    finally:
+        os.close(fd)
+    return True
+
+
+def mark_moved(repo: Repo) -> None:
+    """Record durably that this worktree's HEAD moved (the worker consumes the marker)."""
+    import hashlib
+
+    ensure_state_dir(repo)
+    name = hashlib.sha1(repo.git_dir.encode()).hexdigest()
+    write_state_file(os.path.join(repo.state_path(PENDING_DIR), name), repo.git_dir.encode())
+
+
+def run_hook(repo: Repo, name: str, args: list[str]) -> None:
+    """The hot path behind every hook: record, poke or start the worker, return."""
+    if name not in HOOK_NAMES:
+        raise CqError(f"unknown hook {name!r}; expected one of {', '.join(HOOK_NAMES)}",
+                      EXIT_USAGE)
+    if not hook_acts(name, args, repo.git_dir):
+        return
+    mark_moved(repo)
+    if poke_worker(repo):
+        return
+    config = load_config(repo)
+    if not config.autostart:
+        append_hook_log(repo, f"{name}: the worker is not running and cq.autostart is off; "
+                        "the change is recorded (run: cq worker start)")
+        return
+    start_worker(repo)
+
+
+# ---------------------------------------------------------------------------------------------
+# The argparse CLI: commands, output formatting, and the one place errors become exit codes.
+# ---------------------------------------------------------------------------------------------
+
+def human_seconds(seconds: float) -> str:
+    """3725 -> '1h02m05s'."""
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def worker_status_report(repo: Repo, state: WorkerState) -> dict:
+    """The documented, stable JSON object of `cq worker status --json`."""
+    now = time.time()
+    hb = state.heartbeat
+    return {
+        "schema": 1,
+        "state": state.state,
+        "exit_code": state.code,
+        "detail": state.detail,
+        "pid": state.pid,
+        "started_at": state.record.get("started_at") if state.alive else None,
+        "uptime_seconds": round(now - state.record["started_at"], 3)
+        if state.alive and "started_at" in state.record else None,
+        "heartbeat_age_seconds": round(now - hb["time"], 3) if "time" in hb else None,
+        "queue_length": hb.get("queue_length"),
+        "tasks_done": hb.get("tasks_done"),
+        "tasks_failed": hb.get("tasks_failed"),
+        "current": hb.get("current", []),
+        "last_hook_problem": last_hook_problem(repo),
+        "state_dir": repo.state_dir,
+    }
+
+
+def print_worker_status(report: dict, verbose: bool) -> None:
+    """Human-readable status lines."""
+    if report["state"] in ("running", "hung"):
+        print(f"worker: {report['state']} (PID {report['pid']}, up "
+              f"{human_seconds(report['uptime_seconds'] or 0)}, heartbeat "
+              f"{report['heartbeat_age_seconds']}s ago)")
+        print(f"queue: {report['queue_length']} pending; tasks: {report['tasks_done']} done, "
+              f"{report['tasks_failed']} failed")
+        if verbose:
+            for item in report["current"] or []:
+                print(f"working on: {item['task']} {item['detail']} "
+                      f"(for {time.time() - item['since']:.1f}s)")
+            if not report["current"]:
+                print("working on: nothing")
+    else:
+        print(f"worker: {report['state']}: {report['detail']}")
+    if report["state"] == "hung":
+        print(f"warning: {report['detail']}")
+    if report["last_hook_problem"]:
+        print(f"last hook problem: {report['last_hook_problem']}")
+    if verbose:
+        print(f"state: {report['state_dir']}")
+
+
+def cmd_worker(args, repo: Repo) -> int:
+    """cq worker start|run|stop|restart|status|logs|cleanup."""
+    action = args.worker_command
+    if action == "status":
+        config = load_config(repo)
+        state = probe_worker(repo, config.stale_after)
+        report = worker_status_report(repo, state)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        elif not args.quiet:
+            print_worker_status(report, args.verbose)
+        return state.code
+    if action == "run":
+        return run_worker(repo, args.ready_fd)
+    if action in ("start", "restart"):
+        if action == "restart":
+            print(stop_worker(repo, args.timeout, args.force))
+        pid, already = start_worker(repo)
+        print(f"the worker is already running (PID {pid})" if already
+              else f"started the worker (PID {pid})")
+        return EXIT_OK
+    if action == "stop":
+        print(stop_worker(repo, args.timeout, args.force))
+        return EXIT_OK
+    if action == "logs":
+        path = repo.state_path(LOG_FILE)
+        if args.follow:
+            ensure_state_dir(repo)
+            os.close(open_state_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
+            try:
+                follow_log(path, args.lines)
+            except KeyboardInterrupt:
+                pass
+            return EXIT_OK
+        for line in tail_lines(path, args.lines):
+            print(line)
+        return EXIT_OK
+    if action == "cleanup":
+        done = cleanup_worker(repo)
+        print("\n".join(done) if done else "nothing to clean up")
+        return EXIT_OK
+    raise CqError(f"unknown worker command {action}", EXIT_USAGE)
+
+
+def cmd_hook(args, repo: Repo) -> int:
+    """cq hook install|uninstall|status|run."""
+    cwd = args.directory
+    if args.hook_command == "run":
+        try:
+            run_hook(repo, args.name, args.args)
+        except Exception as exc:  # noqa: BLE001 - a hook never fails git; status shows this
+            append_hook_log(repo, f"{args.name}: {type(exc).__name__}: {exc}")
+        return EXIT_OK
+    if args.hook_command == "status":
+        directory = hooks_dir(repo, cwd)
+        print(f"hooks directory: {directory}")
+        for name, state in hook_states(directory).items():
+            print(f"{name}: {state}")
+        return EXIT_OK
+    done = install_hooks(repo, cwd) if args.hook_command == "install" else \
+        uninstall_hooks(repo, cwd)
+    print("\n".join(done) if done else "nothing to do: already as asked")
+    return EXIT_OK
+
+
+def ensure_worker(repo: Repo) -> None:
+    """Poke the worker, starting it first if it is not running."""
+    if not poke_worker(repo):
+        start_worker(repo)
+        poke_worker(repo)
+
+
+def index_progress(repo: Repo) -> tuple[dict, bool]:
+    """Counts for this worktree and whether the index matches HEAD completely."""
+    with Index(repo, readonly=True) as index:
+        counts = index.status(repo.git_dir)
+        indexed = index.worktree_commit(repo.git_dir)
+        known = repo.git_dir in index.worktrees()
+    counts["head"] = head_commit(repo.git_dir)
+    counts["indexed_commit"] = indexed
+    return counts, known and indexed == counts["head"] and counts["pending"] == 0
+
+
+def wait_for_index(repo: Repo, timeout: float | None = None) -> dict:
+    """Block until the index matches HEAD, drawing a progress bar on a terminal."""
+    tty = sys.stdout.isatty()
+    started = time.monotonic()
+    first_done = None
+    while True:
+        counts, complete = index_progress(repo)
+        first_done = counts["documented"] if first_done is None else first_done
+        if tty:
+            total = max(counts["files"] - sum(counts["skipped"].values()), 1)
+            done = counts["documented"] + counts["failed"]
+            rate = (counts["documented"] - first_done) / max(time.monotonic() - started, 1e-3)
+            bar = "#" * int(30 * done / total)
+            sys.stdout.write(f"\rindexing [{bar:<30}] {done}/{total} files, {rate:.0f} files/s ")
+            sys.stdout.flush()
+        if complete:
+            if tty:
+                sys.stdout.write("\n")
+            return counts
+        if timeout is not None and time.monotonic() - started > timeout:
+            raise CqError("the index did not catch up in time (see: cq worker status)")
+        state = probe_worker(repo, load_config(repo).stale_after)
+        if not state.alive:
+            raise CqError(f"the worker stopped while indexing ({state.detail}); "
+                          "see: cq worker logs")
+        time.sleep(0.2)
+
+
+def cmd_init(args, repo: Repo) -> int:
+    """Set up cq in a repository: copy cq.pyz, install hooks, start the worker, index HEAD."""
+    archive = running_archive()
+    if not archive:
+        raise CqError("cq init must run from the built cq.pyz (build it: python3 build_zipapp.py)")
+    ensure_state_dir(repo)
+    copy = repo.state_path(PYZ_COPY)
+    if os.path.abspath(archive) != copy:
+        with open(archive, "rb") as f:
+            write_state_file(copy, f.read())
+    write_state_file(repo.state_path(PYTHON_FILE), os.fsencode(sys.executable) + b"\n")
+    Index(repo).db.close()  # the schema exists before anyone waits on it
+    for line in install_hooks(repo, args.directory):
+        print(f"hook {line}")
+    state = probe_worker(repo, load_config(repo).stale_after)
+    if state.alive and state.record.get("version") != VERSION:
+        print(stop_worker(repo, None, False))
+    pid = start_worker_from(copy, repo)
+    print(f"worker running (PID {pid})")
+    for git_dir in worktree_git_dirs(repo.common_dir):
+        mark_moved(Repo(repo.common_dir, git_dir))
+    poke_worker(repo)
+    if args.no_wait:
+        print("indexing in the background (see: cq index status)")
+        return EXIT_OK
+    counts = wait_for_index(repo)
+    print(f"indexed {counts['documented']} files at {(counts['head'] or 'no commit')[:12]} "
+          f"({sum(counts['skipped'].values())} skipped, {counts['failed']} failed)")
+    return EXIT_OK
+
+
+def start_worker_from(archive: str, repo: Repo) -> int:
+    """Start the worker from the state directory's copy of cq.pyz, so hooks and worker agree."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-I", "-S", archive, "-C", repo.common_dir,
+                           "worker", "start"], capture_output=True, check=False,
+                          env=scrubbed_env())
+    if proc.returncode != 0:
+        raise CqError(proc.stderr.decode(errors="replace").strip().removeprefix("cq: "))
+    state = probe_worker(repo, load_config(repo).stale_after)
+    return state.pid or 0
+
+
+def cmd_index(args, repo: Repo) -> int:
+    """cq index [--wait] [--rebuild] | cq index status [--json]."""
+    if args.index_command == "status":
+        counts, complete = index_progress(repo)
+        counts["complete"] = complete
+        if args.json:
+            print(json.dumps(counts, indent=2, sort_keys=True))
+            return EXIT_OK
+        print(f"HEAD {(counts['head'] or 'none')[:12]}, indexed at "
+              f"{(counts['indexed_commit'] or 'nothing yet')[:12]}"
+              f"{'' if complete else ' (catching up)'}")
+        print(f"{counts['files']} files: {counts['documented']} documented, "
+              f"{counts['pending']} pending, {counts['failed']} failed")
+        for reason, n in sorted(counts["skipped"].items()):
+            print(f"skipped ({reason}): {n}")
+        return EXIT_OK
+    ensure_state_dir(repo)
+    with Index(repo) as index:
+        if args.rebuild:
+            index.clear()
+    for git_dir in worktree_git_dirs(repo.common_dir):
+        mark_moved(Repo(repo.common_dir, git_dir))
+    ensure_worker(repo)
+    if args.wait:
+        counts = wait_for_index(repo)
+        print(f"index complete: {counts['documented']} files documented")
+    else:
+        print("queued; the worker is bringing the index to HEAD (see: cq index status)")
+    return EXIT_OK
+
+
+def cmd_queue(args, repo: Repo) -> int:
+    """cq queue [list|retry|purge]: what is queued or failed; retry failures; drop work."""
+    action = args.queue_command or "list"
+    ensure_state_dir(repo)
+    huey = task_queue(repo)
+    with Index(repo) as index:
+        if action == "list":
+            tasks = huey.pending()
+            print(f"{len(tasks)} queued task(s)")
+            for task in tasks:
+                print(f"  {task.name} {describe_task(task)}")
+            failures = index.failures()
+            print(f"{len(failures)} failed file(s)")
+            for blob, path, error, _ in failures:
+                print(f"  {path} ({blob[:12]}): {error}")
+            return EXIT_OK
+        if action == "retry":
+            rows = index.clear_failures()
+            queue_documents(huey, rows)
+            print(f"queued {len(rows)} failed file(s) again")
+            return EXIT_OK
+    count = huey.pending_count()
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CqError(f"refusing to drop {count} queued task(s) without --yes", EXIT_USAGE)
+        answer = input(f"drop {count} queued task(s)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing dropped")
+            return EXIT_OK
+    huey.storage.flush_queue()
+    print(f"dropped {count} queued task(s); reconciliation queues again what HEAD still needs")
+    return EXIT_OK
+
+
+def repo_relative(repo: Repo, cwd: str, path: str) -> str:
+    """A user's path (relative to cwd) as a path relative to the top of the working tree."""
+    top = work_tree(cwd)
+    if top is None:
+        raise CqError("this repository has no working tree; give the path from its top")
+    full = os.path.normpath(os.path.join(os.path.abspath(cwd), path))
+    rel = os.path.relpath(full, os.path.realpath(top)) if not full.startswith(top) else \
+        os.path.relpath(full, top)
+    if rel.startswith(".."):
+        raise CqError(f"{path} is outside the repository", EXIT_USAGE)
+    return rel
+
+
+def cmd_search(args, repo: Repo) -> int:
+    """cq search QUERY: ranked results from this worktree's index."""
+    if args.limit < 1:
+        raise CqError("-n must be at least 1", EXIT_USAGE)
+    with Index(repo, readonly=True) as index:
+        results = index.search(repo.git_dir, " ".join(args.query), args.limit, args.path,
+                               args.lang)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return EXIT_OK
+    for r in results:
+        print(f"{r['path']}:{r['line']}: {r['kind']} {r['symbol']}  {r['snippet']}")
+    if not results:
+        print("no results")
+    return EXIT_OK
+
+
+def cmd_show(args, repo: Repo) -> int:
+    """cq show PATH: the stored documentation of one file at HEAD."""
+    rel = repo_relative(repo, args.directory, args.path)
+    with Index(repo, readonly=True) as index:
+        doc = index.file_doc(repo.git_dir, rel)
+    if doc is None:
+        raise CqError(f"{rel} is not in the index of this worktree's HEAD")
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    print(f"{doc['path']} ({doc['language'] or 'unknown'}, {doc['status']})")
+    if doc["summary"]:
+        print(doc["summary"])
+    if doc["error"]:
+        print(f"parse error: {doc['error']}")
+    for item in doc["entries"]:
+        print(f"  {item['line']:>5}  {item['kind']:<9} {item['signature'] or item['name']}")
+        if item["doc"] and item["kind"] != "mention":
+            print(f"{'':18}{item['doc'].splitlines()[0]}")
+    return EXIT_OK
+
+
+def huey_version() -> str:
+    """The bundled Huey's version, or a note that it is missing."""
+    try:
+        import huey
+    except ImportError:
+        return "not available"
+    return huey.__version__
+
+
+def build_parser():
+    """The argparse tree of every command."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="cq", description="Keep a searchable documentation index of a git repository "
+                               "fresh in the background.")
+    parser.add_argument("--version", action="store_true", help="print versions and exit")
+    parser.add_argument("-C", dest="directory", default=".", metavar="DIR",
+                        help="run as if started in DIR (like git -C)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    init = commands.add_parser("init", help="set up cq here and index HEAD")
+    init.add_argument("--no-wait", action="store_true", help="return without waiting")
+
+    worker = commands.add_parser("worker", help="start, stop and inspect the worker")
+    wsub = worker.add_subparsers(dest="worker_command", metavar="ACTION", required=True)
+    wsub.add_parser("start", help="start the worker in the background")
+    run = wsub.add_parser("run", help="run the worker in the foreground")
+    run.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    for name in ("stop", "restart"):
+        p = wsub.add_parser(name, help=f"{name} the worker")
+        p.add_argument("--timeout", type=float, metavar="S",
+                       help="seconds to wait for a graceful stop")
+        p.add_argument("--force", action="store_true", help="SIGKILL if it will not stop")
+    status = wsub.add_parser("status", help="is the worker alive (LSB exit codes)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("-v", "--verbose", action="store_true", help="show current work")
+    status.add_argument("-q", "--quiet", action="store_true", help="exit code only")
+    logs = wsub.add_parser("logs", help="show the worker log")
+    logs.add_argument("-n", dest="lines", type=int, default=20, metavar="N",
+                      help="lines to show (default 20)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep following")
+    wsub.add_parser("cleanup", help="make state consistent after a crash")
+
+    hook = commands.add_parser("hook", help="install, remove or inspect the git hooks")
+    hsub = hook.add_subparsers(dest="hook_command", metavar="ACTION", required=True)
+    hsub.add_parser("install", help="install cq's hooks (foreign hooks are kept and chained)")
+    hsub.add_parser("uninstall", help="remove cq's hooks, restoring foreign ones")
+    hsub.add_parser("status", help="show each hook's state")
+    hrun = hsub.add_parser("run", help="what the hook scripts call")
+    hrun.add_argument("name")
+    hrun.add_argument("args", nargs=argparse.REMAINDER)
+
+    index = commands.add_parser("index", help="bring the index to HEAD, or show its status")
+    index.add_argument("--wait", action="store_true", help="wait until complete")
+    index.add_argument("--rebuild", action="store_true", help="forget everything and redo")
+    isub = index.add_subparsers(dest="index_command", metavar="ACTION")
+    istatus = isub.add_parser("status", help="indexed versus HEAD")
+    istatus.add_argument("--json", action="store_true", help="machine-readable output")
+
+    queue = commands.add_parser("queue", help="inspect, retry or drop queued work")
+    queue.add_argument("queue_command", nargs="?", choices=("list", "retry", "purge"))
+    queue.add_argument("--yes", action="store_true", help="purge without asking")
+
+    search = commands.add_parser("search", help="search the index")
+    search.add_argument("query", nargs="+")
+    search.add_argument("-n", dest="limit", type=int, default=10, help="results (default 10)")
+    search.add_argument("--json", action="store_true", help="machine-readable output")
+    search.add_argument("--path", metavar="GLOB", help="only paths matching GLOB")
+    search.add_argument("--lang", metavar="L", help="only files in language L")
+
+    show = commands.add_parser("show", help="the stored documentation of one file")
+    show.add_argument("path")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+COMMANDS = {"init": cmd_init, "worker": cmd_worker, "hook": cmd_hook, "index": cmd_index,
+            "queue": cmd_queue, "search": cmd_search, "show": cmd_show}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse arguments, run one command, turn CqError into a one-line message."""
+    if sys.platform.startswith("win"):
+        print("cq: Windows is not supported (cq needs POSIX flock, FIFOs and signals)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    args = build_parser().parse_args(argv)
+    os.umask(0o077)  # SQLite's -wal and -shm files and every other file cq creates: 0600
+    if args.version:
+        print(f"cq {VERSION} (huey {huey_version()}, python {sys.version.split()[0]})")
+        return EXIT_OK
+    if not args.command:
+        build_parser().print_help()
+        return EXIT_USAGE
+    args.directory = os.path.abspath(args.directory)
+    try:
+        repo = locate_repo(args.directory)
+        return COMMANDS[args.command](args, repo)
+    except CqError as exc:
+        if args.command == "worker" and args.worker_command == "status":
+            print(f"cq: {exc}", file=sys.stderr)
+            return STATUS_UNKNOWN if exc.code != EXIT_USAGE else exc.code
+        print(f"cq: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

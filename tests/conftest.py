@@ -1,0 +1,206 @@
+"""Shared fixtures: the built cq.pyz, throw-away git repositories, and a cq runner.
+
+Everything here is real: the archive is built by build_zipapp.py, repositories are made by git
+in temporary directories, workers are real processes, and every worker a test starts is killed
+at teardown so that no test leaks processes into the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HUEY_WHEEL = "huey-3.5.4-py3-none-any.whl"
+
+
+def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = ""):
+    """Poll predicate until it returns something truthy; fail the test after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def huey_wheel(tmp_path_factory) -> Path:
+    """The pinned Huey wheel: from $CQ_HUEY_WHEEL_DIR if CI fetched it, else from pip."""
+    cached = os.environ.get("CQ_HUEY_WHEEL_DIR")
+    if cached and (Path(cached) / HUEY_WHEEL).is_file():
+        return Path(cached) / HUEY_WHEEL
+    target = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                    "--only-binary", ":all:", "--dest", str(target), "huey==3.5.4"], check=True)
+    return target / HUEY_WHEEL
+
+
+def build_pyz(output: Path, wheel: Path) -> Path:
+    """Run the real build script."""
+    subprocess.run([sys.executable, str(ROOT / "build_zipapp.py"), "--output", str(output),
+                    "--huey-wheel", str(wheel)], check=True, stdout=subprocess.DEVNULL)
+    return output
+
+
+@pytest.fixture(scope="session")
+def cq_pyz(tmp_path_factory, huey_wheel) -> Path:
+    """cq.pyz built once per test session."""
+    return build_pyz(tmp_path_factory.mktemp("build") / "cq.pyz", huey_wheel)
+
+
+def git(cwd, *args, check=True, env=None, input=None) -> str:
+    """Run git in cwd and return its stdout."""
+    proc = subprocess.run(["git", *args], cwd=cwd, check=False, capture_output=True,
+                          env=env, input=input)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {proc.stderr.decode()}")
+    return proc.stdout.decode(errors="replace")
+
+
+class Repository:
+    """A throw-away git repository with a cq runner bound to it."""
+
+    def __init__(self, path: Path, pyz: Path):
+        self.path = path
+        self.pyz = pyz
+
+    @property
+    def state(self) -> Path:
+        """cq's state directory for this repository."""
+        return self.path / ".git" / "cq"
+
+    def git(self, *args, **kwargs) -> str:
+        """git in this repository."""
+        return git(self.path, *args, **kwargs)
+
+    def cq(self, *args, python: str = sys.executable, timeout: float = 120, env=None,
+           cwd=None, input=None) -> subprocess.CompletedProcess:
+        """Run the built cq.pyz against this repository and capture text output."""
+        return subprocess.run([python, "-I", "-S", str(self.pyz), "-C", str(cwd or self.path),
+                               *args], capture_output=True, text=True, timeout=timeout,
+                              env=env, input=input, check=False)
+
+    def status(self) -> dict:
+        """`cq worker status --json`, parsed, with the exit code added."""
+        proc = self.cq("worker", "status", "--json")
+        report = json.loads(proc.stdout)
+        report["returncode"] = proc.returncode
+        return report
+
+    def write(self, rel: str, content) -> None:
+        """Write a file in the working tree (str or bytes)."""
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content.encode() if isinstance(content, str) else content)
+
+    def commit(self, files: dict | None = None, message: str = "change") -> str:
+        """Write files, commit everything, return the new HEAD."""
+        for rel, content in (files or {}).items():
+            self.write(rel, content)
+        self.git("add", "-A")
+        self.git("commit", "-q", "--allow-empty", "-m", message)
+        return self.git("rev-parse", "HEAD").strip()
+
+    def index_status(self) -> dict:
+        """`cq index status --json`, parsed."""
+        proc = self.cq("index", "status", "--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def wait_indexed(self, timeout: float = 30) -> dict:
+        """Wait until the index of this worktree matches HEAD."""
+        return wait_until(lambda: (s := self.index_status())["complete"] and s,
+                          timeout=timeout, what="the index to match HEAD")
+
+    def search(self, *query: str, extra=()) -> list[dict]:
+        """`cq search --json`, parsed."""
+        proc = self.cq("search", *query, "--json", *extra)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def worker_pid(self) -> int | None:
+        """The PID in the worker's pid file, if it holds one."""
+        try:
+            return json.loads((self.state / "worker.pid").read_text()).get("pid")
+        except (OSError, ValueError):
+            return None
+
+
+def kill_workers_of(path: Path) -> None:
+    """SIGKILL every process whose command line mentions this repository (test teardown)."""
+    needle = str(path).encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if needle in cmdline and b"worker" in cmdline:
+            try:
+                os.kill(int(name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def make_repo(path: Path, pyz: Path) -> Repository:
+    """git init with a user, fast cq timings and one commit."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    for key, value in (("user.email", "test@example.com"), ("user.name", "Test"),
+                       ("cq.heartbeatInterval", "0.2"), ("cq.shutdownTimeout", "10")):
+        git(path, "config", key, value)
+    repo = Repository(path, pyz)
+    repo.commit({"README.md": "# Demo\n\nA demo repository.\n"}, "initial")
+    return repo
+
+
+@pytest.fixture
+def repo(tmp_path, cq_pyz):
+    """A fresh repository; any worker started in it is killed afterwards."""
+    repository = make_repo(tmp_path / "repo", cq_pyz)
+    yield repository
+    kill_workers_of(tmp_path)
+
+
+@pytest.fixture
+def started(repo):
+    """A repository with a running worker."""
+    proc = repo.cq("worker", "start")
+    assert proc.returncode == 0, proc.stderr
+    return repo
+
+
+@pytest.fixture
+def initialised(repo):
+    """A repository after `cq init` (hooks installed, worker running, HEAD indexed)."""
+    proc = repo.cq("init")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return repo
+
+
+def spawn_sleeper() -> subprocess.Popen:
+    """An unrelated live process (for PID-reuse and forged pid-file tests)."""
+    return subprocess.Popen(["sleep", "300"])
+
+
+def start_time_of(pid: int) -> int:
+    """Field 22 of /proc/PID/stat."""
+    data = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(data[data.rfind(b")") + 2:].split()[19])
+
+
+def boot_id() -> str:
+    """This machine's boot id."""
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()

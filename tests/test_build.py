@@ -1,0 +1,85 @@
+"""build_zipapp.py: one reproducible cq.pyz that runs on every supported Python."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from conftest import ROOT, build_pyz, make_repo, wait_until
+
+VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+
+
+def find_python(version: str) -> str | None:
+    """A real interpreter for this minor version (PATH first, then pyenv's versions)."""
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"],
+                               capture_output=True, text=True, check=False)
+        if probe.returncode == 0 and probe.stdout.strip() == str(
+                tuple(int(p) for p in version.split("."))):
+            return candidate
+    return None
+
+
+def test_two_builds_are_byte_identical(tmp_path, huey_wheel):
+    first = build_pyz(tmp_path / "a.pyz", huey_wheel).read_bytes()
+    second = build_pyz(tmp_path / "b.pyz", huey_wheel).read_bytes()
+    assert first == second
+
+
+def test_archive_holds_cq_hooks_huey_and_its_licence_but_not_contrib(cq_pyz):
+    with zipfile.ZipFile(cq_pyz) as zf:
+        names = set(zf.namelist())
+    assert {"__main__.py", "cq.py", "LICENSE", "huey/__init__.py", "huey/LICENSE",
+            "hooks/post-commit", "hooks/post-rewrite"} <= names
+    assert not any(n.startswith(("huey/contrib/", "huey/tests/")) for n in names)
+
+
+def test_a_wheel_with_the_wrong_hash_is_refused(tmp_path, huey_wheel):
+    bad = tmp_path / huey_wheel.name
+    bad.write_bytes(huey_wheel.read_bytes() + b"tampered")
+    proc = subprocess.run([sys.executable, str(ROOT / "build_zipapp.py"), "--output",
+                           str(tmp_path / "cq.pyz"), "--huey-wheel", str(bad)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert "sha256" in proc.stderr and "refusing" in proc.stderr
+    assert not (tmp_path / "cq.pyz").exists()
+
+
+def test_runs_through_a_relative_path_from_another_directory(cq_pyz, tmp_path):
+    rel = os.path.relpath(cq_pyz, tmp_path)
+    proc = subprocess.run([sys.executable, rel, "--version"], cwd=tmp_path,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("cq 0.1.0 (huey 3.5.4")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_built_archive_runs_a_worker_under_python(version, cq_pyz, tmp_path):
+    python = find_python(version)
+    if python is None:
+        pytest.skip(f"Python {version} is not installed on this machine")
+    proc = subprocess.run([python, str(cq_pyz), "--version"], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert f"python {version}." in proc.stdout
+    repo = make_repo(tmp_path / "repo", cq_pyz)
+    repo.commit({"mod.py": "def answer():\n    '''Forty-two.'''\n    return 42\n"})
+    try:
+        assert repo.cq("worker", "start", python=python).returncode == 0
+        assert repo.cq("worker", "status", python=python).returncode == 0
+        assert repo.cq("index", "--wait", python=python).returncode == 0
+        hits = wait_until(lambda: repo.search("answer"))
+        assert hits[0]["path"] == "mod.py"
+        assert repo.cq("worker", "stop", python=python).returncode == 0
+        assert repo.cq("worker", "status", python=python).returncode == 3
+    finally:
+        repo.cq("worker", "stop", "--force", "--timeout", "2")

@@ -1,0 +1,434 @@
+"""The worker's life cycle and the detector that always knows whether it is alive."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from conftest import boot_id, kill_workers_of, spawn_sleeper, start_time_of, wait_until
+
+
+def worker_processes(repo) -> list[int]:
+    """PIDs of live `cq ... worker run` processes for this repository."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{name}/stat", "rb") as f:
+                zombie = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+        except OSError:
+            continue
+        if not zombie and b"run" in argv and str(repo.path).encode() in b" ".join(argv):
+            found.append(int(name))
+    return found
+
+
+def test_status_outside_a_repository_says_so_and_exits_2(tmp_path, cq_pyz):
+    proc = subprocess.run([sys.executable, "-I", "-S", str(cq_pyz), "-C", str(tmp_path),
+                           "worker", "status"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert "not a git repository" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_status_before_any_worker_is_not_running_exit_3(repo):
+    proc = repo.cq("worker", "status")
+    assert proc.returncode == 3
+    assert "stopped" in proc.stdout
+
+
+def test_start_reports_pid_and_status_shows_it_running(started):
+    report = started.status()
+    assert report["returncode"] == 0
+    assert report["state"] == "running"
+    assert report["pid"] == started.worker_pid()
+    assert report["queue_length"] is not None
+    assert report["heartbeat_age_seconds"] < 5
+    for key in ("uptime_seconds", "tasks_done", "tasks_failed", "current", "detail"):
+        assert key in report
+
+
+def test_start_when_running_says_so_and_exits_0(started):
+    pid = started.worker_pid()
+    proc = started.cq("worker", "start")
+    assert proc.returncode == 0
+    assert f"already running (PID {pid})" in proc.stdout
+
+
+def test_twenty_concurrent_starts_leave_exactly_one_worker(repo):
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda _: repo.cq("worker", "start"), range(20)))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    pids = {r.stdout.split("PID ")[1].rstrip(")\n") for r in results}
+    assert len(pids) == 1
+    time.sleep(0.5)
+    assert worker_processes(repo) == [int(pids.pop())]
+
+
+def test_state_directory_is_private(started):
+    assert started.state.stat().st_mode & 0o777 == 0o700
+    for name in ("worker.pid", "worker.log", "heartbeat.json", "queue.db"):
+        assert (started.state / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_kill_9_leaves_dead_state_and_start_recovers(started):
+    pid = started.worker_pid()
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: started.status()["returncode"] == 1, what="status 1 after kill -9")
+    assert started.status()["state"] == "dead"
+    proc = started.cq("worker", "start")
+    assert proc.returncode == 0, proc.stderr
+    assert started.status()["state"] == "running"
+    assert started.worker_pid() != pid
+
+
+def test_stop_waits_until_gone_and_is_idempotent(started):
+    pid = started.worker_pid()
+    proc = started.cq("worker", "stop")
+    assert proc.returncode == 0, proc.stderr
+    assert not os.path.exists(f"/proc/{pid}") or worker_processes(started) == []
+    assert started.status()["returncode"] == 3
+    again = started.cq("worker", "stop")
+    assert again.returncode == 0
+    assert "not running" in again.stdout
+
+
+def test_restart_replaces_the_worker(started):
+    pid = started.worker_pid()
+    proc = started.cq("worker", "restart")
+    assert proc.returncode == 0, proc.stderr
+    assert started.status()["state"] == "running"
+    assert started.worker_pid() != pid
+    assert worker_processes(started) == [started.worker_pid()]
+
+
+def forge_record(repo, pid: int) -> None:
+    repo.state.mkdir(mode=0o700, exist_ok=True)
+    record = {"pid": pid, "start_time": start_time_of(pid), "boot_id": boot_id(),
+              "started_at": time.time()}
+    path = repo.state / "worker.pid"
+    path.write_text(json.dumps(record))
+    path.chmod(0o600)
+
+
+def test_forged_pid_file_naming_a_live_process_is_not_running_and_stop_spares_it(repo):
+    sleeper = spawn_sleeper()
+    try:
+        forge_record(repo, sleeper.pid)  # even the identity fields are right
+        report = repo.status()
+        assert report["state"] == "dead" and report["returncode"] == 1
+        assert repo.cq("worker", "stop").returncode == 0
+        time.sleep(0.2)
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+
+
+def test_locked_pid_file_naming_another_process_is_unknown_and_nothing_is_signalled(repo):
+    sleeper = spawn_sleeper()
+    forge_record(repo, sleeper.pid)
+    holder = subprocess.Popen([sys.executable, "-c",
+                               ("import fcntl,sys,time;f=open(sys.argv[1]);"
+                               "fcntl.flock(f,fcntl.LOCK_EX);print('locked',flush=True);"
+                               "time.sleep(300)"), str(repo.state / "worker.pid")],
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        report = repo.status()
+        assert report["state"] == "unknown" and report["returncode"] == 4
+        stop = repo.cq("worker", "stop", "--force", "--timeout", "1")
+        assert stop.returncode == 1 and "not stopping" in stop.stderr
+        time.sleep(0.2)
+        assert sleeper.poll() is None and holder.poll() is None
+    finally:
+        sleeper.kill()
+        holder.kill()
+
+
+def test_pid_of_a_reused_process_after_kill_9_is_left_alone(started):
+    pid = started.worker_pid()
+    record = json.loads((started.state / "worker.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: started.status()["returncode"] == 1)
+    sleeper = spawn_sleeper()
+    try:
+        # Simulate the kernel handing the dead worker's PID to an unrelated process.
+        record["pid"] = sleeper.pid
+        (started.state / "worker.pid").write_text(json.dumps(record))
+        assert started.status()["state"] == "dead"
+        assert started.cq("worker", "stop", "--force").returncode == 0
+        assert started.cq("worker", "cleanup").returncode == 0
+        time.sleep(0.2)
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+
+
+def test_empty_pid_file_means_stopped(repo):
+    repo.state.mkdir(mode=0o700)
+    (repo.state / "worker.pid").write_bytes(b"")
+    assert repo.status()["returncode"] == 3
+
+
+def test_corrupt_pid_file_means_dead_and_start_overwrites_it(repo):
+    repo.state.mkdir(mode=0o700)
+    (repo.state / "worker.pid").write_bytes(b"\x00garbage{{{")
+    assert repo.status()["returncode"] == 1
+    assert repo.cq("worker", "start").returncode == 0
+    assert repo.status()["state"] == "running"
+
+
+def test_huge_pid_file_is_read_bounded_and_replaced(repo):
+    repo.state.mkdir(mode=0o700)
+    (repo.state / "worker.pid").write_bytes(b"7" * (20 * 1024 * 1024))
+    started = time.monotonic()
+    assert repo.status()["returncode"] == 1
+    assert time.monotonic() - started < 5
+    assert repo.cq("worker", "start").returncode == 0
+    assert (repo.state / "worker.pid").stat().st_size < 4096
+
+
+def test_symlinked_pid_file_is_refused_and_its_target_untouched(repo, tmp_path):
+    target = tmp_path / "victim"
+    target.write_text("precious")
+    repo.state.mkdir(mode=0o700)
+    (repo.state / "worker.pid").symlink_to(target)
+    report = repo.status()
+    assert report["returncode"] == 4 and "symlink" in report["detail"]
+    start = repo.cq("worker", "start")
+    assert start.returncode != 0 and "symlink" in start.stderr
+    assert target.read_text() == "precious"
+
+
+def test_symlinked_state_directory_is_refused(repo, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    repo.state.symlink_to(elsewhere)
+    proc = repo.cq("worker", "start")
+    assert proc.returncode == 1 and "symlink" in proc.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_second_worker_run_refuses_while_one_runs(started):
+    proc = started.cq("worker", "run", timeout=30)
+    assert proc.returncode == 1
+    assert "already running" in proc.stderr
+
+
+def test_stopped_worker_shows_hung_status_150_while_suspended(started):
+    pid = started.worker_pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: started.status()["returncode"] == 150, what="status 150")
+        assert started.status()["state"] == "hung"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: started.status()["returncode"] == 0, what="status 0 again")
+
+
+def test_start_with_an_invalid_setting_fails_in_one_line(repo):
+    repo.git("config", "cq.workers", "0")
+    proc = repo.cq("worker", "start")
+    assert proc.returncode == 2
+    assert "cq.workers" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_worker_that_dies_during_start_up_shows_its_log(repo):
+    repo.state.mkdir(mode=0o700)
+    (repo.state / "queue.db").write_bytes(b"this is not a sqlite database" * 100)
+    (repo.state / "queue.db").chmod(0o600)
+    proc = repo.cq("worker", "start")
+    assert proc.returncode == 1
+    assert "failed to start" in proc.stderr
+    assert "database" in proc.stderr  # the tail of the worker's log says why
+
+
+def test_invalid_config_names_the_key_in_one_line(repo):
+    repo.git("config", "cq.autostart", "maybe")
+    proc = repo.cq("worker", "status")
+    assert proc.returncode == 2
+    assert "cq.autostart" in proc.stderr and "maybe" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_logs_show_the_worker_log(started):
+    proc = started.cq("worker", "logs", "-n", "100")
+    assert proc.returncode == 0
+    assert f"worker {started.worker_pid()} started" in proc.stdout
+
+
+def test_logs_rotate_by_size_and_follow_continues_across_rotation(repo):
+    repo.git("config", "cq.logMaxBytes", "4096")
+    repo.git("config", "cq.reconcileInterval", "0.1")  # every pass writes log lines
+    follower = subprocess.Popen([sys.executable, "-I", "-S", str(repo.pyz), "-C",
+                                 str(repo.path), "worker", "logs", "-f", "-n", "0"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert repo.cq("worker", "start").returncode == 0
+        wait_until((repo.state / "worker.log.2").exists, what="two rotations")
+        first_rotated = (repo.state / "worker.log.1").stat().st_ino
+        wait_until(lambda: (repo.state / "worker.log.1").stat().st_ino != first_rotated,
+                   what="another rotation")
+        marker_pid = repo.worker_pid()
+        assert repo.cq("worker", "stop").returncode == 0
+    finally:
+        time.sleep(0.5)
+        follower.send_signal(signal.SIGINT)
+        out, _ = follower.communicate(timeout=10)
+    assert f"worker {marker_pid} stopped" in out  # written after several rotations
+    assert out.count("started") >= 1
+    assert repo.cq("worker", "logs", "-n", "3").stdout.count("\n") == 3
+
+
+def test_cleanup_after_kill_9_clears_stale_state_and_keeps_queued_work(started):
+    started.commit({"a.py": "def alpha():\n    pass\n"})
+    os.kill(started.worker_pid(), signal.SIGKILL)
+    wait_until(lambda: started.status()["returncode"] == 1)
+    proc = started.cq("worker", "cleanup")
+    assert proc.returncode == 0
+    assert "stale pid record" in proc.stdout
+    assert started.status()["returncode"] == 3
+    assert (started.state / "queue.db").exists()
+    assert started.cq("worker", "cleanup").stdout.strip() == "nothing to clean up"
+
+
+def test_cleanup_kills_a_leftover_worker_process_that_lost_its_lock(repo, tmp_path):
+    assert repo.cq("worker", "start").returncode == 0
+    pid = repo.worker_pid()
+    # A stray `worker run` for this repository that is not the lock holder: started directly
+    # with the pid file replaced underneath it, as a crash mid-restart could leave behind.
+    (repo.state / "worker.pid").rename(repo.state / "old.pid")
+    assert repo.cq("worker", "start").returncode == 0
+    new_pid = repo.worker_pid()
+    assert new_pid != pid
+    proc = repo.cq("worker", "cleanup")
+    assert f"killed leftover process {pid}" in proc.stdout
+    wait_until(lambda: pid not in worker_processes(repo), what="the stray worker to end")
+    assert repo.status()["pid"] == new_pid
+
+
+def test_stop_lets_the_task_in_flight_finish(repo):
+    repo.git("config", "cq.documenter", "sleep 2; echo documented-slowly")
+    assert repo.cq("worker", "start").returncode == 0
+    repo.commit({"slow.py": "x = 1\n"})
+    assert repo.cq("index").returncode == 0
+    wait_until(lambda: any(c["task"] == "document" for c in repo.status()["current"]),
+               what="the slow task to start")
+    proc = repo.cq("worker", "stop")
+    assert proc.returncode == 0, proc.stderr
+    kill_workers_of(repo.path)  # nothing must be left; a later start must not be needed
+    shown = repo.cq("show", "slow.py", "--json")
+    assert json.loads(shown.stdout)["summary"] == "documented-slowly"
+
+
+def test_task_cut_short_by_the_shutdown_timeout_is_queued_again_and_finished(repo):
+    repo.git("config", "cq.documenter", "sleep 3; echo finally")
+    repo.git("config", "cq.shutdownTimeout", "0.5")
+    assert repo.cq("worker", "start").returncode == 0
+    repo.commit({"slow.py": "x = 1\n"})
+    assert repo.cq("index").returncode == 0
+    wait_until(lambda: any(c["task"] == "document" for c in repo.status()["current"]))
+    assert repo.cq("worker", "stop").returncode == 0
+    assert "interrupted; queued again" in repo.cq("worker", "logs", "-n", "50").stdout
+    assert repo.cq("worker", "start").returncode == 0
+    repo.wait_indexed()
+    assert json.loads(repo.cq("show", "slow.py", "--json").stdout)["summary"] == "finally"
+
+
+def start_stuck_task(repo) -> None:
+    repo.git("config", "cq.documenter", "sleep 30")
+    repo.git("config", "cq.shutdownTimeout", "60")
+    assert repo.cq("worker", "start").returncode == 0
+    repo.commit({"stuck.py": "x = 1\n"})
+    assert repo.cq("index").returncode == 0
+    wait_until(lambda: any(c["task"] == "document" for c in repo.status()["current"]))
+
+
+def test_stop_that_times_out_says_how_to_go_on_and_leaves_the_worker_running(repo):
+    start_stuck_task(repo)
+    gentle = repo.cq("worker", "stop", "--timeout", "0.5")
+    assert gentle.returncode == 1 and "--force" in gentle.stderr
+    assert repo.status()["state"] == "running"
+
+
+def test_a_second_stop_interrupts_the_task_which_is_queued_again(repo):
+    start_stuck_task(repo)
+    assert repo.cq("worker", "stop", "--timeout", "0.5").returncode == 1
+    again = repo.cq("worker", "stop", "--timeout", "5")
+    assert again.returncode == 0, again.stderr
+    assert repo.status()["returncode"] == 3
+    assert "interrupted; queued again" in repo.cq("worker", "logs", "-n", "50").stdout
+
+
+def test_stop_force_kills_a_worker_that_will_not_finish(repo):
+    start_stuck_task(repo)
+    forced = repo.cq("worker", "stop", "--timeout", "0.5", "--force")
+    assert forced.returncode == 0 and "killed" in forced.stdout
+    assert repo.status()["returncode"] == 1
+    assert documenters_of(repo) == []
+
+
+def documenters_of(repo) -> list[int]:
+    """Live processes carrying this repository's documenter mark."""
+    mark = f"CQ_STATE_DIR={repo.state}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if mark in f.read().split(b"\0"):
+                    found.append(int(name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_cleanup_after_kill_9_kills_the_orphaned_documenter(repo):
+    start_stuck_task(repo)
+    wait_until(lambda: documenters_of(repo), what="the documenter to run")
+    os.kill(repo.worker_pid(), signal.SIGKILL)
+    assert documenters_of(repo)
+    proc = repo.cq("worker", "cleanup")
+    assert "killed leftover process" in proc.stdout
+    wait_until(lambda: documenters_of(repo) == [], what="the orphan to go")
+
+
+def test_sighup_stops_gracefully_instead_of_re_executing(started):
+    pid = started.worker_pid()
+    os.kill(pid, signal.SIGHUP)
+    wait_until(lambda: started.status()["returncode"] == 3, what="a clean stop")
+
+
+def test_status_and_hook_paths_never_import_huey(initialised):
+    for args in (["worker", "status"], ["hook", "run", "post-merge", "0"]):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-I", "-S",
+                               str(initialised.pyz), "-C", str(initialised.path), *args],
+                              capture_output=True, text=True, check=False)
+        assert "huey" not in proc.stderr, args
+        assert "sqlite3" not in proc.stderr, args
+
+
+def test_git_local_env_list_matches_git(repo):
+    sys.path.insert(0, str(repo.pyz))
+    try:
+        import cq
+    finally:
+        sys.path.remove(str(repo.pyz))
+    assert set(repo.git("rev-parse", "--local-env-vars").split()) <= set(cq.GIT_LOCAL_ENV)
+
+
+def test_windows_is_refused_in_one_line(cq_pyz):
+    code = ("import runpy,sys; sys.platform='win32'; sys.argv=['cq','worker','status'];"
+            f"runpy.run_path({str(cq_pyz)!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("cq: Windows is not supported (cq needs POSIX flock, "
+                                   "FIFOs and signals)")
