@@ -130,10 +130,26 @@ class Repository:
 
     def worker_pid(self) -> int | None:
         """The PID in the worker's pid file, if it holds one."""
-        try:
-            return json.loads((self.state / "worker.pid").read_text()).get("pid")
-        except (OSError, ValueError):
-            return None
+        return read_record(self.state / "worker.pid").get("pid")
+
+
+def read_record(path: Path) -> dict:
+    """A `key=value` record file (pid file, heartbeat) as a dict of strings and ints."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    record = {}
+    for line in lines:
+        key, _, value = line.partition("=")
+        record[key] = int(value) if value.isdigit() else value
+    return record
+
+
+def write_record(path: Path, record: dict) -> None:
+    """Write a `key=value` record file as cq does (mode 0600)."""
+    path.write_text("".join(f"{k}={v}\n" for k, v in record.items()))
+    path.chmod(0o600)
 
 
 def kill_workers_of(path: Path) -> None:

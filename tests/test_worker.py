@@ -10,7 +10,15 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import boot_id, kill_workers_of, spawn_sleeper, start_time_of, wait_until
+from conftest import (
+    boot_id,
+    kill_workers_of,
+    read_record,
+    spawn_sleeper,
+    start_time_of,
+    wait_until,
+    write_record,
+)
 
 
 def worker_processes(repo) -> list[int]:
@@ -114,9 +122,7 @@ def forge_record(repo, pid: int) -> None:
     repo.state.mkdir(mode=0o700, exist_ok=True)
     record = {"pid": pid, "start_time": start_time_of(pid), "boot_id": boot_id(),
               "started_at": time.time()}
-    path = repo.state / "worker.pid"
-    path.write_text(json.dumps(record))
-    path.chmod(0o600)
+    write_record(repo.state / "worker.pid", record)
 
 
 def test_forged_pid_file_naming_a_live_process_is_not_running_and_stop_spares_it(repo):
@@ -155,14 +161,14 @@ def test_locked_pid_file_naming_another_process_is_unknown_and_nothing_is_signal
 
 def test_pid_of_a_reused_process_after_kill_9_is_left_alone(started):
     pid = started.worker_pid()
-    record = json.loads((started.state / "worker.pid").read_text())
+    record = read_record(started.state / "worker.pid")
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: started.status()["returncode"] == 1)
     sleeper = spawn_sleeper()
     try:
         # Simulate the kernel handing the dead worker's PID to an unrelated process.
         record["pid"] = sleeper.pid
-        (started.state / "worker.pid").write_text(json.dumps(record))
+        write_record(started.state / "worker.pid", record)
         assert started.status()["state"] == "dead"
         assert started.cq("worker", "stop", "--force").returncode == 0
         assert started.cq("worker", "cleanup").returncode == 0
@@ -253,7 +259,7 @@ def test_worker_that_dies_during_start_up_shows_its_log(repo):
 
 def test_invalid_config_names_the_key_in_one_line(repo):
     repo.git("config", "cq.autostart", "maybe")
-    proc = repo.cq("worker", "status")
+    proc = repo.cq("worker", "start")
     assert proc.returncode == 2
     assert "cq.autostart" in proc.stderr and "maybe" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
