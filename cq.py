@@ -906,7 +906,7 @@ def document_python(text: str) -> tuple[str, list[dict]]:
     return summary, entries
 
 
-COMMENT_PREFIXES = ("///", "//!", "//", "#", "--", "*", "/**", "/*")
+COMMENT_PREFIXES = ("///", "//!", "//", "#", "--", "*", "/**", "/*", ";")
 
 
 def comment_text(line: str) -> str | None:
@@ -1090,7 +1090,7 @@ def looks_binary(data: bytes) -> bool:
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS worktrees (git_dir TEXT PRIMARY KEY, commit_id TEXT,
                                       updated_at REAL);
-CREATE TABLE IF NOT EXISTS files (git_dir TEXT, path TEXT, blob TEXT, mode TEXT,
+CREATE TABLE IF NOT EXISTS files (git_dir TEXT, path BLOB, blob TEXT, mode TEXT,
                                   excluded TEXT, PRIMARY KEY (git_dir, path));
 CREATE INDEX IF NOT EXISTS files_blob ON files (blob);
 CREATE TABLE IF NOT EXISTS docs (blob TEXT PRIMARY KEY, status TEXT, language TEXT,
@@ -1101,7 +1101,7 @@ CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY, blob TEXT, kind TEXT
 CREATE INDEX IF NOT EXISTS entries_blob ON entries (blob);
 CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5 (name, words, body,
                                                            tokenize = 'unicode61');
-CREATE TABLE IF NOT EXISTS failures (blob TEXT PRIMARY KEY, path TEXT, error TEXT,
+CREATE TABLE IF NOT EXISTS failures (blob TEXT PRIMARY KEY, path BLOB, error TEXT,
                                      failed_at REAL);
 """
 KIND_WEIGHT = {"mention": 0.4, "import": 0.6, "file": 0.8, "heading": 1.6}
@@ -1184,7 +1184,7 @@ class Index:
     def replace_worktree(self, git_dir: str, commit: str | None,
                          entries: dict[str, tuple[str, str]], config: Config) -> None:
         """Set a worktree's whole map from a tree listing."""
-        rows = [(git_dir, p, sha, mode, skip_reason(p, mode, config))
+        rows = [(git_dir, os.fsencode(p), sha, mode, skip_reason(p, mode, config))
                 for p, (mode, sha) in entries.items()]
         with self.transaction():
             self.db.execute("DELETE FROM files WHERE git_dir = ?", (git_dir,))
@@ -1197,10 +1197,11 @@ class Index:
             for path, mode, sha in changes:
                 if sha:
                     self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-                                    (git_dir, path, sha, mode, skip_reason(path, mode, config)))
+                                    (git_dir, os.fsencode(path), sha, mode,
+                                     skip_reason(path, mode, config)))
                 else:
                     self.db.execute("DELETE FROM files WHERE git_dir = ? AND path = ?",
-                                    (git_dir, path))
+                                    (git_dir, os.fsencode(path)))
             self._set_commit(git_dir, commit)
 
     def forget_worktree(self, git_dir: str) -> None:
@@ -1216,7 +1217,8 @@ class Index:
                "LEFT JOIN docs d ON d.blob = f.blob LEFT JOIN failures x ON x.blob = f.blob "
                f"WHERE f.excluded = '' AND d.blob IS NULL AND x.blob IS NULL {where} "
                "GROUP BY f.blob ORDER BY MIN(f.path)")
-        return self.db.execute(sql, (git_dir,) if git_dir else ()).fetchall()
+        rows = self.db.execute(sql, (git_dir,) if git_dir else ()).fetchall()
+        return [(blob, os.fsdecode(path)) for blob, path in rows]
 
     def is_documented(self, blob: str) -> bool:
         """True if this blob already has a record."""
@@ -1230,7 +1232,7 @@ class Index:
     def store(self, blob: str, status: str, size: int, doc: dict | None, path: str) -> None:
         """Record a blob's documentation (or why it was skipped) and make it searchable."""
         doc = doc or {"language": "", "summary": "", "entries": [], "error": ""}
-        file_entry = entry("file", os.path.basename(path), 1, "", doc["summary"])
+        file_entry = entry("file", printable(os.path.basename(path)), 1, "", doc["summary"])
         with self.transaction():
             self.db.execute("DELETE FROM failures WHERE blob = ?", (blob,))
             self.db.execute("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
@@ -1251,19 +1253,20 @@ class Index:
     def record_failure(self, blob: str, path: str, error: str) -> None:
         """Remember a blob that could not be documented, with the reason."""
         self.db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
-                        (blob, path, error[:2000], time.time()))
+                        (blob, os.fsencode(path), error[:2000], time.time()))
 
     def failures(self) -> list[tuple[str, str, str, float]]:
         """Blobs whose documenting failed."""
-        return self.db.execute("SELECT blob, path, error, failed_at FROM failures "
+        rows = self.db.execute("SELECT blob, path, error, failed_at FROM failures "
                                "ORDER BY failed_at").fetchall()
+        return [(blob, os.fsdecode(path), error, at) for blob, path, error, at in rows]
 
     def clear_failures(self) -> list[tuple[str, str]]:
         """Forget all failures and return them as (blob, path) to queue again."""
         with self.transaction():
             rows = self.db.execute("SELECT blob, path FROM failures").fetchall()
             self.db.execute("DELETE FROM failures")
-        return rows
+        return [(blob, os.fsdecode(path)) for blob, path in rows]
 
     def prune(self, grace_seconds: float) -> int:
         """Forget documentation no worktree has referenced for grace_seconds; returns count."""
@@ -1316,7 +1319,7 @@ class Index:
         row = self.db.execute(
             "SELECT f.blob, f.excluded, d.status, d.language, d.summary, d.error FROM files f "
             "LEFT JOIN docs d ON d.blob = f.blob WHERE f.git_dir = ? AND f.path = ?",
-            (git_dir, path)).fetchone()
+            (git_dir, os.fsencode(path))).fetchone()
         if row is None:
             return None
         blob, excluded, status, language, summary, error = row
@@ -1346,7 +1349,8 @@ class Index:
         except sqlite3.OperationalError as exc:
             raise CqError(f"cannot search for {query!r}: {exc}", EXIT_USAGE) from exc
         results = []
-        for kind, name, line, signature, doc, path, lang, rank in rows:
+        for kind, name, line, signature, doc, raw_path, lang, rank in rows:
+            path = os.fsdecode(raw_path)
             if path_glob and not fnmatchcase(path, path_glob):
                 continue
             if language and lang != language:
@@ -1372,6 +1376,11 @@ class _Transaction:
 
     def __exit__(self, kind, value, tb):
         self.db.execute("ROLLBACK" if kind else "COMMIT")
+
+
+def printable(text: str) -> str:
+    """Text safe to store as SQLite TEXT: undecodable file-name bytes become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def squash(text: str) -> str:
@@ -2620,6 +2629,8 @@ def main(argv: list[str] | None = None) -> int:
         print("cq: Windows is not supported (cq needs POSIX flock, FIFOs and signals)",
               file=sys.stderr)
         return EXIT_USAGE
+    # File names are bytes to git; write undecodable ones back out as the same bytes.
+    sys.stdout.reconfigure(errors="surrogateescape")
     argv = sys.argv[1:] if argv is None else argv
     args = parse_hot_path(argv) or build_parser(argv).parse_args(argv)
     os.umask(0o077)  # SQLite's -wal and -shm files and every other file cq creates: 0600

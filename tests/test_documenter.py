@@ -1,0 +1,148 @@
+"""The built-in documenter: what it finds in each language, and that it never raises."""
+
+from __future__ import annotations
+
+import sys
+
+from conftest import ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(ROOT))
+import cq
+
+
+def names(doc: dict, kind: str | None = None) -> list[str]:
+    return [e["name"] for e in doc["entries"] if kind is None or e["kind"] == kind]
+
+
+def find(doc: dict, name: str) -> dict:
+    return next(e for e in doc["entries"] if e["name"] == name)
+
+
+def test_python_module_docstring_classes_methods_functions_and_imports():
+    source = b'''"""Parse configuration files."""
+import os
+from pathlib import Path
+
+
+class Loader(Base):
+    """Loads things."""
+
+    def load(self, path: str) -> dict:
+        """Load one file."""
+        return {}
+
+
+async def fetch(url, *, timeout=3):
+    pass
+'''
+    doc = cq.document_text("pkg/conf.py", source)
+    assert doc["language"] == "python" and doc["summary"] == "Parse configuration files."
+    assert find(doc, "Loader")["signature"] == "class Loader(Base)"
+    assert find(doc, "Loader")["doc"] == "Loads things."
+    load = find(doc, "load")
+    assert (load["kind"], load["line"]) == ("method", 9)
+    assert load["signature"] == "def Loader.load(self, path: str) -> dict"
+    assert find(doc, "fetch")["signature"] == "async def fetch(url, *, timeout=3)"
+    assert names(doc, "import") == ["os", "pathlib.Path"]
+
+
+def test_javascript_and_typescript_definitions_with_doc_comments():
+    source = b"""/**
+ * Renders the page.
+ */
+export function renderPage(props) {}
+export default class Widget {
+  handleClick(event) {
+  }
+}
+const add = (a, b) => a + b;
+export interface Options { debug: boolean }
+type Id = string;
+"""
+    doc = cq.document_text("src/app.ts", source)
+    assert doc["language"] == "typescript"
+    assert find(doc, "renderPage")["doc"] == "Renders the page."
+    assert find(doc, "renderPage")["line"] == 4
+    assert {"Widget", "handleClick", "add", "Options", "Id"} <= set(names(doc))
+
+
+def test_go_rust_java_c_and_shell_definitions():
+    cases = {
+        "main.go": ((b"// Serve starts the server.\nfunc Serve(addr string) error {\n}\n"
+                    b"type Server struct {\n}\nfunc (s *Server) Close() {}\n"),
+                    {"Serve", "Server", "Close"}),
+        "lib.rs": ((b"/// Adds two numbers.\npub fn add(a: i32) -> i32 { a }\n"
+                   b"pub struct Point { x: i32 }\ntrait Shape {}\nimpl Shape for Point {}\n"),
+                   {"add", "Point", "Shape"}),
+        "App.java": ((b"/** The app. */\npublic class App {\n"
+                     b"    public static void main(String[] a) {\n"),
+                     {"App", "main"}),
+        "util.c": ((b"#define MAX 10\n/* Sum of two. */\nint sum(int a, int b)\n{\n}\n"
+                   b"struct node {\n};\n"), {"MAX", "sum", "node"}),
+        "run.sh": (b"#!/bin/sh\n# Deploys the app.\ndeploy() {\n}\nfunction clean {\n}\n",
+                   {"deploy", "clean"}),
+    }
+    for path, (source, expected) in cases.items():
+        doc = cq.document_text(path, source)
+        assert expected <= set(names(doc)), (path, names(doc))
+    assert find(cq.document_text("main.go", cases["main.go"][0]), "Serve")["doc"] == \
+        "Serve starts the server."
+    assert find(cq.document_text("lib.rs", cases["lib.rs"][0]), "add")["doc"] == \
+        "Adds two numbers."
+    assert cq.document_text("run.sh", cases["run.sh"][0])["summary"] == "Deploys the app."
+
+
+def test_markdown_headings_with_their_first_paragraph():
+    doc = cq.document_text("README.md", b"# Title\n\nIntro text.\n\n```\n# not a heading\n```\n"
+                                        b"## Usage\n\nRun it.\n")
+    assert names(doc, "heading") == ["Title", "Usage"]
+    assert find(doc, "Usage")["doc"] == "Run it." and find(doc, "Usage")["line"] == 8
+
+
+def test_any_other_text_gets_its_leading_comment_and_identifiers():
+    doc = cq.document_text("conf/settings.ini", b"; Settings for the service.\n"
+                                                b"max_connections = 10\nretry_delay = 2\n")
+    assert doc["language"] == "text"
+    assert doc["summary"] == "Settings for the service."
+    assert {"max_connections", "retry_delay"} <= set(find(doc, "settings.ini")["doc"].split())
+
+
+def test_a_python_file_that_fails_to_parse_gets_a_record_with_the_error():
+    doc = cq.document_text("bad.py", b"def broken(:\n")
+    assert doc["error"].startswith("SyntaxError")
+    assert "broken" in find(doc, "bad.py")["doc"]
+
+
+def test_scripts_are_recognised_by_their_shebang():
+    assert cq.document_text("bin/tool", b"#!/usr/bin/env python3\nx = 1\n")["language"] == \
+        "python"
+    assert cq.document_text("bin/run", b"#!/bin/bash\necho hi\n")["language"] == "shell"
+
+
+def test_identifiers_split_into_words_however_they_are_spelled():
+    assert cq.split_identifier("parse_config") == ["parse", "config"]
+    assert cq.split_identifier("ParseConfig") == ["parse", "config"]
+    assert cq.split_identifier("HTTPServer2") == ["http", "server", "2"]
+    assert cq.split_identifier("getHTTPResponseCode") == ["get", "http", "response", "code"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000), st.sampled_from(
+    ["a.py", "a.js", "a.go", "a.rs", "A.java", "a.c", "a.sh", "a.md", "a.txt", "noext"]))
+def test_the_documenter_never_raises_on_arbitrary_bytes(data, path):
+    doc = cq.document_text(path, data)
+    assert set(doc) == {"language", "summary", "entries", "error"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_query_becomes_a_safe_fts_expression_or_a_clear_error(query):
+    try:
+        expression, _ = cq.fts_query(query)
+    except cq.CqError as exc:
+        assert "nothing to search for" in str(exc)
+        return
+    for term in expression.split():
+        assert term.startswith('"') and term.rstrip("*").endswith('"')

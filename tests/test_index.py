@@ -1,0 +1,268 @@
+"""From commit to searchable index: change detection that loses nothing, with a real worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+
+import pytest
+from conftest import wait_until
+
+
+def paths_indexed(repo) -> set[str]:
+    """Every path the index maps for the main worktree."""
+    db = sqlite3.connect(repo.state / "index.db")
+    try:
+        return {os.fsdecode(r[0]) for r in db.execute("SELECT path FROM files WHERE git_dir = ?",
+                                         (str(repo.path / ".git"),))}
+    finally:
+        db.close()
+
+
+def documented_blobs(repo) -> int:
+    db = sqlite3.connect(repo.state / "index.db")
+    try:
+        return db.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
+    finally:
+        db.close()
+
+
+def head_paths(repo) -> set[str]:
+    out = repo.git("ls-tree", "-r", "-z", "--name-only", "HEAD")
+    return {p for p in out.split("\0") if p}
+
+
+def show(repo, path: str) -> dict:
+    proc = repo.cq("show", "--json", "--", path)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_init_indexes_head_and_reports_it(repo):
+    repo.commit({"pkg/mod.py": '"""Module doc."""\n\ndef f():\n    pass\n'})
+    proc = repo.cq("init")
+    assert proc.returncode == 0, proc.stderr
+    assert "indexed 2 files" in proc.stdout
+    status = repo.index_status()
+    assert status["complete"] and status["documented"] == 2 and status["pending"] == 0
+    assert show(repo, "pkg/mod.py")["summary"] == "Module doc."
+
+
+def test_init_is_safe_to_run_again(initialised):
+    pid = initialised.worker_pid()
+    proc = initialised.cq("init")
+    assert proc.returncode == 0, proc.stderr
+    assert initialised.worker_pid() == pid
+    assert initialised.index_status()["complete"]
+
+
+def test_a_commit_is_searchable_shortly_after(initialised):
+    initialised.commit({"fresh.py": "def freshly_committed():\n    pass\n"})
+    hits = wait_until(lambda: initialised.search("freshly_committed"), timeout=10)
+    assert hits[0]["path"] == "fresh.py" and hits[0]["line"] == 1
+
+
+def test_deleted_and_renamed_files_follow_head(initialised):
+    initialised.commit({"old.py": "def keep_me():\n    pass\n", "gone.py": "x = 1\n"})
+    initialised.wait_indexed()
+    before = documented_blobs(initialised)
+    initialised.git("mv", "old.py", "new.py")
+    initialised.git("rm", "-q", "gone.py")
+    initialised.commit(message="rename and delete")
+    wait_until(lambda: paths_indexed(initialised) == head_paths(initialised))
+    assert [h["path"] for h in initialised.search("keep_me")] == ["new.py"]
+    assert documented_blobs(initialised) == before  # the renamed content was not redone
+
+
+def test_merge_checkout_rebase_and_amend_all_reach_the_index(initialised):
+    repo = initialised
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.commit({"feature.py": "def on_feature():\n    pass\n"})
+    repo.git("checkout", "-q", "main")
+    repo.commit({"main.py": "def on_main():\n    pass\n"})
+    wait_until(lambda: paths_indexed(repo) == head_paths(repo), what="checkout back to main")
+    assert not repo.search("on_feature")
+    repo.git("merge", "-q", "--no-edit", "feature")
+    wait_until(lambda: repo.search("on_feature"), what="the merge")
+    repo.git("checkout", "-q", "-b", "topic", "HEAD~1")
+    repo.commit({"topic.py": "def on_topic():\n    pass\n"})
+    repo.git("rebase", "-q", "main")
+    wait_until(lambda: repo.search("on_topic") and repo.search("on_feature"), what="rebase")
+    repo.write("topic.py", "def amended_topic():\n    pass\n")
+    repo.git("commit", "-q", "-a", "--amend", "--no-edit")
+    wait_until(lambda: repo.search("amended_topic"), what="the amend")
+    assert paths_indexed(repo) == head_paths(repo)
+
+
+def test_moves_that_fire_no_hook_are_caught_by_reconciliation(initialised):
+    repo = initialised
+    repo.git("config", "cq.reconcileInterval", "0.3")
+    repo.cq("worker", "restart")
+    repo.commit({"later.py": "def added_later():\n    pass\n"})
+    wait_until(lambda: repo.search("added_later"))
+    repo.git("reset", "-q", "--hard", "HEAD~1")  # fires no hook
+    wait_until(lambda: not repo.search("added_later"), what="reset --hard to be noticed")
+    repo.write("README.md", "# Stashed\n\nwork in progress\n")
+    repo.git("stash", "-q")  # fires no hook either, and leaves HEAD where it was
+    assert repo.index_status()["complete"]
+
+
+def test_odd_file_names_are_indexed_and_shown(initialised):
+    names = ["with space.py", "-leading-dash.py", "new\nline.py", "caf\u00e9.py"]
+    for i, name in enumerate(names):
+        initialised.write(name, f"def odd_name_{i}():\n    pass\n")
+    raw = os.fsencode(initialised.path) + b"/latin1-\xe9.py"
+    with open(raw, "wb") as f:
+        f.write(b"def odd_name_bytes():\n    pass\n")
+    initialised.commit(message="odd names")
+    initialised.wait_indexed()
+    for i, name in enumerate(names):
+        assert [h["path"] for h in initialised.search(f"odd_name_{i}")] == [name]
+    assert initialised.search("odd_name_bytes")[0]["path"] == os.fsdecode(b"latin1-\xe9.py")
+    assert show(initialised, "-leading-dash.py")["entries"][0]["name"] == "odd_name_1"
+
+
+def test_symlinks_and_submodules_are_skipped_with_a_reason(initialised, tmp_path):
+    repo = initialised
+    (repo.path / "link.py").symlink_to("README.md")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    for args in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "s"]):
+        repo.git("-C", str(sub), *args)
+    repo.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "vendored")
+    repo.commit(message="link and submodule")
+    status = repo.wait_indexed()
+    assert status["skipped"] == {"symlink": 1, "submodule": 1}
+
+
+def test_binary_large_and_excluded_files_are_skipped_with_reasons(initialised):
+    repo = initialised
+    repo.git("config", "cq.maxFileSize", "1000")
+    repo.git("config", "--add", "cq.exclude", "*.min.js")
+    repo.git("config", "--add", "cq.exclude", "vendor/")
+    repo.commit({"image.png": b"\x89PNG\r\n\x1a\n\x00\x00binary", "big.py": "x = 1\n" * 500,
+                 "app.min.js": "var a=1;", "vendor/lib.py": "def vendored():\n    pass\n"})
+    status = repo.wait_indexed()
+    assert status["skipped"] == {"binary": 1, "too large": 1, "excluded": 2}
+    assert not repo.search("vendored")
+
+
+def test_a_file_that_fails_to_parse_still_gets_a_record(initialised):
+    initialised.commit({"broken.py": "def broken_function(:\n    '''never parses'''\n"})
+    initialised.wait_indexed()
+    doc = show(initialised, "broken.py")
+    assert doc["status"] == "error" and "SyntaxError" in doc["error"]
+    assert initialised.search("broken_function")  # its identifiers are still searchable
+
+
+def test_a_burst_of_commits_documents_far_fewer_versions_than_commits(initialised):
+    repo = initialised
+    start = documented_blobs(repo)
+    for i in range(100):
+        repo.write("hot.py", f"def version_{i}():\n    pass\n")
+        repo.git("commit", "-q", "-am", f"v{i}") if i else repo.commit(message="v0")
+    repo.wait_indexed()
+    assert repo.search("version_99")[0]["path"] == "hot.py"
+    assert documented_blobs(repo) - start < 20
+
+
+def test_kill_9_mid_batch_then_start_converges_to_head(initialised):
+    repo = initialised
+    repo.git("config", "cq.documenter", "sleep 0.1; echo documented")
+    repo.cq("worker", "restart")
+    repo.commit({f"many/m{i}.py": f"def many_{i}():\n    pass\n" for i in range(40)})
+    wait_until(lambda: repo.index_status()["documented"] >= 5, what="some progress")
+    os.kill(repo.worker_pid(), signal.SIGKILL)
+    assert repo.index_status()["pending"] > 0
+    assert repo.cq("worker", "start").returncode == 0
+    status = repo.wait_indexed(timeout=60)
+    assert status["documented"] == len(head_paths(repo))
+    assert all(show(repo, f"many/m{i}.py")["summary"] == "documented" for i in range(40))
+
+
+def test_purged_queue_loses_nothing(initialised):
+    repo = initialised
+    repo.git("config", "cq.documenter", "sleep 0.2; echo done")
+    repo.git("config", "cq.reconcileInterval", "0.5")
+    repo.cq("worker", "restart")
+    repo.commit({f"p{i}.py": f"x = {i}\n" for i in range(15)})
+    wait_until(lambda: repo.status()["queue_length"], what="queued work")
+    proc = repo.cq("queue", "purge", "--yes")
+    assert proc.returncode == 0 and "dropped" in proc.stdout
+    status = repo.wait_indexed(timeout=60)
+    assert status["pending"] == 0 and status["documented"] == len(head_paths(repo))
+
+
+def test_purge_without_yes_and_without_a_terminal_refuses(initialised):
+    proc = initialised.cq("queue", "purge")
+    assert proc.returncode == 2 and "--yes" in proc.stderr
+
+
+def test_failures_are_listed_and_retried(initialised):
+    repo = initialised
+    repo.git("config", "cq.documenter", "echo cannot document >&2; exit 7")
+    repo.commit({"fails.py": "x = 1\n"})
+    wait_until(lambda: repo.index_status()["failed"] == 1, what="the failure")
+    listing = repo.cq("queue", "list").stdout
+    assert "fails.py" in listing and "status 7: cannot document" in listing
+    repo.git("config", "--unset", "cq.documenter")
+    proc = repo.cq("queue", "retry")
+    assert "queued 1 failed file(s) again" in proc.stdout
+    status = repo.wait_indexed()
+    assert status["failed"] == 0
+
+
+def test_each_worktree_searches_its_own_head(initialised, tmp_path):
+    repo = initialised
+    other = tmp_path / "other"
+    repo.git("worktree", "add", "-q", "-b", "side", str(other))
+    repo.write(str(other / "side.py"), "def only_on_side():\n    pass\n")
+    repo.git("-C", str(other), "add", "-A")
+    repo.git("-C", str(other), "commit", "-q", "-m", "side")
+    found = wait_until(lambda: repo.cq("search", "only_on_side", "--json", cwd=other).stdout
+                       .count("side.py"), what="the linked worktree to be indexed")
+    assert found == 1
+    assert repo.search("only_on_side") == []  # the main worktree does not have it
+
+
+def test_documentation_no_worktree_references_is_pruned(initialised):
+    repo = initialised
+    repo.git("config", "cq.pruneAfter", "0")
+    repo.git("config", "cq.reconcileInterval", "0.3")
+    repo.cq("worker", "restart")
+    repo.commit({"temp.py": "def temporary():\n    pass\n"})
+    wait_until(lambda: repo.search("temporary"))
+    count = documented_blobs(repo)
+    repo.git("rm", "-q", "temp.py")
+    repo.commit(message="drop temp")
+    wait_until(lambda: documented_blobs(repo) == count - 1, what="the orphan to be pruned")
+
+
+def test_queue_storage_keeps_no_results(initialised):
+    initialised.commit({f"r{i}.py": "x = 1\n" for i in range(10)})
+    initialised.wait_indexed()
+    db = sqlite3.connect(initialised.state / "queue.db")
+    try:
+        assert db.execute("SELECT COUNT(*) FROM kv").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM task").fetchone()[0] == 0
+    finally:
+        db.close()
+
+
+def test_index_rebuild_starts_over_and_completes(initialised):
+    proc = initialised.cq("index", "--rebuild", "--wait")
+    assert proc.returncode == 0, proc.stderr
+    assert initialised.index_status()["complete"]
+
+
+def test_show_outside_the_index_says_so(initialised):
+    proc = initialised.cq("show", "no/such/file.py")
+    assert proc.returncode == 1 and "not in the index" in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["search", "x"], ["show", "README.md"]])
+def test_reading_before_init_says_what_to_do(repo, command):
+    proc = repo.cq(*command)
+    assert proc.returncode == 1 and "cq init" in proc.stderr
