@@ -83,7 +83,7 @@ def test_twenty_concurrent_starts_leave_exactly_one_worker(repo):
 
 def test_state_directory_is_private(started):
     assert started.state.stat().st_mode & 0o777 == 0o700
-    for name in ("worker.pid", "worker.log", "heartbeat.json", "queue.db"):
+    for name in ("worker.pid", "worker.log", "heartbeat", "queue.db"):
         assert (started.state / name).stat().st_mode & 0o777 == 0o600, name
 
 
