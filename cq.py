@@ -1577,6 +1577,11 @@ class WorkerActivity:
                 huey.enqueue(task)
                 log(f"task {task.name} {task.id} was interrupted; queued again")
 
+    def snapshot_current(self) -> list:
+        """The tasks in flight."""
+        with self.lock:
+            return list(self.current.values())
+
     def snapshot(self) -> dict:
         """The counters, and the tasks in flight as one JSON value, for the heartbeat."""
         import json
@@ -1659,6 +1664,9 @@ class WorkerLoop:
         keep_open = os.open(self.repo.state_path(WAKE_FIFO),
                             os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never see EOF
         try:
+            # Work left queued by the last worker may have been cut short by a crash, which
+            # reconciliation only sees once that queue has run: look again when it drains.
+            recheck_when_drained = self.huey.pending_count() > 0
             self.huey.cq_tasks["reconcile"]()
             next_reconcile = time.monotonic() + self.config.reconcile_interval
             while not self.stopping.is_set():
@@ -1667,12 +1675,19 @@ class WorkerLoop:
                 if readable:
                     self.drain(fifo)
                     self.sync_pending()
+                if recheck_when_drained and self.idle():
+                    recheck_when_drained = False
+                    next_reconcile = time.monotonic()
                 if time.monotonic() >= next_reconcile:
                     self.huey.cq_tasks["reconcile"]()
                     next_reconcile = time.monotonic() + self.config.reconcile_interval
         finally:
             os.close(fifo)
             os.close(keep_open)
+
+    def idle(self) -> bool:
+        """True when nothing is queued or running."""
+        return not self.activity.snapshot_current() and self.huey.pending_count() == 0
 
     def drain(self, fifo: int) -> None:
         """Empty the FIFO, then wait briefly for a burst of commits to settle."""

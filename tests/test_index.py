@@ -177,7 +177,7 @@ def test_kill_9_mid_batch_then_start_converges_to_head(initialised):
     os.kill(repo.worker_pid(), signal.SIGKILL)
     assert repo.index_status()["pending"] > 0
     assert repo.cq("worker", "start").returncode == 0
-    status = repo.wait_indexed(timeout=60)
+    status = repo.wait_indexed(timeout=30)  # well before the 60 s periodic reconciliation
     assert status["documented"] == len(head_paths(repo))
     assert all(show(repo, f"many/m{i}.py")["summary"] == "documented" for i in range(40))
 
