@@ -98,8 +98,10 @@ def locate_repo(start_dir: str) -> Repo:
         raise CqError(f"not a git repository: {os.path.abspath(start_dir)} "
                       "(run cq inside a repository or pass -C DIR)", EXIT_USAGE)
     common, git_dir = os.fsdecode(out).splitlines()[:2]
-    return Repo(os.path.normpath(os.path.join(os.path.abspath(start_dir), common)),
-                os.path.normpath(os.path.join(os.path.abspath(start_dir), git_dir)))
+    # Real paths: each worktree is keyed by its git dir in the index, and must be spelled
+    # the same way however cq reached it (a hook, -C, a symlinked directory).
+    return Repo(os.path.realpath(os.path.join(start_dir, common)),
+                os.path.realpath(os.path.join(start_dir, git_dir)))
 
 
 def ensure_state_dir(repo: Repo) -> str:
@@ -165,12 +167,15 @@ def read_state_file(path: str, limit: int = RECORD_MAX_BYTES) -> bytes | None:
         os.close(fd)
 
 
-def write_state_file(path: str, data: bytes) -> None:
-    """Replace a state file atomically (write a private temporary file, then rename)."""
+def write_state_file(path: str, data: bytes, durable: bool = False) -> None:
+    """Replace a state file atomically (write a private temporary file, then rename);
+    durable also flushes it to disk before the rename."""
     tmp = f"{path}.tmp{os.getpid()}"
     fd = open_state_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         os.write(fd, data)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
@@ -508,28 +513,41 @@ def process_identity(pid: int) -> dict:
     return {"pid": pid, "start_time": proc_start_time(pid), "boot_id": boot_id()}
 
 
-def holds_worker_lock(pid: int, their_fd: object, lock_fd: int) -> bool | None:
-    """Whether descriptor their_fd of process pid holds the exclusive flock on the file
-    behind lock_fd, from /proc/PID/fdinfo (Linux); None where that cannot be read.
+def read_fdinfo(pid: object, fd: int) -> tuple[dict, list[list[str]]]:
+    """The `key: value` fields of /proc/PID/fdinfo/FD, and its `lock:` lines, split."""
+    with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
+        lines = f.read().decode(errors="replace").splitlines()
+    fields, locks = {}, []
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key == "lock":
+            locks.append(value.split())
+        else:
+            fields[key] = value.strip()
+    return fields, locks
 
-    (/proc/locks would say the same, but its first read in a process waits for an RCU grace
-    period, 10 ms or more; fdinfo costs 0.05 ms.)"""
+
+def holds_worker_lock(pid: int, their_fd: object, lock_fd: int) -> bool | None:
+    """Whether descriptor their_fd of process pid is the worker's pid file and holds its
+    exclusive flock, from /proc/.../fdinfo (Linux); None where that cannot be read.
+
+    The file is matched by mount id and inode as fdinfo reports them for both descriptors
+    (stat's device differs from the lock line's on btrfs).  /proc/locks would say the same,
+    but its first read in a process waits for an RCU grace period: 10 ms or more."""
     if not isinstance(their_fd, int) or their_fd < 0:
         return False
-    st = os.fstat(lock_fd)
-    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
-        with open(f"/proc/{pid}/fdinfo/{their_fd}", "rb") as f:
-            lines = f.read().decode(errors="replace").splitlines()
+        ours, _ = read_fdinfo("self", lock_fd)
+        theirs, locks = read_fdinfo(pid, their_fd)
     except FileNotFoundError:
         return False
     except OSError:
         return None
-    for line in lines:
-        parts = line.split()
-        if parts[:1] == ["lock:"] and "FLOCK" in parts and "WRITE" in parts and wanted in parts:
-            return True
-    return False
+    if (theirs.get("ino"), theirs.get("mnt_id")) != (ours.get("ino"), ours.get("mnt_id")):
+        return False
+    inode = f":{ours.get('ino')}"
+    return any("FLOCK" in lock and "WRITE" in lock and any(p.endswith(inode) for p in lock)
+               for lock in locks)
 
 
 def identity_matches(record: dict, lock_fd: int | None = None) -> bool:
@@ -782,19 +800,27 @@ def queue_documents(huey, blobs: list[tuple[str, str]]) -> None:
 
 def sync_worktree(repo: Repo, huey) -> None:
     """Bring one worktree's path -> blob map to its HEAD and queue what needs documenting."""
+    known = {os.path.realpath(d) for d in worktree_git_dirs(repo.common_dir)}
+    if os.path.realpath(repo.git_dir) not in known:
+        log(f"sync: {repo.git_dir!r} is not a worktree of this repository (any more); skipped")
+        return
     config = load_config(repo)
-    head = head_commit(repo.git_dir)
     with Index(repo) as index:
-        indexed = index.worktree_commit(repo.git_dir)
-        if head == indexed:
-            return
-        if head is None:
-            index.replace_worktree(repo.git_dir, None, {}, config)
-        elif indexed and commit_exists(repo.common_dir, indexed):
-            index.apply_changes(repo.git_dir, head,
-                                changed_blobs(repo.common_dir, indexed, head), config)
-        else:
-            index.replace_worktree(repo.git_dir, head, tree_blobs(repo.common_dir, head), config)
+        # One write transaction from reading the indexed commit to recording the new one:
+        # two syncs of a worktree (several worker threads) must not interleave their diffs.
+        with index.transaction():
+            indexed = index.worktree_commit(repo.git_dir)
+            head = head_commit(repo.git_dir)
+            if head == indexed and repo.git_dir in index.worktrees():
+                return
+            if head is None:
+                index.replace_worktree(repo.git_dir, None, {}, config)
+            elif indexed and commit_exists(repo.common_dir, indexed):
+                index.apply_changes(repo.git_dir, head,
+                                    changed_blobs(repo.common_dir, indexed, head), config)
+            else:
+                index.replace_worktree(repo.git_dir, head, tree_blobs(repo.common_dir, head),
+                                       config)
         missing = index.missing_blobs(repo.git_dir)
     queue_documents(huey, missing)
 
@@ -907,45 +933,58 @@ def document_python(text: str) -> tuple[str, list[dict]]:
     return summary, entries
 
 
-COMMENT_PREFIXES = ("///", "//!", "//", "#", "--", "*", "/**", "/*", ";")
+C_COMMENTS = ("///", "//!", "//", "/**", "/*", "*")
+COMMENT_PREFIXES = {  # by language; in C a line starting with # is the preprocessor
+    "python": ("#",), "shell": ("#",),
+    "c": C_COMMENTS, "cpp": C_COMMENTS, "java": C_COMMENTS, "javascript": C_COMMENTS,
+    "typescript": C_COMMENTS, "go": C_COMMENTS, "rust": C_COMMENTS,
+    "text": ("#", "//", "--", ";", "/*", "*"), "markdown": (),
+}
+ATTRIBUTE_PREFIXES = ("#[", "@")  # Rust attributes, Java annotations, decorators
+DOC_COMMENT_MAX_LINES = 40
+LONGEST_LINE_MATCHED = 500  # longer lines (minified, generated) are not definitions
 
 
-def comment_text(line: str) -> str | None:
+def comment_text(line: str, prefixes: tuple) -> str | None:
     """The text of a comment line, or None if the line is not a comment."""
     stripped = line.strip()
     if stripped.startswith("#!"):
         return None
-    for prefix in COMMENT_PREFIXES:
+    for prefix in prefixes:
         if stripped.startswith(prefix):
             return stripped[len(prefix):].rstrip("*/").strip()
-    if stripped.endswith("*/"):
+    if "*" in prefixes and stripped.endswith("*/"):
         return stripped[:-2].strip()
     return None
 
 
-def leading_comment(lines: list[str]) -> str:
+def leading_comment(lines: list[str], prefixes: tuple) -> str:
     """The first comment block of a file (after a shebang and blank lines)."""
     block: list[str] = []
     for line in lines:
-        text = comment_text(line)
+        text = comment_text(line, prefixes)
         if text is None:
             if block or (line.strip() and not line.startswith("#!")):
                 break
             continue
         block.append(text)
+        if len(block) >= DOC_COMMENT_MAX_LINES:
+            break
     return "\n".join(t for t in block if t).strip()
 
 
-def comment_above(lines: list[str], index: int) -> str:
-    """The contiguous comment block directly above line `index` (a doc comment)."""
+def comment_above(lines: list[str], index: int, prefixes: tuple) -> str:
+    """The comment block directly above line `index` (its doc comment), looking past
+    attributes and annotations, and at most DOC_COMMENT_MAX_LINES long."""
     block: list[str] = []
     i = index - 1
-    while i >= 0:
+    while i >= 0 and len(block) < DOC_COMMENT_MAX_LINES:
         stripped = lines[i].strip()
-        text = comment_text(lines[i])
-        if text is None or (stripped.startswith("#") and stripped[1:2] in ("[", "!")):
+        text = comment_text(stripped, prefixes)
+        if text is None and not stripped.startswith(ATTRIBUTE_PREFIXES):
             break
-        block.insert(0, text)
+        if text is not None:
+            block.insert(0, text)
         i -= 1
     return "\n".join(t for t in block if t).strip()
 
@@ -1009,15 +1048,16 @@ def document_by_patterns(language: str, lines: list[str]) -> list[dict]:
     import re
 
     patterns = [(re.compile(p), kind) for p, kind in DEFINITION_PATTERNS[language]]
+    prefixes = COMMENT_PREFIXES[language]
     entries = []
     for number, line in enumerate(lines):
-        if comment_text(line) is not None and language != "c":
+        if len(line) > LONGEST_LINE_MATCHED or comment_text(line, prefixes) is not None:
             continue
         for pattern, kind in patterns:
             match = pattern.match(line)
             if match:
                 entries.append(entry(kind, match.group(1), number + 1, line.strip()[:200],
-                                     comment_above(lines, number)))
+                                     comment_above(lines, number, prefixes)))
                 break
     return entries
 
@@ -1069,7 +1109,7 @@ def document_text(path: str, data: bytes) -> dict:
             entries = document_by_patterns(language, lines)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         error = f"{type(exc).__name__}: {exc}"
-    summary = summary or leading_comment(lines)
+    summary = summary or leading_comment(lines, COMMENT_PREFIXES.get(language, ("#",)))
     if language == "text" or error:
         names = identifiers(text)
         if names:
@@ -1187,26 +1227,24 @@ class Index:
 
     def replace_worktree(self, git_dir: str, commit: str | None,
                          entries: dict[str, tuple[str, str]], config: Config) -> None:
-        """Set a worktree's whole map from a tree listing."""
+        """Set a worktree's whole map from a tree listing (inside the caller's transaction)."""
         rows = [(git_dir, os.fsencode(p), sha, mode, skip_reason(p, mode, config))
                 for p, (mode, sha) in entries.items()]
-        with self.transaction():
-            self.db.execute("DELETE FROM files WHERE git_dir = ?", (git_dir,))
-            self.db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", rows)
-            self._set_commit(git_dir, commit)
+        self.db.execute("DELETE FROM files WHERE git_dir = ?", (git_dir,))
+        self.db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", rows)
+        self._set_commit(git_dir, commit)
 
     def apply_changes(self, git_dir: str, commit: str, changes: list, config: Config) -> None:
-        """Apply diff-tree changes to a worktree's map."""
-        with self.transaction():
-            for path, mode, sha in changes:
-                if sha:
-                    self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-                                    (git_dir, os.fsencode(path), sha, mode,
-                                     skip_reason(path, mode, config)))
-                else:
-                    self.db.execute("DELETE FROM files WHERE git_dir = ? AND path = ?",
-                                    (git_dir, os.fsencode(path)))
-            self._set_commit(git_dir, commit)
+        """Apply diff-tree changes to a worktree's map (inside the caller's transaction)."""
+        for path, mode, sha in changes:
+            if sha:
+                self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+                                (git_dir, os.fsencode(path), sha, mode,
+                                 skip_reason(path, mode, config)))
+            else:
+                self.db.execute("DELETE FROM files WHERE git_dir = ? AND path = ?",
+                                (git_dir, os.fsencode(path)))
+        self._set_commit(git_dir, commit)
 
     def forget_worktree(self, git_dir: str) -> None:
         """Drop a worktree that no longer exists."""
@@ -1238,8 +1276,10 @@ class Index:
         doc = doc or {"language": "", "summary": "", "entries": [], "error": ""}
         file_entry = entry("file", printable(os.path.basename(path)), 1, "", doc["summary"])
         with self.transaction():
+            if self.is_documented(blob):
+                return  # another task documented it meanwhile
             self.db.execute("DELETE FROM failures WHERE blob = ?", (blob,))
-            self.db.execute("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+            self.db.execute("INSERT INTO docs VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
                             (blob, status, doc["language"], doc["summary"], doc["error"], size,
                              time.time()))
             items = [file_entry, *doc["entries"]]
@@ -1343,29 +1383,37 @@ class Index:
         from fnmatch import fnmatchcase
 
         match, wanted = fts_query(query)
-        sql = ("SELECT e.kind, e.name, e.line, e.signature, e.doc, f.path, d.language, "
+        self.db.create_function("path_matches", 1, lambda raw: path_glob is None or
+                                fnmatchcase(os.fsdecode(raw), path_glob), deterministic=True)
+        self.db.create_function("squash", 1, squash, deterministic=True)
+        # Filters live in SQL, so the cap on candidates applies to matching rows only; exact
+        # name matches are fetched on their own, so no cap can hide them.
+        sql = ("SELECT e.id, e.kind, e.name, e.line, e.signature, e.doc, f.path, d.language, "
                "bm25(entries_fts, 8.0, 4.0, 1.0) FROM entries_fts "
                "JOIN entries e ON e.id = entries_fts.rowid "
                "JOIN files f ON f.blob = e.blob AND f.git_dir = ? "
                "JOIN docs d ON d.blob = e.blob "
-               "WHERE entries_fts MATCH ? ORDER BY bm25(entries_fts, 8.0, 4.0, 1.0) LIMIT ?")
+               "WHERE entries_fts MATCH ? AND path_matches(f.path) "
+               "AND (? IS NULL OR d.language = ?) ")
+        where = (git_dir, match, language, language)
         try:
-            rows = self.db.execute(sql, (git_dir, match, max(limit * 20, 200))).fetchall()
+            rows = self.db.execute(sql + "ORDER BY bm25(entries_fts, 8.0, 4.0, 1.0) LIMIT ?",
+                                   (*where, max(limit * 20, 200))).fetchall()
+            rows += self.db.execute(sql + "AND squash(e.name) = ?", (*where, wanted)).fetchall()
         except sqlite3.OperationalError as exc:
             raise CqError(f"cannot search for {query!r}: {exc}", EXIT_USAGE) from exc
-        results = []
-        for kind, name, line, signature, doc, raw_path, lang, rank in rows:
-            path = os.fsdecode(raw_path)
-            if path_glob and not fnmatchcase(path, path_glob):
+        results, seen = [], set()
+        for entry_id, kind, name, line, signature, doc, raw_path, lang, rank in rows:
+            if (entry_id, raw_path) in seen:
                 continue
-            if language and lang != language:
-                continue
+            seen.add((entry_id, raw_path))
             score = -rank * KIND_WEIGHT.get(kind, 2.0 if kind in DEFINITION_KINDS else 1.0)
             if squash(name) == wanted:
                 score += 100.0 if kind in DEFINITION_KINDS else 20.0
             snippet = signature or (doc.strip().splitlines() or [""])[0]
-            results.append({"path": path, "line": line, "kind": kind, "symbol": name,
-                            "language": lang, "snippet": snippet[:200], "score": round(score, 4)})
+            results.append({"path": os.fsdecode(raw_path), "line": line, "kind": kind,
+                            "symbol": name, "language": lang, "snippet": snippet[:200],
+                            "score": round(score, 4)})
         results.sort(key=lambda r: (-r["score"], r["path"], r["line"]))
         return results[:limit]
 
@@ -1424,6 +1472,8 @@ def run_documenter(repo: Repo, config: Config, path: str, doc: dict, data: bytes
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             cwd=repo.state_dir, start_new_session=True)
     RUNNING_DOCUMENTERS.add(proc.pid)
+    if Shutdown.requested:  # set after document_blobs looked: the stop may have missed us
+        kill_process_group(proc.pid)
     try:
         out, err = proc.communicate(data, timeout=config.documenter_timeout)
     except subprocess.TimeoutExpired as exc:
@@ -1432,6 +1482,8 @@ def run_documenter(repo: Repo, config: Config, path: str, doc: dict, data: bytes
         raise CqError(f"cq.documenter timed out after {config.documenter_timeout:.0f}s") from exc
     finally:
         RUNNING_DOCUMENTERS.discard(proc.pid)
+    if Shutdown.requested:
+        raise WorkerStopping
     if proc.returncode != 0:
         detail = err.decode(errors="replace").strip().splitlines()
         raise CqError(f"cq.documenter exited with status {proc.returncode}"
@@ -1440,6 +1492,16 @@ def run_documenter(repo: Repo, config: Config, path: str, doc: dict, data: bytes
 
 
 RUNNING_DOCUMENTERS: set = set()
+
+
+class Shutdown:
+    """Set once, by the worker's main thread, when the worker stops."""
+
+    requested = False
+
+
+class WorkerStopping(Exception):
+    """Raised inside a task when the worker stops under it (not a failure of the file)."""
 
 
 def kill_process_group(pid: int) -> None:
@@ -1459,6 +1521,8 @@ def document_blobs(repo: Repo, blobs: list) -> None:
     with Index(repo) as index:
         try:
             for blob, path in blobs:
+                if Shutdown.requested:
+                    return  # what is left is found missing by the next reconciliation
                 if index.is_documented(blob) or not index.is_referenced(blob):
                     continue
                 reader = reader or BlobReader(repo.common_dir)
@@ -1475,6 +1539,8 @@ def document_blobs(repo: Repo, blobs: list) -> None:
                         if config.documenter:
                             doc["summary"] = run_documenter(repo, config, path, doc, data)
                         index.store(blob, "error" if doc["error"] else "ok", size, doc, path)
+                except WorkerStopping:
+                    return
                 except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
                     log(f"failed to document {path} ({blob[:12]}): {exc}", error=True)
                     index.record_failure(blob, path, f"{type(exc).__name__}: {exc}")
@@ -1706,10 +1772,12 @@ class WorkerLoop:
         """Queue a sync for every worktree a hook marked as moved."""
         pending_dir = self.repo.state_path(PENDING_DIR)
         for name in sorted(os.listdir(pending_dir)):
+            if ".tmp" in name:
+                continue  # a marker a hook is still writing; its rename wakes us again
             path = os.path.join(pending_dir, name)
             data = read_state_file(path) or b""
             os.unlink(path)  # before queueing: the sync reads HEAD after this point
-            git_dir = data.decode(errors="replace").strip()
+            git_dir = os.fsdecode(data)
             if git_dir:
                 self.huey.cq_tasks["sync"](git_dir)
 
@@ -1765,6 +1833,7 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
             except ConsumerStopped:
                 break
         huey.notify_interrupted_tasks()
+        Shutdown.requested = True  # tasks still running abandon their batch, start nothing
         for pid in list(RUNNING_DOCUMENTERS):  # tasks cut short leave no orphans behind
             kill_process_group(pid)
         loop.stop()
@@ -1775,57 +1844,74 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
         os.close(lock_fd)
 
 
-def start_worker(repo: Repo, wait: float = 10.0) -> tuple[int, bool]:
-    """Start the worker detached unless one runs; returns (pid, was_already_running)."""
-    import fcntl
-    import select
-    import subprocess
+class StartLock:
+    """Held while a worker is started or cleaned up after, so that two `start`s never spawn
+    two workers and a cleanup never mistakes a starting worker's processes for leftovers."""
 
-    ensure_state_dir(repo)
-    load_config(repo)  # a bad setting fails here, in one line, not in the detached worker
-    lock_fd = open_state_file(repo.state_path(START_LOCK_FILE), os.O_RDWR | os.O_CREAT)
-    try:
-        # Serialises concurrent starts: the second one finds the first one's worker.
-        deadline = time.monotonic() + wait + 30
+    def __init__(self, repo: Repo, wait: float = 40.0):
+        self.repo, self.wait, self.fd = repo, wait, None
+
+    def __enter__(self) -> StartLock:
+        import fcntl
+
+        ensure_state_dir(self.repo)
+        self.fd = open_state_file(self.repo.state_path(START_LOCK_FILE), os.O_RDWR | os.O_CREAT)
+        deadline = time.monotonic() + self.wait
         while True:
             try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
             except BlockingIOError as exc:
                 if time.monotonic() > deadline:
-                    raise CqError("another cq is starting the worker and did not finish") \
-                        from exc
+                    os.close(self.fd)
+                    raise CqError("another cq is starting or cleaning up the worker and did "
+                                  "not finish") from exc
                 time.sleep(0.01)
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
+def start_worker(repo: Repo, wait: float = 10.0) -> tuple[int, bool]:
+    """Start the worker detached unless one runs; returns (pid, was_already_running)."""
+    load_config(repo)  # a bad setting fails here, in one line, not in the detached worker
+    with StartLock(repo):
         state = probe_worker(repo)
         if state.alive:
             return state.pid, True
         if state.state == "unknown":
             raise CqError(f"cannot tell whether a worker runs: {state.detail}")
-        log_fd = open_state_file(repo.state_path(LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        read_end, write_end = os.pipe()
-        try:
-            proc = subprocess.Popen(
-                [*self_command(), "-C", repo.common_dir, "worker", "run",
-                 "--ready-fd", str(write_end)],
-                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, pass_fds=(write_end,),
-                start_new_session=True, cwd=repo.state_dir, env=scrubbed_env())
-        finally:
-            os.close(write_end)
-            os.close(log_fd)
-        try:
-            ready, _, _ = select.select([read_end], [], [], wait)
-            answer = os.read(read_end, 64) if ready else b""
-        finally:
-            os.close(read_end)
-        if answer.startswith(b"ready"):
-            return proc.pid, False
-        code = proc.poll()
-        tail = "\n".join(tail_lines(repo.state_path(LOG_FILE), 10))
-        why = f"exited with status {code}" if code is not None else \
-            f"did not report ready within {wait:.0f}s"
-        raise CqError(f"the worker failed to start ({why}); the log ends with:\n{tail}")
+        return spawn_worker(repo, wait), False
+
+
+def spawn_worker(repo: Repo, wait: float) -> int:
+    """Spawn `cq worker run` detached and wait for its readiness handshake; returns its PID."""
+    import select
+    import subprocess
+
+    log_fd = open_state_file(repo.state_path(LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [*self_command(), "-C", repo.common_dir, "worker", "run",
+             "--ready-fd", str(write_end)],
+            stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, pass_fds=(write_end,),
+            start_new_session=True, cwd=repo.state_dir, env=scrubbed_env())
     finally:
-        os.close(lock_fd)
+        os.close(write_end)
+        os.close(log_fd)
+    try:
+        ready, _, _ = select.select([read_end], [], [], wait)
+        answer = os.read(read_end, 64) if ready else b""
+    finally:
+        os.close(read_end)
+    if answer.startswith(b"ready"):
+        return proc.pid
+    code = proc.poll()
+    tail = "\n".join(tail_lines(repo.state_path(LOG_FILE), 10))
+    why = f"exited with status {code}" if code is not None else \
+        f"did not report ready within {wait:.0f}s"
+    raise CqError(f"the worker failed to start ({why}); the log ends with:\n{tail}")
 
 
 def stop_worker(repo: Repo, timeout: float | None, force: bool) -> str:
@@ -1851,63 +1937,86 @@ def stop_worker(repo: Repo, timeout: float | None, force: bool) -> str:
                           "task now (it is queued again), or use --force to kill the worker")
         handle.send(signal.SIGKILL)
         if handle.wait_gone(10):
-            kill_leftovers(repo, None)  # documenters it had running
+            with StartLock(repo):  # the documenters it had running die with it
+                state = probe_worker(repo)
+                kill_strays(repo, state.pid if state.alive else None)
             return f"killed the worker (PID {pid}); unfinished work will be redone"
         raise CqError(f"the worker (PID {pid}) survived SIGKILL")
     finally:
         handle.close()
 
 
-def leftover_processes(repo: Repo, exclude: int | None) -> list[int]:
-    """PIDs of this user's processes that cq started for this repository, other than the
-    live worker `exclude`: stray `cq worker run` processes and orphaned documenters."""
-    found = []
-    if not os.path.isdir("/proc"):
-        return found
-    documenter_mark = os.fsencode(f"CQ_STATE_DIR={repo.state_dir}")
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) in (os.getpid(), exclude):
-            continue
-        try:
-            if os.stat(f"/proc/{name}").st_uid != os.getuid():
-                continue
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                argv = [os.fsdecode(a) for a in f.read().split(b"\0")]
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-        except OSError:
-            continue
-        if documenter_mark in environ or is_worker_command(argv, repo):
-            found.append(int(name))
-    return found
+def stray_kind(pid: int, repo: Repo, live_worker: int | None) -> str | None:
+    """What process pid is, if it is one cq started for this repository that no live worker
+    accounts for: "worker" (a `cq worker run` that is not the live worker) or, only when no
+    worker is alive, "documenter" (marked by CQ_STATE_DIR in its environment)."""
+    if pid in (os.getpid(), live_worker):
+        return None
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return None
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [os.fsdecode(a) for a in f.read().split(b"\0")]
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+    except OSError:
+        return None
+    if is_worker_command(argv, repo):
+        return "worker"
+    if live_worker is None and os.fsencode(f"CQ_STATE_DIR={repo.state_dir}") in environ:
+        return "documenter"
+    return None
 
 
 def is_worker_command(argv: list[str], repo: Repo) -> bool:
     """True if argv is `... cq -C <this repository> worker run ...`."""
     for i, arg in enumerate(argv[:-3]):
         if arg == "-C" and argv[i + 2:i + 4] == ["worker", "run"]:
-            return os.path.abspath(argv[i + 1]) == repo.common_dir
+            return os.path.realpath(argv[i + 1]) == repo.common_dir
     return False
 
 
-def kill_leftovers(repo: Repo, exclude: int | None) -> list[str]:
-    """SIGKILL leftover processes of ours; returns what was done."""
+def kill_strays(repo: Repo, live_worker: int | None) -> list[str]:
+    """SIGKILL stray processes of ours (call with the StartLock held); says what it did."""
     import signal
 
+    if not os.path.isdir("/proc"):
+        return []
     done = []
-    for pid in leftover_processes(repo, exclude):
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or stray_kind(int(name), repo, live_worker) is None:
+            continue
+        pid = int(name)
+        pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
         try:
-            os.kill(pid, signal.SIGKILL)
-            done.append(f"killed leftover process {pid}")
+            kind = stray_kind(pid, repo, live_worker)  # again, now that the pidfd pins it
+            if kind is None:
+                continue
+            if pidfd is None:
+                os.kill(pid, signal.SIGKILL)
+            else:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            done.append(f"killed leftover {kind} process {pid}")
         except ProcessLookupError:
             pass
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
     return done
 
 
 def cleanup_worker(repo: Repo) -> list[str]:
     """Make state consistent after a crash, keeping queued work; returns what was done."""
+    with StartLock(repo):
+        return cleanup_locked(repo)
+
+
+def cleanup_locked(repo: Repo) -> list[str]:
+    """cleanup_worker's work, with the StartLock held."""
     state = probe_worker(repo)
-    done = kill_leftovers(repo, state.pid) if state.state != "unknown" else []
+    if state.state == "unknown":
+        raise CqError(f"not cleaning up: {state.detail}")
+    done = kill_strays(repo, state.pid)
     if state.state == "dead":
         fd = open_state_file(repo.state_path(PID_FILE), os.O_RDWR)
         try:
@@ -2036,15 +2145,17 @@ def hook_states(directory: str) -> dict[str, str]:
 
 def install_hooks(repo: Repo, cwd: str) -> list[str]:
     """Install cq's hooks, keeping foreign ones as chained hooks; returns what was done."""
-    directory = hooks_dir(repo, cwd)
+    directory = os.path.realpath(hooks_dir(repo, cwd))  # symlinks resolved before judging
     top = work_tree(cwd)
+    top = os.path.realpath(top) if top else None
     inside = [repo.common_dir] + ([top] if top else [])
     if not any(os.path.commonpath([directory, root]) == root for root in inside):
-        copies = "; ".join(f"cp {repo.state_path('hooks')}/{n} {directory}/{n}"
-                           for n in HOOK_NAMES)
-        write_hook_copies(repo)
-        raise CqError(f"hooks path {directory} is outside this repository (core.hooksPath); "
-                      f"cq will not write there. To install by hand: {copies}")
+        refuse_hooks_dir(repo, directory, "is outside this repository (core.hooksPath)")
+    in_git_dir = os.path.commonpath([directory, repo.common_dir]) == repo.common_dir
+    if top and not in_git_dir and os.path.commonpath([directory, top]) == top and \
+            not git_ignores(cwd, os.path.join(directory, HOOK_NAMES[0])):
+        refuse_hooks_dir(repo, directory, "holds files git tracks (husky before v9?), so "
+                         "cq's hooks would be committed")
     os.makedirs(directory, exist_ok=True)
     script = hook_script()
     done = []
@@ -2059,25 +2170,54 @@ def install_hooks(repo: Repo, cwd: str) -> list[str]:
             with open(path, "rb") as f:
                 if f.read() == script:
                     continue
-        tmp = f"{path}.cq-tmp"
-        with open(tmp, "wb") as f:
-            f.write(script)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
+        write_executable(path, script)
         done.append(f"{name}: installed")
     return done
+
+
+def refuse_hooks_dir(repo: Repo, directory: str, why: str) -> None:
+    """Refuse to install into directory, printing the exact manual step instead."""
+    write_hook_copies(repo)
+    copies = "; ".join(f"cp {repo.state_path('hooks')}/{n} {directory}/{n}" for n in HOOK_NAMES)
+    raise CqError(f"hooks path {directory} {why}; cq will not write there. "
+                  f"To install by hand: {copies}")
+
+
+def git_ignores(cwd: str, path: str) -> bool:
+    """True if git ignores path (so a file written there is never committed)."""
+    return run_git(["check-ignore", "-q", path], cwd=cwd, check=False,
+                   env=os.environ).returncode == 0
+
+
+def write_executable(path: str, data: bytes) -> None:
+    """Replace path with an executable file, never writing through a symlink planted at the
+    temporary name (a hooks directory may be in the working tree)."""
+    tmp = f"{path}.cq-tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o755)
+    except FileExistsError:
+        os.unlink(tmp)  # removes a link itself, never its target
+        fd = os.open(tmp, flags, 0o755)
+    try:
+        os.fchmod(fd, 0o755)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def write_hook_copies(repo: Repo) -> None:
     """Put ready-to-copy hook scripts under the state directory for manual installs."""
     ensure_state_dir(repo)
     target = repo.state_path("hooks")
-    os.makedirs(target, mode=0o700, exist_ok=True)
+    try:
+        os.mkdir(target, 0o700)
+    except FileExistsError:
+        pass
+    check_own_directory(target)
     for name in HOOK_NAMES:
-        path = os.path.join(target, name)
-        with open(path, "wb") as f:
-            f.write(hook_script())
-        os.chmod(path, 0o755)
+        write_executable(os.path.join(target, name), hook_script())
 
 
 def uninstall_hooks(repo: Repo, cwd: str) -> list[str]:
@@ -2129,7 +2269,8 @@ def mark_moved(repo: Repo) -> None:
 
     ensure_state_dir(repo)
     name = hashlib.sha1(repo.git_dir.encode()).hexdigest()
-    write_state_file(os.path.join(repo.state_path(PENDING_DIR), name), repo.git_dir.encode())
+    write_state_file(os.path.join(repo.state_path(PENDING_DIR), name),
+                     os.fsencode(repo.git_dir), durable=True)
 
 
 def run_hook(repo: Repo, name: str, args: list[str]) -> None:
@@ -2153,6 +2294,13 @@ def run_hook(repo: Repo, name: str, args: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------
 # The argparse CLI: commands, output formatting, and the one place errors become exit codes.
 # ---------------------------------------------------------------------------------------------
+
+def display(text: str, keep_newlines: bool = False) -> str:
+    """Text for a terminal: control characters (from file names or file contents) shown as
+    escapes, so nothing in a repository can move the cursor or forge output lines."""
+    return "".join(ch if (" " <= ch < "\x7f" or ch >= "\xa0" or (keep_newlines and ch == "\n"))
+                   else repr(ch)[1:-1] for ch in text)
+
 
 def print_json(value: object) -> None:
     """Print machine-readable output."""
@@ -2226,7 +2374,7 @@ def print_worker_status(report: dict, verbose: bool) -> None:
     if report["state"] == "hung":
         print(f"warning: {report['detail']}")
     if report["last_hook_problem"]:
-        print(f"last hook problem: {report['last_hook_problem']}")
+        print(f"last hook problem: {display(report['last_hook_problem'])}")
     if verbose:
         print(f"state: {report['state_dir']}")
 
@@ -2322,12 +2470,12 @@ def wait_for_index(repo: Repo, timeout: float | None = None) -> dict:
     first_done = None
     while True:
         counts, complete = index_progress(repo)
-        first_done = counts["documented"] if first_done is None else first_done
+        total = counts["files"]
+        done = total - counts["pending"]  # documented, failed, or skipped for a reason
+        first_done = done if first_done is None else first_done
         if tty:
-            total = max(counts["files"] - sum(counts["skipped"].values()), 1)
-            done = counts["documented"] + counts["failed"]
-            rate = (counts["documented"] - first_done) / max(time.monotonic() - started, 1e-3)
-            bar = "#" * int(30 * done / total)
+            rate = (done - first_done) / max(time.monotonic() - started, 1e-3)
+            bar = "#" * (30 * done // max(total, 1))
             sys.stdout.write(f"\rindexing [{bar:<30}] {done}/{total} files, {rate:.0f} files/s ")
             sys.stdout.flush()
         if complete:
@@ -2428,11 +2576,11 @@ def cmd_queue(args, repo: Repo) -> int:
             tasks = huey.pending()
             print(f"{len(tasks)} queued task(s)")
             for task in tasks:
-                print(f"  {task.name} {describe_task(task)}")
+                print(display(f"  {task.name} {describe_task(task)}"))
             failures = index.failures()
             print(f"{len(failures)} failed file(s)")
             for blob, path, error, _ in failures:
-                print(f"  {path} ({blob[:12]}): {error}")
+                print(display(f"  {path} ({blob[:12]}): {error}"))
             return EXIT_OK
         if action == "retry":
             rows = index.clear_failures()
@@ -2476,7 +2624,7 @@ def cmd_search(args, repo: Repo) -> int:
         print_json(results)
         return EXIT_OK
     for r in results:
-        print(f"{r['path']}:{r['line']}: {r['kind']} {r['symbol']}  {r['snippet']}")
+        print(display(f"{r['path']}:{r['line']}: {r['kind']} {r['symbol']}  {r['snippet']}"))
     if not results:
         print("no results")
     return EXIT_OK
@@ -2492,15 +2640,16 @@ def cmd_show(args, repo: Repo) -> int:
     if args.json:
         print_json(doc)
         return EXIT_OK
-    print(f"{doc['path']} ({doc['language'] or 'unknown'}, {doc['status']})")
+    print(display(f"{doc['path']} ({doc['language'] or 'unknown'}, {doc['status']})"))
     if doc["summary"]:
-        print(doc["summary"])
+        print(display(doc["summary"], keep_newlines=True))
     if doc["error"]:
-        print(f"parse error: {doc['error']}")
+        print(display(f"parse error: {doc['error']}"))
     for item in doc["entries"]:
-        print(f"  {item['line']:>5}  {item['kind']:<9} {item['signature'] or item['name']}")
+        print(display(f"  {item['line']:>5}  {item['kind']:<9} "
+                      f"{item['signature'] or item['name']}"))
         if item["doc"] and item["kind"] != "mention":
-            print(f"{'':18}{item['doc'].splitlines()[0]}")
+            print(f"{'':18}{display(item['doc'].splitlines()[0])}")
     return EXIT_OK
 
 

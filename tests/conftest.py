@@ -153,21 +153,27 @@ def write_record(path: Path, record: dict) -> None:
 
 
 def kill_workers_of(path: Path) -> None:
-    """SIGKILL every process whose command line mentions this repository (test teardown)."""
+    """SIGKILL every cq process whose command line mentions this directory (test teardown).
+    Hooks run cq in the background and may autostart a worker just after a test ends, so
+    this keeps looking until 0.6 s pass with none left."""
     needle = str(path).encode()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if needle in cmdline and b"worker" in cmdline:
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < 0.6:
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == os.getpid():
+                continue
             try:
-                os.kill(int(name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if needle in cmdline and (b"worker" in cmdline or b"hook" in cmdline):
+                try:
+                    os.kill(int(name), signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                quiet_since = time.monotonic()
+        time.sleep(0.1)
 
 
 def make_repo(path: Path, pyz: Path) -> Repository:

@@ -146,3 +146,22 @@ def test_any_query_becomes_a_safe_fts_expression_or_a_clear_error(query):
         return
     for term in expression.split():
         assert term.startswith('"') and term.rstrip("*").endswith('"')
+
+
+def test_preprocessor_lines_are_not_doc_comments_in_c():
+    source = "\n".join(f"#define REG_{i} {i}" for i in range(3000)).encode()
+    doc = cq.document_text("regs.h", source)
+    assert len(names(doc, "macro")) == 3000
+    assert all(e["doc"] == "" for e in doc["entries"])
+
+
+def test_doc_comments_are_found_above_attributes_and_annotations():
+    rust = cq.document_text("a.rs", b"/// A point.\n#[derive(Debug)]\npub struct Point {}\n")
+    assert find(rust, "Point")["doc"] == "A point."
+    java = cq.document_text("A.java", b"/** Greets. */\n@Deprecated\npublic class A {\n")
+    assert find(java, "A")["doc"] == "Greets."
+
+
+def test_a_doc_comment_is_capped():
+    source = b"".join(b"// line %d\n" % i for i in range(1000)) + b"int f(void)\n{\n"
+    assert len(find(cq.document_text("a.c", source), "f")["doc"].splitlines()) == 40

@@ -135,10 +135,40 @@ def test_uninstall_restores_foreign_hooks_byte_for_byte(repo, tmp_path):
 
 def test_install_honours_a_hooks_path_inside_the_repository(repo):
     repo.git("config", "core.hooksPath", ".husky/_")
+    repo.write(".husky/_/.gitignore", "*\n")  # as husky 9 makes it
     proc = repo.cq("hook", "install")
     assert proc.returncode == 0, proc.stderr
     assert (repo.path / ".husky" / "_" / "post-commit").exists()
     assert not (repo.path / ".git" / "hooks" / "post-commit").exists()
+
+
+def test_install_refuses_a_hooks_directory_whose_files_git_would_commit(repo):
+    repo.git("config", "core.hooksPath", ".husky")  # husky 8: hooks are tracked files
+    repo.commit({".husky/pre-commit": "#!/bin/sh\nnpm test\n"})
+    proc = repo.cq("hook", "install")
+    assert proc.returncode == 1 and "would be committed" in proc.stderr
+    assert not (repo.path / ".husky" / "post-commit").exists()
+
+
+def test_install_never_writes_through_a_symlink_planted_in_the_hooks_directory(repo, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    repo.git("config", "core.hooksPath", ".husky/_")
+    repo.write(".husky/_/.gitignore", "*\n")
+    (repo.path / ".husky" / "_" / "post-commit.cq-tmp").symlink_to(victim)
+    assert repo.cq("hook", "install").returncode == 0
+    assert victim.read_text() == "precious"
+    assert (repo.path / ".husky" / "_" / "post-commit").read_bytes().startswith(b"#!/bin/sh")
+
+
+def test_install_refuses_a_hooks_path_that_leads_outside_through_a_symlink(repo, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (repo.path / ".husky").symlink_to(outside)
+    repo.git("config", "core.hooksPath", ".husky")
+    proc = repo.cq("hook", "install")
+    assert proc.returncode == 1 and "outside this repository" in proc.stderr
+    assert list(outside.iterdir()) == []
 
 
 def test_install_refuses_a_hooks_path_outside_the_repository_and_prints_the_manual_step(
@@ -257,6 +287,7 @@ def test_hook_does_not_keep_git_waiting(hooked):
     start = time.perf_counter()
     proc.communicate(timeout=10)  # reads until every writer has closed the pipes
     assert time.perf_counter() - start < 1.0
+    wait_until(lambda: hooked.status()["state"] == "running", what="the autostart")
 
 
 def test_state_files_are_private_after_init(initialised):

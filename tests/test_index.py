@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sqlite3
+import time
 
 import pytest
 from conftest import wait_until
@@ -266,3 +267,40 @@ def test_show_outside_the_index_says_so(initialised):
 def test_reading_before_init_says_what_to_do(repo, command):
     proc = repo.cq(*command)
     assert proc.returncode == 1 and "cq init" in proc.stderr
+
+
+def test_init_in_a_repository_without_commits_completes(tmp_path, cq_pyz):
+    from conftest import Repository, git, kill_workers_of
+
+    path = tmp_path / "empty"
+    git(tmp_path, "init", "-q", str(path))
+    repo = Repository(path, cq_pyz)
+    try:
+        proc = repo.cq("init", timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        assert "indexed 0 files at no commit" in proc.stdout
+    finally:
+        kill_workers_of(tmp_path)
+
+
+def test_a_repository_reached_through_a_symlink_is_one_worktree(initialised, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(initialised.path)
+    initialised.git("config", "cq.reconcileInterval", "0.3")
+    assert initialised.cq("worker", "restart", cwd=link).returncode == 0
+    initialised.commit({"through.py": "def via_link():\n    pass\n"})
+    wait_until(lambda: initialised.search("via_link"))
+    time.sleep(1.5)  # several reconciliations: none may drop the worktree
+    assert [h["path"] for h in initialised.search("via_link")] == ["through.py"]
+    found = json.loads(initialised.cq("search", "via_link", "--json", cwd=link).stdout)
+    assert [h["path"] for h in found] == ["through.py"]
+
+
+def test_filters_apply_before_the_candidate_limit(initialised):
+    files = {f"src/m{i}.py": f"# widget number {i}\nwidget = {i}\n" for i in range(250)}
+    files["docs/guide.md"] = "# Guide\n\nThe widget is described here.\n"
+    initialised.commit(files)
+    initialised.wait_indexed(timeout=60)
+    assert {h["path"] for h in initialised.search("widget", extra=["--path", "docs/*"])} == \
+        {"docs/guide.md"}
+    assert initialised.search("widget", extra=["--lang", "markdown"])

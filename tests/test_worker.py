@@ -316,7 +316,7 @@ def test_cleanup_kills_a_leftover_worker_process_that_lost_its_lock(repo, tmp_pa
     new_pid = repo.worker_pid()
     assert new_pid != pid
     proc = repo.cq("worker", "cleanup")
-    assert f"killed leftover process {pid}" in proc.stdout
+    assert f"killed leftover worker process {pid}" in proc.stdout
     wait_until(lambda: pid not in worker_processes(repo), what="the stray worker to end")
     assert repo.status()["pid"] == new_pid
 
@@ -402,8 +402,16 @@ def test_cleanup_after_kill_9_kills_the_orphaned_documenter(repo):
     os.kill(repo.worker_pid(), signal.SIGKILL)
     assert documenters_of(repo)
     proc = repo.cq("worker", "cleanup")
-    assert "killed leftover process" in proc.stdout
+    assert "killed leftover documenter process" in proc.stdout
     wait_until(lambda: documenters_of(repo) == [], what="the orphan to go")
+
+
+def test_cleanup_leaves_a_running_workers_documenter_alone(repo):
+    start_stuck_task(repo)
+    running = wait_until(lambda: documenters_of(repo), what="the documenter to run")
+    proc = repo.cq("worker", "cleanup")
+    assert proc.returncode == 0 and "killed" not in proc.stdout
+    assert documenters_of(repo) == running
 
 
 def test_sighup_stops_gracefully_instead_of_re_executing(started):
