@@ -10,6 +10,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from conftest import (
     boot_id,
     kill_workers_of,
@@ -125,26 +126,36 @@ def forge_record(repo, pid: int) -> None:
     write_record(repo.state / "worker.pid", record)
 
 
-def test_forged_pid_file_naming_a_live_process_is_not_running_and_stop_spares_it(repo):
-    sleeper = spawn_sleeper()
-    try:
-        forge_record(repo, sleeper.pid)  # even the identity fields are right
-        report = repo.status()
-        assert report["state"] == "dead" and report["returncode"] == 1
-        assert repo.cq("worker", "stop").returncode == 0
-        time.sleep(0.2)
-        assert sleeper.poll() is None
-    finally:
-        sleeper.kill()
+@pytest.fixture
+def sleeper():
+    """An unrelated live process, killed after the test."""
+    process = spawn_sleeper()
+    yield process
+    process.kill()
 
 
-def test_locked_pid_file_naming_another_process_is_unknown_and_nothing_is_signalled(repo):
-    sleeper = spawn_sleeper()
+def assert_spared(*processes) -> None:
+    """None of these processes was signalled (give a stray signal time to land)."""
+    time.sleep(0.2)
+    assert all(p.poll() is None for p in processes)
+
+
+def test_forged_pid_file_naming_a_live_process_is_not_running_and_stop_spares_it(repo,
+                                                                                  sleeper):
+    forge_record(repo, sleeper.pid)  # even the identity fields are right
+    report = repo.status()
+    assert report["state"] == "dead" and report["returncode"] == 1
+    assert repo.cq("worker", "stop").returncode == 0
+    assert_spared(sleeper)
+
+
+def test_locked_pid_file_naming_another_process_is_unknown_and_nothing_is_signalled(repo,
+                                                                                    sleeper):
     forge_record(repo, sleeper.pid)
     holder = subprocess.Popen([sys.executable, "-c",
                                ("import fcntl,sys,time;f=open(sys.argv[1]);"
-                               "fcntl.flock(f,fcntl.LOCK_EX);print('locked',flush=True);"
-                               "time.sleep(300)"), str(repo.state / "worker.pid")],
+                                "fcntl.flock(f,fcntl.LOCK_EX);print('locked',flush=True);"
+                                "time.sleep(300)"), str(repo.state / "worker.pid")],
                               stdout=subprocess.PIPE)
     try:
         assert holder.stdout.readline() == b"locked\n"
@@ -152,30 +163,22 @@ def test_locked_pid_file_naming_another_process_is_unknown_and_nothing_is_signal
         assert report["state"] == "unknown" and report["returncode"] == 4
         stop = repo.cq("worker", "stop", "--force", "--timeout", "1")
         assert stop.returncode == 1 and "not stopping" in stop.stderr
-        time.sleep(0.2)
-        assert sleeper.poll() is None and holder.poll() is None
+        assert_spared(sleeper, holder)
     finally:
-        sleeper.kill()
         holder.kill()
 
 
-def test_pid_of_a_reused_process_after_kill_9_is_left_alone(started):
-    pid = started.worker_pid()
+def test_pid_of_a_reused_process_after_kill_9_is_left_alone(started, sleeper):
     record = read_record(started.state / "worker.pid")
-    os.kill(pid, signal.SIGKILL)
+    os.kill(record["pid"], signal.SIGKILL)
     wait_until(lambda: started.status()["returncode"] == 1)
-    sleeper = spawn_sleeper()
-    try:
-        # Simulate the kernel handing the dead worker's PID to an unrelated process.
-        record["pid"] = sleeper.pid
-        write_record(started.state / "worker.pid", record)
-        assert started.status()["state"] == "dead"
-        assert started.cq("worker", "stop", "--force").returncode == 0
-        assert started.cq("worker", "cleanup").returncode == 0
-        time.sleep(0.2)
-        assert sleeper.poll() is None
-    finally:
-        sleeper.kill()
+    # As if the kernel had handed the dead worker's PID to an unrelated process.
+    record["pid"] = sleeper.pid
+    write_record(started.state / "worker.pid", record)
+    assert started.status()["state"] == "dead"
+    assert started.cq("worker", "stop", "--force").returncode == 0
+    assert started.cq("worker", "cleanup").returncode == 0
+    assert_spared(sleeper)
 
 
 def test_empty_pid_file_means_stopped(repo):
@@ -321,13 +324,23 @@ def test_cleanup_kills_a_leftover_worker_process_that_lost_its_lock(repo, tmp_pa
     assert repo.status()["pid"] == new_pid
 
 
-def test_stop_lets_the_task_in_flight_finish(repo):
-    repo.git("config", "cq.documenter", "sleep 2; echo documented-slowly")
+def start_slow_task(repo, documenter: str, shutdown_timeout: str) -> None:
+    """Start a worker whose documenter is slow, and wait until it is documenting slow.py."""
+    repo.git("config", "cq.documenter", documenter)
+    repo.git("config", "cq.shutdownTimeout", shutdown_timeout)
     assert repo.cq("worker", "start").returncode == 0
     repo.commit({"slow.py": "x = 1\n"})
     assert repo.cq("index").returncode == 0
     wait_until(lambda: any(c["task"] == "document" for c in repo.status()["current"]),
                what="the slow task to start")
+
+
+def start_stuck_task(repo) -> None:
+    start_slow_task(repo, "sleep 30", "60")
+
+
+def test_stop_lets_the_task_in_flight_finish(repo):
+    start_slow_task(repo, "sleep 2; echo documented-slowly", "10")
     proc = repo.cq("worker", "stop")
     assert proc.returncode == 0, proc.stderr
     kill_workers_of(repo.path)  # nothing must be left; a later start must not be needed
@@ -336,26 +349,12 @@ def test_stop_lets_the_task_in_flight_finish(repo):
 
 
 def test_task_cut_short_by_the_shutdown_timeout_is_queued_again_and_finished(repo):
-    repo.git("config", "cq.documenter", "sleep 3; echo finally")
-    repo.git("config", "cq.shutdownTimeout", "0.5")
-    assert repo.cq("worker", "start").returncode == 0
-    repo.commit({"slow.py": "x = 1\n"})
-    assert repo.cq("index").returncode == 0
-    wait_until(lambda: any(c["task"] == "document" for c in repo.status()["current"]))
+    start_slow_task(repo, "sleep 3; echo finally", "0.5")
     assert repo.cq("worker", "stop").returncode == 0
     assert "interrupted; queued again" in repo.cq("worker", "logs", "-n", "50").stdout
     assert repo.cq("worker", "start").returncode == 0
     repo.wait_indexed()
     assert json.loads(repo.cq("show", "slow.py", "--json").stdout)["summary"] == "finally"
-
-
-def start_stuck_task(repo) -> None:
-    repo.git("config", "cq.documenter", "sleep 30")
-    repo.git("config", "cq.shutdownTimeout", "60")
-    assert repo.cq("worker", "start").returncode == 0
-    repo.commit({"stuck.py": "x = 1\n"})
-    assert repo.cq("index").returncode == 0
-    wait_until(lambda: any(c["task"] == "document" for c in repo.status()["current"]))
 
 
 def test_stop_that_times_out_says_how_to_go_on_and_leaves_the_worker_running(repo):
