@@ -179,6 +179,12 @@ def write_state_file(path: str, data: bytes, durable: bool = False) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    if durable:  # the rename itself lives in the directory
+        dir_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def append_hook_log(repo: Repo, message: str) -> None:
@@ -195,6 +201,14 @@ def append_hook_log(repo: Repo, message: str) -> None:
             os.close(fd)
     except (OSError, CqError):
         pass  # The hook log is the last resort: there is nowhere left to report to.
+
+
+def clear_hook_problems(repo: Repo) -> None:
+    """A hook got through: earlier problems become history (kept in hook.log.1)."""
+    try:
+        os.replace(repo.state_path(HOOK_LOG_FILE), repo.state_path(HOOK_LOG_FILE + ".1"))
+    except FileNotFoundError:
+        pass
 
 
 def last_hook_problem(repo: Repo) -> str | None:
@@ -230,32 +244,36 @@ class Config:
     """cq's settings for one repository, read from git config (local, global or system)."""
 
     KEYS = {
-        # git key (lowercase): (attribute, parser, default, hint)
+        # git key, as documented: (attribute, parser, default, hint)
         "cq.workers": ("workers", "int:1:64", 1, "a whole number from 1 to 64"),
         "cq.autostart": ("autostart", "bool", True, "true or false"),
-        "cq.shutdowntimeout": ("shutdown_timeout", "float:0.1:3600", 30.0,
+        "cq.shutdownTimeout": ("shutdown_timeout", "float:0.1:3600", 30.0,
                                "seconds, from 0.1 to 3600"),
-        "cq.heartbeatinterval": ("heartbeat_interval", "float:0.05:60", 2.0,
+        "cq.heartbeatInterval": ("heartbeat_interval", "float:0.05:60", 2.0,
                                  "seconds, from 0.05 to 60"),
-        "cq.reconcileinterval": ("reconcile_interval", "float:0.1:86400", 60.0,
+        "cq.reconcileInterval": ("reconcile_interval", "float:0.1:86400", 60.0,
                                  "seconds, from 0.1 to 86400"),
-        "cq.logmaxbytes": ("log_max_bytes", "int:4096:1073741824", 1 << 20,
-                           "bytes, from 4096 to 1073741824"),
-        "cq.logbackups": ("log_backups", "int:1:100", 3, "a whole number from 1 to 100"),
-        "cq.maxfilesize": ("max_file_size", "int:1:1073741824", 1 << 20,
-                           "bytes, from 1 to 1073741824"),
+        "cq.logMaxBytes": ("log_max_bytes", "size:4096:1073741824", 1 << 20,
+                           "a size from 4k to 1g"),
+        "cq.logBackups": ("log_backups", "int:1:100", 3, "a whole number from 1 to 100"),
+        "cq.maxFileSize": ("max_file_size", "size:1:1073741824", 1 << 20,
+                           "a size in bytes, with an optional k, m or g, up to 1g"),
         "cq.exclude": ("exclude", "list", (), "gitignore-style patterns, one per value"),
-        "cq.pruneafter": ("prune_after_days", "float:0:36500", 7.0, "days, from 0 to 36500"),
+        "cq.pruneAfter": ("prune_after_days", "float:0:36500", 7.0, "days, from 0 to 36500"),
         "cq.documenter": ("documenter", "str", "", "a shell command"),
-        "cq.documentertimeout": ("documenter_timeout", "float:0.1:86400", 300.0,
+        "cq.documenterTimeout": ("documenter_timeout", "float:0.1:86400", 300.0,
                                  "seconds, from 0.1 to 86400"),
     }
+    BY_GIT_NAME = {key.lower(): key for key in KEYS}  # git prints keys in lowercase
 
     def __init__(self, values: dict | None = None):
         for attr, _, default, _ in self.KEYS.values():
             setattr(self, attr, default)
         for key, value in (values or {}).items():
             setattr(self, self.KEYS[key][0], value)
+
+
+SIZE_SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
 def parse_config_value(key: str, raw: str) -> object:
@@ -272,8 +290,12 @@ def parse_config_value(key: str, raw: str) -> object:
         return raw
     else:
         name, low, high = kind.split(":")
+        text = raw.strip().lower()
+        scale = 1
+        if name == "size" and text[-1:] in SIZE_SUFFIXES:  # git's own k, m, g suffixes
+            scale, text = SIZE_SUFFIXES[text[-1:]], text[:-1]
         try:
-            value = int(raw) if name == "int" else float(raw)
+            value = float(text) if name == "float" else int(text) * scale
         except ValueError:
             value = None
         if value is not None and float(low) <= value <= float(high):
@@ -285,17 +307,27 @@ def parse_config(pairs: list[tuple[str, str]]) -> Config:
     """Build a Config from (key, value) pairs as git prints them; unknown cq.* keys are errors."""
     values: dict = {}
     for name, raw in pairs:
-        key = name.lower()
-        if key not in Config.KEYS:
-            known = ", ".join(sorted(k for k in Config.KEYS))
-            raise CqError(f"unknown setting {key} (known: {known}); "
-                          f"remove it with: git config --unset-all {key}", EXIT_USAGE)
+        key = Config.BY_GIT_NAME.get(name.lower())
+        if key is None:
+            known = ", ".join(sorted(Config.KEYS))
+            raise CqError(f"unknown setting {name} (known: {known}); "
+                          f"remove it with: git config --unset-all {name}", EXIT_USAGE)
         value = parse_config_value(key, raw)
         if Config.KEYS[key][1] == "list":
             values[key] = (*values.get(key, ()), value)
         else:
             values[key] = value
     return Config(values)
+
+
+def config_or_defaults(repo: Repo) -> Config:
+    """The settings, or the defaults with a warning where they are invalid: for commands that
+    must work even then, such as stopping the worker."""
+    try:
+        return load_config(repo)
+    except CqError as exc:
+        print(f"cq: warning: {exc}; using the defaults", file=sys.stderr)
+        return Config()
 
 
 def load_config(repo: Repo) -> Config:
@@ -513,39 +545,33 @@ def process_identity(pid: int) -> dict:
     return {"pid": pid, "start_time": proc_start_time(pid), "boot_id": boot_id()}
 
 
-def read_fdinfo(pid: object, fd: int) -> tuple[dict, list[list[str]]]:
-    """The `key: value` fields of /proc/PID/fdinfo/FD, and its `lock:` lines, split."""
+def fdinfo_locks(pid: int, fd: int) -> list[list[str]]:
+    """The `lock:` lines of /proc/PID/fdinfo/FD (the locks that open file holds), split."""
     with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
         lines = f.read().decode(errors="replace").splitlines()
-    fields, locks = {}, []
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key == "lock":
-            locks.append(value.split())
-        else:
-            fields[key] = value.strip()
-    return fields, locks
+    return [line.split()[1:] for line in lines if line.startswith("lock:")]
 
 
 def holds_worker_lock(pid: int, their_fd: object, lock_fd: int) -> bool | None:
     """Whether descriptor their_fd of process pid is the worker's pid file and holds its
     exclusive flock, from /proc/.../fdinfo (Linux); None where that cannot be read.
 
-    The file is matched by mount id and inode as fdinfo reports them for both descriptors
-    (stat's device differs from the lock line's on btrfs).  /proc/locks would say the same,
+    The file is matched by stat through /proc/PID/fd (the lock line's device number differs
+    from stat's on btrfs, so only its inode is compared).  /proc/locks would say the same,
     but its first read in a process waits for an RCU grace period: 10 ms or more."""
     if not isinstance(their_fd, int) or their_fd < 0:
         return False
+    ours = os.fstat(lock_fd)
     try:
-        ours, _ = read_fdinfo("self", lock_fd)
-        theirs, locks = read_fdinfo(pid, their_fd)
+        theirs = os.stat(f"/proc/{pid}/fd/{their_fd}")  # the open file itself, via stat
+        locks = fdinfo_locks(pid, their_fd)
     except FileNotFoundError:
         return False
     except OSError:
         return None
-    if (theirs.get("ino"), theirs.get("mnt_id")) != (ours.get("ino"), ours.get("mnt_id")):
+    if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
         return False
-    inode = f":{ours.get('ino')}"
+    inode = f":{ours.st_ino}"
     return any("FLOCK" in lock and "WRITE" in lock and any(p.endswith(inode) for p in lock)
                for lock in locks)
 
@@ -682,7 +708,7 @@ def probe_worker(repo: Repo) -> WorkerState:
     age = time.time() - heartbeat.get("time", record.get("started_at", 0))
     if age > stale_after(heartbeat):
         return WorkerState("hung", f"alive, but no heartbeat for {age:.1f}s", record, heartbeat)
-    return WorkerState("running", "running", record, heartbeat)
+    return WorkerState("running", "running, with a fresh heartbeat", record, heartbeat)
 
 
 def read_heartbeat(repo: Repo) -> bytes:
@@ -691,6 +717,19 @@ def read_heartbeat(repo: Repo) -> bytes:
         return read_state_file(repo.state_path(HEARTBEAT_FILE)) or b""
     except (OSError, CqError):
         return b""
+
+
+def open_pidfd(pid: int) -> int | None:
+    """A pidfd pinning process pid (Linux 5.3+), or None where the system offers none;
+    ProcessLookupError if the process is gone."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise
+    except OSError:  # ENOSYS on older kernels, EPERM under some sandboxes
+        return None
 
 
 class WorkerHandle:
@@ -703,13 +742,11 @@ class WorkerHandle:
     def __init__(self, repo: Repo, record: dict):
         self.pid = record["pid"]
         self.record = record
-        self.pidfd = None
-        if hasattr(os, "pidfd_open"):
-            try:
-                self.pidfd = os.pidfd_open(self.pid)
-            except ProcessLookupError:
-                self.pid = None
-                return
+        try:
+            self.pidfd = open_pidfd(self.pid)
+        except ProcessLookupError:
+            self.pid, self.pidfd = None, None
+            return
         fd = open_state_file(repo.state_path(PID_FILE), os.O_RDONLY)
         try:
             ours = lock_is_held(fd) and identity_matches(record, fd)
@@ -781,15 +818,49 @@ def task_queue(repo: Repo):
 
     @huey.task(name="document")
     def document(blobs: list) -> None:
-        document_blobs(Repo(common, common), blobs)
+        document_blobs(Repo(common, common), blobs, huey)
 
     @huey.task(name="reconcile")
     def reconcile() -> None:
         reconcile_index(Repo(common, common), huey)
 
     huey.cq_tasks = {"sync": sync, "document": document, "reconcile": reconcile}
+    huey.cq_config = Config()  # the worker sets the settings it started with
     _QUEUES[repo.common_dir] = huey
     return huey
+
+
+class Problems:
+    """The worker's current problems by source ("config", "task"), for its heartbeat."""
+
+    current: dict = {}  # one worker per process
+
+    @classmethod
+    def report(cls, source: str, message: str) -> None:
+        """Remember a problem (and log it)."""
+        log(f"{source}: {message}", error=True)
+        cls.current[source] = (time.time(), " ".join(message.split()))
+
+    @classmethod
+    def clear(cls, source: str) -> None:
+        """Forget the problem of one source: it went away."""
+        cls.current.pop(source, None)
+
+    @classmethod
+    def latest(cls) -> tuple[float, str] | None:
+        """The most recent current problem, as (time, message)."""
+        return max(cls.current.values(), default=None)
+
+
+def task_config(repo: Repo, huey) -> Config:
+    """The settings as they are now; while they are invalid, the last valid ones, with the
+    problem shown by `cq worker status` (a typo in git config must not stall the index)."""
+    try:
+        huey.cq_config = load_config(repo)
+        Problems.clear("config")
+    except CqError as exc:
+        Problems.report("config", f"{exc}; using the last valid settings")
+    return huey.cq_config
 
 
 def queue_documents(huey, blobs: list[tuple[str, str]]) -> None:
@@ -800,34 +871,42 @@ def queue_documents(huey, blobs: list[tuple[str, str]]) -> None:
 
 def sync_worktree(repo: Repo, huey) -> None:
     """Bring one worktree's path -> blob map to its HEAD and queue what needs documenting."""
+    import functools
+
     known = {os.path.realpath(d) for d in worktree_git_dirs(repo.common_dir)}
     if os.path.realpath(repo.git_dir) not in known:
         log(f"sync: {repo.git_dir!r} is not a worktree of this repository (any more); skipped")
         return
-    config = load_config(repo)
+    config = task_config(repo, huey)
     with Index(repo) as index:
-        # One write transaction from reading the indexed commit to recording the new one:
-        # two syncs of a worktree (several worker threads) must not interleave their diffs.
-        with index.transaction():
+        for _ in range(5):
             indexed = index.worktree_commit(repo.git_dir)
+            known = repo.git_dir in index.worktrees()
             head = head_commit(repo.git_dir)
-            if head == indexed and repo.git_dir in index.worktrees():
+            if head == indexed and known:
                 return
+            # git runs outside the write lock; the map changes only if no other sync of this
+            # worktree (several worker threads) moved it meanwhile, else we start over.
             if head is None:
-                index.replace_worktree(repo.git_dir, None, {}, config)
+                apply = functools.partial(index.replace_worktree, repo.git_dir, None, {}, config)
             elif indexed and commit_exists(repo.common_dir, indexed):
-                index.apply_changes(repo.git_dir, head,
-                                    changed_blobs(repo.common_dir, indexed, head), config)
+                apply = functools.partial(index.apply_changes, repo.git_dir, head,
+                                          changed_blobs(repo.common_dir, indexed, head), config)
             else:
-                index.replace_worktree(repo.git_dir, head, tree_blobs(repo.common_dir, head),
-                                       config)
+                apply = functools.partial(index.replace_worktree, repo.git_dir, head,
+                                          tree_blobs(repo.common_dir, head), config)
+            with index.transaction():
+                if (index.worktree_commit(repo.git_dir), repo.git_dir in index.worktrees()) == \
+                        (indexed, known):
+                    apply()
+                    break
         missing = index.missing_blobs(repo.git_dir)
     queue_documents(huey, missing)
 
 
 def reconcile_index(repo: Repo, huey) -> None:
     """Compare every worktree with the index and queue whatever is missing; prune orphans."""
-    config = load_config(repo)
+    config = task_config(repo, huey)
     with Index(repo) as index:
         known = set(index.worktrees())
         live = set(worktree_git_dirs(repo.common_dir))
@@ -952,9 +1031,11 @@ def comment_text(line: str, prefixes: tuple) -> str | None:
         return None
     for prefix in prefixes:
         if stripped.startswith(prefix):
+            if prefix == "*" and stripped[1:2] not in ("", " ", "\t", "/"):
+                continue  # `*gen()` is code, ` * text` is the inside of a block comment
             return stripped[len(prefix):].rstrip("*/").strip()
-    if "*" in prefixes and stripped.endswith("*/"):
-        return stripped[:-2].strip()
+    if "*" in prefixes and stripped.endswith("*/") and "/*" not in stripped:
+        return stripped[:-2].strip()  # the last line of a block comment
     return None
 
 
@@ -999,7 +1080,7 @@ DEFINITION_PATTERNS = {
         (r"^\s*(?:export\s+)?interface\s+([A-Za-z_$][\w$]*)", "interface"),
         (r"^\s*(?:export\s+)?type\s+([A-Za-z_$][\w$]*)\s*(?:<[^>]*>)?\s*=", "type"),
         (r"^\s*(?:export\s+)?(?:const\s+)?enum\s+([A-Za-z_$][\w$]*)", "enum"),
-        ((r"^\s+(?:static\s+|async\s+|public\s+|private\s+|protected\s+|readonly\s+)*"
+        ((r"^\s+(?:static\s+|async\s+|public\s+|private\s+|protected\s+|readonly\s+)*\*?\s*"
          r"(?!if\b|for\b|while\b|switch\b|catch\b|return\b|function\b)"
          r"([A-Za-z_$][\w$]*)\s*\([^)]*\)\s*(?::\s*[^{]+)?\{\s*$"), "method"),
     ],
@@ -1311,7 +1392,16 @@ class Index:
         with self.transaction():
             rows = self.db.execute("SELECT blob, path FROM failures").fetchall()
             self.db.execute("DELETE FROM failures")
+            for blob, _ in rows:
+                self._forget_blob(blob)  # a record kept despite the failure is redone too
         return [(blob, os.fsdecode(path)) for blob, path in rows]
+
+    def _forget_blob(self, blob: str) -> None:
+        """Delete a blob's documentation and search entries (inside a transaction)."""
+        self.db.execute("DELETE FROM entries_fts WHERE rowid IN "
+                        "(SELECT id FROM entries WHERE blob = ?)", (blob,))
+        self.db.execute("DELETE FROM entries WHERE blob = ?", (blob,))
+        self.db.execute("DELETE FROM docs WHERE blob = ?", (blob,))
 
     def prune(self, grace_seconds: float) -> int:
         """Forget documentation no worktree has referenced for grace_seconds; returns count."""
@@ -1325,10 +1415,7 @@ class Index:
                 "SELECT blob FROM docs WHERE orphaned_at IS NOT NULL AND orphaned_at <= ?",
                 (now - grace_seconds,))]
             for blob in doomed:
-                self.db.execute("DELETE FROM entries_fts WHERE rowid IN "
-                                "(SELECT id FROM entries WHERE blob = ?)", (blob,))
-                self.db.execute("DELETE FROM entries WHERE blob = ?", (blob,))
-                self.db.execute("DELETE FROM docs WHERE blob = ?", (blob,))
+                self._forget_blob(blob)
             self.db.execute("DELETE FROM failures WHERE blob NOT IN (SELECT blob FROM files)")
         return len(doomed)
 
@@ -1351,13 +1438,27 @@ class Index:
             if reason:
                 key = "excluded" if reason.startswith("excluded") else reason
                 counts["skipped"][key] = counts["skipped"].get(key, 0) + n
-            elif status:
-                counts["documented"] += n
             elif failed:
                 counts["failed"] += n
+            elif status:
+                counts["documented"] += n
             else:
                 counts["pending"] += n
         return counts
+
+    def problem_files(self, git_dir: str) -> dict:
+        """The files of a worktree that were skipped (with the reason) or failed (with the
+        error), each list sorted by path."""
+        skipped = self.db.execute(
+            "SELECT f.path, CASE WHEN f.excluded != '' THEN f.excluded ELSE d.status END "
+            "FROM files f LEFT JOIN docs d ON d.blob = f.blob WHERE f.git_dir = ? AND "
+            "(f.excluded != '' OR d.status IN ('binary', 'too large')) ORDER BY f.path",
+            (git_dir,)).fetchall()
+        failed = self.db.execute(
+            "SELECT f.path, x.error FROM files f JOIN failures x ON x.blob = f.blob "
+            "WHERE f.git_dir = ? AND f.excluded = '' ORDER BY f.path", (git_dir,)).fetchall()
+        return {"skipped_files": [{"path": os.fsdecode(p), "reason": r} for p, r in skipped],
+                "failed_files": [{"path": os.fsdecode(p), "error": e} for p, e in failed]}
 
     def file_doc(self, git_dir: str, path: str) -> dict | None:
         """The stored documentation of one path in a worktree."""
@@ -1393,9 +1494,9 @@ class Index:
                "JOIN entries e ON e.id = entries_fts.rowid "
                "JOIN files f ON f.blob = e.blob AND f.git_dir = ? "
                "JOIN docs d ON d.blob = e.blob "
-               "WHERE entries_fts MATCH ? AND path_matches(f.path) "
+               "WHERE entries_fts MATCH ? AND (? IS NULL OR path_matches(f.path)) "
                "AND (? IS NULL OR d.language = ?) ")
-        where = (git_dir, match, language, language)
+        where = (git_dir, match, path_glob, language, language)
         try:
             rows = self.db.execute(sql + "ORDER BY bm25(entries_fts, 8.0, 4.0, 1.0) LIMIT ?",
                                    (*where, max(limit * 20, 200))).fetchall()
@@ -1465,9 +1566,9 @@ def run_documenter(repo: Repo, config: Config, path: str, doc: dict, data: bytes
     one file: the content on stdin, CQ_PATH and CQ_LANGUAGE set; its stdout is the summary."""
     import subprocess
 
-    # CQ_STATE_DIR also marks the process as ours for `cq worker cleanup` after a kill -9.
+    # CQ_STATE_DIR and CQ_WORKER_PID mark it as ours for `cq worker cleanup` after a kill -9.
     env = dict(scrubbed_env(), CQ_PATH=path, CQ_LANGUAGE=doc["language"],
-               CQ_STATE_DIR=repo.state_dir)
+               CQ_STATE_DIR=repo.state_dir, CQ_WORKER_PID=str(os.getpid()))
     proc = subprocess.Popen(["/bin/sh", "-c", config.documenter], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             cwd=repo.state_dir, start_new_session=True)
@@ -1514,9 +1615,11 @@ def kill_process_group(pid: int) -> None:
         pass
 
 
-def document_blobs(repo: Repo, blobs: list) -> None:
+def document_blobs(repo: Repo, blobs: list, huey) -> None:
     """Document each (blob, path) that is still referenced and not yet documented."""
-    config = load_config(repo)
+    import sqlite3
+
+    config = task_config(repo, huey)
     reader = None
     with Index(repo) as index:
         try:
@@ -1536,11 +1639,19 @@ def document_blobs(repo: Repo, blobs: list) -> None:
                         index.store(blob, "binary", size, None, path)
                     else:
                         doc = document_text(path, data)
+                        failure = ""
                         if config.documenter:
-                            doc["summary"] = run_documenter(repo, config, path, doc, data)
+                            try:
+                                doc["summary"] = run_documenter(repo, config, path, doc, data)
+                            except CqError as exc:  # the built-in record is kept, searchable
+                                failure = str(exc)
                         index.store(blob, "error" if doc["error"] else "ok", size, doc, path)
+                        if failure:
+                            raise CqError(failure)
                 except WorkerStopping:
                     return
+                except sqlite3.OperationalError:
+                    raise  # the index is busy or broken, not this file: the task fails
                 except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
                     log(f"failed to document {path} ({blob[:12]}): {exc}", error=True)
                     index.record_failure(blob, path, f"{type(exc).__name__}: {exc}")
@@ -1638,6 +1749,10 @@ class WorkerActivity:
                     self.done += 1
                 elif signal == S.SIGNAL_ERROR:
                     self.failed += 1
+            if signal == S.SIGNAL_ERROR:
+                Problems.report("task", f"{task.name} failed: {args[0] if args else '?'}")
+            elif signal == S.SIGNAL_COMPLETE:
+                Problems.clear("task")
             if signal == S.SIGNAL_INTERRUPTED:
                 # Huey deleted the task before running it; put it back so it is not lost.
                 huey.enqueue(task)
@@ -1715,6 +1830,9 @@ class WorkerLoop:
                   "interval": self.config.heartbeat_interval,
                   "queue_length": self.huey.pending_count()}
         record.update(self.activity.snapshot())
+        latest = Problems.latest()
+        if latest:
+            record.update(problem_at=latest[0], problem=latest[1])
         write_state_file(self.repo.state_path(HEARTBEAT_FILE), format_record(record))
 
     def beat_forever(self) -> None:
@@ -1811,6 +1929,7 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
         from huey.consumer import ConsumerStopped
 
         huey = task_queue(repo)
+        huey.cq_config = config
         activity = WorkerActivity()
         activity.connect(huey)
         consumer = huey.create_consumer(
@@ -1918,7 +2037,7 @@ def stop_worker(repo: Repo, timeout: float | None, force: bool) -> str:
     """Stop the worker gracefully, escalating to SIGKILL only with force; returns a message."""
     import signal
 
-    config = load_config(repo)
+    config = config_or_defaults(repo)
     state = probe_worker(repo)
     if state.state == "unknown":
         raise CqError(f"not stopping anything: {state.detail}")
@@ -1932,9 +2051,11 @@ def stop_worker(repo: Repo, timeout: float | None, force: bool) -> str:
         if handle.wait_gone(timeout):
             return f"stopped the worker (PID {pid})"
         if not force:
-            raise CqError(f"the worker (PID {pid}) is still finishing its task after "
-                          f"{timeout:.0f}s; wait, run cq worker stop again to interrupt the "
-                          "task now (it is queued again), or use --force to kill the worker")
+            doing = "is hung (no heartbeat)" if state.state == "hung" else \
+                "is still finishing its task"
+            raise CqError(f"the worker (PID {pid}) {doing} after {timeout:.0f}s; wait, run "
+                          "cq worker stop again to interrupt the task now (it is queued "
+                          "again), or use --force to kill the worker")
         handle.send(signal.SIGKILL)
         if handle.wait_gone(10):
             with StartLock(repo):  # the documenters it had running die with it
@@ -1948,8 +2069,8 @@ def stop_worker(repo: Repo, timeout: float | None, force: bool) -> str:
 
 def stray_kind(pid: int, repo: Repo, live_worker: int | None) -> str | None:
     """What process pid is, if it is one cq started for this repository that no live worker
-    accounts for: "worker" (a `cq worker run` that is not the live worker) or, only when no
-    worker is alive, "documenter" (marked by CQ_STATE_DIR in its environment)."""
+    accounts for: "worker" (a `cq worker run` that is not the live worker) or "documenter"
+    (marked by CQ_STATE_DIR, and by a CQ_WORKER_PID that is not the live worker's)."""
     if pid in (os.getpid(), live_worker):
         return None
     try:
@@ -1963,8 +2084,9 @@ def stray_kind(pid: int, repo: Repo, live_worker: int | None) -> str | None:
         return None
     if is_worker_command(argv, repo):
         return "worker"
-    if live_worker is None and os.fsencode(f"CQ_STATE_DIR={repo.state_dir}") in environ:
-        return "documenter"
+    if os.fsencode(f"CQ_STATE_DIR={repo.state_dir}") in environ and \
+            os.fsencode(f"CQ_WORKER_PID={live_worker}") not in environ:
+        return "documenter"  # started by a worker that is not the live one
     return None
 
 
@@ -1986,9 +2108,9 @@ def kill_strays(repo: Repo, live_worker: int | None) -> list[str]:
     for name in os.listdir("/proc"):
         if not name.isdigit() or stray_kind(int(name), repo, live_worker) is None:
             continue
-        pid = int(name)
-        pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+        pid, pidfd = int(name), None
         try:
+            pidfd = open_pidfd(pid)
             kind = stray_kind(pid, repo, live_worker)  # again, now that the pidfd pins it
             if kind is None:
                 continue
@@ -2057,7 +2179,7 @@ def tail_lines(path: str, count: int) -> list[str]:
 def follow_log(path: str, count: int) -> None:
     """Print the last lines, then follow the log across rotations until interrupted."""
     for line in tail_lines(path, count):
-        print(line, flush=True)
+        print(display(line), flush=True)
     fd = open_state_file(path, os.O_RDONLY)
     inode, position = os.fstat(fd).st_ino, os.fstat(fd).st_size
     try:
@@ -2065,7 +2187,7 @@ def follow_log(path: str, count: int) -> None:
             data = os.pread(fd, 65536, position)
             if data:
                 position += len(data)
-                sys.stdout.write(data.decode(errors="replace"))
+                sys.stdout.write(display(data.decode(errors="replace"), keep_newlines=True))
                 sys.stdout.flush()
                 continue
             try:
@@ -2154,8 +2276,8 @@ def install_hooks(repo: Repo, cwd: str) -> list[str]:
     in_git_dir = os.path.commonpath([directory, repo.common_dir]) == repo.common_dir
     if top and not in_git_dir and os.path.commonpath([directory, top]) == top and \
             not git_ignores(cwd, os.path.join(directory, HOOK_NAMES[0])):
-        refuse_hooks_dir(repo, directory, "holds files git tracks (husky before v9?), so "
-                         "cq's hooks would be committed")
+        refuse_hooks_dir(repo, directory, "is in the working tree and not ignored by git "
+                         "(husky before v9?), so cq's hooks could be committed")
     os.makedirs(directory, exist_ok=True)
     script = hook_script()
     done = []
@@ -2268,7 +2390,7 @@ def mark_moved(repo: Repo) -> None:
     import hashlib
 
     ensure_state_dir(repo)
-    name = hashlib.sha1(repo.git_dir.encode()).hexdigest()
+    name = hashlib.sha1(os.fsencode(repo.git_dir)).hexdigest()
     write_state_file(os.path.join(repo.state_path(PENDING_DIR), name),
                      os.fsencode(repo.git_dir), durable=True)
 
@@ -2281,14 +2403,14 @@ def run_hook(repo: Repo, name: str, args: list[str]) -> None:
     if not hook_acts(name, args, repo.git_dir):
         return
     mark_moved(repo)
-    if poke_worker(repo):
-        return
-    config = load_config(repo)
-    if not config.autostart:
-        append_hook_log(repo, f"{name}: the worker is not running and cq.autostart is off; "
-                        "the change is recorded (run: cq worker start)")
-        return
-    start_worker(repo)
+    if not poke_worker(repo):
+        config = load_config(repo)
+        if not config.autostart:
+            append_hook_log(repo, f"{name}: the worker is not running and cq.autostart is "
+                            "off; the change is recorded (run: cq worker start)")
+            return
+        start_worker(repo)
+    clear_hook_problems(repo)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2298,8 +2420,8 @@ def run_hook(repo: Repo, name: str, args: list[str]) -> None:
 def display(text: str, keep_newlines: bool = False) -> str:
     """Text for a terminal: control characters (from file names or file contents) shown as
     escapes, so nothing in a repository can move the cursor or forge output lines."""
-    return "".join(ch if (" " <= ch < "\x7f" or ch >= "\xa0" or (keep_newlines and ch == "\n"))
-                   else repr(ch)[1:-1] for ch in text)
+    return "".join(ch if (" " <= ch < "\x7f" or ch >= "\xa0" or ch == "\t" or
+                          (keep_newlines and ch == "\n")) else repr(ch)[1:-1] for ch in text)
 
 
 def print_json(value: object) -> None:
@@ -2350,6 +2472,8 @@ def worker_status_report(repo: Repo, state: WorkerState) -> dict:
         "tasks_done": hb.get("tasks_done"),
         "tasks_failed": hb.get("tasks_failed"),
         "current": decode_current(hb.get("current")),
+        "problem": {"at": hb["problem_at"], "message": hb["problem"]}
+        if "problem" in hb and state.alive else None,
         "last_hook_problem": last_hook_problem(repo),
         "state_dir": repo.state_dir,
     }
@@ -2365,14 +2489,17 @@ def print_worker_status(report: dict, verbose: bool) -> None:
               f"{report['tasks_failed']} failed")
         if verbose:
             for item in report["current"] or []:
-                print(f"working on: {item['task']} {item['detail']} "
-                      f"(for {time.time() - item['since']:.1f}s)")
+                print(display(f"working on: {item['task']} {item['detail']} "
+                              f"(for {time.time() - item['since']:.1f}s)"))
             if not report["current"]:
                 print("working on: nothing")
     else:
         print(f"worker: {report['state']}: {report['detail']}")
     if report["state"] == "hung":
         print(f"warning: {report['detail']}")
+    if report["problem"]:
+        age = human_seconds(time.time() - report["problem"]["at"])
+        print(display(f"problem ({age} ago): {report['problem']['message']}"))
     if report["last_hook_problem"]:
         print(f"last hook problem: {display(report['last_hook_problem'])}")
     if verbose:
@@ -2415,7 +2542,7 @@ def cmd_worker(args, repo: Repo) -> int:
                 pass
             return EXIT_OK
         for line in tail_lines(path, args.lines):
-            print(line)
+            print(display(line))
         return EXIT_OK
     if action == "cleanup":
         done = cleanup_worker(repo)
@@ -2436,9 +2563,12 @@ def cmd_hook(args, repo: Repo) -> int:
     if args.hook_command == "status":
         directory = hooks_dir(repo, cwd)
         print(f"hooks directory: {directory}")
-        for name, state in hook_states(directory).items():
+        states = hook_states(directory)
+        for name, state in states.items():
             print(f"{name}: {state}")
-        return EXIT_OK
+        # 0 only when every hook is cq's current one, so scripts can check an install.
+        return EXIT_OK if all(v.startswith("installed") for v in states.values()) \
+            else EXIT_FAILURE
     done = install_hooks(repo, cwd) if args.hook_command == "install" else \
         uninstall_hooks(repo, cwd)
     print("\n".join(done) if done else "nothing to do: already as asked")
@@ -2496,6 +2626,7 @@ def cmd_init(args, repo: Repo) -> int:
     archive = running_archive()
     if not archive:
         raise CqError("cq init must run from the built cq.pyz (build it: python3 build_zipapp.py)")
+    load_config(repo)  # a bad setting is reported here, as by every other command
     ensure_state_dir(repo)
     copy = repo.state_path(PYZ_COPY)
     if os.path.abspath(archive) != copy:
@@ -2539,7 +2670,9 @@ def cmd_index(args, repo: Repo) -> int:
     """cq index [--wait] [--rebuild] | cq index status [--json]."""
     if args.index_command == "status":
         counts, complete = index_progress(repo)
-        counts["complete"] = complete
+        with Index(repo, readonly=True) as index:
+            problems = index.problem_files(repo.git_dir)
+        counts.update(schema=1, complete=complete, **problems)
         if args.json:
             print_json(counts)
             return EXIT_OK
@@ -2549,7 +2682,14 @@ def cmd_index(args, repo: Repo) -> int:
         print(f"{counts['files']} files: {counts['documented']} documented, "
               f"{counts['pending']} pending, {counts['failed']} failed")
         for reason, n in sorted(counts["skipped"].items()):
-            print(f"skipped ({reason}): {n}")
+            paths = [f["path"] for f in problems["skipped_files"] if f["reason"] == reason or
+                     (reason == "excluded" and f["reason"].startswith("excluded"))]
+            print(display(f"skipped ({reason}): {n}: {', '.join(paths[:5])}"
+                          + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")))
+        for item in problems["failed_files"][:20]:
+            print(display(f"failed: {item['path']}: {item['error']}"))
+        if counts["failed"] > 20:
+            print(f"... and {counts['failed'] - 20} more failed (see: cq queue list)")
         return EXIT_OK
     ensure_state_dir(repo)
     with Index(repo) as index:
@@ -2560,7 +2700,8 @@ def cmd_index(args, repo: Repo) -> int:
     ensure_worker(repo)
     if args.wait:
         counts = wait_for_index(repo)
-        print(f"index complete: {counts['documented']} files documented")
+        print(f"index complete: {counts['documented']} files documented, "
+              f"{counts['failed']} failed" + (" (see: cq queue list)" if counts["failed"] else ""))
     else:
         print("queued; the worker is bringing the index to HEAD (see: cq index status)")
     return EXIT_OK
@@ -2606,20 +2747,53 @@ def repo_relative(repo: Repo, cwd: str, path: str) -> str:
     if top is None:
         raise CqError("this repository has no working tree; give the path from its top")
     full = os.path.normpath(os.path.join(os.path.abspath(cwd), path))
-    rel = os.path.relpath(full, os.path.realpath(top)) if not full.startswith(top) else \
-        os.path.relpath(full, top)
+    # Resolve the directories (cwd may be reached through a symlink) but not the file
+    # itself, which may be a tracked symlink.
+    full = os.path.join(os.path.realpath(os.path.dirname(full)), os.path.basename(full))
+    rel = os.path.relpath(full, os.path.realpath(top))
     if rel.startswith(".."):
         raise CqError(f"{path} is outside the repository", EXIT_USAGE)
     return rel
+
+
+LANGUAGE_ALIASES = {"py": "python", "js": "javascript", "jsx": "javascript",
+                    "ts": "typescript", "tsx": "typescript", "golang": "go", "rs": "rust",
+                    "c++": "cpp", "cxx": "cpp", "sh": "shell", "bash": "shell", "zsh": "shell",
+                    "md": "markdown", "txt": "text"}
+
+
+def canonical_language(name: str) -> str:
+    """A --lang value as the index names languages (py -> python); CqError if unknown."""
+    name = LANGUAGE_ALIASES.get(name.lower(), name.lower())
+    known = sorted(set(LANGUAGES.values()) | {"text"})
+    if name not in known:
+        raise CqError(f"unknown language {name!r}; use one of: {', '.join(known)}", EXIT_USAGE)
+    return name
+
+
+def note_if_behind(repo: Repo, index: Index) -> None:
+    """If the index is behind HEAD (a move that fired no hook, or a commit a moment ago),
+    say so on stderr and have the worker catch up now rather than at its next check."""
+    indexed, head = index.worktree_commit(repo.git_dir), head_commit(repo.git_dir)
+    if indexed == head:
+        return
+    mark_moved(repo)
+    catching_up = poke_worker(repo)
+    print(f"cq: note: the index is at {(indexed or 'nothing')[:12]}, HEAD is at "
+          f"{(head or 'no commit')[:12]}: results may be out of date"
+          + ("; the worker is catching up" if catching_up else "; start the worker: "
+             "cq worker start"), file=sys.stderr)
 
 
 def cmd_search(args, repo: Repo) -> int:
     """cq search QUERY: ranked results from this worktree's index."""
     if args.limit < 1:
         raise CqError("-n must be at least 1", EXIT_USAGE)
+    language = canonical_language(args.lang) if args.lang else None
     with Index(repo, readonly=True) as index:
         results = index.search(repo.git_dir, " ".join(args.query), args.limit, args.path,
-                               args.lang)
+                               language)
+        note_if_behind(repo, index)
     if args.json:
         print_json(results)
         return EXIT_OK
@@ -2635,8 +2809,13 @@ def cmd_show(args, repo: Repo) -> int:
     rel = repo_relative(repo, args.directory, args.path)
     with Index(repo, readonly=True) as index:
         doc = index.file_doc(repo.git_dir, rel)
+        note_if_behind(repo, index)
     if doc is None:
-        raise CqError(f"{rel} is not in the index of this worktree's HEAD")
+        full = os.path.join(args.directory, args.path)
+        if os.path.isdir(full):
+            raise CqError(f"{rel} is a directory; show takes a file", EXIT_USAGE)
+        raise CqError(f"{rel} is not in HEAD of this worktree (not committed, or a typo?); "
+                      "see: git ls-files")
     if args.json:
         print_json(doc)
         return EXIT_OK
@@ -2739,7 +2918,8 @@ def cli_spec(argparse) -> dict:
             (("--rebuild",), {"action": "store_true", "help": "forget everything and redo"})], {
             "status": ("indexed versus HEAD", [json_flag])}),
         "queue": ("inspect, retry or drop queued work", [
-            (("queue_command",), {"nargs": "?", "choices": ("list", "retry", "purge")}),
+            (("queue_command",), {"nargs": "?", "choices": ("list", "retry", "purge"),
+                                  "metavar": "ACTION", "help": "list (default), retry or purge"}),
             (("--yes",), {"action": "store_true", "help": "purge without asking"})], {}),
         "search": ("search the index", [
             (("query",), {"nargs": "+"}),

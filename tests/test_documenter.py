@@ -165,3 +165,15 @@ def test_doc_comments_are_found_above_attributes_and_annotations():
 def test_a_doc_comment_is_capped():
     source = b"".join(b"// line %d\n" % i for i in range(1000)) + b"int f(void)\n{\n"
     assert len(find(cq.document_text("a.c", source), "f")["doc"].splitlines()) == 40
+
+
+def test_c_definitions_with_trailing_block_comments_are_kept():
+    doc = cq.document_text("a.c", b"#define MAX 10 /* max */\nstruct foo { /* x */\n};\n"
+                                  b"int x; /* trailing */\nint main(void)\n{\n}\n")
+    assert names(doc) == ["MAX", "foo", "main"]
+    assert find(doc, "main")["doc"] == ""
+
+
+def test_sizes_in_config_take_git_suffixes():
+    assert cq.parse_config([("cq.maxfilesize", "2m")]).max_file_size == 2 << 20
+    assert cq.parse_config([("cq.maxfilesize", "512k")]).max_file_size == 512 << 10

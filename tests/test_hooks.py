@@ -146,7 +146,7 @@ def test_install_refuses_a_hooks_directory_whose_files_git_would_commit(repo):
     repo.git("config", "core.hooksPath", ".husky")  # husky 8: hooks are tracked files
     repo.commit({".husky/pre-commit": "#!/bin/sh\nnpm test\n"})
     proc = repo.cq("hook", "install")
-    assert proc.returncode == 1 and "would be committed" in proc.stderr
+    assert proc.returncode == 1 and "could be committed" in proc.stderr
     assert not (repo.path / ".husky" / "post-commit").exists()
 
 
@@ -218,6 +218,21 @@ def test_commit_succeeds_with_the_worker_dead_and_status_says_why(hooked):
     hooked.commit({"a.py": "x = 1\n"})
     wait_until(lambda: "not running" in hook_log(hooked), what="the hook to log")
     assert "cq.autostart is off" in hooked.cq("worker", "status").stdout
+
+
+def test_a_hook_that_gets_through_clears_earlier_problems(hooked):
+    hooked.commit({"a.py": "x = 1\n"})
+    wait_until(lambda: "not running" in hook_log(hooked), what="the hook to log")
+    assert hooked.cq("worker", "start").returncode == 0
+    hooked.commit({"b.py": "x = 2\n"})
+    wait_until(lambda: "last hook problem" not in hooked.cq("worker", "status").stdout)
+    assert "not running" in (hooked.state / "hook.log.1").read_text()
+
+
+def test_hook_status_exits_1_unless_every_hook_is_installed(repo):
+    assert repo.cq("hook", "status").returncode == 1
+    repo.cq("hook", "install")
+    assert repo.cq("hook", "status").returncode == 0
 
 
 def test_commit_starts_the_worker_when_autostart_is_on(hooked):

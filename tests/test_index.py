@@ -258,9 +258,67 @@ def test_index_rebuild_starts_over_and_completes(initialised):
     assert initialised.index_status()["complete"]
 
 
-def test_show_outside_the_index_says_so(initialised):
+def test_show_of_a_file_not_in_head_says_so(initialised):
     proc = initialised.cq("show", "no/such/file.py")
-    assert proc.returncode == 1 and "not in the index" in proc.stderr
+    assert proc.returncode == 1 and "not in HEAD of this worktree" in proc.stderr
+
+
+def test_show_of_a_directory_says_it_takes_a_file(initialised):
+    (initialised.path / "src").mkdir()
+    proc = initialised.cq("show", "src")
+    assert proc.returncode == 2 and "is a directory" in proc.stderr
+
+
+def test_show_works_from_a_directory_reached_through_a_symlink(initialised, tmp_path):
+    initialised.commit({"pkg/mod.py": "def in_pkg():\n    pass\n"})
+    initialised.wait_indexed()
+    link = tmp_path / "pkg-link"
+    link.symlink_to(initialised.path / "pkg")
+    proc = initialised.cq("show", "mod.py", cwd=link)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("pkg/mod.py (python, ok)")
+
+
+def test_search_right_after_a_move_without_hooks_says_so_and_catches_up(initialised):
+    repo = initialised
+    repo.commit({"later.py": "def added_later():\n    pass\n"})
+    repo.wait_indexed()
+    repo.git("reset", "-q", "--hard", "HEAD~1")  # no hook fires; reconciliation is 60 s away
+    proc = repo.cq("search", "added_later")
+    assert "results may be out of date; the worker is catching up" in proc.stderr
+    wait_until(lambda: not repo.search("added_later"), timeout=10)
+
+
+def test_a_failing_external_documenter_keeps_the_built_in_record_searchable(initialised):
+    repo = initialised
+    repo.git("config", "cq.documenter", "echo model unavailable >&2; exit 3")
+    repo.commit({"ext.py": "def with_ext():\n    pass\n"})
+    wait_until(lambda: repo.index_status()["failed"] == 1)
+    assert repo.search("with_ext")[0]["path"] == "ext.py"
+    status = repo.index_status()
+    assert status["failed_files"] == [
+        {"path": "ext.py", "error": "CqError: cq.documenter exited with status 3: "
+                                    "model unavailable"}]
+    assert "failed: ext.py: CqError: cq.documenter exited with status 3" in \
+        repo.cq("index", "status").stdout
+
+
+def test_index_status_names_the_skipped_files(initialised):
+    initialised.commit({"logo.png": b"\x89PNG\x00\x00"})
+    status = initialised.wait_indexed()
+    assert {"path": "logo.png", "reason": "binary"} in status["skipped_files"]
+    assert "skipped (binary): 1: logo.png" in initialised.cq("index", "status").stdout
+
+
+def test_an_invalid_setting_does_not_stall_the_worker_and_status_shows_it(initialised):
+    repo = initialised
+    repo.git("config", "cq.workers", "lots")
+    repo.commit({"still.py": "def still_indexed():\n    pass\n"})
+    wait_until(lambda: repo.search("still_indexed"), what="indexing with the last settings")
+    status = repo.cq("worker", "status")
+    assert status.returncode == 0 and "problem" in status.stdout and "cq.workers" in status.stdout
+    stop = repo.cq("worker", "stop")  # a typo in git config must not trap the worker
+    assert stop.returncode == 0 and "warning" in stop.stderr
 
 
 @pytest.mark.parametrize("command", [["search", "x"], ["show", "README.md"]])

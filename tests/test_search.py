@@ -118,3 +118,9 @@ def test_index_status_reports_complete(indexed):
     assert status["complete"] and status["documented"] == len(FILES) + 1
     text = indexed.cq("index", "status").stdout
     assert f"{len(FILES) + 1} files: {len(FILES) + 1} documented, 0 pending" in text
+
+
+def test_language_aliases_and_unknown_languages(indexed):
+    assert indexed.search("parse_config", extra=["--lang", "py"])[0]["language"] == "python"
+    proc = indexed.cq("search", "x", "--lang", "cobol")
+    assert proc.returncode == 2 and "unknown language 'cobol'" in proc.stderr
