@@ -358,7 +358,6 @@ GIT_LOCAL_ENV = (
     "GIT_REPLACE_REF_BASE", "GIT_PREFIX", "GIT_INTERNAL_SUPER_PREFIX", "GIT_SHALLOW_FILE",
     "GIT_COMMON_DIR",
 )
-EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 SUBMODULE_MODE = "160000"
 SYMLINK_MODE = "120000"
 
@@ -837,9 +836,11 @@ class Problems:
 
     @classmethod
     def report(cls, source: str, message: str) -> None:
-        """Remember a problem (and log it)."""
-        log(f"{source}: {message}", error=True)
-        cls.current[source] = (time.time(), " ".join(message.split()))
+        """Remember a problem (and log it, once while it lasts)."""
+        message = " ".join(message.split())  # one line: it goes into the heartbeat record
+        if cls.current.get(source, (0, ""))[1] != message:
+            log(f"{source}: {message}", error=True)
+            cls.current[source] = (time.time(), message)
 
     @classmethod
     def clear(cls, source: str) -> None:
