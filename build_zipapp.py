@@ -27,23 +27,24 @@ DEFAULT_OUTPUT = os.path.join(HERE, "dist", "cq.pyz")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # The archive's entry point.  zipimport never writes .pyc files, so importing cq.py from the
 # archive would compile it on every run (about 40 ms, most of `cq worker status`).  This loads
-# it through a per-user bytecode cache keyed by the source's checksum and the interpreter's
-# magic number; where the cache cannot be used it simply compiles.
+# it through a per-user bytecode cache keyed by the source's hash (computed at build time, so a
+# cache hit does not even read the source) and the interpreter's magic number; where the cache
+# cannot be used it simply compiles.
 MAIN = b'''"""cq.pyz entry point: run cq.py from this archive, through a bytecode cache."""
 import marshal
 import os
 import stat
 import sys
-import zlib
 from importlib.util import MAGIC_NUMBER
 
+SOURCE_KEY = "@SOURCE_KEY@"  # filled in by build_zipapp.py: a hash of cq.py
 
-def cached_code(source, filename):
+
+def cached_code(filename):
     """cq.py's code object, from the cache when an intact entry of ours is there."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = os.path.join(base, "cq")
-    name = "cq-%08x-%d-%s.bin" % (zlib.crc32(source), len(source), MAGIC_NUMBER.hex())
-    path = os.path.join(folder, name)
+    path = os.path.join(folder, "cq-%s-%s.bin" % (SOURCE_KEY, MAGIC_NUMBER.hex()))
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
@@ -54,7 +55,8 @@ def cached_code(source, filename):
             os.close(fd)
     except (OSError, ValueError, EOFError, TypeError):
         pass
-    code = compile(source, filename, "exec")
+    # get_data takes the name inside the archive: the archive's own path may be relative.
+    code = compile(__loader__.get_data("cq.py"), filename, "exec")
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
         tmp = "%s.%d.tmp" % (path, os.getpid())
@@ -75,8 +77,7 @@ def load_cq():
     module.__file__ = filename
     module.__loader__ = __loader__
     sys.modules["cq"] = module
-    # get_data takes the name inside the archive: the archive's own path may be relative.
-    exec(cached_code(__loader__.get_data("cq.py"), filename), module.__dict__)
+    exec(cached_code(filename), module.__dict__)
     return module
 
 
@@ -129,10 +130,12 @@ def huey_members(wheel: bytes) -> dict[str, bytes]:
 
 def project_members() -> dict[str, bytes]:
     """cq.py, the entry point, the hook scripts and cq's licence."""
-    members = {"__main__.py": MAIN}
+    members = {}
     for name in ["cq.py", "LICENSE"] + [f"hooks/{h}" for h in HOOK_NAMES]:
         with open(os.path.join(HERE, name), "rb") as f:
             members[name] = f.read()
+    key = hashlib.sha256(members["cq.py"]).hexdigest()[:24]
+    members["__main__.py"] = MAIN.replace(b"@SOURCE_KEY@", key.encode())
     return members
 
 
