@@ -83,3 +83,26 @@ def test_built_archive_runs_a_worker_under_python(version, cq_pyz, tmp_path):
         assert repo.cq("worker", "status", python=python).returncode == 3
     finally:
         repo.cq("worker", "stop", "--force", "--timeout", "2")
+
+
+def run_version(cq_pyz, env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-I", "-S", str(cq_pyz), "--version"], env=env,
+                          capture_output=True, text=True, check=False)
+
+
+def test_the_bytecode_cache_is_written_once_and_survives_corruption(cq_pyz, tmp_path):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    assert run_version(cq_pyz, env).returncode == 0
+    [entry] = (tmp_path / "cq").iterdir()
+    assert entry.stat().st_mode & 0o777 == 0o600
+    entry.write_bytes(b"not marshal data")
+    proc = run_version(cq_pyz, env)
+    assert proc.returncode == 0 and proc.stdout.startswith("cq ")
+    assert entry.read_bytes() != b"not marshal data"  # replaced by a good one
+
+
+def test_cq_runs_when_the_bytecode_cache_cannot_be_written(cq_pyz, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    proc = run_version(cq_pyz, dict(os.environ, XDG_CACHE_HOME=str(blocker)))
+    assert proc.returncode == 0 and proc.stdout.startswith("cq ")
