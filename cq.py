@@ -114,13 +114,12 @@ def ensure_state_dir(repo: Repo) -> str:
     except OSError as exc:
         raise CqError(f"cannot create {path}: {exc.strerror}") from exc
     check_own_directory(path)
-    for sub in (PENDING_DIR,):
-        sub_path = os.path.join(path, sub)
-        try:
-            os.mkdir(sub_path, 0o700)
-        except FileExistsError:
-            pass
-        check_own_directory(sub_path)
+    pending = os.path.join(path, PENDING_DIR)
+    try:
+        os.mkdir(pending, 0o700)
+    except FileExistsError:
+        pass
+    check_own_directory(pending)
     return path
 
 
