@@ -849,7 +849,7 @@ class Problems:
     @classmethod
     def latest(cls) -> tuple[float, str] | None:
         """The most recent current problem, as (time, message)."""
-        return max(cls.current.values(), default=None)
+        return max(list(cls.current.values()), default=None)  # a copy: threads report
 
 
 def task_config(repo: Repo, huey) -> Config:
