@@ -227,9 +227,10 @@ def running_archive() -> str | None:
     return archive if os.path.isfile(archive) else None
 
 
-def self_command() -> list[str]:
-    """The argv prefix that runs this same cq again, isolated from the user's environment."""
-    archive = running_archive()
+def self_command(archive: str | None = None) -> list[str]:
+    """The argv prefix that runs cq again (this same one unless another archive is given),
+    isolated from the user's environment."""
+    archive = archive or running_archive()
     if archive:
         return [sys.executable, "-I", "-S", archive]
     return [sys.executable, "-I", os.path.abspath(__file__)]
@@ -1675,24 +1676,31 @@ def log(message: str, error: bool = False) -> None:
         logging.getLogger(WORKER_LOG_NAME).log(logging.ERROR if error else logging.INFO, message)
 
 
-def acquire_worker_lock(repo: Repo, wait: float = 2.0) -> int:
-    """Take the pid-file lock that marks the live worker; CqError if another worker has it."""
+def lock_within(fd: int, seconds: float) -> bool:
+    """Take an exclusive flock on fd, retrying for up to `seconds`; True if it was taken."""
     import fcntl
 
-    fd = open_state_file(repo.state_path(PID_FILE), os.O_RDWR | os.O_CREAT)
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + seconds
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
+            return True
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
-        # A probe holds a shared lock for microseconds; a worker holds it for good.
         if time.monotonic() > deadline:
-            os.close(fd)
-            raise CqError("a worker is already running for this repository")
+            return False
         time.sleep(0.01)
+
+
+def acquire_worker_lock(repo: Repo) -> int:
+    """Take the pid-file lock that marks the live worker; CqError if another worker has it."""
+    fd = open_state_file(repo.state_path(PID_FILE), os.O_RDWR | os.O_CREAT)
+    # A probe holds a shared lock for microseconds; a worker holds it for good.
+    if not lock_within(fd, 2.0):
+        os.close(fd)
+        raise CqError("a worker is already running for this repository")
+    return fd
 
 
 def write_pid_record(fd: int, record: dict | None) -> None:
@@ -1967,32 +1975,25 @@ class StartLock:
     """Held while a worker is started or cleaned up after, so that two `start`s never spawn
     two workers and a cleanup never mistakes a starting worker's processes for leftovers."""
 
-    def __init__(self, repo: Repo, wait: float = 40.0):
-        self.repo, self.wait, self.fd = repo, wait, None
+    def __init__(self, repo: Repo):
+        self.repo, self.fd = repo, None
 
     def __enter__(self) -> StartLock:
-        import fcntl
-
         ensure_state_dir(self.repo)
         self.fd = open_state_file(self.repo.state_path(START_LOCK_FILE), os.O_RDWR | os.O_CREAT)
-        deadline = time.monotonic() + self.wait
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except BlockingIOError as exc:
-                if time.monotonic() > deadline:
-                    os.close(self.fd)
-                    raise CqError("another cq is starting or cleaning up the worker and did "
-                                  "not finish") from exc
-                time.sleep(0.01)
+        if not lock_within(self.fd, 40.0):  # a start waits up to 10 s for its handshake
+            os.close(self.fd)
+            raise CqError("another cq is starting or cleaning up the worker and did not finish")
+        return self
 
     def __exit__(self, *exc) -> None:
         os.close(self.fd)
 
 
-def start_worker(repo: Repo, wait: float = 10.0) -> tuple[int, bool]:
-    """Start the worker detached unless one runs; returns (pid, was_already_running)."""
+def start_worker(repo: Repo, archive: str | None = None,
+                 wait: float = 10.0) -> tuple[int, bool]:
+    """Start the worker detached (from archive, by default the running cq) unless one runs;
+    returns (pid, was_already_running)."""
     load_config(repo)  # a bad setting fails here, in one line, not in the detached worker
     with StartLock(repo):
         state = probe_worker(repo)
@@ -2000,10 +2001,10 @@ def start_worker(repo: Repo, wait: float = 10.0) -> tuple[int, bool]:
             return state.pid, True
         if state.state == "unknown":
             raise CqError(f"cannot tell whether a worker runs: {state.detail}")
-        return spawn_worker(repo, wait), False
+        return spawn_worker(repo, archive, wait), False
 
 
-def spawn_worker(repo: Repo, wait: float) -> int:
+def spawn_worker(repo: Repo, archive: str | None, wait: float) -> int:
     """Spawn `cq worker run` detached and wait for its readiness handshake; returns its PID."""
     import select
     import subprocess
@@ -2012,7 +2013,7 @@ def spawn_worker(repo: Repo, wait: float) -> int:
     read_end, write_end = os.pipe()
     try:
         proc = subprocess.Popen(
-            [*self_command(), "-C", repo.common_dir, "worker", "run",
+            [*self_command(archive), "-C", repo.common_dir, "worker", "run",
              "--ready-fd", str(write_end)],
             stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, pass_fds=(write_end,),
             start_new_session=True, cwd=repo.state_dir, env=scrubbed_env())
@@ -2639,7 +2640,7 @@ def cmd_init(args, repo: Repo) -> int:
     state = probe_worker(repo)
     if state.alive and state.record.get("version") != VERSION:
         print(stop_worker(repo, None, False))
-    pid = start_worker_from(copy, repo)
+    pid, _ = start_worker(repo, archive=copy)  # the copy, so that hooks and worker agree
     print(f"worker running (PID {pid})")
     for git_dir in worktree_git_dirs(repo.common_dir):
         mark_moved(Repo(repo.common_dir, git_dir))
@@ -2651,19 +2652,6 @@ def cmd_init(args, repo: Repo) -> int:
     print(f"indexed {counts['documented']} files at {(counts['head'] or 'no commit')[:12]} "
           f"({sum(counts['skipped'].values())} skipped, {counts['failed']} failed)")
     return EXIT_OK
-
-
-def start_worker_from(archive: str, repo: Repo) -> int:
-    """Start the worker from the state directory's copy of cq.pyz, so hooks and worker agree."""
-    import subprocess
-
-    proc = subprocess.run([sys.executable, "-I", "-S", archive, "-C", repo.common_dir,
-                           "worker", "start"], capture_output=True, check=False,
-                          env=scrubbed_env())
-    if proc.returncode != 0:
-        raise CqError(proc.stderr.decode(errors="replace").strip().removeprefix("cq: "))
-    state = probe_worker(repo)
-    return state.pid or 0
 
 
 def cmd_index(args, repo: Repo) -> int:
