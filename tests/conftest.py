@@ -159,21 +159,34 @@ def kill_workers_of(path: Path) -> None:
     needle = str(path).encode()
     quiet_since = time.monotonic()
     while time.monotonic() - quiet_since < 0.6:
-        for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) == os.getpid():
-                continue
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    cmdline = f.read()
-            except OSError:
-                continue
+        for pid, read in live_processes():
+            cmdline = read("cmdline")
             if needle in cmdline and (b"worker" in cmdline or b"hook" in cmdline):
                 try:
-                    os.kill(int(name), signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     continue
                 quiet_since = time.monotonic()
         time.sleep(0.1)
+
+
+def live_processes():
+    """(pid, read) for every live, non-zombie process but this one, where read(name) gives
+    /proc/PID/name as bytes (b"" once the process is gone)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+
+        def read(field: str, pid: str = name) -> bytes:
+            try:
+                with open(f"/proc/{pid}/{field}", "rb") as f:
+                    return f.read()
+            except OSError:
+                return b""
+
+        stat = read("stat")
+        if stat and stat.rsplit(b")", 1)[1].split()[0] != b"Z":
+            yield int(name), read
 
 
 def make_repo(path: Path, pyz: Path) -> Repository:

@@ -14,6 +14,7 @@ import pytest
 from conftest import (
     boot_id,
     kill_workers_of,
+    live_processes,
     read_record,
     spawn_sleeper,
     start_time_of,
@@ -24,20 +25,9 @@ from conftest import (
 
 def worker_processes(repo) -> list[int]:
     """PIDs of live `cq ... worker run` processes for this repository."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            with open(f"/proc/{name}/stat", "rb") as f:
-                zombie = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-        except OSError:
-            continue
-        if not zombie and b"run" in argv and str(repo.path).encode() in b" ".join(argv):
-            found.append(int(name))
-    return found
+    return [pid for pid, read in live_processes()
+            if b"run" in read("cmdline").split(b"\0") and str(repo.path).encode() in
+            read("cmdline")]
 
 
 def test_status_outside_a_repository_says_so_and_exits_2(tmp_path, cq_pyz):
@@ -384,15 +374,7 @@ def test_stop_force_kills_a_worker_that_will_not_finish(repo):
 def documenters_of(repo) -> list[int]:
     """Live processes carrying this repository's documenter mark."""
     mark = f"CQ_STATE_DIR={repo.state}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if mark in f.read().split(b"\0"):
-                    found.append(int(name))
-        except (OSError, ValueError):
-            continue
-    return found
+    return [pid for pid, read in live_processes() if mark in read("environ").split(b"\0")]
 
 
 def test_cleanup_after_kill_9_kills_the_orphaned_documenter(repo):
