@@ -28,29 +28,47 @@ FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # The archive's entry point.  zipimport never writes .pyc files, so importing cq.py from the
 # archive would compile it on every run (about 40 ms, most of `cq worker status`).  This loads
 # it through a per-user bytecode cache keyed by the source's hash (computed at build time, so a
-# cache hit does not even read the source) and the interpreter's magic number; where the cache
-# cannot be used it simply compiles.
+# cache hit does not even read the source), the archive's own path (compiled code names the
+# file it came from in tracebacks) and the interpreter's magic number; where the cache cannot
+# be used it simply compiles.  Entries unused for CACHE_DAYS are removed when one is written.
+# It must run, far enough to say what is wrong, on any Python: no f-strings before the check.
 MAIN = b'''"""cq.pyz entry point: run cq.py from this archive, through a bytecode cache."""
+import sys
+
+if sys.version_info < (3, 9):
+    sys.stderr.write("cq: cq needs Python 3.9 or newer (this is %s)\\n" % sys.version.split()[0])
+    sys.exit(2)
+
 import marshal
 import os
 import stat
-import sys
+import time
+import zlib
 from importlib.util import MAGIC_NUMBER
 
 SOURCE_KEY = "@SOURCE_KEY@"  # filled in by build_zipapp.py: a hash of cq.py
+CACHE_DAYS = 30
+
+
+def cache_path(filename):
+    """Where this archive's compiled cq.py is cached for this interpreter."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    where = zlib.crc32(os.fsencode(filename))
+    return os.path.join(base, "cq", "cq-%s-%08x-%s.bin" % (SOURCE_KEY, where, MAGIC_NUMBER.hex()))
 
 
 def cached_code(filename):
     """cq.py's code object, from the cache when an intact entry of ours is there."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    folder = os.path.join(base, "cq")
-    path = os.path.join(folder, "cq-%s-%s.bin" % (SOURCE_KEY, MAGIC_NUMBER.hex()))
+    path = cache_path(filename)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
             if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
-                return marshal.loads(os.read(fd, st.st_size + 1))
+                code = marshal.loads(os.read(fd, st.st_size + 1))
+                if time.time() - st.st_mtime > 86400:
+                    os.utime(fd)  # in use: keep it from being pruned
+                return code
         finally:
             os.close(fd)
     except (OSError, ValueError, EOFError, TypeError):
@@ -58,7 +76,8 @@ def cached_code(filename):
     # get_data takes the name inside the archive: the archive's own path may be relative.
     code = compile(__loader__.get_data("cq.py"), filename, "exec")
     try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        prune(os.path.dirname(path))
         tmp = "%s.%d.tmp" % (path, os.getpid())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -67,6 +86,18 @@ def cached_code(filename):
     except OSError:
         pass
     return code
+
+
+def prune(folder):
+    """Remove cache entries no run has used for CACHE_DAYS (other builds, moved archives)."""
+    cutoff = time.time() - CACHE_DAYS * 86400
+    for name in os.listdir(folder):
+        entry = os.path.join(folder, name)
+        try:
+            if name.startswith("cq-") and os.lstat(entry).st_mtime < cutoff:
+                os.unlink(entry)
+        except OSError:
+            pass
 
 
 def load_cq():

@@ -46,6 +46,7 @@ STATUS_DEAD = 1
 STATUS_STOPPED = 3
 STATUS_UNKNOWN = 4
 STATUS_HUNG = 150
+STATUS_BLOCKED = 151
 
 
 class CqError(Exception):
@@ -260,6 +261,8 @@ class Config:
                            "a size in bytes, with an optional k, m or g, up to 1g"),
         "cq.exclude": ("exclude", "list", (), "gitignore-style patterns, one per value"),
         "cq.pruneAfter": ("prune_after_days", "float:0:36500", 7.0, "days, from 0 to 36500"),
+        "cq.parseBudget": ("parse_budget", "float:0.1:3600", 5.0,
+                           "seconds, from 0.1 to 3600"),
         "cq.documenter": ("documenter", "str", "", "a shell command"),
         "cq.documenterTimeout": ("documenter_timeout", "float:0.1:86400", 300.0,
                                  "seconds, from 0.1 to 86400"),
@@ -625,7 +628,9 @@ def parse_record(data: bytes) -> dict | None:
     except UnicodeDecodeError:
         return None
     record: dict = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
+        if not line:
+            continue  # the heartbeat is padded with newlines to a fixed size
         key, sep, value = line.partition("=")
         if not sep or not key.isidentifier():
             return None
@@ -643,7 +648,7 @@ class WorkerState:
 
     CODES = {"running": STATUS_RUNNING, "dead": STATUS_DEAD,
              "stopped": STATUS_STOPPED, "unknown": STATUS_UNKNOWN,
-             "hung": STATUS_HUNG}
+             "hung": STATUS_HUNG, "blocked": STATUS_BLOCKED}
 
     def __init__(self, state: str, detail: str, record: dict | None = None,
                  heartbeat: dict | None = None):
@@ -655,8 +660,8 @@ class WorkerState:
 
     @property
     def alive(self) -> bool:
-        """True when our worker process exists (running or hung)."""
-        return self.state in ("running", "hung")
+        """True when our worker process exists (running, hung or blocked)."""
+        return self.state in ("running", "hung", "blocked")
 
     @property
     def pid(self) -> int | None:
@@ -706,16 +711,45 @@ def probe_worker(repo: Repo) -> WorkerState:
     heartbeat = parse_record(read_heartbeat(repo)) or {}
     age = time.time() - heartbeat.get("time", record.get("started_at", 0))
     if age > stale_after(heartbeat):
+        why = state_unwritable(repo)
+        if why:
+            return WorkerState("blocked", f"alive, but it cannot write its state: {why} (no "
+                               f"heartbeat for {age:.1f}s)", record, heartbeat)
         return WorkerState("hung", f"alive, but no heartbeat for {age:.1f}s", record, heartbeat)
     return WorkerState("running", "running, with a fresh heartbeat", record, heartbeat)
 
 
 def read_heartbeat(repo: Repo) -> bytes:
-    """The raw heartbeat file, or b'' when absent or unusable."""
+    """The raw heartbeat file, or b'' when absent or unusable.  The worker rewrites it in
+    place, so it is read until two reads agree (a read never sees half of one write then)."""
     try:
-        return read_state_file(repo.state_path(HEARTBEAT_FILE)) or b""
+        fd = open_state_file(repo.state_path(HEARTBEAT_FILE), os.O_RDONLY)
     except (OSError, CqError):
         return b""
+    try:
+        data = None
+        for _ in range(5):
+            previous, data = data, os.pread(fd, RECORD_MAX_BYTES, 0)
+            if data == previous:
+                break
+        return data
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def state_unwritable(repo: Repo) -> str | None:
+    """Why the worker cannot write its state (a read-only or full file system), or None."""
+    try:
+        st = os.statvfs(repo.state_dir)
+    except OSError:
+        return None
+    if st.f_flag & os.ST_RDONLY:
+        return "its file system is read-only"
+    if (st.f_bfree if os.geteuid() == 0 else st.f_bavail) == 0:
+        return "its disk is full"
+    return None
 
 
 def open_pidfd(pid: int) -> int | None:
@@ -804,24 +838,32 @@ def task_queue(repo: Repo):
     """The Huey instance (SQLite, no result storage) for this repository, with cq's tasks."""
     if repo.common_dir in _QUEUES:
         return _QUEUES[repo.common_dir]
+    import sqlite3
+
     from huey import SqliteHuey
 
-    os.close(open_state_file(repo.state_path(QUEUE_DB), os.O_RDWR | os.O_CREAT))
-    huey = SqliteHuey(name="cq", filename=repo.state_path(QUEUE_DB), results=False, utc=True,
-                      timeout=30)
+    path = repo.state_path(QUEUE_DB)
+    check_database_files(path)
+    try:
+        huey = SqliteHuey(name="cq", filename=sqlite_uri(path, "rwc"), uri=True, results=False,
+                          utc=True, timeout=30)
+    except sqlite3.DatabaseError as exc:
+        if is_damage(exc):
+            raise DatabaseDamaged(path, str(exc)) from exc
+        raise
     common = repo.common_dir
 
     @huey.task(name="sync")
     def sync(git_dir: str) -> None:
-        sync_worktree(Repo(common, git_dir), huey)
+        repair_if_damaged(repo, sync_worktree, Repo(common, git_dir), huey)
 
     @huey.task(name="document")
     def document(blobs: list) -> None:
-        document_blobs(Repo(common, common), blobs, huey)
+        repair_if_damaged(repo, document_blobs, Repo(common, common), blobs, huey)
 
     @huey.task(name="reconcile")
     def reconcile() -> None:
-        reconcile_index(Repo(common, common), huey)
+        repair_if_damaged(repo, reconcile_index, Repo(common, common), huey)
 
     huey.cq_tasks = {"sync": sync, "document": document, "reconcile": reconcile}
     huey.cq_config = Config()  # the worker sets the settings it started with
@@ -833,6 +875,7 @@ class Problems:
     """The worker's current problems by source ("config", "task"), for its heartbeat."""
 
     current: dict = {}  # one worker per process
+    repairing = False  # a repair of a damaged database was started
 
     @classmethod
     def report(cls, source: str, message: str) -> None:
@@ -851,6 +894,20 @@ class Problems:
     def latest(cls) -> tuple[float, str] | None:
         """The most recent current problem, as (time, message)."""
         return max(list(cls.current.values()), default=None)  # a copy: threads report
+
+
+def repair_if_damaged(repo: Repo, work, *args) -> None:
+    """Run a task; if it meets a damaged database, have `cq index --repair` (a process of its
+    own, which stops this worker first) move the file aside and restart the worker."""
+    try:
+        work(*args)
+    except Exception as exc:
+        if (is_damage(exc) or isinstance(exc, DatabaseDamaged)) and not Problems.repairing:
+            Problems.repairing = True  # once per worker: the repair restarts it
+            log(f"a database is damaged ({exc}); starting cq index --repair", error=True)
+            spawn_detached([*self_command(), "-C", repo.common_dir, "index", "--repair"],
+                           repo)
+        raise
 
 
 def task_config(repo: Repo, huey) -> Config:
@@ -931,7 +988,7 @@ def reconcile_index(repo: Repo, huey) -> None:
 LANGUAGES = {
     ".py": "python", ".pyi": "python",
     ".js": "javascript", ".jsx": "javascript", ".mjs": "javascript", ".cjs": "javascript",
-    ".ts": "typescript", ".tsx": "typescript", ".mts": "typescript",
+    ".ts": "typescript", ".tsx": "typescript", ".mts": "typescript", ".cts": "typescript",
     ".go": "go", ".rs": "rust", ".java": "java",
     ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hpp": "cpp",
     ".hh": "cpp", ".hxx": "cpp",
@@ -959,13 +1016,29 @@ def detect_language(path: str, text: str) -> str:
 
 
 def split_identifier(name: str) -> list[str]:
-    """The lowercase words of an identifier: parse_config, ParseConfig, HTTPServer2 -> words."""
+    """The lowercase words of an identifier: parse_config, ParseConfig, HTTPServer2 -> words;
+    in any script (größeBerechnen -> größe, berechnen; 関数 -> 関数)."""
     import re
 
     words = []
-    for part in re.split(r"[^A-Za-z0-9]+", name):
-        words += re.findall(r"[A-Z]+(?=[A-Z][a-z]|\d|\b)|[A-Z]?[a-z]+|[A-Z]+|\d+", part)
+    for part in re.split(r"[\W_]+", name):
+        if part.isascii():
+            words += re.findall(r"[A-Z]+(?=[A-Z][a-z]|\d|\b)|[A-Z]?[a-z]+|[A-Z]+|\d+", part)
+        else:
+            words += case_runs(part)
     return [w.lower() for w in words if w]
+
+
+def case_runs(part: str) -> list[str]:
+    """A non-ASCII identifier part split where lowercase turns upper or letters turn digits."""
+    words, current = [], ""
+    for ch in part:
+        if current and (ch.isdigit() != current[-1].isdigit() or
+                        (ch.isupper() and current[-1].islower())):
+            words.append(current)
+            current = ""
+        current += ch
+    return [*words, current] if current else words
 
 
 def entry(kind: str, name: str, line: int, signature: str = "", doc: str = "") -> dict:
@@ -974,10 +1047,54 @@ def entry(kind: str, name: str, line: int, signature: str = "", doc: str = "") -
             "doc": (doc or "").strip()}
 
 
-def document_python(text: str) -> tuple[str, list[dict]]:
+COMMENT_PREFIXES = {  # line comments by language ("/*" marks block comments); C's # is code
+    "python": ("#",), "shell": ("#",),
+    "c": ("//", "/*"), "cpp": ("//", "/*"), "java": ("//", "/*"), "javascript": ("//", "/*"),
+    "typescript": ("//", "/*"), "go": ("//", "/*"), "rust": ("//", "/*"),
+    "text": ("#", "//", "--", ";", "/*"), "markdown": (),
+}
+ATTRIBUTE_PREFIXES = ("#[", "@")  # Rust attributes, Java annotations, decorators
+DOC_COMMENT_MAX_CHARS = 4000  # a doc comment keeps its first part: the summary comes first
+LONGEST_LINE_MATCHED = 500  # longer lines (minified, generated) are not definitions
+PARSE_BUDGET = Config.KEYS["cq.parseBudget"][2]  # seconds the documenter may spend on a file
+# CPython 3.9 and 3.10 overflow the C stack (a segfault) in ast.parse on very long chains such
+# as 1+1+...+1 (measured: 100,000 terms parse, 120,000 crash with an 8 MiB stack).  A file
+# with fewer chain characters than this cannot hold such a chain; one with more is tried in a
+# child process first.
+PARSER_CHAIN_LIMIT = 10_000
+CHAIN_CHARACTERS = "+-*/%@&|^.([~<>"
+
+
+class OverBudget(Exception):
+    """Documenting one file took longer than its time budget."""
+
+
+class ParserCrash(Exception):
+    """This interpreter's parser would crash on the file."""
+
+
+class Deadline:
+    """The time budget for documenting one file, checked between lines of pure Python work
+    (a regular expression or ast.parse call cannot be interrupted, so each stays linear)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def check(self) -> None:
+        """Raise OverBudget once the budget is spent."""
+        if time.monotonic() > self.at:
+            raise OverBudget(f"took more than {self.seconds:g}s to document; only its names "
+                             "were kept")
+
+
+def document_python(text: str, deadline: Deadline) -> tuple[str, list[dict]]:
     """Document Python with ast: docstrings, classes, functions, methods, imports."""
     import ast
 
+    if parser_may_crash(text) and not parses_in_a_child(text, deadline):
+        raise ParserCrash(f"Python {sys.version_info[0]}.{sys.version_info[1]}'s parser "
+                          "crashes on this file; only its names were kept")
     tree = ast.parse(text)
     entries = []
     summary = ast.get_docstring(tree) or ""
@@ -1002,10 +1119,7 @@ def document_python(text: str) -> tuple[str, list[dict]]:
                 # and walking every statement of every body doubles the time per file.
             elif isinstance(child, (ast.Import, ast.ImportFrom)):
                 if owner is None:
-                    for alias in child.names:
-                        module = getattr(child, "module", None)
-                        name = f"{module}.{alias.name}" if module else alias.name
-                        entries.append(entry("import", name, child.lineno, f"import {name}"))
+                    entries.extend(import_entries(child))
             elif isinstance(child, (ast.If, ast.Try, ast.With)):
                 visit(child, owner)
 
@@ -1013,141 +1127,271 @@ def document_python(text: str) -> tuple[str, list[dict]]:
     return summary, entries
 
 
-C_COMMENTS = ("///", "//!", "//", "/**", "/*", "*")
-COMMENT_PREFIXES = {  # by language; in C a line starting with # is the preprocessor
-    "python": ("#",), "shell": ("#",),
-    "c": C_COMMENTS, "cpp": C_COMMENTS, "java": C_COMMENTS, "javascript": C_COMMENTS,
-    "typescript": C_COMMENTS, "go": C_COMMENTS, "rust": C_COMMENTS,
-    "text": ("#", "//", "--", ";", "/*", "*"), "markdown": (),
-}
-ATTRIBUTE_PREFIXES = ("#[", "@")  # Rust attributes, Java annotations, decorators
-DOC_COMMENT_MAX_LINES = 40
-LONGEST_LINE_MATCHED = 500  # longer lines (minified, generated) are not definitions
+def import_entries(node) -> list[dict]:
+    """One entry per imported name; relative imports keep their dots (from . import x: .x)."""
+    base = "." * getattr(node, "level", 0) + (getattr(node, "module", None) or "")
+    names = [f"{base}.{a.name}" if getattr(node, "module", None) else f"{base}{a.name}"
+             for a in node.names]
+    return [entry("import", name, node.lineno, f"import {name}") for name in names]
 
 
-def comment_text(line: str, prefixes: tuple) -> str | None:
-    """The text of a comment line, or None if the line is not a comment."""
-    stripped = line.strip()
+def parser_may_crash(text: str) -> bool:
+    """True if this interpreter's ast.parse could overflow the C stack on text."""
+    return sys.version_info < (3, 11) and \
+        sum(map(text.count, CHAIN_CHARACTERS)) > PARSER_CHAIN_LIMIT
+
+
+def parses_in_a_child(text: str, deadline: Deadline) -> bool:
+    """Parse text in a child process (on a thread with half the usual stack, for a margin);
+    False if the parser crashed there.  A syntax error is not a crash."""
+    import subprocess
+
+    script = ("import ast, sys, threading\nthreading.stack_size(4 << 20)\n"
+              "source = sys.stdin.buffer.read()\n"
+              "t = threading.Thread(target=ast.parse, args=(source,)); t.start(); t.join()\n")
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", script], check=False,
+                              input=text.encode("utf-8", "surrogatepass"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=max(deadline.at - time.monotonic(), 0.1))
+    except subprocess.TimeoutExpired as exc:
+        raise OverBudget(f"took more than {deadline.seconds:g}s to parse; only its names "
+                         "were kept") from exc
+    return proc.returncode >= 0
+
+
+def comment_step(stripped: str, prefixes: tuple, in_block: bool) -> tuple[str | None, bool]:
+    """Read one stripped line: (its comment text, or None if it is code; whether a block
+    comment is still open after it)."""
+    if in_block:
+        body, closed, _ = stripped.partition("*/")
+        return body.lstrip("*").strip(), not closed
     if stripped.startswith("#!"):
-        return None
+        return None, False
+    if "/*" in prefixes and stripped.startswith("/*"):
+        body, closed, _ = stripped[2:].partition("*/")
+        return body.lstrip("*!").strip(), not closed
     for prefix in prefixes:
         if stripped.startswith(prefix):
-            if prefix == "*" and stripped[1:2] not in ("", " ", "\t", "/"):
-                continue  # `*gen()` is code, ` * text` is the inside of a block comment
-            return stripped[len(prefix):].rstrip("*/").strip()
-    if "*" in prefixes and stripped.endswith("*/") and "/*" not in stripped:
-        return stripped[:-2].strip()  # the last line of a block comment
-    return None
+            return stripped[len(prefix):].lstrip("/!").strip(), False
+    return None, False
+
+
+def joined_comment(parts: list[str]) -> str:
+    """A comment block as text, capped at DOC_COMMENT_MAX_CHARS."""
+    return "\n".join(p for p in parts if p).strip()[:DOC_COMMENT_MAX_CHARS]
 
 
 def leading_comment(lines: list[str], prefixes: tuple) -> str:
     """The first comment block of a file (after a shebang and blank lines)."""
     block: list[str] = []
+    size, in_block = 0, False
     for line in lines:
-        text = comment_text(line, prefixes)
+        stripped = line.strip()
+        text, in_block = comment_step(stripped, prefixes, in_block)
         if text is None:
-            if block or (line.strip() and not line.startswith("#!")):
+            if block or (stripped and not stripped.startswith("#!")):
                 break
             continue
-        block.append(text)
-        if len(block) >= DOC_COMMENT_MAX_LINES:
-            break
-    return "\n".join(t for t in block if t).strip()
+        if size < DOC_COMMENT_MAX_CHARS:
+            block.append(text)
+            size += len(text) + 1
+    return joined_comment(block)
 
 
-def comment_above(lines: list[str], index: int, prefixes: tuple) -> str:
-    """The comment block directly above line `index` (its doc comment), looking past
-    attributes and annotations, and at most DOC_COMMENT_MAX_LINES long."""
-    block: list[str] = []
-    i = index - 1
-    while i >= 0 and len(block) < DOC_COMMENT_MAX_LINES:
-        stripped = lines[i].strip()
-        text = comment_text(stripped, prefixes)
-        if text is None and not stripped.startswith(ATTRIBUTE_PREFIXES):
-            break
+def code_lines(lines: list[str], language: str, deadline: Deadline):
+    """(index, line, doc comment) for each line of code, with the comment block directly
+    above it, past attributes and annotations.  One pass over the file: linear."""
+    prefixes = COMMENT_PREFIXES[language]
+    doc: list[str] = []
+    size, in_block = 0, False
+    for index, line in enumerate(lines):
+        if not index & 511:
+            deadline.check()
+        stripped = line.strip()
+        text = None
+        if stripped or in_block:
+            text, in_block = comment_step(stripped, prefixes, in_block)
         if text is not None:
-            block.insert(0, text)
-        i -= 1
-    return "\n".join(t for t in block if t).strip()
+            if size < DOC_COMMENT_MAX_CHARS:
+                doc.append(text)
+                size += len(text) + 1
+        elif not stripped:
+            doc, size = [], 0
+        elif not stripped.startswith(ATTRIBUTE_PREFIXES):
+            yield index, line, joined_comment(doc)
+            doc, size = [], 0
 
 
-DEFINITION_PATTERNS = {
-    "javascript": [
-        (r"^\s*(?:export\s+)?(?:default\s+)?(?:async\s+)?function\s*\*?\s*([A-Za-z_$][\w$]*)",
-         "function"),
-        (r"^\s*(?:export\s+)?(?:default\s+)?(?:abstract\s+)?class\s+([A-Za-z_$][\w$]*)", "class"),
-        ((r"^\s*(?:export\s+)?(?:const|let|var)\s+([A-Za-z_$][\w$]*)\s*=\s*(?:async\s*)?"
-         r"(?:function|\([^)]*\)\s*=>|[A-Za-z_$][\w$]*\s*=>)"), "function"),
-        (r"^\s*(?:export\s+)?interface\s+([A-Za-z_$][\w$]*)", "interface"),
-        (r"^\s*(?:export\s+)?type\s+([A-Za-z_$][\w$]*)\s*(?:<[^>]*>)?\s*=", "type"),
-        (r"^\s*(?:export\s+)?(?:const\s+)?enum\s+([A-Za-z_$][\w$]*)", "enum"),
-        ((r"^\s+(?:static\s+|async\s+|public\s+|private\s+|protected\s+|readonly\s+)*\*?\s*"
-         r"(?!if\b|for\b|while\b|switch\b|catch\b|return\b|function\b)"
-         r"([A-Za-z_$][\w$]*)\s*\([^)]*\)\s*(?::\s*[^{]+)?\{\s*$"), "method"),
-    ],
-    "go": [
-        (r"^func\s+\([^)]*\)\s*([A-Za-z_]\w*)", "method"),
-        (r"^func\s+([A-Za-z_]\w*)", "function"),
-        (r"^type\s+([A-Za-z_]\w*)\s+struct\b", "struct"),
-        (r"^type\s+([A-Za-z_]\w*)\s+interface\b", "interface"),
-        (r"^type\s+([A-Za-z_]\w*)\b", "type"),
-    ],
-    "rust": [
-        ((r"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:const\s+)?(?:async\s+)?(?:unsafe\s+)?"
-         r"(?:extern\s+\"[^\"]*\"\s+)?fn\s+([A-Za-z_]\w*)"), "function"),
-        (r"^\s*(?:pub(?:\([^)]*\))?\s+)?struct\s+([A-Za-z_]\w*)", "struct"),
-        (r"^\s*(?:pub(?:\([^)]*\))?\s+)?enum\s+([A-Za-z_]\w*)", "enum"),
-        (r"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:unsafe\s+)?trait\s+([A-Za-z_]\w*)", "trait"),
-        (r"^\s*(?:pub(?:\([^)]*\))?\s+)?type\s+([A-Za-z_]\w*)", "type"),
-        (r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+([A-Za-z_]\w*)", "module"),
-        (r"^\s*macro_rules!\s+([A-Za-z_]\w*)", "macro"),
-        (r"^\s*impl(?:<[^>]*>)?\s+(?:[\w:<>, ]+\s+for\s+)?([A-Za-z_]\w*)", "impl"),
-    ],
-    "java": [
-        ((r"^\s*(?:(?:public|private|protected|static|final|abstract|sealed|strictfp)\s+)*"
-         r"(?:class|interface|enum|record|@interface)\s+([A-Za-z_]\w*)"), "class"),
-        ((r"^\s+(?:(?:public|private|protected|static|final|abstract|synchronized|native|default)"
-         r"\s+)*(?:<[^>]*>\s+)?[\w<>\[\],.? ]+\s+([a-zA-Z_]\w*)\s*\([^;]*$"), "method"),
-    ],
-    "c": [
-        (r"^\s*#\s*define\s+([A-Za-z_]\w*)", "macro"),
-        (r"^(?:typedef\s+)?(?:struct|union|enum|class)\s+([A-Za-z_]\w*)\s*(?:[:{]|$)", "struct"),
-        ((r"^(?!\s)(?!return\b|if\b|else\b|while\b|for\b|switch\b|typedef\b)"
-         r"[A-Za-z_][\w\s\*&:<>,]*?[\s\*&]([A-Za-z_][\w:~]*)\s*\([^;]*$"), "function"),
-        (r"^\s*typedef\b[^;]*?\b([A-Za-z_]\w*)\s*;", "type"),
-    ],
-    "shell": [
-        (r"^\s*function\s+([A-Za-z_][\w:.-]*)", "function"),
-        (r"^\s*([A-Za-z_][\w:.-]*)\s*\(\)\s*\{?", "function"),
-    ],
-}
-DEFINITION_PATTERNS["typescript"] = DEFINITION_PATTERNS["javascript"]
-DEFINITION_PATTERNS["cpp"] = DEFINITION_PATTERNS["c"]
+IDENTIFIER_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
+NOT_JAVA_TYPES = {"return", "new", "throw", "else", "case", "yield", "await", "assert", "do",
+                  "try", "super", "this", "if", "for", "while", "switch", "catch"}
+NOT_C_TYPES = {"return", "if", "else", "while", "for", "switch", "typedef", "do", "case",
+               "goto", "sizeof", "throw", "new", "delete"}
 
 
-def document_by_patterns(language: str, lines: list[str]) -> list[dict]:
-    """Definitions found line by line, each with the doc comment above it."""
+def name_before_paren(code: str) -> tuple[str, str, str]:
+    """Split `TYPE NAME(ARGS...` at its first parenthesis: (prefix, name, after)."""
+    head, _, after = code.partition("(")
+    head = head.rstrip()
+    prefix = head.rstrip(IDENTIFIER_CHARS + ":~")
+    return prefix, head[len(prefix):], after
+
+
+def java_method(code: str, indented: bool) -> str | None:
+    """A Java method or constructor declared on this (normalised) line."""
+    if not indented or "(" not in code:
+        return None
+    prefix, name, after = name_before_paren(code)
+    words = prefix.split()
+    if ";" in after or not words or not name[:1].isalpha() or ":" in name or \
+            words[0] in NOT_JAVA_TYPES or not PATTERNS["java type"].fullmatch(prefix):
+        return None
+    return name
+
+
+def c_function(code: str, indented: bool) -> str | None:
+    """A C or C++ function defined at the start of this (normalised) line."""
+    if indented or "(" not in code:
+        return None
+    prefix, name, after = name_before_paren(code)
+    words = prefix.split()
+    if ";" in after or not words or not (name[:1].isalpha() or name[:1] == "_") or \
+            words[0] in NOT_C_TYPES or prefix[-1:] not in (" ", "*", "&") or \
+            not PATTERNS["c type"].fullmatch(prefix):
+        return None
+    return name
+
+
+def c_typedef(code: str, indented: bool) -> str | None:
+    """The name a C typedef on this line introduces (the last word before its `;`)."""
+    if not code.startswith("typedef ") or not code.endswith(";"):
+        return None
+    body = code[:-1].rstrip()
+    name = body[len(body.rstrip(IDENTIFIER_CHARS)):]
+    return name if name[:1].isalpha() or name[:1] == "_" else None
+
+
+def js_method(code: str, indented: bool) -> str | None:
+    """A method in a JavaScript or TypeScript class body (an indented `name(...) {`)."""
+    if not indented or not code.endswith("{") or "(" not in code:
+        return None
+    match = PATTERNS["js method"].match(code)
+    return match.group(1) if match else None
+
+
+def compile_rules() -> dict:
+    """DEFINITION_RULES with their patterns compiled, and PATTERNS (once, on first use)."""
     import re
 
-    patterns = [(re.compile(p), kind) for p, kind in DEFINITION_PATTERNS[language]]
-    prefixes = COMMENT_PREFIXES[language]
+    PATTERNS.update({
+        "java type": re.compile(r"[\w<>\[\],.?@ ]+"),
+        "c type": re.compile(r"[\w *&:<>,]+"),
+        "js method": re.compile(
+            r"(?:(?:static|async|public|private|protected|readonly|override|get|set) )*\*? ?"
+            r"(?!(?:if|for|while|switch|catch|return|function)\b)"
+            r"([A-Za-z_$][\w$]*) ?\([^)]*\) ?(?::[^{]*)?\{$")})
+    return {language: [(kind, pattern_rule(re.compile(rule)) if isinstance(rule, str) else rule,
+                        where) for kind, rule, where in rules]
+            for language, rules in DEFINITION_RULES.items()}
+
+
+def pattern_rule(pattern):
+    """A rule function from a compiled pattern whose first group is the name."""
+    def rule(code: str, indented: bool) -> str | None:
+        found = pattern.match(code)
+        return found.group(1) if found else None
+    return rule
+
+
+# Each rule: (kind, a pattern matched at the start of the line with its runs of white space
+# made single spaces, or a function of that line and whether it was indented; where: "any",
+# "top" for unindented lines only).  With white space collapsed, no pattern has two adjacent
+# quantifiers that can both take the same characters, so each match is linear in the line.
+JS_NAME = r"([A-Za-z_$][\w$]*)"
+RUST_PUB = r"(?:pub(?:\([^)]*\))? )?"
+DEFINITION_RULES = {
+    "javascript": [
+        ("function", rf"(?:export )?(?:default )?(?:async )?function ?\*? ?{JS_NAME}", "any"),
+        ("class", rf"(?:export )?(?:default )?(?:abstract )?class {JS_NAME}", "any"),
+        ("function", (rf"(?:export )?(?:const|let|var) {JS_NAME} ?(?::[^=]*)?= ?(?:async ?)?"
+                      rf"(?:function\b|\([^)]*\) ?(?::[^=]*)?=>|[A-Za-z_$][\w$]* ?=>)"), "any"),
+        ("interface", rf"(?:export )?(?:declare )?interface {JS_NAME}", "any"),
+        ("type", rf"(?:export )?(?:declare )?type {JS_NAME} ?(?:<[^>]*>)? ?=", "any"),
+        ("enum", rf"(?:export )?(?:declare )?(?:const )?enum {JS_NAME}", "any"),
+        ("method", js_method, "any"),
+    ],
+    "go": [
+        ("method", r"func \([^)]*\) ?([A-Za-z_]\w*)", "top"),
+        ("function", r"func ([A-Za-z_]\w*)", "top"),
+        ("struct", r"type ([A-Za-z_]\w*) struct\b", "top"),
+        ("interface", r"type ([A-Za-z_]\w*) interface\b", "top"),
+        ("type", r"type ([A-Za-z_]\w*)\b", "top"),
+    ],
+    "rust": [
+        ("function", (rf"{RUST_PUB}(?:default )?(?:const )?(?:async )?(?:unsafe )?"
+                      r'(?:extern "[^"]*" )?fn ([A-Za-z_]\w*)'), "any"),
+        ("struct", rf"{RUST_PUB}struct ([A-Za-z_]\w*)", "any"),
+        ("enum", rf"{RUST_PUB}enum ([A-Za-z_]\w*)", "any"),
+        ("trait", rf"{RUST_PUB}(?:unsafe )?trait ([A-Za-z_]\w*)", "any"),
+        ("type", rf"{RUST_PUB}type ([A-Za-z_]\w*)", "any"),
+        ("module", rf"{RUST_PUB}mod ([A-Za-z_]\w*)", "any"),
+        ("macro", r"macro_rules! ([A-Za-z_]\w*)", "any"),
+        ("impl", r"(?:unsafe )?impl(?:<[^>]*>)? (?:[\w:<>, &']+ for )?([A-Za-z_]\w*)", "any"),
+    ],
+    "java": [
+        ("class", (r"(?:(?:public|private|protected|static|final|abstract|sealed|non-sealed|"
+                   r"strictfp) )*(?:class|interface|enum|record|@interface) ([A-Za-z_]\w*)"),
+         "any"),
+        ("method", java_method, "any"),
+    ],
+    "c": [
+        ("macro", r"# ?define ([A-Za-z_]\w*)", "any"),
+        ("struct", r"(?:typedef )?(?:struct|union|enum|class) ([A-Za-z_]\w*) ?(?:[:{]|$)",
+         "top"),
+        ("function", c_function, "any"),
+        ("type", c_typedef, "any"),
+    ],
+    "shell": [
+        ("function", r"function ([A-Za-z_][\w:.-]*)", "any"),
+        ("function", r"([A-Za-z_][\w:.-]*) ?\(\)", "any"),
+    ],
+}
+DEFINITION_RULES["typescript"] = DEFINITION_RULES["javascript"]
+DEFINITION_RULES["cpp"] = DEFINITION_RULES["c"]
+COMPILED_RULES: dict = {}
+PATTERNS: dict = {}  # the helper patterns of the rule functions, compiled with the rules
+
+
+def document_by_patterns(language: str, lines: list[str], deadline: Deadline) -> list[dict]:
+    """Definitions found line by line, each with the doc comment above it."""
+    if not COMPILED_RULES:
+        COMPILED_RULES.update(compile_rules())
+    rules = COMPILED_RULES[language]
     entries = []
-    for number, line in enumerate(lines):
-        if len(line) > LONGEST_LINE_MATCHED or comment_text(line, prefixes) is not None:
+    for index, line, doc in code_lines(lines, language, deadline):
+        if len(line) > 4 * LONGEST_LINE_MATCHED:
             continue
-        for pattern, kind in patterns:
-            match = pattern.match(line)
-            if match:
-                entries.append(entry(kind, match.group(1), number + 1, line.strip()[:200],
-                                     comment_above(lines, number, prefixes)))
+        code = " ".join(line.split())
+        if len(code) > LONGEST_LINE_MATCHED:
+            continue
+        indented = line[:1] in (" ", "\t")
+        for kind, rule, where in rules:
+            if where == "top" and indented:
+                continue
+            name = rule(code, indented)
+            if name:
+                entries.append(entry(kind, name, index + 1, code[:200], doc))
                 break
     return entries
 
 
-def document_markdown(lines: list[str]) -> tuple[str, list[dict]]:
-    """Headings, each with the first paragraph under it."""
+def document_markdown(lines: list[str], deadline: Deadline) -> tuple[str, list[dict]]:
+    """Headings, each with the first paragraph under it (at most 500 characters of it)."""
     entries, summary, in_fence = [], "", False
     for number, line in enumerate(lines):
+        if not number & 511:
+            deadline.check()
         if line.lstrip().startswith(("```", "~~~")):
             in_fence = not in_fence
         if in_fence or not line.startswith("#"):
@@ -1155,47 +1399,55 @@ def document_markdown(lines: list[str]) -> tuple[str, list[dict]]:
         title = line.lstrip("#").strip()
         if not title:
             continue
-        paragraph = []
-        for follow in lines[number + 1:]:
-            if follow.startswith("#") or (paragraph and not follow.strip()):
+        paragraph, size, follow = [], 0, number + 1
+        while follow < len(lines) and size < 500:
+            text = lines[follow].strip()
+            if lines[follow].startswith("#") or (paragraph and not text):
                 break
-            if follow.strip():
-                paragraph.append(follow.strip())
+            if text:
+                paragraph.append(text)
+                size += len(text) + 1
+            follow += 1
         text = " ".join(paragraph)[:500]
         summary = summary or text
-        entries.append(entry("heading", title, number + 1, line.strip(), text))
+        entries.append(entry("heading", title[:200], number + 1, line.strip()[:200], text))
     return summary, entries
 
 
 def identifiers(text: str, limit: int = 200) -> list[str]:
-    """The distinct identifiers of a text, most frequent first."""
+    """The distinct identifiers of a text (any script), most frequent first."""
     import re
     from collections import Counter
 
-    counts = Counter(re.findall(r"[A-Za-z_][A-Za-z0-9_]{2,}", text))
+    counts = Counter(re.findall(r"[^\W\d]\w{2,}|[^\W\d\x00-\x7f]\w", text))
     return [name for name, _ in counts.most_common(limit)]
 
 
-def document_text(path: str, data: bytes) -> dict:
-    """The built-in documenter: a summary and entries for one file; never raises."""
+def document_text(path: str, data: bytes, budget: float = PARSE_BUDGET) -> dict:
+    """The built-in documenter: a summary and entries for one file; never raises.  Past its
+    time budget, or where the parser would crash, a file keeps a minimal record: its
+    language, leading comment and identifiers, with the reason."""
     text = data.decode("utf-8", errors="replace")
-    lines = text.splitlines()
+    lines = text.split("\n")  # as git counts lines (str.splitlines also breaks at \f, \x1c...)
     language = detect_language(path, text)
+    deadline = Deadline(budget)
     summary, entries, error = "", [], ""
     try:
         if language == "python":
-            summary, entries = document_python(text)
+            summary, entries = document_python(text, deadline)
         elif language == "markdown":
-            summary, entries = document_markdown(lines)
-        elif language in DEFINITION_PATTERNS:
-            entries = document_by_patterns(language, lines)
+            summary, entries = document_markdown(lines, deadline)
+        elif language in DEFINITION_RULES:
+            entries = document_by_patterns(language, lines, deadline)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         error = f"{type(exc).__name__}: {exc}"
+    except (OverBudget, ParserCrash) as exc:
+        summary, entries, error = "", [], str(exc)
     summary = summary or leading_comment(lines, COMMENT_PREFIXES.get(language, ("#",)))
     if language == "text" or error:
         names = identifiers(text)
         if names:
-            entries.append(entry("mention", os.path.basename(path), 1, "", " ".join(names)))
+            entries.append(entry("mention", "", 1, "", " ".join(names)))
     return {"language": language, "summary": summary[:2000], "entries": entries,
             "error": error}
 
@@ -1210,22 +1462,20 @@ def looks_binary(data: bytes) -> bool:
 # has its own path -> blob map, so results always match the worktree that asks.
 # ---------------------------------------------------------------------------------------------
 
+SCHEMA_VERSION = 2  # PRAGMA user_version; an index of another version is rebuilt from git
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS worktrees (git_dir TEXT PRIMARY KEY, commit_id TEXT,
-                                      updated_at REAL);
-CREATE TABLE IF NOT EXISTS files (git_dir TEXT, path BLOB, blob TEXT, mode TEXT,
-                                  excluded TEXT, PRIMARY KEY (git_dir, path));
-CREATE INDEX IF NOT EXISTS files_blob ON files (blob);
-CREATE TABLE IF NOT EXISTS docs (blob TEXT PRIMARY KEY, status TEXT, language TEXT,
-                                 summary TEXT, error TEXT, size INTEGER, documented_at REAL,
-                                 orphaned_at REAL);
-CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY, blob TEXT, kind TEXT, name TEXT,
-                                    line INTEGER, signature TEXT, doc TEXT);
-CREATE INDEX IF NOT EXISTS entries_blob ON entries (blob);
-CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5 (name, words, body,
-                                                           tokenize = 'unicode61');
-CREATE TABLE IF NOT EXISTS failures (blob TEXT PRIMARY KEY, path BLOB, error TEXT,
-                                     failed_at REAL);
+CREATE TABLE worktrees (git_dir BLOB PRIMARY KEY, commit_id TEXT, updated_at REAL);
+CREATE TABLE files (git_dir BLOB, path BLOB, blob TEXT, mode TEXT, excluded TEXT,
+                    PRIMARY KEY (git_dir, path));
+CREATE INDEX files_blob ON files (blob);
+CREATE TABLE docs (blob TEXT PRIMARY KEY, status TEXT, language TEXT, summary TEXT, error TEXT,
+                   size INTEGER, documented_at REAL, orphaned_at REAL);
+CREATE TABLE entries (id INTEGER PRIMARY KEY, blob TEXT, kind TEXT, name TEXT, line INTEGER,
+                      signature TEXT, doc TEXT);
+CREATE INDEX entries_blob ON entries (blob);
+CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, body, tokenize = 'unicode61');
+CREATE TABLE failures (blob TEXT PRIMARY KEY, path BLOB, error TEXT, failed_at REAL);
+CREATE TABLE attempts (blob TEXT PRIMARY KEY, path BLOB, crashes INTEGER, started_at REAL);
 """
 KIND_WEIGHT = {"mention": 0.4, "import": 0.6, "file": 0.8, "heading": 1.6}
 
@@ -1260,6 +1510,115 @@ def skip_reason(path: str, mode: str, config: Config) -> str:
     return f"excluded by {pattern}" if pattern else ""
 
 
+DAMAGED_SUFFIX = ".damaged"
+CRASH_LIMIT = 2  # a file in flight at more unexpected deaths of the worker than this is skipped
+CRASHED = "crashed the documenter"
+URI_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-_.~")
+
+
+class NotIndexed(CqError):
+    """Nothing is indexed here yet, or only by a cq whose index had another schema."""
+
+    def __init__(self, older: bool = False):
+        super().__init__("the index was made by another version of cq and is rebuilt when "
+                         "its worker starts (run: cq init)" if older else
+                         "nothing is indexed here yet (run: cq init)")
+
+
+class DatabaseDamaged(CqError):
+    """One of cq's SQLite files is damaged: not a database, or malformed."""
+
+    def __init__(self, path: str, detail: str):
+        super().__init__(f"{os.path.basename(path)} is damaged ({detail})")
+        self.path = path
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True if a SQLite error means the file itself is damaged, not busy, locked or full:
+    SQLITE_CORRUPT and SQLITE_NOTADB raise DatabaseError itself, every other failure one of
+    its subclasses."""
+    import sqlite3
+
+    return type(exc) is sqlite3.DatabaseError
+
+
+def sqlite_uri(path: str, mode: str) -> str:
+    """A file: URI for SQLite (mode ro, rw or rwc), the path's bytes percent-encoded, so any
+    path works, one that is not UTF-8 included."""
+    quoted = "".join(chr(b) if b in URI_SAFE else f"%{b:02X}" for b in os.fsencode(path))
+    return f"file:{quoted}?mode={mode}"
+
+
+def check_database_files(path: str) -> bool:
+    """Refuse a symlink or a foreign file where a database or its -wal or -shm should be;
+    True if the database exists.
+
+    This looks with lstat and never opens the file: closing any descriptor of a SQLite file
+    drops every POSIX lock that the process's connections hold on it, and SQLite relies on
+    those locks (several worker threads then corrupt the index)."""
+    exists = False
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            st = os.lstat(name)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise CqError(f"{name} is a symlink; cq never follows one (remove it and retry)")
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+            raise CqError(f"{name} is not a regular file of this user; cq refuses to use it "
+                          "(remove it and retry)")
+        exists = exists or name == path
+    return exists
+
+
+def connect_database(path: str, readonly: bool = False):
+    """A connection to one of cq's SQLite files, in autocommit mode with a long busy timeout;
+    a read-only one never creates the file (and never checkpoints or deletes its WAL)."""
+    import sqlite3
+
+    check_database_files(path)
+    db = sqlite3.connect(sqlite_uri(path, "ro" if readonly else "rwc"), uri=True, timeout=30,
+                         isolation_level=None)
+    db.execute("PRAGMA busy_timeout = 30000")
+    return db
+
+
+def database_problem(path: str) -> str | None:
+    """What is wrong with a database file (PRAGMA quick_check), or None if it is sound or
+    absent.  It reads every page: for explicit checks and small files, not every open."""
+    import sqlite3
+
+    if not check_database_files(path):
+        return None
+    try:
+        db = connect_database(path, readonly=True)
+        try:
+            rows = db.execute("PRAGMA quick_check(1)").fetchall()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        if is_damage(exc):
+            return str(exc)
+        raise
+    return None if rows == [("ok",)] else str(rows[0][0])
+
+
+def move_aside(path: str) -> str:
+    """Rename a damaged database (with its -wal and -shm) to NAME.damaged, replacing an older
+    damaged copy; returns the new name.  Only while no connection to it is open."""
+    target = path + DAMAGED_SUFFIX
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(target + suffix)
+        except FileNotFoundError:
+            pass
+        try:
+            os.rename(path + suffix, target + suffix)
+        except FileNotFoundError:
+            pass
+    return target
+
+
 class Index:
     """The documentation index of one repository (all worktrees share it)."""
 
@@ -1268,20 +1627,48 @@ class Index:
 
         self.repo = repo
         path = repo.state_path(INDEX_DB)
-        if readonly and not os.path.exists(path):
-            raise CqError("nothing is indexed here yet (run: cq init)")
-        if not readonly:
-            os.close(open_state_file(path, os.O_RDWR | os.O_CREAT))
-        else:
-            os.close(open_state_file(path, os.O_RDONLY))
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA busy_timeout = 30000")
-        if not readonly:
-            self.db.execute("PRAGMA journal_mode = WAL")
-            # NORMAL skips an fsync per commit; a power cut can lose the last few records,
-            # which reconciliation finds missing and documents again.
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            self.db.executescript(SCHEMA)
+        if readonly and not check_database_files(path):
+            raise NotIndexed()
+        self.db = connect_database(path, readonly)
+        try:
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                if readonly:
+                    raise NotIndexed(older=self.db.execute(
+                        "SELECT COUNT(*) FROM sqlite_master").fetchone()[0] > 0)
+                self._create_schema()
+            elif not readonly:
+                # NORMAL skips an fsync per commit; a power cut can lose the last few
+                # records, which reconciliation finds missing and documents again.
+                self.db.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            if is_damage(exc):
+                raise DatabaseDamaged(path, str(exc)) from exc
+            raise
+        except CqError:
+            self.db.close()
+            raise
+
+    def _create_schema(self) -> None:
+        """Create the tables, or drop an index of another schema version and start over
+        (it is derived from git: the worker rebuilds it); once, whoever gets there first."""
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        with self.transaction():
+            if self.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return
+            old = self.db.execute("SELECT type, name FROM sqlite_master WHERE type IN "
+                                  "('table', 'view') AND name NOT LIKE 'sqlite_%' AND "
+                                  "sql NOT LIKE 'CREATE TABLE ''%'").fetchall()
+            for kind, name in old:
+                if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = ?",
+                                   (name,)).fetchone():
+                    self.db.execute(f'DROP {kind.upper()} "{name}"')
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def __enter__(self) -> Index:
         return self
@@ -1295,24 +1682,25 @@ class Index:
 
     def worktrees(self) -> list[str]:
         """Git dirs of the worktrees the index knows."""
-        return [r[0] for r in self.db.execute("SELECT git_dir FROM worktrees")]
+        return [os.fsdecode(r[0]) for r in self.db.execute("SELECT git_dir FROM worktrees")]
 
     def worktree_commit(self, git_dir: str) -> str | None:
         """The commit this worktree was last indexed at."""
         row = self.db.execute("SELECT commit_id FROM worktrees WHERE git_dir = ?",
-                              (git_dir,)).fetchone()
+                              (os.fsencode(git_dir),)).fetchone()
         return row[0] if row else None
 
     def _set_commit(self, git_dir: str, commit: str | None) -> None:
         self.db.execute("INSERT OR REPLACE INTO worktrees VALUES (?, ?, ?)",
-                        (git_dir, commit, time.time()))
+                        (os.fsencode(git_dir), commit, time.time()))
 
     def replace_worktree(self, git_dir: str, commit: str | None,
                          entries: dict[str, tuple[str, str]], config: Config) -> None:
         """Set a worktree's whole map from a tree listing (inside the caller's transaction)."""
-        rows = [(git_dir, os.fsencode(p), sha, mode, skip_reason(p, mode, config))
+        key = os.fsencode(git_dir)
+        rows = [(key, os.fsencode(p), sha, mode, skip_reason(p, mode, config))
                 for p, (mode, sha) in entries.items()]
-        self.db.execute("DELETE FROM files WHERE git_dir = ?", (git_dir,))
+        self.db.execute("DELETE FROM files WHERE git_dir = ?", (key,))
         self.db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", rows)
         self._set_commit(git_dir, commit)
 
@@ -1321,18 +1709,19 @@ class Index:
         for path, mode, sha in changes:
             if sha:
                 self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-                                (git_dir, os.fsencode(path), sha, mode,
+                                (os.fsencode(git_dir), os.fsencode(path), sha, mode,
                                  skip_reason(path, mode, config)))
             else:
                 self.db.execute("DELETE FROM files WHERE git_dir = ? AND path = ?",
-                                (git_dir, os.fsencode(path)))
+                                (os.fsencode(git_dir), os.fsencode(path)))
         self._set_commit(git_dir, commit)
 
     def forget_worktree(self, git_dir: str) -> None:
         """Drop a worktree that no longer exists."""
         with self.transaction():
-            self.db.execute("DELETE FROM files WHERE git_dir = ?", (git_dir,))
-            self.db.execute("DELETE FROM worktrees WHERE git_dir = ?", (git_dir,))
+            key = os.fsencode(git_dir)
+            self.db.execute("DELETE FROM files WHERE git_dir = ?", (key,))
+            self.db.execute("DELETE FROM worktrees WHERE git_dir = ?", (key,))
 
     def missing_blobs(self, git_dir: str | None) -> list[tuple[str, str]]:
         """(blob, path) pairs referenced but neither documented nor failed."""
@@ -1341,7 +1730,7 @@ class Index:
                "LEFT JOIN docs d ON d.blob = f.blob LEFT JOIN failures x ON x.blob = f.blob "
                f"WHERE f.excluded = '' AND d.blob IS NULL AND x.blob IS NULL {where} "
                "GROUP BY f.blob ORDER BY MIN(f.path)")
-        rows = self.db.execute(sql, (git_dir,) if git_dir else ()).fetchall()
+        rows = self.db.execute(sql, (os.fsencode(git_dir),) if git_dir else ()).fetchall()
         return [(blob, os.fsdecode(path)) for blob, path in rows]
 
     def is_documented(self, blob: str) -> bool:
@@ -1376,6 +1765,29 @@ class Index:
                 "INSERT INTO entries_fts (rowid, name, words, body) VALUES (?, ?, ?, ?)",
                 [(i, e["name"], " ".join(split_identifier(e["name"])),
                   f"{e['signature']} {e['doc']}") for i, e in zip(ids, items)])
+
+    def begin_attempt(self, blob: str, path: str) -> int:
+        """Note durably that documenting blob starts, so that a crash in it is remembered;
+        returns how often the worker has died while documenting it."""
+        with self.transaction():
+            row = self.db.execute("SELECT crashes FROM attempts WHERE blob = ?",
+                                  (blob,)).fetchone()
+            crashes = row[0] if row else 0
+            self.db.execute("INSERT OR REPLACE INTO attempts VALUES (?, ?, ?, ?)",
+                            (blob, os.fsencode(path), crashes, time.time()))
+        return crashes
+
+    def end_attempt(self, blob: str) -> None:
+        """Documenting blob ended, well or with an error (not a crash)."""
+        self.db.execute("DELETE FROM attempts WHERE blob = ?", (blob,))
+
+    def close_attempts(self, crashed: bool) -> int:
+        """Close the attempts left open: at a worker's start they were cut short by its
+        predecessor's death (crashed); at a clean stop, by the stop.  Returns their number."""
+        with self.transaction():
+            return self.db.execute(
+                "UPDATE attempts SET crashes = crashes + ?, started_at = NULL "
+                "WHERE started_at IS NOT NULL", (int(crashed),)).rowcount
 
     def record_failure(self, blob: str, path: str, error: str) -> None:
         """Remember a blob that could not be documented, with the reason."""
@@ -1431,7 +1843,7 @@ class Index:
         rows = self.db.execute(
             "SELECT f.excluded, d.status, x.blob IS NOT NULL, COUNT(*) FROM files f "
             "LEFT JOIN docs d ON d.blob = f.blob LEFT JOIN failures x ON x.blob = f.blob "
-            "WHERE f.git_dir = ? GROUP BY 1, 2, 3", (git_dir,)).fetchall()
+            "WHERE f.git_dir = ? GROUP BY 1, 2, 3", (os.fsencode(git_dir),)).fetchall()
         counts = {"files": 0, "documented": 0, "pending": 0, "failed": 0, "skipped": {}}
         for excluded, status, failed, n in rows:
             counts["files"] += n
@@ -1453,11 +1865,12 @@ class Index:
         skipped = self.db.execute(
             "SELECT f.path, CASE WHEN f.excluded != '' THEN f.excluded ELSE d.status END "
             "FROM files f LEFT JOIN docs d ON d.blob = f.blob WHERE f.git_dir = ? AND "
-            "(f.excluded != '' OR d.status IN ('binary', 'too large')) ORDER BY f.path",
-            (git_dir,)).fetchall()
+            "(f.excluded != '' OR d.status NOT IN ('ok', 'error')) ORDER BY f.path",
+            (os.fsencode(git_dir),)).fetchall()
         failed = self.db.execute(
             "SELECT f.path, x.error FROM files f JOIN failures x ON x.blob = f.blob "
-            "WHERE f.git_dir = ? AND f.excluded = '' ORDER BY f.path", (git_dir,)).fetchall()
+            "WHERE f.git_dir = ? AND f.excluded = '' ORDER BY f.path",
+            (os.fsencode(git_dir),)).fetchall()
         return {"skipped_files": [{"path": os.fsdecode(p), "reason": r} for p, r in skipped],
                 "failed_files": [{"path": os.fsdecode(p), "error": e} for p, e in failed]}
 
@@ -1466,7 +1879,7 @@ class Index:
         row = self.db.execute(
             "SELECT f.blob, f.excluded, d.status, d.language, d.summary, d.error FROM files f "
             "LEFT JOIN docs d ON d.blob = f.blob WHERE f.git_dir = ? AND f.path = ?",
-            (git_dir, os.fsencode(path))).fetchone()
+            (os.fsencode(git_dir), os.fsencode(path))).fetchone()
         if row is None:
             return None
         blob, excluded, status, language, summary, error = row
@@ -1497,7 +1910,7 @@ class Index:
                "JOIN docs d ON d.blob = e.blob "
                "WHERE entries_fts MATCH ? AND (? IS NULL OR path_matches(f.path)) "
                "AND (? IS NULL OR d.language = ?) ")
-        where = (git_dir, match, path_glob, language, language)
+        where = (os.fsencode(git_dir), match, path_glob, language, language)
         try:
             rows = self.db.execute(sql + "ORDER BY bm25(entries_fts, 8.0, 4.0, 1.0) LIMIT ?",
                                    (*where, max(limit * 20, 200))).fetchall()
@@ -1548,7 +1961,7 @@ def fts_query(query: str) -> tuple[str, str]:
     squashed query for exact-name matching."""
     import re
 
-    tokens = re.findall(r"[A-Za-z0-9_]+\*?", query)
+    tokens = re.findall(r"\w+\*?", query)
     terms = []
     for token in tokens:
         prefix = token.endswith("*")
@@ -1618,8 +2031,6 @@ def kill_process_group(pid: int) -> None:
 
 def document_blobs(repo: Repo, blobs: list, huey) -> None:
     """Document each (blob, path) that is still referenced and not yet documented."""
-    import sqlite3
-
     config = task_config(repo, huey)
     reader = None
     with Index(repo) as index:
@@ -1630,35 +2041,72 @@ def document_blobs(repo: Repo, blobs: list, huey) -> None:
                 if index.is_documented(blob) or not index.is_referenced(blob):
                     continue
                 reader = reader or BlobReader(repo.common_dir)
-                try:
-                    size, data = reader.read(blob, config.max_file_size)
-                    if size < 0:
-                        raise CqError(f"blob {blob} is missing from the object database")
-                    if data is None:
-                        index.store(blob, "too large", size, None, path)
-                    elif looks_binary(data):
-                        index.store(blob, "binary", size, None, path)
-                    else:
-                        doc = document_text(path, data)
-                        failure = ""
-                        if config.documenter:
-                            try:
-                                doc["summary"] = run_documenter(repo, config, path, doc, data)
-                            except CqError as exc:  # the built-in record is kept, searchable
-                                failure = str(exc)
-                        index.store(blob, "error" if doc["error"] else "ok", size, doc, path)
-                        if failure:
-                            raise CqError(failure)
-                except WorkerStopping:
+                if not document_blob(repo, config, index, reader, blob, path):
                     return
-                except sqlite3.OperationalError:
-                    raise  # the index is busy or broken, not this file: the task fails
-                except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-                    log(f"failed to document {path} ({blob[:12]}): {exc}", error=True)
-                    index.record_failure(blob, path, f"{type(exc).__name__}: {exc}")
+                WorkerActivity.progress()
         finally:
             if reader:
                 reader.close()
+
+
+def document_blob(repo: Repo, config: Config, index: Index, reader: BlobReader, blob: str,
+                  path: str) -> bool:
+    """Document one blob and store the result, or the failure; False if the worker is
+    stopping under it.  A blob that was being documented when the worker died more than
+    CRASH_LIMIT times gets a minimal record instead, so no file can keep killing the worker."""
+    import sqlite3
+
+    try:
+        size, data = reader.read(blob, config.max_file_size)
+        if size < 0:
+            raise CqError(f"blob {blob} is missing from the object database")
+        if data is None:
+            index.store(blob, "too large", size, None, path)
+        elif looks_binary(data):
+            index.store(blob, "binary", size, None, path)
+        elif index.begin_attempt(blob, path) > CRASH_LIMIT:
+            log(f"{path} ({blob[:12]}) was being documented when the worker died "
+                f"{CRASH_LIMIT + 1} times; it keeps its names only", error=True)
+            index.store(blob, CRASHED, size, minimal_record(path, data, CRASHED), path)
+            index.end_attempt(blob)
+        else:
+            try:
+                document_with(repo, config, index, blob, path, data, size)
+            finally:
+                index.end_attempt(blob)
+    except WorkerStopping:
+        return False
+    except sqlite3.OperationalError:
+        raise  # the index is busy or broken, not this file: the task fails
+    except Exception as exc:  # one bad file must not stop the batch
+        if is_damage(exc):
+            raise
+        log(f"failed to document {path} ({blob[:12]}): {exc}", error=True)
+        index.record_failure(blob, path, f"{type(exc).__name__}: {exc}")
+    return True
+
+
+def document_with(repo: Repo, config: Config, index: Index, blob: str, path: str, data: bytes,
+                  size: int) -> None:
+    """Run the built-in documenter, then the external one if set, and store the result."""
+    doc = document_text(path, data, config.parse_budget)
+    failure = ""
+    if config.documenter:
+        try:
+            doc["summary"] = run_documenter(repo, config, path, doc, data)
+        except CqError as exc:  # the built-in record is kept, searchable
+            failure = str(exc)
+    index.store(blob, "error" if doc["error"] else "ok", size, doc, path)
+    if failure:
+        raise CqError(failure)
+
+
+def minimal_record(path: str, data: bytes, reason: str) -> dict:
+    """A file's language and identifiers, for a file the full documenter cannot take."""
+    text = data.decode("utf-8", errors="replace")
+    names = identifiers(text)
+    return {"language": detect_language(path, text), "summary": "", "error": reason,
+            "entries": [entry("mention", "", 1, "", " ".join(names))] if names else []}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1729,7 +2177,11 @@ def setup_worker_logging(repo: Repo, config: Config):
 
 
 class WorkerActivity:
-    """Counters and in-flight tasks, fed by Huey signals and read by the heartbeat."""
+    """Counters and in-flight tasks, fed by Huey signals and read by the heartbeat; and the
+    progress of documenting threads, which beat for the heartbeat thread when it is starved."""
+
+    last_progress = 0.0  # when a documenting thread last finished a file (one worker a process)
+    on_progress = None  # set by WorkerLoop: beats if the heartbeat is overdue
 
     def __init__(self):
         import threading
@@ -1738,6 +2190,13 @@ class WorkerActivity:
         self.done = 0
         self.failed = 0
         self.current: dict = {}
+
+    @classmethod
+    def progress(cls) -> None:
+        """A documenting thread finished a unit of work: the worker is alive and working."""
+        cls.last_progress = time.time()
+        if cls.on_progress is not None:
+            cls.on_progress()
 
     def connect(self, huey) -> None:
         """Subscribe to the Huey signals that change what the worker is doing."""
@@ -1761,6 +2220,7 @@ class WorkerActivity:
                 Problems.report("task", f"{task.name} failed: {args[0] if args else '?'}")
             elif signal == S.SIGNAL_COMPLETE:
                 Problems.clear("task")
+                self.progress()
             if signal == S.SIGNAL_INTERRUPTED:
                 # Huey deleted the task before running it; put it back so it is not lost.
                 huey.enqueue(task)
@@ -1771,13 +2231,14 @@ class WorkerActivity:
         with self.lock:
             return list(self.current.values())
 
-    def snapshot(self) -> dict:
-        """The counters, and the tasks in flight as one JSON value, for the heartbeat."""
+    def snapshot(self, most: int = 64) -> dict:
+        """The counters, and (at most `most` of) the tasks in flight as one JSON value."""
         import json
 
         with self.lock:
             return {"tasks_done": self.done, "tasks_failed": self.failed,
-                    "current": json.dumps(list(self.current.values()))}
+                    "progress_at": self.last_progress,
+                    "current": json.dumps(list(self.current.values())[:most])}
 
 
 def describe_task(task) -> str:
@@ -1789,6 +2250,30 @@ def describe_task(task) -> str:
     if task.name == "sync" and args:
         return f"worktree {args[0]}"
     return ""
+
+
+HEARTBEAT_BYTES = 16384
+
+
+class Heartbeat:
+    """The heartbeat file, rewritten in place at a fixed size: overwriting blocks a file already
+    has needs no free space, so a full disk cannot silence a live worker.  Readers read until
+    two reads agree (see read_heartbeat)."""
+
+    def __init__(self, path: str):
+        self.fd = open_state_file(path, os.O_RDWR | os.O_CREAT)
+
+    def write(self, record: dict) -> None:
+        """Replace the record (OSError if even that fails)."""
+        data = format_record(record)
+        if len(data) > HEARTBEAT_BYTES:  # tasks in flight and a problem make it long
+            data = format_record(dict(record, current="[]",
+                                      problem=str(record.get("problem", ""))[:1000]))
+        os.pwrite(self.fd, data[:HEARTBEAT_BYTES].ljust(HEARTBEAT_BYTES, b"\n"), 0)
+
+    def close(self) -> None:
+        """Close the file."""
+        os.close(self.fd)
 
 
 class WorkerLoop:
@@ -1804,18 +2289,26 @@ class WorkerLoop:
         self.threads = [threading.Thread(target=self.guard, args=(f,), name=f.__name__,
                                          daemon=True)
                         for f in (self.beat_forever, self.listen_forever)]
+        self.beat_lock = threading.Lock()
+        self.last_beat = 0.0
+        self.queue_length = huey.pending_count()
+        self.queue_reader = None  # the heartbeat thread's own connection to queue.db
+        self.heartbeat = Heartbeat(repo.state_path(HEARTBEAT_FILE))
 
     def start(self) -> None:
         """Start the heartbeat and listener threads."""
         self.beat()
+        WorkerActivity.on_progress = self.beat_if_due
         for thread in self.threads:
             thread.start()
 
     def stop(self) -> None:
         """Stop both threads and remove the heartbeat."""
+        WorkerActivity.on_progress = None
         self.stopping.set()
         for thread in self.threads:
             thread.join(timeout=2)
+        self.heartbeat.close()
         try:
             os.unlink(self.repo.state_path(HEARTBEAT_FILE))
         except FileNotFoundError:
@@ -1832,21 +2325,59 @@ class WorkerLoop:
                 logging.getLogger(WORKER_LOG_NAME).exception("%s failed; retrying", loop.__name__)
                 self.stopping.wait(1)
 
-    def beat(self) -> None:
-        """Write the heartbeat file: liveness, queue length, counters, current tasks."""
-        record = {"pid": os.getpid(), "time": time.time(), "started_at": self.started_at,
-                  "interval": self.config.heartbeat_interval,
-                  "queue_length": self.huey.pending_count()}
-        record.update(self.activity.snapshot())
-        latest = Problems.latest()
-        if latest:
-            record.update(problem_at=latest[0], problem=latest[1])
-        write_state_file(self.repo.state_path(HEARTBEAT_FILE), format_record(record))
+    def beat(self, blocking: bool = True) -> None:
+        """Write the heartbeat: liveness, queue length, counters, current tasks, problems.
+        A write that fails is itself a problem, shown once the heartbeat gets through."""
+        if not self.beat_lock.acquire(blocking=blocking):
+            return  # another thread is beating right now
+        try:
+            record = {"pid": os.getpid(), "time": time.time(), "started_at": self.started_at,
+                      "interval": self.config.heartbeat_interval,
+                      "queue_length": self.queue_length}
+            record.update(self.activity.snapshot())
+            latest = Problems.latest()
+            if latest:
+                record.update(problem_at=latest[0], problem=latest[1])
+            try:
+                self.heartbeat.write(record)
+                Problems.clear("state")
+            except OSError as exc:
+                Problems.report("state", f"cannot write the heartbeat: {exc.strerror}")
+            self.last_beat = time.monotonic()
+        finally:
+            self.beat_lock.release()
+
+    def beat_if_due(self) -> None:
+        """Beat from a documenting thread when the heartbeat thread is overdue (starved of
+        the GIL by CPU-bound threads): progress is proof of life."""
+        if time.monotonic() - self.last_beat >= self.config.heartbeat_interval:
+            self.beat(blocking=False)
+
+    def count_queue(self) -> int:
+        """The number of queued tasks, read on a connection of the heartbeat thread's own
+        with a short busy timeout (the last count if the queue is busy)."""
+        import sqlite3
+
+        try:
+            if self.queue_reader is None:
+                self.queue_reader = connect_database(self.repo.state_path(QUEUE_DB), True)
+                self.queue_reader.execute("PRAGMA busy_timeout = 200")
+            self.queue_length = self.queue_reader.execute(
+                "SELECT COUNT(*) FROM task").fetchone()[0]
+        except sqlite3.Error as exc:
+            log(f"heartbeat: could not count the queue ({exc}); showing the last count")
+        return self.queue_length
 
     def beat_forever(self) -> None:
         """Beat every heartbeat interval until stopped."""
-        while not self.stopping.wait(self.config.heartbeat_interval):
-            self.beat()
+        try:
+            while not self.stopping.wait(self.config.heartbeat_interval):
+                self.count_queue()
+                self.beat()
+        finally:
+            if self.queue_reader is not None:
+                self.queue_reader.close()
+                self.queue_reader = None
 
     def listen_forever(self) -> None:
         """Wait for pokes on the FIFO; sync poked worktrees; reconcile on a timer."""
@@ -1936,6 +2467,8 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
         setup_worker_logging(repo, config)
         from huey.consumer import ConsumerStopped
 
+        for done in repair_at_start(repo):
+            log(done, error=True)
         huey = task_queue(repo)
         huey.cq_config = config
         activity = WorkerActivity()
@@ -1964,11 +2497,40 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
         for pid in list(RUNNING_DOCUMENTERS):  # tasks cut short leave no orphans behind
             kill_process_group(pid)
         loop.stop()
+        try:
+            with Index(repo) as index:  # files cut short by this stop did not crash anything
+                index.close_attempts(crashed=False)
+        except Exception as exc:  # noqa: BLE001 - a damaged index must not spoil the stop
+            log(f"could not close the attempts in flight: {exc}", error=True)
         log(f"worker {os.getpid()} stopped")
         write_pid_record(lock_fd, None)
         return EXIT_OK
     finally:
         os.close(lock_fd)
+
+
+def repair_at_start(repo: Repo) -> list[str]:
+    """Before the worker opens its queue: move a damaged queue or index aside (this process
+    has no connection to either yet), and count the files its predecessor died documenting.
+    The queue is small, so it gets a full check; the index only an open (a cheap header and
+    schema check); damage found later starts `cq index --repair`."""
+    done = []
+    queue = repo.state_path(QUEUE_DB)
+    problem = database_problem(queue)
+    if problem:
+        done.append(f"queue.db was damaged ({problem}); moved it aside to {move_aside(queue)}; "
+                    "reconciliation queues again what the index needs")
+    try:
+        index = Index(repo)
+    except DatabaseDamaged as exc:
+        done.append(f"{exc}; moved it aside to {move_aside(exc.path)}; rebuilding from git")
+        index = Index(repo)
+    with index:
+        crashed = index.close_attempts(crashed=True)
+    if crashed:
+        done.append(f"the last worker died while documenting {crashed} file(s); each is "
+                    f"skipped after {CRASH_LIMIT + 1} such deaths")
+    return done
 
 
 class StartLock:
@@ -1996,30 +2558,45 @@ def start_worker(repo: Repo, archive: str | None = None,
     returns (pid, was_already_running)."""
     load_config(repo)  # a bad setting fails here, in one line, not in the detached worker
     with StartLock(repo):
-        state = probe_worker(repo)
-        if state.alive:
-            return state.pid, True
-        if state.state == "unknown":
-            raise CqError(f"cannot tell whether a worker runs: {state.detail}")
-        return spawn_worker(repo, archive, wait), False
+        return start_locked(repo, archive, wait)
+
+
+def start_locked(repo: Repo, archive: str | None, wait: float) -> tuple[int, bool]:
+    """start_worker's work, with the StartLock held."""
+    state = probe_worker(repo)
+    if state.alive:
+        return state.pid, True
+    if state.state == "unknown":
+        raise CqError(f"cannot tell whether a worker runs: {state.detail}")
+    return spawn_worker(repo, archive, wait), False
+
+
+def spawn_detached(argv: list[str], repo: Repo, pass_fds: tuple = ()):
+    """Start a process of ours in a session of its own: stdin from /dev/null, output appended
+    to the worker log, hook variables scrubbed.  Returns its Popen."""
+    import subprocess
+
+    log_fd = open_state_file(repo.state_path(LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                                pass_fds=pass_fds, start_new_session=True, cwd=repo.state_dir,
+                                env=scrubbed_env())
+    finally:
+        os.close(log_fd)
 
 
 def spawn_worker(repo: Repo, archive: str | None, wait: float) -> int:
     """Spawn `cq worker run` detached and wait for its readiness handshake; returns its PID."""
     import select
+    import signal
     import subprocess
 
-    log_fd = open_state_file(repo.state_path(LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     read_end, write_end = os.pipe()
     try:
-        proc = subprocess.Popen(
-            [*self_command(archive), "-C", repo.common_dir, "worker", "run",
-             "--ready-fd", str(write_end)],
-            stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, pass_fds=(write_end,),
-            start_new_session=True, cwd=repo.state_dir, env=scrubbed_env())
+        proc = spawn_detached([*self_command(archive), "-C", repo.common_dir, "worker", "run",
+                               "--ready-fd", str(write_end)], repo, pass_fds=(write_end,))
     finally:
         os.close(write_end)
-        os.close(log_fd)
     try:
         ready, _, _ = select.select([read_end], [], [], wait)
         answer = os.read(read_end, 64) if ready else b""
@@ -2027,7 +2604,13 @@ def spawn_worker(repo: Repo, archive: str | None, wait: float) -> int:
         os.close(read_end)
     if answer.startswith(b"ready"):
         return proc.pid
-    code = proc.poll()
+    try:  # the pipe closed: the worker has exited, or is about to
+        code = proc.wait(timeout=5) if ready else proc.poll()
+    except subprocess.TimeoutExpired:
+        code = None
+    if code in (0, -signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP):
+        raise CqError("the worker was stopped while it started (by a concurrent cq worker "
+                      "stop?); start it again if you want it running")
     tail = "\n".join(tail_lines(repo.state_path(LOG_FILE), 10))
     why = f"exited with status {code}" if code is not None else \
         f"did not report ready within {wait:.0f}s"
@@ -2035,16 +2618,28 @@ def spawn_worker(repo: Repo, archive: str | None, wait: float) -> int:
 
 
 def stop_worker(repo: Repo, timeout: float | None, force: bool) -> str:
-    """Stop the worker gracefully, escalating to SIGKILL only with force; returns a message."""
-    import signal
-
+    """Stop the worker gracefully, escalating to SIGKILL only with force; returns a message.
+    It returns only once the worker and every documenter it ran are gone."""
     config = config_or_defaults(repo)
     state = probe_worker(repo)
     if state.state == "unknown":
         raise CqError(f"not stopping anything: {state.detail}")
-    if not state.alive:
-        return "the worker is not running"
-    timeout = config.shutdown_timeout + 5 if timeout is None else timeout
+    if state.alive:
+        message = halt_worker(repo, state, config.shutdown_timeout + 5 if timeout is None
+                              else timeout, force)
+    else:
+        message = "the worker is not running"
+    if state.state != "stopped":
+        with StartLock(repo):  # documenters left by a kill -9, a stale record after --force
+            cleanup_locked(repo)
+    return message
+
+
+def halt_worker(repo: Repo, state: WorkerState, timeout: float, force: bool) -> str:
+    """Send the live worker SIGTERM and wait until it is gone; with force, SIGKILL it after
+    timeout.  Returns a message; CqError if it is still there."""
+    import signal
+
     pid = state.record["pid"]
     handle = WorkerHandle(repo, state.record)
     try:
@@ -2059,9 +2654,6 @@ def stop_worker(repo: Repo, timeout: float | None, force: bool) -> str:
                           "again), or use --force to kill the worker")
         handle.send(signal.SIGKILL)
         if handle.wait_gone(10):
-            with StartLock(repo):  # the documenters it had running die with it
-                state = probe_worker(repo)
-                kill_strays(repo, state.pid if state.alive else None)
             return f"killed the worker (PID {pid}); unfinished work will be redone"
         raise CqError(f"the worker (PID {pid}) survived SIGKILL")
     finally:
@@ -2156,6 +2748,43 @@ def cleanup_locked(repo: Repo) -> list[str]:
             flushed = task_queue(repo).flush_locks()
             if flushed:
                 done.append(f"released stuck task locks: {', '.join(sorted(flushed))}")
+    return done
+
+
+def repair_databases(repo: Repo) -> list[str]:
+    """Check the queue and the index (PRAGMA quick_check); move a damaged one aside, with
+    the worker stopped, and let the worker rebuild it: the index is derived from git, the
+    queue holds only hints.  Returns what was done."""
+    paths = [repo.state_path(QUEUE_DB), repo.state_path(INDEX_DB)]
+    with StartLock(repo):  # no worker starts while the files move
+        problems = {path: database_problem(path) for path in paths}
+        damaged = {path: problem for path, problem in problems.items() if problem}
+        if not damaged:
+            return []
+        state = probe_worker(repo)
+        if state.state == "unknown":
+            raise CqError(f"cannot repair while it is unclear whether a worker runs: "
+                          f"{state.detail}")
+        config = config_or_defaults(repo)
+        if state.alive:  # its connections must be closed before a file moves
+            halt_worker(repo, state, config.shutdown_timeout + 5, force=True)
+        cached = _QUEUES.pop(repo.common_dir, None)
+        if cached is not None:
+            cached.storage.close()
+        done = []
+        for path, problem in damaged.items():
+            aside = move_aside(path)
+            done.append(f"{os.path.basename(path)} was damaged ({problem}); moved it aside "
+                        f"to {aside} and started a new one")
+        cleanup_locked(repo)
+        Index(repo).db.close()  # a fresh, empty index: readers see it at once
+        for git_dir in worktree_git_dirs(repo.common_dir):
+            mark_moved(Repo(repo.common_dir, git_dir))
+        if state.alive or config.autostart:
+            start_locked(repo, None, 10.0)
+            done.append("the worker is rebuilding it from git (see: cq index status)")
+        else:
+            done.append("start the worker to rebuild it from git: cq worker start")
     return done
 
 
@@ -2269,6 +2898,8 @@ def hook_states(directory: str) -> dict[str, str]:
 def install_hooks(repo: Repo, cwd: str) -> list[str]:
     """Install cq's hooks, keeping foreign ones as chained hooks; returns what was done."""
     directory = os.path.realpath(hooks_dir(repo, cwd))  # symlinks resolved before judging
+    if all(state == "installed" for state in hook_states(directory).values()):
+        return []  # in place already, perhaps copied by hand where cq will not write
     top = work_tree(cwd)
     top = os.path.realpath(top) if top else None
     inside = [repo.common_dir] + ([top] if top else [])
@@ -2301,9 +2932,31 @@ def install_hooks(repo: Repo, cwd: str) -> list[str]:
 def refuse_hooks_dir(repo: Repo, directory: str, why: str) -> None:
     """Refuse to install into directory, printing the exact manual step instead."""
     write_hook_copies(repo)
-    copies = "; ".join(f"cp {repo.state_path('hooks')}/{n} {directory}/{n}" for n in HOOK_NAMES)
-    raise CqError(f"hooks path {directory} {why}; cq will not write there. "
-                  f"To install by hand: {copies}")
+    raise CqError(f"hooks path {directory} {why}; cq will not write there. To install by "
+                  f"hand: {'; '.join(manual_install(repo, directory))}")
+
+
+def manual_install(repo: Repo, directory: str) -> list[str]:
+    """Shell commands that install cq's hooks into directory as `hook install` would: a hook
+    that is there already is kept, as the chained one, and runs first."""
+    import shlex
+
+    script = hook_script()
+    commands = [] if os.path.isdir(directory) else [f"mkdir -p {shlex.quote(directory)}"]
+    for name in HOOK_NAMES:
+        source = shlex.quote(os.path.join(repo.state_path("hooks"), name))
+        target = os.path.join(directory, name)
+        if is_cq_hook(target):
+            with open(target, "rb") as f:
+                if f.read() == script:
+                    continue
+        elif os.path.lexists(target):
+            if os.path.lexists(target + CHAINED_SUFFIX):
+                raise CqError(f"both {target} and {target}{CHAINED_SUFFIX} exist; move one "
+                              "away")
+            commands.append(f"mv {shlex.quote(target)} {shlex.quote(target + CHAINED_SUFFIX)}")
+        commands.append(f"cp {source} {shlex.quote(target)}")
+    return commands
 
 
 def git_ignores(cwd: str, path: str) -> bool:
@@ -2567,8 +3220,12 @@ def cmd_hook(args, repo: Repo) -> int:
         states = hook_states(directory)
         for name, state in states.items():
             print(f"{name}: {state}")
-        # 0 only when every hook is cq's current one, so scripts can check an install.
-        return EXIT_OK if all(v.startswith("installed") for v in states.values()) \
+        set_up = os.path.isfile(repo.state_path(PYZ_COPY))
+        if not set_up:
+            print("cq is not set up in this repository: the hooks do nothing until you run "
+                  "cq init")
+        # 0 only when every hook is cq's current one and acts, so scripts can check it.
+        return EXIT_OK if set_up and all(v.startswith("installed") for v in states.values()) \
             else EXIT_FAILURE
     done = install_hooks(repo, cwd) if args.hook_command == "install" else \
         uninstall_hooks(repo, cwd)
@@ -2583,12 +3240,15 @@ def ensure_worker(repo: Repo) -> None:
         poke_worker(repo)
 
 
-def index_progress(repo: Repo) -> tuple[dict, bool]:
-    """Counts for this worktree and whether the index matches HEAD completely."""
+def index_progress(repo: Repo, problems: bool = False) -> tuple[dict, bool]:
+    """Counts for this worktree (with the skipped and failed files if asked) and whether the
+    index matches HEAD completely."""
     with Index(repo, readonly=True) as index:
         counts = index.status(repo.git_dir)
         indexed = index.worktree_commit(repo.git_dir)
         known = repo.git_dir in index.worktrees()
+        if problems:
+            counts.update(index.problem_files(repo.git_dir))
     counts["head"] = head_commit(repo.git_dir)
     counts["indexed_commit"] = indexed
     return counts, known and indexed == counts["head"] and counts["pending"] == 0
@@ -2635,8 +3295,11 @@ def cmd_init(args, repo: Repo) -> int:
             write_state_file(copy, f.read())
     write_state_file(repo.state_path(PYTHON_FILE), os.fsencode(sys.executable) + b"\n")
     Index(repo).db.close()  # the schema exists before anyone waits on it
-    for line in install_hooks(repo, args.directory):
-        print(f"hook {line}")
+    try:
+        for line in install_hooks(repo, args.directory):
+            print(f"hook {line}")
+    except CqError as exc:  # the index works without hooks; reconciliation still catches up
+        print(f"cq: warning: {exc}", file=sys.stderr)
     state = probe_worker(repo)
     if state.alive and state.record.get("version") != VERSION:
         print(stop_worker(repo, None, False))
@@ -2657,10 +3320,15 @@ def cmd_init(args, repo: Repo) -> int:
 def cmd_index(args, repo: Repo) -> int:
     """cq index [--wait] [--rebuild] | cq index status [--json]."""
     if args.index_command == "status":
-        counts, complete = index_progress(repo)
-        with Index(repo, readonly=True) as index:
-            problems = index.problem_files(repo.git_dir)
-        counts.update(schema=1, complete=complete, **problems)
+        try:
+            counts, complete = index_progress(repo, problems=True)
+        except NotIndexed as exc:
+            if not args.json:
+                raise
+            print_json({"schema": 1, "indexed": False, "complete": False, "message": str(exc)})
+            return EXIT_FAILURE
+        problems = counts
+        counts.update(schema=1, indexed=True, complete=complete)
         if args.json:
             print_json(counts)
             return EXIT_OK
@@ -2678,6 +3346,10 @@ def cmd_index(args, repo: Repo) -> int:
             print(display(f"failed: {item['path']}: {item['error']}"))
         if counts["failed"] > 20:
             print(f"... and {counts['failed'] - 20} more failed (see: cq queue list)")
+        return EXIT_OK
+    if args.repair:
+        done = repair_databases(repo)
+        print("\n".join(done) if done else "index.db and queue.db are sound")
         return EXIT_OK
     ensure_state_dir(repo)
     with Index(repo) as index:
@@ -2698,19 +3370,24 @@ def cmd_index(args, repo: Repo) -> int:
 def cmd_queue(args, repo: Repo) -> int:
     """cq queue [list|retry|purge]: what is queued or failed; retry failures; drop work."""
     action = args.queue_command or "list"
+    if action == "list":  # reads only: creates neither database
+        exists = check_database_files(repo.state_path(QUEUE_DB))
+        tasks = task_queue(repo).pending() if exists else []
+        print(f"{len(tasks)} queued task(s)")
+        for task in tasks:
+            print(display(f"  {task.name} {describe_task(task)}"))
+        try:
+            with Index(repo, readonly=True) as index:
+                failures = index.failures()
+        except NotIndexed:
+            failures = []
+        print(f"{len(failures)} failed file(s)")
+        for blob, path, error, _ in failures:
+            print(display(f"  {path} ({blob[:12]}): {error}"))
+        return EXIT_OK
     ensure_state_dir(repo)
     huey = task_queue(repo)
     with Index(repo) as index:
-        if action == "list":
-            tasks = huey.pending()
-            print(f"{len(tasks)} queued task(s)")
-            for task in tasks:
-                print(display(f"  {task.name} {describe_task(task)}"))
-            failures = index.failures()
-            print(f"{len(failures)} failed file(s)")
-            for blob, path, error, _ in failures:
-                print(display(f"  {path} ({blob[:12]}): {error}"))
-            return EXIT_OK
         if action == "retry":
             rows = index.clear_failures()
             queue_documents(huey, rows)
@@ -2773,10 +3450,11 @@ def note_if_behind(repo: Repo, index: Index) -> None:
              "cq worker start"), file=sys.stderr)
 
 
+SEARCH_LIMIT_MAX = 10_000
+
+
 def cmd_search(args, repo: Repo) -> int:
     """cq search QUERY: ranked results from this worktree's index."""
-    if args.limit < 1:
-        raise CqError("-n must be at least 1", EXIT_USAGE)
     language = canonical_language(args.lang) if args.lang else None
     with Index(repo, readonly=True) as index:
         results = index.search(repo.git_dir, " ".join(args.query), args.limit, args.path,
@@ -2870,11 +3548,25 @@ def command_words(argv: list[str]) -> list[str]:
     return words
 
 
+def bounded(argparse, kind, low: float, high: float, what: str):
+    """An argparse type: a number of `kind` from low to high (NaN and infinities refused)."""
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return convert
+
+
 def cli_spec(argparse) -> dict:
     """Every command: name -> (help, arguments, actions), each action -> (help, arguments);
     an argument is (flags, keyword arguments of add_argument)."""
     json_flag = (("--json",), {"action": "store_true", "help": "machine-readable output"})
-    stop_args = [(("--timeout",), {"type": float, "metavar": "S",
+    seconds = bounded(argparse, float, 0, 86400, "seconds from 0 to 86400")
+    stop_args = [(("--timeout",), {"type": seconds, "metavar": "S",
                                    "help": "seconds to wait for a graceful stop"}),
                  (("--force",), {"action": "store_true", "help": "SIGKILL if it will not stop"})]
     return {
@@ -2891,7 +3583,8 @@ def cli_spec(argparse) -> dict:
                 (("-v", "--verbose"), {"action": "store_true", "help": "show current work"}),
                 (("-q", "--quiet"), {"action": "store_true", "help": "exit code only"})]),
             "logs": ("show the worker log", [
-                (("-n",), {"dest": "lines", "type": int, "default": 20, "metavar": "N",
+                (("-n",), {"dest": "lines", "default": 20, "metavar": "N",
+                           "type": bounded(argparse, int, 0, 10**6, "0 to 1000000 lines"),
                            "help": "lines to show (default 20)"}),
                 (("-f", "--follow"), {"action": "store_true", "help": "keep following"})]),
             "cleanup": ("make state consistent after a crash", [])}),
@@ -2903,7 +3596,9 @@ def cli_spec(argparse) -> dict:
                 (("name",), {}), (("args",), {"nargs": argparse.REMAINDER})])}),
         "index": ("bring the index to HEAD, or show its status", [
             (("--wait",), {"action": "store_true", "help": "wait until complete"}),
-            (("--rebuild",), {"action": "store_true", "help": "forget everything and redo"})], {
+            (("--rebuild",), {"action": "store_true", "help": "forget everything and redo"}),
+            (("--repair",), {"action": "store_true", "help": "check the index and the queue; "
+                             "move a damaged one aside and rebuild it"})], {
             "status": ("indexed versus HEAD", [json_flag])}),
         "queue": ("inspect, retry or drop queued work", [
             (("queue_command",), {"nargs": "?", "choices": ("list", "retry", "purge"),
@@ -2911,7 +3606,8 @@ def cli_spec(argparse) -> dict:
             (("--yes",), {"action": "store_true", "help": "purge without asking"})], {}),
         "search": ("search the index", [
             (("query",), {"nargs": "+"}),
-            (("-n",), {"dest": "limit", "type": int, "default": 10,
+            (("-n",), {"dest": "limit", "default": 10, "type": bounded(
+                argparse, int, 1, SEARCH_LIMIT_MAX, f"1 to {SEARCH_LIMIT_MAX} results"),
                        "help": "results (default 10)"}),
             json_flag,
             (("--path",), {"metavar": "GLOB", "help": "only paths matching GLOB"}),
@@ -2932,7 +3628,13 @@ def build_parser(argv: list[str]):
         word = words[level] if len(words) > level else None
         return [word] if word in names else list(names)
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        """argparse, with its errors in one line."""
+
+        def error(self, message: str):
+            self.exit(EXIT_USAGE, f"{self.prog}: {message} (see: {self.prog} --help)\n")
+
+    parser = Parser(
         prog="cq", description="Keep a searchable documentation index of a git repository "
                                "fresh in the background.")
     parser.add_argument("--version", action="store_true", help="print versions and exit")
@@ -2960,8 +3662,43 @@ COMMANDS = {"init": cmd_init, "worker": cmd_worker, "hook": cmd_hook, "index": c
             "queue": cmd_queue, "search": cmd_search, "show": cmd_show}
 
 
+def run_command(args, repo: Repo) -> int:
+    """Run one command; if it meets a damaged database, repair it (move it aside, rebuild)
+    and run the command once more."""
+    try:
+        return COMMANDS[args.command](args, repo)
+    except Exception as exc:
+        worker_run = args.command == "worker" and args.worker_command == "run"
+        if worker_run or not (isinstance(exc, DatabaseDamaged) or is_damage(exc)):
+            raise
+        done = repair_databases(repo)
+        if not done:
+            raise
+        for line in done:
+            print(f"cq: {line}", file=sys.stderr)
+    return COMMANDS[args.command](args, repo)
+
+
+OS_ERROR_HINTS = {errno.ENOSPC: "free some space and retry", errno.EDQUOT: "over quota",
+                  errno.EROFS: "cq keeps its state under the git directory, which must be "
+                               "writable", errno.EACCES: "check the permissions"}
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for a file system error: what failed, where, and what to do."""
+    if exc.errno == errno.ELOOP and exc.filename:
+        return f"{exc.filename} is a symlink; cq never follows one (remove it and retry)"
+    where = f" {exc.filename}" if exc.filename else ""
+    hint = OS_ERROR_HINTS.get(exc.errno)
+    return f"cannot use{where}: {exc.strerror or exc}" + (f" ({hint})" if hint else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse arguments, run one command, turn CqError into a one-line message."""
+    if sys.version_info < (3, 9):  # noqa: UP036 - from source; the archive checks it first
+        print(f"cq: cq needs Python 3.9 or newer (this is {sys.version.split()[0]})",
+              file=sys.stderr)
+        return EXIT_USAGE
     if sys.platform.startswith("win"):
         print("cq: Windows is not supported (cq needs POSIX flock, FIFOs and signals)",
               file=sys.stderr)
@@ -2978,19 +3715,28 @@ def main(argv: list[str] | None = None) -> int:
         build_parser([]).print_help()
         return EXIT_USAGE
     args.directory = os.path.abspath(args.directory)
+    status = args.command == "worker" and args.worker_command == "status"
     try:
         repo = locate_repo(args.directory)
-        return COMMANDS[args.command](args, repo)
+        return run_command(args, repo)
     except CqError as exc:
-        if args.command == "worker" and args.worker_command == "status":
-            print(f"cq: {exc}", file=sys.stderr)
-            return STATUS_UNKNOWN if exc.code != EXIT_USAGE else exc.code
         print(f"cq: {exc}", file=sys.stderr)
+        if status:
+            return STATUS_UNKNOWN if exc.code != EXIT_USAGE else exc.code
         return exc.code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:
+        print(f"cq: {os_error_message(exc)}", file=sys.stderr)
+        return STATUS_UNKNOWN if status else EXIT_FAILURE
+    except Exception as exc:
+        if type(exc).__module__ != "sqlite3":
+            raise
+        print(f"cq: the index or queue could not be used: {exc} (retry; if it persists: "
+              "cq index --repair)", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@ def find(doc: dict, name: str) -> dict:
     return next(e for e in doc["entries"] if e["name"] == name)
 
 
+def mention(doc: dict) -> dict:
+    """The entry that holds a file's identifiers (it carries no path: a blob has many)."""
+    return next(e for e in doc["entries"] if e["kind"] == "mention")
+
+
 def test_python_module_docstring_classes_methods_functions_and_imports():
     source = b'''"""Parse configuration files."""
 import os
@@ -106,13 +111,13 @@ def test_any_other_text_gets_its_leading_comment_and_identifiers():
                                                 b"max_connections = 10\nretry_delay = 2\n")
     assert doc["language"] == "text"
     assert doc["summary"] == "Settings for the service."
-    assert {"max_connections", "retry_delay"} <= set(find(doc, "settings.ini")["doc"].split())
+    assert {"max_connections", "retry_delay"} <= set(mention(doc)["doc"].split())
 
 
 def test_a_python_file_that_fails_to_parse_gets_a_record_with_the_error():
     doc = cq.document_text("bad.py", b"def broken(:\n")
     assert doc["error"].startswith("SyntaxError")
-    assert "broken" in find(doc, "bad.py")["doc"]
+    assert "broken" in mention(doc)["doc"]
 
 
 def test_scripts_are_recognised_by_their_shebang():
@@ -162,9 +167,11 @@ def test_doc_comments_are_found_above_attributes_and_annotations():
     assert find(java, "A")["doc"] == "Greets."
 
 
-def test_a_doc_comment_is_capped():
+def test_a_doc_comment_is_capped_keeping_its_first_sentences():
     source = b"".join(b"// line %d\n" % i for i in range(1000)) + b"int f(void)\n{\n"
-    assert len(find(cq.document_text("a.c", source), "f")["doc"].splitlines()) == 40
+    doc = find(cq.document_text("a.c", source), "f")["doc"]
+    assert doc.startswith("line 0\nline 1\n")
+    assert len(doc) <= cq.DOC_COMMENT_MAX_CHARS and "line 999" not in doc
 
 
 def test_c_definitions_with_trailing_block_comments_are_kept():

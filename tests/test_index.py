@@ -17,7 +17,7 @@ def paths_indexed(repo) -> set[str]:
     db = sqlite3.connect(repo.state / "index.db")
     try:
         return {os.fsdecode(r[0]) for r in db.execute("SELECT path FROM files WHERE git_dir = ?",
-                                         (str(repo.path / ".git"),))}
+                                         (os.fsencode(repo.path / ".git"),))}
     finally:
         db.close()
 
