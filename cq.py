@@ -2780,11 +2780,13 @@ def repair_databases(repo: Repo) -> list[str]:
         Index(repo).db.close()  # a fresh, empty index: readers see it at once
         for git_dir in worktree_git_dirs(repo.common_dir):
             mark_moved(Repo(repo.common_dir, git_dir))
-        if state.alive or config.autostart:
+        rebuild = repo.state_path(INDEX_DB) in damaged
+        if state.alive or (rebuild and config.autostart):
             start_locked(repo, None, 10.0)
-            done.append("the worker is rebuilding it from git (see: cq index status)")
-        else:
-            done.append("start the worker to rebuild it from git: cq worker start")
+            if rebuild:
+                done.append("the worker is rebuilding the index from git (see: cq index status)")
+        elif rebuild:
+            done.append("start the worker to rebuild the index from git: cq worker start")
     return done
 
 
@@ -2898,7 +2900,7 @@ def hook_states(directory: str) -> dict[str, str]:
 def install_hooks(repo: Repo, cwd: str) -> list[str]:
     """Install cq's hooks, keeping foreign ones as chained hooks; returns what was done."""
     directory = os.path.realpath(hooks_dir(repo, cwd))  # symlinks resolved before judging
-    if all(state == "installed" for state in hook_states(directory).values()):
+    if all(state.startswith("installed") for state in hook_states(directory).values()):
         return []  # in place already, perhaps copied by hand where cq will not write
     top = work_tree(cwd)
     top = os.path.realpath(top) if top else None
@@ -3260,7 +3262,10 @@ def wait_for_index(repo: Repo, timeout: float | None = None) -> dict:
     started = time.monotonic()
     first_done = None
     while True:
-        counts, complete = index_progress(repo)
+        try:
+            counts, complete = index_progress(repo)
+        except NotIndexed:  # a moment before the worker has made the schema
+            counts, complete = {"files": 0, "pending": 0}, False
         total = counts["files"]
         done = total - counts["pending"]  # documented, failed, or skipped for a reason
         first_done = done if first_done is None else first_done
@@ -3321,8 +3326,9 @@ def cmd_index(args, repo: Repo) -> int:
     """cq index [--wait] [--rebuild] | cq index status [--json]."""
     if args.index_command == "status":
         try:
+            open_for_reading(repo).db.close()
             counts, complete = index_progress(repo, problems=True)
-        except NotIndexed as exc:
+        except CqError as exc:  # not indexed yet, or being rebuilt
             if not args.json:
                 raise
             print_json({"schema": 1, "indexed": False, "complete": False, "message": str(exc)})
@@ -3436,6 +3442,22 @@ def canonical_language(name: str) -> str:
     return name
 
 
+def open_for_reading(repo: Repo) -> Index:
+    """The index, read-only.  Where cq is set up but the index is missing or empty (deleted,
+    truncated, or made by another version), the worker is set to rebuild it from git and the
+    CqError says so, instead of telling the user to run cq init again."""
+    try:
+        return Index(repo, readonly=True)
+    except NotIndexed:
+        if not os.path.isfile(repo.state_path(PYZ_COPY)):
+            raise
+    for git_dir in worktree_git_dirs(repo.common_dir):
+        mark_moved(Repo(repo.common_dir, git_dir))
+    ensure_worker(repo)
+    raise CqError("the index is empty; the worker is rebuilding it from git (see: cq index "
+                  "status)")
+
+
 def note_if_behind(repo: Repo, index: Index) -> None:
     """If the index is behind HEAD (a move that fired no hook, or a commit a moment ago),
     say so on stderr and have the worker catch up now rather than at its next check."""
@@ -3456,7 +3478,7 @@ SEARCH_LIMIT_MAX = 10_000
 def cmd_search(args, repo: Repo) -> int:
     """cq search QUERY: ranked results from this worktree's index."""
     language = canonical_language(args.lang) if args.lang else None
-    with Index(repo, readonly=True) as index:
+    with open_for_reading(repo) as index:
         results = index.search(repo.git_dir, " ".join(args.query), args.limit, args.path,
                                language)
         note_if_behind(repo, index)
@@ -3473,7 +3495,7 @@ def cmd_search(args, repo: Repo) -> int:
 def cmd_show(args, repo: Repo) -> int:
     """cq show PATH: the stored documentation of one file at HEAD."""
     rel = repo_relative(repo, args.directory, args.path)
-    with Index(repo, readonly=True) as index:
+    with open_for_reading(repo) as index:
         doc = index.file_doc(repo.git_dir, rel)
         note_if_behind(repo, index)
     if doc is None:

@@ -7,8 +7,10 @@ at teardown so that no test leaks processes into the next one.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HUEY_WHEEL = "huey-3.5.4-py3-none-any.whl"
 
 
-def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = ""):
+def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05, what: str = ""):
     """Poll predicate until it returns something truthy; fail the test after timeout."""
     deadline = time.monotonic() + timeout
     while True:
@@ -117,7 +119,7 @@ class Repository:
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
-    def wait_indexed(self, timeout: float = 30) -> dict:
+    def wait_indexed(self, timeout: float = 90) -> dict:
         """Wait until the index of this worktree matches HEAD."""
         return wait_until(lambda: (s := self.index_status())["complete"] and s,
                           timeout=timeout, what="the index to match HEAD")
@@ -239,3 +241,23 @@ def start_time_of(pid: int) -> int:
 def boot_id() -> str:
     """This machine's boot id."""
     return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def find_python(version: str) -> str | None:
+    """A real interpreter for this minor version (PATH first, then pyenv's versions)."""
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"],
+                               capture_output=True, text=True, check=False)
+        if probe.returncode == 0 and probe.stdout.strip() == str(
+                tuple(int(p) for p in version.split("."))):
+            return candidate
+    return None
+
+
+def documenters_of(repo) -> list[int]:
+    """Live processes carrying this repository's documenter mark."""
+    mark = f"CQ_STATE_DIR={repo.state}".encode()
+    return [pid for pid, read in live_processes() if mark in read("environ").split(b"\0")]

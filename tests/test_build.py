@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
 
 import pytest
-from conftest import ROOT, build_pyz, make_repo, wait_until
+from conftest import ROOT, build_pyz, find_python, make_repo, wait_until
 
 VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
-
-
-def find_python(version: str) -> str | None:
-    """A real interpreter for this minor version (PATH first, then pyenv's versions)."""
-    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
-    candidates = [shutil.which(f"python{version}")]
-    candidates += sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"))
-    for candidate in filter(None, candidates):
-        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"],
-                               capture_output=True, text=True, check=False)
-        if probe.returncode == 0 and probe.stdout.strip() == str(
-                tuple(int(p) for p in version.split("."))):
-            return candidate
-    return None
 
 
 def test_two_builds_are_byte_identical(tmp_path, huey_wheel):
@@ -106,3 +90,14 @@ def test_cq_runs_when_the_bytecode_cache_cannot_be_written(cq_pyz, tmp_path):
     blocker.write_text("")
     proc = run_version(cq_pyz, dict(os.environ, XDG_CACHE_HOME=str(blocker)))
     assert proc.returncode == 0 and proc.stdout.startswith("cq ")
+
+
+def test_the_readme_starts_with_two_set_up_commands_and_ci_runs_the_second_as_written():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = block.strip().splitlines()
+    assert len(commands) == 2
+    build, tests = commands
+    assert build.startswith("python3 build_zipapp.py && python3 dist/cq.pyz init")
+    assert "python3 -m venv .venv" in tests and "pytest -q tests" in tests
+    assert tests in (ROOT / ".ci" / "run").read_text().splitlines()

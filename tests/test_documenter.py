@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+import time
 
+import pytest
 from conftest import ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -184,3 +186,61 @@ def test_c_definitions_with_trailing_block_comments_are_kept():
 def test_sizes_in_config_take_git_suffixes():
     assert cq.parse_config([("cq.maxfilesize", "2m")]).max_file_size == 2 << 20
     assert cq.parse_config([("cq.maxfilesize", "512k")]).max_file_size == 512 << 10
+
+
+MIB = 1 << 20
+CEILING = 30.0  # seconds for 1 MiB; a quadratic documenter needs minutes (issue 6 measured)
+
+
+def adversarial_inputs() -> dict[str, bytes]:
+    """Inputs that made earlier documenters backtrack or rescan: long runs of spaces, unclosed
+    comments and strings, deep nesting, one huge line, one line repeated."""
+    return {
+        "spaces": b" " * MIB,
+        "spaces before a call": (b" " * 499 + b"a b(\n") * (MIB // 505),
+        "spaces around a method": (b" " * 200 + b"a(): " + b" " * 200 + b"\n") * (MIB // 406),
+        "heading lines": b"#a\n" * (MIB // 3),
+        "type and spaces": (b"type a" + b" " * 400 + b"\n") * (MIB // 407),
+        "unclosed comment": b"/*" + b"x\n" * (MIB // 2),
+        "unclosed string": b'"' + b"a" * MIB,
+        "deep nesting": b"(" * (MIB // 2) + b"{" * (MIB // 2),
+        "one huge line": b"a b c(" * (MIB // 6),
+        "one repeated line": b"int f(int a) {\n" * (MIB // 15),
+        "annotations": b"@a\n" * (MIB // 3),
+        "words before a paren": (b"a " * 240 + b"(\n") * (MIB // 483),
+    }
+
+
+@pytest.mark.parametrize("path", ["a.py", "a.js", "a.ts", "a.go", "a.rs", "A.java", "a.c",
+                                  "a.cpp", "a.sh", "a.md", "a.txt"])
+def test_every_documenter_finishes_adversarial_input_in_linear_time(path):
+    for name, data in adversarial_inputs().items():
+        started = time.monotonic()
+        doc = cq.document_text(path, data, budget=CEILING)
+        elapsed = time.monotonic() - started
+        assert "took more than" not in doc["error"], (path, name)
+        assert elapsed < CEILING, (path, name, elapsed)
+
+
+def test_a_file_past_its_time_budget_keeps_a_minimal_record_with_the_reason():
+    source = b"/** Adds. */\nfunction add_numbers(a, b) {}\n" * 5000
+    doc = cq.document_text("big.js", source, budget=1e-9)
+    assert doc["error"].startswith("took more than")
+    assert [e["kind"] for e in doc["entries"]] == ["mention"]
+    assert "add_numbers" in doc["entries"][0]["doc"]
+
+
+def test_a_chain_that_would_crash_the_parser_gets_a_record_instead():
+    doc = cq.document_text("chain.py", ("x = " + "+".join(["1"] * 150_000)).encode())
+    assert doc["error"] and doc["language"] == "python"
+
+
+def test_relative_imports_keep_their_dots():
+    doc = cq.document_text("pkg/mod.py", b"from . import sibling\nfrom ..up import thing\n"
+                                          b"from .near import other\n")
+    assert names(doc, "import") == [".sibling", "..up.thing", ".near.other"]
+
+
+def test_module_flavours_of_javascript_and_typescript_are_known():
+    assert [cq.detect_language(p, "") for p in ("a.cjs", "a.mjs", "a.cts", "a.mts")] == \
+        ["javascript", "javascript", "typescript", "typescript"]

@@ -61,7 +61,7 @@ def test_init_is_safe_to_run_again(initialised):
 
 def test_a_commit_is_searchable_shortly_after(initialised):
     initialised.commit({"fresh.py": "def freshly_committed():\n    pass\n"})
-    hits = wait_until(lambda: initialised.search("freshly_committed"), timeout=10)
+    hits = wait_until(lambda: initialised.search("freshly_committed"))
     assert hits[0]["path"] == "fresh.py" and hits[0]["line"] == 1
 
 
@@ -158,15 +158,20 @@ def test_a_file_that_fails_to_parse_still_gets_a_record(initialised):
     assert initialised.search("broken_function")  # its identifiers are still searchable
 
 
-def test_a_burst_of_commits_documents_far_fewer_versions_than_commits(initialised):
+def test_commits_made_while_the_worker_lags_document_only_what_head_still_has(initialised):
     repo = initialised
     start = documented_blobs(repo)
-    for i in range(100):
-        repo.write("hot.py", f"def version_{i}():\n    pass\n")
-        repo.git("commit", "-q", "-am", f"v{i}") if i else repo.commit(message="v0")
+    pid = repo.worker_pid()
+    os.kill(pid, signal.SIGSTOP)  # a worker that cannot keep up: 100 commits land meanwhile
+    try:
+        for i in range(100):
+            repo.write("hot.py", f"def version_{i}():\n    pass\n")
+            repo.git("commit", "-q", "-am", f"v{i}") if i else repo.commit(message="v0")
+    finally:
+        os.kill(pid, signal.SIGCONT)
     repo.wait_indexed()
     assert repo.search("version_99")[0]["path"] == "hot.py"
-    assert documented_blobs(repo) - start < 20
+    assert documented_blobs(repo) - start == 1  # the 99 versions HEAD left behind: none
 
 
 def test_kill_9_mid_batch_then_start_converges_to_head(initialised):
@@ -178,7 +183,7 @@ def test_kill_9_mid_batch_then_start_converges_to_head(initialised):
     os.kill(repo.worker_pid(), signal.SIGKILL)
     assert repo.index_status()["pending"] > 0
     assert repo.cq("worker", "start").returncode == 0
-    status = repo.wait_indexed(timeout=30)  # well before the 60 s periodic reconciliation
+    status = repo.wait_indexed(timeout=45)  # before the 60 s periodic reconciliation
     assert status["documented"] == len(head_paths(repo))
     assert all(show(repo, f"many/m{i}.py")["summary"] == "documented" for i in range(40))
 
@@ -286,7 +291,7 @@ def test_search_right_after_a_move_without_hooks_says_so_and_catches_up(initiali
     repo.git("reset", "-q", "--hard", "HEAD~1")  # no hook fires; reconciliation is 60 s away
     proc = repo.cq("search", "added_later")
     assert "results may be out of date; the worker is catching up" in proc.stderr
-    wait_until(lambda: not repo.search("added_later"), timeout=10)
+    wait_until(lambda: not repo.search("added_later"))
 
 
 def test_a_failing_external_documenter_keeps_the_built_in_record_searchable(initialised):

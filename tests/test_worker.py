@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import (
     boot_id,
+    documenters_of,
     kill_workers_of,
     live_processes,
     read_record,
@@ -269,6 +271,9 @@ def test_logs_rotate_by_size_and_follow_continues_across_rotation(repo):
     follower = subprocess.Popen([sys.executable, "-I", "-S", str(repo.pyz), "-C",
                                  str(repo.path), "worker", "logs", "-f", "-n", "0"],
                                 stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(follower.stdout), daemon=True)
+    reader.start()
     try:
         assert repo.cq("worker", "start").returncode == 0
         wait_until((repo.state / "worker.log.2").exists, what="two rotations")
@@ -277,12 +282,13 @@ def test_logs_rotate_by_size_and_follow_continues_across_rotation(repo):
                    what="another rotation")
         marker_pid = repo.worker_pid()
         assert repo.cq("worker", "stop").returncode == 0
+        wait_until(lambda: any(f"worker {marker_pid} stopped" in line for line in lines),
+                   what="the follower to show the line written after several rotations")
     finally:
-        time.sleep(0.5)
         follower.send_signal(signal.SIGINT)
-        out, _ = follower.communicate(timeout=10)
-    assert f"worker {marker_pid} stopped" in out  # written after several rotations
-    assert out.count("started") >= 1
+        follower.wait(timeout=60)
+        reader.join(timeout=60)
+    assert sum("started" in line for line in lines) >= 1
     assert repo.cq("worker", "logs", "-n", "3").stdout.count("\n") == 3
 
 
@@ -368,12 +374,6 @@ def test_stop_force_kills_a_worker_that_will_not_finish(repo):
     assert forced.returncode == 0 and "killed" in forced.stdout
     assert repo.status()["returncode"] == 3  # stopped: nothing for cleanup to do
     assert documenters_of(repo) == []
-
-
-def documenters_of(repo) -> list[int]:
-    """Live processes carrying this repository's documenter mark."""
-    mark = f"CQ_STATE_DIR={repo.state}".encode()
-    return [pid for pid, read in live_processes() if mark in read("environ").split(b"\0")]
 
 
 def test_cleanup_after_kill_9_kills_the_orphaned_documenter(repo):

@@ -1,0 +1,414 @@
+"""Faults that must never lose the index: several worker threads, a parser that crashes, files
+that would stall a documenter, damaged databases, a full disk, hooks outside the repository,
+and bad input of every kind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import (
+    documenters_of,
+    find_python,
+    kill_workers_of,
+    make_repo,
+    wait_until,
+)
+
+
+def integrity(path: Path) -> str:
+    """PRAGMA integrity_check of a database file, read-only."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        db.close()
+
+
+def errors_in_log(repo) -> list[str]:
+    """ERROR lines of the worker log (all rotations)."""
+    lines = []
+    for log in sorted(repo.state.glob("worker.log*")):
+        text = log.read_text(errors="replace")
+        lines += [line for line in text.splitlines() if " ERROR " in line]
+    return lines
+
+
+def head_paths(repo, cwd=None) -> set[str]:
+    out = subprocess.run(["git", "ls-tree", "-r", "-z", "--name-only", "HEAD"],
+                         cwd=cwd or repo.path, capture_output=True, check=True).stdout
+    return {os.fsdecode(p) for p in out.split(b"\0") if p}
+
+
+def module_source(i: int) -> str:
+    return (f'"""Module {i}: helpers for the stress test."""\n\n\n'
+            + "".join(f"def function_{i}_{j}(value):\n    \"\"\"Return value plus {j}.\"\"\"\n"
+                      f"    return value + {j}\n\n\n" for j in range(20))
+            + f"class Holder{i}:\n    def method(self):\n        return {i}\n")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4, 8])
+def test_indexing_and_rebuilding_with_several_threads_keeps_the_index_sound(repo, threads):
+    repo.git("config", "cq.workers", str(threads))
+    repo.commit({f"pkg/m{i}.py": module_source(i) for i in range(120)})
+    stop, problems = threading.Event(), []
+
+    def read_all_the_time():
+        while not stop.is_set():
+            for args in (("search", "function_7_3"), ("index", "status", "--json")):
+                proc = repo.cq(*args)
+                if proc.returncode not in (0, 1) or "Traceback" in proc.stderr:
+                    problems.append((args, proc.returncode, proc.stderr))
+
+    readers = [threading.Thread(target=read_all_the_time) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        init = repo.cq("init")
+        assert init.returncode == 0, init.stderr
+        rebuild = repo.cq("index", "--rebuild", "--wait")
+        assert rebuild.returncode == 0, rebuild.stderr
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert problems == []
+    status = repo.index_status()
+    assert status["complete"] and status["documented"] == len(head_paths(repo))
+    assert repo.search("function_7_3")[0]["path"] == "pkg/m7.py"
+    assert repo.cq("worker", "stop").returncode == 0
+    assert integrity(repo.state / "index.db") == "ok"
+    assert integrity(repo.state / "queue.db") == "ok"
+    assert errors_in_log(repo) == []
+
+
+CHAIN = "x = " + "+".join(["1"] * 150_000) + "\n"
+
+
+@pytest.mark.parametrize("version", ["3.9", "3.10"])
+def test_a_file_that_crashes_this_pythons_parser_never_reaches_it(repo, version):
+    python = find_python(version)
+    if python is None:
+        pytest.skip(f"Python {version} is not installed on this machine")
+    repo.commit({"chain.py": CHAIN, "fine.py": "def still_documented():\n    pass\n"})
+    assert repo.cq("worker", "start", python=python).returncode == 0
+    assert repo.cq("index", "--wait", python=python).returncode == 0
+    state = repo.status()
+    assert state["state"] == "running" and state["tasks_failed"] == 0
+    doc = json.loads(repo.cq("show", "--json", "chain.py").stdout)
+    assert "parser crashes on this file" in doc["error"]
+    assert repo.search("still_documented")
+
+
+def test_a_file_in_flight_at_three_deaths_of_the_worker_is_skipped_with_the_reason(repo):
+    repo.git("config", "cq.documenter",
+             'case "$CQ_PATH" in victim.py) sleep 60;; esac; echo documented')
+    assert repo.cq("init").returncode == 0
+    repo.commit({"victim.py": "def victim_function():\n    pass\n"})
+    for _ in range(3):
+        wait_until(lambda: documenters_of(repo), what="victim.py to be in flight")
+        os.kill(repo.worker_pid(), signal.SIGKILL)
+        wait_until(lambda: repo.status()["state"] == "dead", what="the worker to be dead")
+        assert repo.cq("worker", "cleanup").returncode == 0  # its documenter goes too
+        assert repo.cq("worker", "start").returncode == 0
+    status = repo.wait_indexed()
+    assert status["skipped"] == {"crashed the documenter": 1}
+    assert {"path": "victim.py", "reason": "crashed the documenter"} in status["skipped_files"]
+    assert "skipped (crashed the documenter): 1: victim.py" in repo.cq("index", "status").stdout
+    assert repo.search("victim_function")  # its names stay searchable
+    assert documenters_of(repo) == []
+
+
+def test_status_never_calls_a_worker_busy_documenting_hung(repo):
+    repo.git("config", "cq.workers", "4")
+    repo.git("config", "cq.heartbeatInterval", "1")
+    repo.commit({f"big/m{i}.py": module_source(i) * 25 for i in range(80)})  # CPU-heavy
+    assert repo.cq("worker", "start").returncode == 0
+    assert repo.cq("index").returncode == 0
+    seen = set()
+    while not repo.index_status()["complete"]:
+        seen.add(repo.status()["state"])
+    assert seen <= {"running"}
+
+
+def damage(path: Path, keep: int) -> None:
+    """Overwrite a file from byte `keep` on with garbage (its -wal and -shm removed)."""
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(keep)
+        f.write(b"\xa5" * max(size - keep, 4096))
+
+
+def test_a_damaged_index_is_moved_aside_and_rebuilt_by_the_command_that_meets_it(initialised):
+    repo = initialised
+    repo.commit({f"lib/m{i}.py": module_source(i) for i in range(30)})
+    repo.wait_indexed()
+    assert repo.cq("worker", "stop").returncode == 0
+    damage(repo.state / "index.db", keep=2 * 4096)
+    proc = repo.cq("search", "function_3_4")
+    assert proc.returncode == 0, proc.stderr
+    assert "index.db was damaged" in proc.stderr and "Traceback" not in proc.stderr
+    assert (repo.state / "index.db.damaged").exists()
+    repo.wait_indexed()
+    assert repo.search("function_3_4")[0]["path"] == "lib/m3.py"
+    assert integrity(repo.state / "index.db") == "ok"
+
+
+def test_an_empty_index_is_rebuilt_without_asking_for_init_again(initialised):
+    repo = initialised
+    assert repo.cq("worker", "stop").returncode == 0
+    for suffix in ("-wal", "-shm"):
+        (repo.state / f"index.db{suffix}").unlink(missing_ok=True)
+    (repo.state / "index.db").write_bytes(b"")
+    proc = repo.cq("search", "demo")
+    assert proc.returncode == 1 and "rebuilding it from git" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    repo.wait_indexed()
+    assert repo.search("demo")
+
+
+@pytest.mark.parametrize("command", [("queue", "list"), ("queue", "purge", "--yes"),
+                                     ("worker", "cleanup"), ("worker", "start")])
+def test_a_damaged_queue_is_moved_aside_by_any_command_that_meets_it(initialised, command):
+    repo = initialised
+    assert repo.cq("worker", "stop").returncode == 0
+    damage(repo.state / "queue.db", keep=0)
+    proc = repo.cq(*command)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (repo.state / "queue.db.damaged").exists()
+    assert repo.cq("worker", "start").returncode == 0
+    repo.commit({"after.py": "def after_the_damage():\n    pass\n"})
+    wait_until(lambda: repo.search("after_the_damage"), what="the next commit to be indexed")
+    assert integrity(repo.state / "queue.db") == "ok"
+
+
+def test_the_repair_command_says_when_both_databases_are_sound(initialised):
+    proc = initialised.cq("index", "--repair")
+    assert proc.returncode == 0 and "sound" in proc.stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MiB tmpfs (root only), unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)],
+                      capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield disk
+    kill_workers_of(disk)
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path) -> None:
+    """Write until the file system is full."""
+    with open(disk / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_a_full_disk_neither_makes_the_worker_look_hung_nor_gives_a_traceback(small_disk,
+                                                                               cq_pyz):
+    repo = make_repo(small_disk / "repo", cq_pyz)
+    repo.git("config", "cq.heartbeatInterval", "0.2")
+    assert repo.cq("init").returncode == 0
+    fill(small_disk)
+    before = repo.status()["heartbeat_age_seconds"]
+    time.sleep(2)  # ten heartbeat intervals on a full disk
+    report = repo.status()
+    assert report["state"] == "running" and report["returncode"] == 0
+    assert report["heartbeat_age_seconds"] < 1.5 or report["heartbeat_age_seconds"] < before
+    proc = repo.cq("index", "--rebuild")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    (small_disk / "filler").unlink()
+    assert repo.cq("index", "--rebuild", "--wait").returncode == 0
+
+
+def test_init_with_hooks_outside_the_repository_finishes_and_its_commands_keep_the_hook_there(
+        repo, tmp_path):
+    shared = tmp_path / "global-hooks"
+    shared.mkdir()
+    log = tmp_path / "foreign.log"
+    (shared / "post-commit").write_text(f'#!/bin/sh\necho "foreign ran" >> "{log}"\n')
+    (shared / "post-commit").chmod(0o755)
+    repo.git("config", "core.hooksPath", str(shared))
+    proc = repo.cq("init")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" in proc.stderr and "outside this repository" in proc.stderr
+    assert repo.status()["state"] == "running" and repo.index_status()["complete"]
+    commands = proc.stderr.split("To install by hand: ", 1)[1].strip()
+    assert f"mv {shared}/post-commit {shared}/post-commit.cq-chained" in commands
+    subprocess.run(["sh", "-c", commands], check=True)
+    status = repo.cq("hook", "status")
+    assert status.returncode == 0 and "post-commit: installed, chains a foreign hook" in \
+        status.stdout
+    again = repo.cq("init")
+    assert again.returncode == 0 and "warning" not in again.stderr
+    repo.commit({"global.py": "def through_global_hooks():\n    pass\n"})
+    wait_until(lambda: repo.search("through_global_hooks"), what="the commit to be indexed")
+    assert "foreign ran" in log.read_text()
+
+
+@pytest.mark.parametrize("args", [
+    ("search", "x", "-n", "99999999999999999999"), ("search", "x", "-n", "0"),
+    ("worker", "stop", "--timeout", "-5"), ("worker", "stop", "--timeout", "nan"),
+    ("worker", "logs", "-n", "abc")])
+def test_bad_numbers_are_one_line_usage_errors(repo, args):
+    proc = repo.cq(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_symlink_where_the_wake_fifo_goes_is_a_one_line_error_and_commits_still_work(
+        initialised, tmp_path):
+    repo = initialised
+    (repo.state / "wake").unlink()
+    (repo.state / "wake").symlink_to(tmp_path / "elsewhere")
+    proc = repo.cq("index")
+    assert proc.returncode == 1 and "is a symlink" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    repo.commit({"still.py": "x = 1\n"})  # git is never broken
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_an_old_python_is_told_which_python_cq_needs(cq_pyz):
+    python = find_python("3.8")
+    if python is None:
+        pytest.skip("Python 3.8 is not installed on this machine")
+    proc = subprocess.run([python, str(cq_pyz), "worker", "status"], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("cq: cq needs Python 3.9 or newer (this is 3.8.")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_repository_whose_path_is_not_utf8_works(tmp_path, cq_pyz):
+    root = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9")
+    repo = make_repo(Path(root), cq_pyz)
+    repo.commit({"mod.py": "def in_a_latin1_directory():\n    pass\n"})
+    try:
+        proc = repo.cq("init")
+        assert proc.returncode == 0, proc.stderr
+        assert repo.search("in_a_latin1_directory")[0]["path"] == "mod.py"
+    finally:
+        kill_workers_of(tmp_path)
+
+
+@pytest.mark.parametrize("command", [("queue", "list"), ("worker", "cleanup"),
+                                     ("hook", "uninstall"), ("index", "status")])
+def test_read_only_commands_create_no_index(repo, command):
+    repo.cq(*command)
+    assert not (repo.state / "index.db").exists()
+    assert not (repo.state / "queue.db").exists()
+
+
+def test_before_init_search_and_index_status_say_to_run_it(repo):
+    search = repo.cq("search", "anything")
+    assert search.returncode == 1 and "run: cq init" in search.stderr
+    text = repo.cq("index", "status")
+    assert text.returncode == 1 and "run: cq init" in text.stderr
+    proc = repo.cq("index", "status", "--json")
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1 and report["indexed"] is False
+    assert "run: cq init" in report["message"]
+
+
+def test_tracebacks_name_the_archive_that_runs_and_old_cache_entries_are_pruned(cq_pyz,
+                                                                                 tmp_path):
+    import marshal
+
+    cache = tmp_path / "cache"
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache))
+    stale = cache / "cq" / "cq-0123456789abcdef01234567-deadbeef-00000000.bin"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    os.utime(stale, (time.time() - 40 * 86400,) * 2)
+    archives = []
+    for name in ("one", "two"):
+        copy = tmp_path / name / "cq.pyz"
+        copy.parent.mkdir()
+        copy.write_bytes(cq_pyz.read_bytes())
+        archives.append(copy)
+        subprocess.run([sys.executable, "-I", "-S", str(copy), "--version"], env=env,
+                       check=True, capture_output=True)
+    entries = sorted((cache / "cq").glob("cq-*.bin"))
+    assert stale not in entries and len(entries) == 2
+    filenames = {marshal.loads(e.read_bytes()).co_filename for e in entries}
+    assert filenames == {str(a / "cq.py") for a in archives}
+
+
+def test_a_worker_killed_during_stop_leaves_no_documenter_behind(repo):
+    repo.git("config", "cq.documenter", "sleep 60")
+    repo.git("config", "cq.shutdownTimeout", "60")
+    assert repo.cq("worker", "start").returncode == 0
+    repo.commit({"slow.py": "x = 1\n"})
+    assert repo.cq("index").returncode == 0
+    wait_until(lambda: documenters_of(repo), what="the documenter to run")
+    pid = repo.worker_pid()
+    stopper = subprocess.Popen([sys.executable, "-I", "-S", str(repo.pyz), "-C", str(repo.path),
+                                "worker", "stop"], stdout=subprocess.PIPE, text=True)
+    wait_until(lambda: "Shutting down gracefully" in (repo.state / "worker.log").read_text(),
+               what="the worker to be stopping")
+    os.kill(pid, signal.SIGKILL)
+    assert stopper.wait(timeout=60) == 0
+    assert documenters_of(repo) == []
+    assert repo.status()["state"] == "stopped"
+
+
+def test_a_start_that_loses_a_race_to_a_stop_says_so(repo):
+    for _ in range(6):
+        starter = subprocess.Popen([sys.executable, "-I", "-S", str(repo.pyz), "-C",
+                                    str(repo.path), "worker", "start"], stderr=subprocess.PIPE,
+                                   stdout=subprocess.DEVNULL, text=True)
+        while starter.poll() is None and not repo.worker_pid():
+            time.sleep(0.001)
+        repo.cq("worker", "stop", "--force", "--timeout", "5")
+        _, err = starter.communicate(timeout=60)
+        assert "did not report ready" not in err
+        if starter.returncode:
+            assert "stopped while it started" in err
+        repo.cq("worker", "stop", "--force", "--timeout", "5")
+
+
+def test_non_ascii_identifiers_and_words_are_searchable(initialised):
+    initialised.commit({"unicode.py": 'def 関数():\n    """Berechnet die Größe."""\n\n\n'
+                                      "def größe_berechnen():\n    pass\n"})
+    initialised.wait_indexed()
+    assert initialised.search("関数")[0]["symbol"] == "関数"
+    assert initialised.search("größe")[0]["path"] == "unicode.py"
+
+
+def test_line_numbers_stay_right_after_form_feeds(initialised):
+    initialised.commit({"ff.js": "// a\fb\x1cc\nvar x = 1;\nfunction afterBreaks() {}\n"})
+    initialised.wait_indexed()
+    hit = initialised.search("afterBreaks")[0]
+    assert (hit["path"], hit["line"]) == ("ff.js", 3)
+
+
+def test_two_identical_files_each_show_their_own_path(initialised):
+    initialised.commit({"a/notes.txt": "shared_identifier here\n",
+                        "b/other.txt": "shared_identifier here\n"})
+    initialised.wait_indexed()
+    for path in ("a/notes.txt", "b/other.txt"):
+        shown = initialised.cq("show", path).stdout
+        assert path in shown
+        assert ({"a/notes.txt", "b/other.txt", "notes.txt", "other.txt"} - {path, Path(path).name}
+                ).isdisjoint(shown.split())
