@@ -15,7 +15,11 @@ How the parts fit, in the order data flows through them:
   documents each one once (work is keyed by blob SHA); ``reconcile`` compares every worktree with
   the index and queues whatever is missing.  The index, not Huey's queue, is the source of truth,
   so a task lost to ``kill -9`` or a power cut is found again by the next reconciliation.
-* The index is SQLite with FTS5 (``index.db``); ``cq search`` and ``cq show`` read it.
+* The index is SQLite with FTS5 (``index.db``); ``cq search`` and ``cq show`` read it.  Only
+  SQLite ever opens a database file (its POSIX locks die with any other descriptor), and a
+  damaged one is moved aside and rebuilt from git (``repair_databases``).
+* Documenting is bounded: the built-in documenters are linear in their input, each file has a
+  time budget, and a file that keeps killing the worker is skipped after three deaths.
 
 All state for a repository lives in ``$(git rev-parse --git-common-dir)/cq/``: mode 0700, files
 0600, opened without following symlinks.  Configuration is git config (``cq.*``), never a file
@@ -34,7 +38,7 @@ import stat
 import sys
 import time
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"  # the index schema changed: workers of 0.1.0 are replaced by init
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -137,20 +141,33 @@ def check_own_directory(path: str) -> None:
         os.chmod(path, 0o700)
 
 
+def symlink_refused(path: str) -> str:
+    """What cq says of a symlink where it keeps a file of its own."""
+    return f"{path} is a symlink; cq never follows one (remove it and retry)"
+
+
+def check_own_file(path: str, st: os.stat_result) -> None:
+    """Refuse a symlink, a non-regular file or another user's file where cq keeps a file."""
+    if stat.S_ISLNK(st.st_mode):
+        raise CqError(symlink_refused(path))
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        raise CqError(f"{path} is not a regular file of this user; cq refuses to use it "
+                      "(remove it and retry)")
+
+
 def open_state_file(path: str, flags: int, mode: int = 0o600) -> int:
     """Open a state file without following symlinks; refuse anything that is not our own file."""
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise CqError(f"{path} is a symlink; cq never follows one (remove it and retry)") \
-                from exc
+            raise CqError(symlink_refused(path)) from exc
         raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+    try:
+        check_own_file(path, os.fstat(fd))
+    except CqError:
         os.close(fd)
-        raise CqError(f"{path} is not a regular file of this user; cq refuses to use it "
-                      "(remove it and retry)")
+        raise
     os.set_blocking(fd, True)
     return fd
 
@@ -1129,9 +1146,9 @@ def document_python(text: str, deadline: Deadline) -> tuple[str, list[dict]]:
 
 def import_entries(node) -> list[dict]:
     """One entry per imported name; relative imports keep their dots (from . import x: .x)."""
-    base = "." * getattr(node, "level", 0) + (getattr(node, "module", None) or "")
-    names = [f"{base}.{a.name}" if getattr(node, "module", None) else f"{base}{a.name}"
-             for a in node.names]
+    module = getattr(node, "module", None) or ""
+    base = "." * getattr(node, "level", 0) + module
+    names = [f"{base}.{a.name}" if module else f"{base}{a.name}" for a in node.names]
     return [entry("import", name, node.lineno, f"import {name}") for name in names]
 
 
@@ -1151,7 +1168,7 @@ def parses_in_a_child(text: str, deadline: Deadline) -> bool:
               "t = threading.Thread(target=ast.parse, args=(source,)); t.start(); t.join()\n")
     try:
         proc = subprocess.run([sys.executable, "-I", "-S", "-c", script], check=False,
-                              input=text.encode("utf-8", "surrogatepass"),
+                              input=text.encode(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               timeout=max(deadline.at - time.monotonic(), 0.1))
     except subprocess.TimeoutExpired as exc:
@@ -1177,34 +1194,43 @@ def comment_step(stripped: str, prefixes: tuple, in_block: bool) -> tuple[str | 
     return None, False
 
 
-def joined_comment(parts: list[str]) -> str:
-    """A comment block as text, capped at DOC_COMMENT_MAX_CHARS."""
-    return "\n".join(p for p in parts if p).strip()[:DOC_COMMENT_MAX_CHARS]
+class CommentBlock:
+    """The lines of one comment block, of which the first DOC_COMMENT_MAX_CHARS are kept."""
+
+    def __init__(self):
+        self.parts: list[str] = []
+        self.size = 0
+
+    def add(self, text: str) -> None:
+        """Add a line (dropped once the block is full)."""
+        if self.size < DOC_COMMENT_MAX_CHARS:
+            self.parts.append(text)
+            self.size += len(text) + 1
+
+    def text(self) -> str:
+        """The block as text."""
+        return "\n".join(p for p in self.parts if p).strip()[:DOC_COMMENT_MAX_CHARS]
 
 
 def leading_comment(lines: list[str], prefixes: tuple) -> str:
     """The first comment block of a file (after a shebang and blank lines)."""
-    block: list[str] = []
-    size, in_block = 0, False
+    block, in_block = CommentBlock(), False
     for line in lines:
         stripped = line.strip()
         text, in_block = comment_step(stripped, prefixes, in_block)
         if text is None:
-            if block or (stripped and not stripped.startswith("#!")):
+            if block.parts or (stripped and not stripped.startswith("#!")):
                 break
             continue
-        if size < DOC_COMMENT_MAX_CHARS:
-            block.append(text)
-            size += len(text) + 1
-    return joined_comment(block)
+        block.add(text)
+    return block.text()
 
 
 def code_lines(lines: list[str], language: str, deadline: Deadline):
     """(index, line, doc comment) for each line of code, with the comment block directly
     above it, past attributes and annotations.  One pass over the file: linear."""
     prefixes = COMMENT_PREFIXES[language]
-    doc: list[str] = []
-    size, in_block = 0, False
+    doc, in_block = CommentBlock(), False
     for index, line in enumerate(lines):
         if not index & 511:
             deadline.check()
@@ -1213,14 +1239,12 @@ def code_lines(lines: list[str], language: str, deadline: Deadline):
         if stripped or in_block:
             text, in_block = comment_step(stripped, prefixes, in_block)
         if text is not None:
-            if size < DOC_COMMENT_MAX_CHARS:
-                doc.append(text)
-                size += len(text) + 1
+            doc.add(text)
         elif not stripped:
-            doc, size = [], 0
+            doc = CommentBlock()
         elif not stripped.startswith(ATTRIBUTE_PREFIXES):
-            yield index, line, joined_comment(doc)
-            doc, size = [], 0
+            yield index, line, doc.text()
+            doc = CommentBlock()
 
 
 IDENTIFIER_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
@@ -1559,14 +1583,9 @@ def check_database_files(path: str) -> bool:
     exists = False
     for name in (path, path + "-wal", path + "-shm"):
         try:
-            st = os.lstat(name)
+            check_own_file(name, os.lstat(name))
         except FileNotFoundError:
             continue
-        if stat.S_ISLNK(st.st_mode):
-            raise CqError(f"{name} is a symlink; cq never follows one (remove it and retry)")
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
-            raise CqError(f"{name} is not a regular file of this user; cq refuses to use it "
-                          "(remove it and retry)")
         exists = exists or name == path
     return exists
 
@@ -3299,15 +3318,15 @@ def cmd_init(args, repo: Repo) -> int:
         with open(archive, "rb") as f:
             write_state_file(copy, f.read())
     write_state_file(repo.state_path(PYTHON_FILE), os.fsencode(sys.executable) + b"\n")
-    Index(repo).db.close()  # the schema exists before anyone waits on it
+    state = probe_worker(repo)
+    if state.alive and state.record.get("version") != VERSION:
+        print(stop_worker(repo, None, False))  # before its index is upgraded under it
+    Index(repo).db.close()  # the schema exists (or is upgraded) before anyone waits on it
     try:
         for line in install_hooks(repo, args.directory):
             print(f"hook {line}")
     except CqError as exc:  # the index works without hooks; reconciliation still catches up
         print(f"cq: warning: {exc}", file=sys.stderr)
-    state = probe_worker(repo)
-    if state.alive and state.record.get("version") != VERSION:
-        print(stop_worker(repo, None, False))
     pid, _ = start_worker(repo, archive=copy)  # the copy, so that hooks and worker agree
     print(f"worker running (PID {pid})")
     for git_dir in worktree_git_dirs(repo.common_dir):
@@ -3451,6 +3470,10 @@ def open_for_reading(repo: Repo) -> Index:
     except NotIndexed:
         if not os.path.isfile(repo.state_path(PYZ_COPY)):
             raise
+    state = probe_worker(repo)
+    if state.alive and state.record.get("version") != VERSION:
+        raise CqError(f"the worker running here is cq {state.record.get('version')}, whose "
+                      f"index this cq {VERSION} cannot read (upgrade it: cq init)")
     for git_dir in worktree_git_dirs(repo.common_dir):
         mark_moved(Repo(repo.common_dir, git_dir))
     ensure_worker(repo)
@@ -3709,7 +3732,7 @@ OS_ERROR_HINTS = {errno.ENOSPC: "free some space and retry", errno.EDQUOT: "over
 def os_error_message(exc: OSError) -> str:
     """One line for a file system error: what failed, where, and what to do."""
     if exc.errno == errno.ELOOP and exc.filename:
-        return f"{exc.filename} is a symlink; cq never follows one (remove it and retry)"
+        return symlink_refused(exc.filename)
     where = f" {exc.filename}" if exc.filename else ""
     hint = OS_ERROR_HINTS.get(exc.errno)
     return f"cannot use{where}: {exc.strerror or exc}" + (f" ({hint})" if hint else "")

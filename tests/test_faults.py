@@ -412,3 +412,34 @@ def test_two_identical_files_each_show_their_own_path(initialised):
         assert path in shown
         assert ({"a/notes.txt", "b/other.txt", "notes.txt", "other.txt"} - {path, Path(path).name}
                 ).isdisjoint(shown.split())
+
+
+OLD_SCHEMA = """
+CREATE TABLE worktrees (git_dir TEXT PRIMARY KEY, commit_id TEXT, updated_at REAL);
+CREATE TABLE files (git_dir TEXT, path BLOB, blob TEXT, mode TEXT, excluded TEXT,
+                    PRIMARY KEY (git_dir, path));
+CREATE TABLE docs (blob TEXT PRIMARY KEY, status TEXT, language TEXT, summary TEXT, error TEXT,
+                   size INTEGER, documented_at REAL, orphaned_at REAL);
+CREATE TABLE entries (id INTEGER PRIMARY KEY, blob TEXT, kind TEXT, name TEXT, line INTEGER,
+                      signature TEXT, doc TEXT);
+CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, body, tokenize = 'unicode61');
+CREATE TABLE failures (blob TEXT PRIMARY KEY, path BLOB, error TEXT, failed_at REAL);
+"""
+
+
+def test_an_index_made_by_an_older_cq_is_rebuilt_by_init(repo):
+    repo.state.mkdir(mode=0o700)
+    db = sqlite3.connect(repo.state / "index.db")
+    db.executescript(OLD_SCHEMA)  # as cq 0.1.0 left it: user_version 0, text worktree keys
+    db.execute("INSERT INTO worktrees VALUES (?, ?, 0)", (str(repo.path / ".git"), "0" * 40))
+    db.commit()
+    db.close()
+    search = repo.cq("search", "demo")
+    assert search.returncode == 1 and "another version of cq" in search.stderr
+    assert repo.cq("init").returncode == 0
+    assert repo.search("demo")[0]["path"] == "README.md"
+    db = sqlite3.connect(f"file:{repo.state / 'index.db'}?mode=ro", uri=True)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        db.close()
