@@ -277,6 +277,7 @@ class Config:
         "cq.maxFileSize": ("max_file_size", "size:1:1073741824", 1 << 20,
                            "a size in bytes, with an optional k, m or g, up to 1g"),
         "cq.exclude": ("exclude", "list", (), "gitignore-style patterns, one per value"),
+        "cq.demote": ("demote", "list", (), "gitignore-style patterns, one per value"),
         "cq.pruneAfter": ("prune_after_days", "float:0:36500", 7.0, "days, from 0 to 36500"),
         "cq.parseBudget": ("parse_budget", "float:0.1:3600", 5.0,
                            "seconds, from 0.1 to 3600"),
@@ -1058,10 +1059,12 @@ def case_runs(part: str) -> list[str]:
     return [*words, current] if current else words
 
 
-def entry(kind: str, name: str, line: int, signature: str = "", doc: str = "") -> dict:
-    """One searchable record of a file's documentation."""
+def entry(kind: str, name: str, line: int, signature: str = "", doc: str = "",
+          container: str = "") -> dict:
+    """One searchable record of a file's documentation; container is what it is defined in
+    (`Builder` for `Builder.WriteString`, `strings` for Go's `strings.Builder`)."""
     return {"kind": kind, "name": name, "line": line, "signature": signature.strip(),
-            "doc": (doc or "").strip()}
+            "doc": (doc or "").strip(), "container": container}
 
 
 COMMENT_PREFIXES = {  # line comments by language ("/*" marks block comments); C's # is code
@@ -1122,8 +1125,9 @@ def document_python(text: str, deadline: Deadline) -> tuple[str, list[dict]]:
                 bases = ", ".join(ast.unparse(b) for b in child.bases)
                 entries.append(entry("class", child.name, child.lineno,
                                      f"class {child.name}({bases})" if bases else
-                                     f"class {child.name}", ast.get_docstring(child)))
-                visit(child, child.name)
+                                     f"class {child.name}", ast.get_docstring(child),
+                                     owner or ""))
+                visit(child, f"{owner}.{child.name}" if owner else child.name)
             elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 prefix = "async def" if isinstance(child, ast.AsyncFunctionDef) else "def"
                 returns = f" -> {ast.unparse(child.returns)}" if child.returns else ""
@@ -1131,7 +1135,7 @@ def document_python(text: str, deadline: Deadline) -> tuple[str, list[dict]]:
                 entries.append(entry("method" if owner else "function", child.name,
                                      child.lineno,
                                      f"{prefix} {qual}({ast.unparse(child.args)}){returns}",
-                                     ast.get_docstring(child)))
+                                     ast.get_docstring(child), owner or ""))
                 # Function bodies are not walked: nested helpers are implementation detail,
                 # and walking every statement of every body doubles the time per file.
             elif isinstance(child, (ast.Import, ast.ImportFrom)):
@@ -1251,7 +1255,10 @@ IDENTIFIER_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567
 NOT_JAVA_TYPES = {"return", "new", "throw", "else", "case", "yield", "await", "assert", "do",
                   "try", "super", "this", "if", "for", "while", "switch", "catch"}
 NOT_C_TYPES = {"return", "if", "else", "while", "for", "switch", "typedef", "do", "case",
-               "goto", "sizeof", "throw", "new", "delete"}
+               "goto", "sizeof", "throw", "new", "delete", "using", "namespace"}
+# Kinds whose `{` opens a scope: what is defined inside has the scope as its container.
+SCOPE_KINDS = {"class", "interface", "struct", "enum", "trait", "impl", "object", "module",
+               "type"}
 
 
 def name_before_paren(code: str) -> tuple[str, str, str]:
@@ -1262,136 +1269,233 @@ def name_before_paren(code: str) -> tuple[str, str, str]:
     return prefix, head[len(prefix):], after
 
 
-def java_method(code: str, indented: bool) -> str | None:
-    """A Java method or constructor declared on this (normalised) line."""
-    if not indented or "(" not in code:
+def qualified(name: str) -> tuple[str, str] | None:
+    """(name, container) from `Container::name` (C++ definitions outside their class)."""
+    container, _, last = name.rpartition("::")
+    if not (last[:1].isalpha() or last[:1] in ("_", "~")):
         return None
+    return last, container.strip(":")
+
+
+def java_method(code: str) -> tuple[str, str] | None:
+    """A Java method or constructor declared on this (normalised) line of a class body
+    (with or without a body: interface methods are API too)."""
+    prefix, name, _ = name_before_paren(code)
+    words = prefix.split()
+    if not words or not name[:1].isalpha() or ":" in name or words[0] in NOT_JAVA_TYPES or \
+            not PATTERNS["java type"].fullmatch(prefix):
+        return None
+    return name, ""
+
+
+def c_function(code: str) -> tuple[str, str] | None:
+    """A C or C++ function defined at the start of this (normalised, unindented) line."""
     prefix, name, after = name_before_paren(code)
     words = prefix.split()
-    if ";" in after or not words or not name[:1].isalpha() or ":" in name or \
-            words[0] in NOT_JAVA_TYPES or not PATTERNS["java type"].fullmatch(prefix):
+    if ";" in after or not words or words[0] in NOT_C_TYPES or \
+            prefix[-1:] not in (" ", "*", "&") or not PATTERNS["c type"].fullmatch(prefix):
         return None
-    return name
+    return qualified(name)
 
 
-def c_function(code: str, indented: bool) -> str | None:
-    """A C or C++ function defined at the start of this (normalised) line."""
-    if indented or "(" not in code:
-        return None
-    prefix, name, after = name_before_paren(code)
+def cpp_member(code: str) -> tuple[str, str] | None:
+    """A method declared or defined in a C++ class body (with its return type)."""
+    prefix, name, _ = name_before_paren(code)
     words = prefix.split()
-    if ";" in after or not words or not (name[:1].isalpha() or name[:1] == "_") or \
-            words[0] in NOT_C_TYPES or prefix[-1:] not in (" ", "*", "&") or \
-            not PATTERNS["c type"].fullmatch(prefix):
+    if not words or words[0] in NOT_C_TYPES or prefix[-1:] not in (" ", "*", "&") or \
+            not PATTERNS["c type"].fullmatch(prefix) or "::" in name:
         return None
-    return name
+    return qualified(name)
 
 
-def c_typedef(code: str, indented: bool) -> str | None:
+def c_typedef(code: str) -> tuple[str, str] | None:
     """The name a C typedef on this line introduces (the last word before its `;`)."""
     if not code.startswith("typedef ") or not code.endswith(";"):
         return None
     body = code[:-1].rstrip()
     name = body[len(body.rstrip(IDENTIFIER_CHARS)):]
-    return name if name[:1].isalpha() or name[:1] == "_" else None
+    return (name, "") if name[:1].isalpha() or name[:1] == "_" else None
 
 
-def js_method(code: str, indented: bool) -> str | None:
-    """A method in a JavaScript or TypeScript class body (an indented `name(...) {`)."""
-    if not indented or not code.endswith("{") or "(" not in code:
+def js_method(code: str) -> tuple[str, str] | None:
+    """A method in a JavaScript or TypeScript class body or object literal: `name(...) {`."""
+    if not code.endswith("{") or "(" not in code:
         return None
     match = PATTERNS["js method"].match(code)
-    return match.group(1) if match else None
+    return (match.group(1), "") if match else None
+
+
+def js_assignment(code: str) -> tuple[str, str] | None:
+    """`a.b.name = function ...`, `X.prototype.y = (...) =>` and `exports.z = ...`: the name
+    with its container (`prototype` dropped, `module.exports` as `exports`)."""
+    match = PATTERNS["js assignment"].match(code)
+    if not match:
+        return None
+    container, name, value = match.group(1)[:-1], match.group(2), match.group(3)
+    exported = container in ("exports", "module.exports")
+    if not exported and not PATTERNS["js function value"].match(value):
+        return None
+    container = container.replace(".prototype", "").replace("module.exports", "exports")
+    return name, container
 
 
 def compile_rules() -> dict:
     """DEFINITION_RULES with their patterns compiled, and PATTERNS (once, on first use)."""
     import re
 
+    function_value = r"(?:async ?)?(?:function\b|\([^)]*\) ?(?::[^=]*)?=>|[A-Za-z_$][\w$]* ?=>)"
     PATTERNS.update({
         "java type": re.compile(r"[\w<>\[\],.?@ ]+"),
         "c type": re.compile(r"[\w *&:<>,]+"),
         "js method": re.compile(
             r"(?:(?:static|async|public|private|protected|readonly|override|get|set) )*\*? ?"
             r"(?!(?:if|for|while|switch|catch|return|function)\b)"
-            r"([A-Za-z_$][\w$]*) ?\([^)]*\) ?(?::[^{]*)?\{$")})
+            r"([A-Za-z_$][\w$]*) ?\([^)]*\) ?(?::[^{]*)?\{$"),
+        "js assignment": re.compile(r"((?:[A-Za-z_$][\w$]*\.)+)([A-Za-z_$][\w$]*) ?= ?(.*)"),
+        "js function value": re.compile(function_value),
+    })
     return {language: [(kind, pattern_rule(re.compile(rule)) if isinstance(rule, str) else rule,
                         where) for kind, rule, where in rules]
             for language, rules in DEFINITION_RULES.items()}
 
 
 def pattern_rule(pattern):
-    """A rule function from a compiled pattern whose first group is the name."""
-    def rule(code: str, indented: bool) -> str | None:
+    """A rule function from a compiled pattern with a `name` and perhaps a `container` group."""
+    def rule(code: str) -> tuple[str, str] | None:
         found = pattern.match(code)
-        return found.group(1) if found else None
+        if not found:
+            return None
+        groups = found.groupdict()
+        return groups["name"], groups.get("container") or ""
     return rule
 
 
 # Each rule: (kind, a pattern matched at the start of the line with its runs of white space
-# made single spaces, or a function of that line and whether it was indented; where: "any",
-# "top" for unindented lines only).  With white space collapsed, no pattern has two adjacent
-# quantifiers that can both take the same characters, so each match is linear in the line.
-JS_NAME = r"([A-Za-z_$][\w$]*)"
+# made single spaces, or a function of that line; where it applies: "any" line, "top" for
+# unindented lines, "member" for lines directly in a class, interface or object body).  With
+# white space collapsed, no pattern has two adjacent quantifiers that can take the same
+# characters, so each match is linear in the line.
+JS_NAME = r"(?P<name>[A-Za-z_$][\w$]*)"
+JS_FUNCTION = r"(?:async ?)?(?:function\b|\([^)]*\) ?(?::[^=]*)?=>|[A-Za-z_$][\w$]* ?=>)"
 RUST_PUB = r"(?:pub(?:\([^)]*\))? )?"
 DEFINITION_RULES = {
     "javascript": [
-        ("function", rf"(?:export )?(?:default )?(?:async )?function ?\*? ?{JS_NAME}", "any"),
-        ("class", rf"(?:export )?(?:default )?(?:abstract )?class {JS_NAME}", "any"),
-        ("function", (rf"(?:export )?(?:const|let|var) {JS_NAME} ?(?::[^=]*)?= ?(?:async ?)?"
-                      rf"(?:function\b|\([^)]*\) ?(?::[^=]*)?=>|[A-Za-z_$][\w$]* ?=>)"), "any"),
+        ("function", rf"(?:export )?(?:default )?(?:declare )?(?:async )?function ?\*? ?{JS_NAME}",
+         "any"),
+        ("class", rf"(?:export )?(?:default )?(?:declare )?(?:abstract )?class {JS_NAME}", "any"),
+        ("function", rf"(?:export )?(?:const|let|var) {JS_NAME} ?(?::[^=]*)?= ?{JS_FUNCTION}",
+         "any"),
         ("interface", rf"(?:export )?(?:declare )?interface {JS_NAME}", "any"),
         ("type", rf"(?:export )?(?:declare )?type {JS_NAME} ?(?:<[^>]*>)? ?=", "any"),
         ("enum", rf"(?:export )?(?:declare )?(?:const )?enum {JS_NAME}", "any"),
-        ("method", js_method, "any"),
+        ("module", rf"(?:export )?(?:declare )?namespace {JS_NAME}", "any"),
+        ("object", rf"(?:export )?(?:const|let|var) {JS_NAME} ?(?::[^=]*)?= ?\{{$", "top"),
+        ("object", r"(?:module\.)?(?P<name>exports) ?= ?\{$", "top"),
+        ("method", js_assignment, "any"),
+        ("method", js_method, "member"),
+        ("method", rf"{JS_NAME}\?? ?: ?{JS_FUNCTION}", "member"),
+        ("method", rf"{JS_NAME}\?? ?(?:<[^>]*>)? ?\(", "member"),  # in an interface
+        ("property", (r"(?:(?:static|readonly|private|public|protected|declare|override|"
+                      r"abstract|accessor) )*#?(?P<name>[A-Za-z_$][\w$]*)[?!]? ?(?:: ?[^=;]|=|;$)"),
+         "member"),
     ],
     "go": [
-        ("method", r"func \([^)]*\) ?([A-Za-z_]\w*)", "top"),
-        ("function", r"func ([A-Za-z_]\w*)", "top"),
-        ("struct", r"type ([A-Za-z_]\w*) struct\b", "top"),
-        ("interface", r"type ([A-Za-z_]\w*) interface\b", "top"),
-        ("type", r"type ([A-Za-z_]\w*)\b", "top"),
+        ("package", r"package (?P<name>[A-Za-z_]\w*)", "top"),
+        ("method", (r"func \([A-Za-z_]\w* \*?(?P<container>[A-Za-z_]\w*)(?:\[[^\]]*\])?\) ?"
+                    r"(?P<name>[A-Za-z_]\w*)"), "top"),
+        ("method", r"func \([^)]*\) ?(?P<name>[A-Za-z_]\w*)", "top"),
+        ("function", r"func (?P<name>[A-Za-z_]\w*)", "top"),
+        ("struct", r"type (?P<name>[A-Za-z_]\w*)(?:\[[^\]]*\])? struct\b", "top"),
+        ("interface", r"type (?P<name>[A-Za-z_]\w*)(?:\[[^\]]*\])? interface\b", "top"),
+        ("type", r"type (?P<name>[A-Za-z_]\w*)\b", "top"),
     ],
     "rust": [
         ("function", (rf"{RUST_PUB}(?:default )?(?:const )?(?:async )?(?:unsafe )?"
-                      r'(?:extern "[^"]*" )?fn ([A-Za-z_]\w*)'), "any"),
-        ("struct", rf"{RUST_PUB}struct ([A-Za-z_]\w*)", "any"),
-        ("enum", rf"{RUST_PUB}enum ([A-Za-z_]\w*)", "any"),
-        ("trait", rf"{RUST_PUB}(?:unsafe )?trait ([A-Za-z_]\w*)", "any"),
-        ("type", rf"{RUST_PUB}type ([A-Za-z_]\w*)", "any"),
-        ("module", rf"{RUST_PUB}mod ([A-Za-z_]\w*)", "any"),
-        ("macro", r"macro_rules! ([A-Za-z_]\w*)", "any"),
-        ("impl", r"(?:unsafe )?impl(?:<[^>]*>)? (?:[\w:<>, &']+ for )?([A-Za-z_]\w*)", "any"),
+                      r'(?:extern "[^"]*" )?fn (?P<name>[A-Za-z_]\w*)'), "any"),
+        ("struct", rf"{RUST_PUB}struct (?P<name>[A-Za-z_]\w*)", "any"),
+        ("enum", rf"{RUST_PUB}enum (?P<name>[A-Za-z_]\w*)", "any"),
+        ("trait", rf"{RUST_PUB}(?:unsafe )?trait (?P<name>[A-Za-z_]\w*)", "any"),
+        ("type", rf"{RUST_PUB}type (?P<name>[A-Za-z_]\w*)", "any"),
+        ("module", rf"{RUST_PUB}mod (?P<name>[A-Za-z_]\w*)", "any"),
+        ("macro", r"macro_rules! (?P<name>[A-Za-z_]\w*)", "any"),
+        ("impl", (r"(?:unsafe )?impl(?:<[^>]*>)? (?:[\w:<>, &']+ for )?(?:[\w]+::)*"
+                  r"(?P<name>[A-Za-z_]\w*)"), "any"),
     ],
     "java": [
+        ("package", r"package (?P<name>[\w.]+) ?;", "top"),
         ("class", (r"(?:(?:public|private|protected|static|final|abstract|sealed|non-sealed|"
-                   r"strictfp) )*(?:class|interface|enum|record|@interface) ([A-Za-z_]\w*)"),
-         "any"),
-        ("method", java_method, "any"),
+                   r"strictfp) )*(?:class|interface|enum|record|@interface) "
+                   r"(?P<name>[A-Za-z_]\w*)"), "any"),
+        ("method", java_method, "member"),
     ],
     "c": [
-        ("macro", r"# ?define ([A-Za-z_]\w*)", "any"),
-        ("struct", r"(?:typedef )?(?:struct|union|enum|class) ([A-Za-z_]\w*) ?(?:[:{]|$)",
-         "top"),
-        ("function", c_function, "any"),
+        ("macro", r"# ?define (?P<name>[A-Za-z_]\w*)", "any"),
+        ("module", r"namespace (?P<name>[A-Za-z_][\w:]*) ?\{?$", "any"),
+        ("struct", (r"(?:typedef )?(?:template ?<[^>]*> )?(?:struct|union|enum|class)"
+                    r"(?: [A-Z_]+)? (?P<name>[A-Za-z_]\w*)(?: final)? ?(?:[:{]|$)"), "any"),
+        ("function", c_function, "top"),
+        ("method", cpp_member, "member"),
         ("type", c_typedef, "any"),
     ],
     "shell": [
-        ("function", r"function ([A-Za-z_][\w:.-]*)", "any"),
-        ("function", r"([A-Za-z_][\w:.-]*) ?\(\)", "any"),
+        ("function", r"function (?P<name>[A-Za-z_][\w:.-]*)", "any"),
+        ("function", r"(?P<name>[A-Za-z_][\w:.-]*) ?\(\)", "any"),
+    ],
+    "python": [  # only where ast cannot parse the file
+        ("class", r"class (?P<name>[A-Za-z_]\w*)", "any"),
+        ("function", r"(?:async )?def (?P<name>[A-Za-z_]\w*)", "any"),
     ],
 }
 DEFINITION_RULES["typescript"] = DEFINITION_RULES["javascript"]
 DEFINITION_RULES["cpp"] = DEFINITION_RULES["c"]
+CONTAINER_SEPARATOR = {"rust": "::", "cpp": "::", "c": "::"}
 COMPILED_RULES: dict = {}
 PATTERNS: dict = {}  # the helper patterns of the rule functions, compiled with the rules
 
 
+class Scopes:
+    """The classes, impls, namespaces and object literals open at a line, by brace depth, and
+    the package a file declares: what an entry is defined in."""
+
+    def __init__(self, separator: str):
+        self.separator = separator
+        self.package = ""
+        self.open: list[tuple[str, str, int]] = []  # (name, kind, depth of its body)
+        self.pending: tuple[str, str] | None = None  # `class X` whose `{` is on a later line
+        self.depth = 0
+
+    def container(self, extra: str = "") -> str:
+        """The qualified container of a definition at this point."""
+        parts = [self.package] + [name for name, _, _ in self.open] + [extra]
+        return self.separator.join(p for p in parts if p)
+
+    def at_member_level(self) -> bool:
+        """True directly in a class, interface or object body (not in a method's body)."""
+        return bool(self.open) and self.depth == self.open[-1][2]
+
+    def advance(self, code: str, opened: tuple[str, str] | None) -> None:
+        """Account for a line's braces; `opened` is the scope its definition starts."""
+        opens, closes = code.count("{"), code.count("}")
+        if opened and opened[1] in SCOPE_KINDS:
+            if opens > closes:
+                self.open.append((*opened, self.depth + 1))
+            elif not opens and not code.endswith((";", ",")) and "=" not in code:
+                self.pending = opened  # its `{` comes on a later line
+        elif self.pending and opens > closes:
+            self.open.append((*self.pending, self.depth + 1))
+            self.pending = None
+        self.depth = max(self.depth + opens - closes, 0)
+        while self.open and self.depth < self.open[-1][2]:
+            self.open.pop()
+
+
 def document_by_patterns(language: str, lines: list[str], deadline: Deadline) -> list[dict]:
-    """Definitions found line by line, each with the doc comment above it."""
+    """Definitions found line by line, each with the doc comment above it and the scope it
+    is defined in (class, impl, namespace, package, receiver, object literal)."""
     if not COMPILED_RULES:
         COMPILED_RULES.update(compile_rules())
     rules = COMPILED_RULES[language]
+    scopes = Scopes(CONTAINER_SEPARATOR.get(language, "."))
     entries = []
     for index, line, doc in code_lines(lines, language, deadline):
         if len(line) > 4 * LONGEST_LINE_MATCHED:
@@ -1400,13 +1504,24 @@ def document_by_patterns(language: str, lines: list[str], deadline: Deadline) ->
         if len(code) > LONGEST_LINE_MATCHED:
             continue
         indented = line[:1] in (" ", "\t")
-        for kind, rule, where in rules:
-            if where == "top" and indented:
+        member = scopes.at_member_level()
+        opened = None
+        for rule_kind, rule, where in rules:
+            if (where == "top" and indented) or (where == "member" and not member):
                 continue
-            name = rule(code, indented)
-            if name:
-                entries.append(entry(kind, name, index + 1, code[:200], doc))
+            found = rule(code)
+            if found:
+                name, extra = found
+                if rule_kind == "package":  # the container of all that follows, in every file
+                    scopes.package = name
+                    break
+                kind = "method" if rule_kind == "function" and scopes.open and \
+                    scopes.open[-1][1] in ("class", "impl", "trait", "interface") else rule_kind
+                entries.append(entry(kind, name, index + 1, code[:200], doc,
+                                     scopes.container(extra)))
+                opened = (name, kind)
                 break
+        scopes.advance(code, opened)
     return entries
 
 
@@ -1438,15 +1553,6 @@ def document_markdown(lines: list[str], deadline: Deadline) -> tuple[str, list[d
     return summary, entries
 
 
-def identifiers(text: str, limit: int = 200) -> list[str]:
-    """The distinct identifiers of a text (any script), most frequent first."""
-    import re
-    from collections import Counter
-
-    counts = Counter(re.findall(r"[^\W\d]\w{2,}|[^\W\d\x00-\x7f]\w", text))
-    return [name for name, _ in counts.most_common(limit)]
-
-
 def document_text(path: str, data: bytes, budget: float = PARSE_BUDGET) -> dict:
     """The built-in documenter: a summary and entries for one file; never raises.  Past its
     time budget, or where the parser would crash, a file keeps a minimal record: its
@@ -1465,15 +1571,38 @@ def document_text(path: str, data: bytes, budget: float = PARSE_BUDGET) -> dict:
             entries = document_by_patterns(language, lines, deadline)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         error = f"{type(exc).__name__}: {exc}"
+        if language == "python":  # what was just added to a broken file is still found
+            entries = fallback_definitions(lines, deadline)
     except (OverBudget, ParserCrash) as exc:
         summary, entries, error = "", [], str(exc)
     summary = summary or leading_comment(lines, COMMENT_PREFIXES.get(language, ("#",)))
-    if language == "text" or error:
-        names = identifiers(text)
-        if names:
-            entries.append(entry("mention", "", 1, "", " ".join(names)))
     return {"language": language, "summary": summary[:2000], "entries": entries,
-            "error": error}
+            "error": error, "words": file_words(text)}
+
+
+def fallback_definitions(lines: list[str], deadline: Deadline) -> list[dict]:
+    """Python definitions by pattern, for a file ast cannot parse (within the budget)."""
+    try:
+        return document_by_patterns("python", lines, deadline)
+    except OverBudget:
+        return []
+
+
+FILE_WORDS_MAX = 20_000
+
+
+def file_words(text: str) -> str:
+    """Every distinct word of a file (identifiers of function bodies, comments and strings
+    included; camelCase and UPPER_CASE words also by their parts), first occurrences first:
+    the file-level record, so that any word `git grep -w` finds in a file finds the file."""
+    import re
+
+    tokens = dict.fromkeys(re.findall(r"\w+", text))
+    words = dict.fromkeys(token.lower() for token in tokens)
+    for token in tokens:
+        if not token.islower() and not token.isdigit():
+            words.update(dict.fromkeys(split_identifier(token)))
+    return " ".join(list(words)[:FILE_WORDS_MAX])
 
 
 def looks_binary(data: bytes) -> bool:
@@ -1486,22 +1615,28 @@ def looks_binary(data: bytes) -> bool:
 # has its own path -> blob map, so results always match the worktree that asks.
 # ---------------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 2  # PRAGMA user_version; an index of another version is rebuilt from git
+SCHEMA_VERSION = 3  # PRAGMA user_version; an index of another version is rebuilt from git
+# Words are stemmed (porter over unicode61, diacritics folded) on both sides, so `parsing`
+# finds `parse`.  entries_fts holds definitions: the name as written, its words (split
+# identifier parts and the squashed name), its container's words, and signature and doc.
+# files_fts holds one row per blob (rowid = docs.id): its summary and every distinct word.
 SCHEMA = """
 CREATE TABLE worktrees (git_dir BLOB PRIMARY KEY, commit_id TEXT, updated_at REAL);
 CREATE TABLE files (git_dir BLOB, path BLOB, blob TEXT, mode TEXT, excluded TEXT,
                     PRIMARY KEY (git_dir, path));
 CREATE INDEX files_blob ON files (blob);
-CREATE TABLE docs (blob TEXT PRIMARY KEY, status TEXT, language TEXT, summary TEXT, error TEXT,
-                   size INTEGER, documented_at REAL, orphaned_at REAL);
-CREATE TABLE entries (id INTEGER PRIMARY KEY, blob TEXT, kind TEXT, name TEXT, line INTEGER,
-                      signature TEXT, doc TEXT);
+CREATE TABLE docs (id INTEGER PRIMARY KEY, blob TEXT UNIQUE, status TEXT, language TEXT,
+                   summary TEXT, error TEXT, size INTEGER, documented_at REAL, orphaned_at REAL);
+CREATE TABLE entries (id INTEGER PRIMARY KEY, blob TEXT, kind TEXT, name TEXT, container TEXT,
+                      line INTEGER, signature TEXT, doc TEXT);
 CREATE INDEX entries_blob ON entries (blob);
-CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, body, tokenize = 'unicode61');
+CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, container, body,
+                                             tokenize = 'porter unicode61 remove_diacritics 2');
+CREATE VIRTUAL TABLE files_fts USING fts5 (words, detail = none,
+                                           tokenize = 'porter unicode61 remove_diacritics 2');
 CREATE TABLE failures (blob TEXT PRIMARY KEY, path BLOB, error TEXT, failed_at REAL);
 CREATE TABLE attempts (blob TEXT PRIMARY KEY, path BLOB, crashes INTEGER, started_at REAL);
 """
-KIND_WEIGHT = {"mention": 0.4, "import": 0.6, "file": 0.8, "heading": 1.6}
 
 
 def fnmatch_exclude(path: str, patterns: tuple) -> str:
@@ -1763,27 +1898,31 @@ class Index:
 
     def store(self, blob: str, status: str, size: int, doc: dict | None, path: str) -> None:
         """Record a blob's documentation (or why it was skipped) and make it searchable."""
-        doc = doc or {"language": "", "summary": "", "entries": [], "error": ""}
-        file_entry = entry("file", printable(os.path.basename(path)), 1, "", doc["summary"])
+        doc = doc or {"language": "", "summary": "", "entries": [], "error": "", "words": ""}
         with self.transaction():
             if self.is_documented(blob):
                 return  # another task documented it meanwhile
             self.db.execute("DELETE FROM failures WHERE blob = ?", (blob,))
-            self.db.execute("INSERT INTO docs VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-                            (blob, status, doc["language"], doc["summary"], doc["error"], size,
-                             time.time()))
-            items = [file_entry, *doc["entries"]]
+            doc_id = self.db.execute(
+                "INSERT INTO docs (blob, status, language, summary, error, size, documented_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", (blob, status, doc["language"], doc["summary"],
+                                                 doc["error"], size, time.time())).lastrowid
+            if doc["summary"] or doc["words"]:
+                self.db.execute("INSERT INTO files_fts (rowid, words) VALUES (?, ?)",
+                                (doc_id, f"{doc['summary']}\n{doc['words']}"))
+            items = doc["entries"]
             first = self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM entries").fetchone()[0]
             ids = range(first, first + len(items))
             self.db.executemany(
-                "INSERT INTO entries (id, blob, kind, name, line, signature, doc) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(i, blob, e["kind"], e["name"], e["line"], e["signature"], e["doc"])
-                 for i, e in zip(ids, items)])
+                "INSERT INTO entries (id, blob, kind, name, container, line, signature, doc) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(i, blob, e["kind"], e["name"], e["container"], e["line"], e["signature"],
+                  e["doc"]) for i, e in zip(ids, items)])
             self.db.executemany(
-                "INSERT INTO entries_fts (rowid, name, words, body) VALUES (?, ?, ?, ?)",
-                [(i, e["name"], " ".join(split_identifier(e["name"])),
-                  f"{e['signature']} {e['doc']}") for i, e in zip(ids, items)])
+                "INSERT INTO entries_fts (rowid, name, words, container, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(i, e["name"], name_words(e["name"]), " ".join(split_identifier(e["container"])),
+                  f"{e['signature']}\n{e['doc']}") for i, e in zip(ids, items)])
 
     def begin_attempt(self, blob: str, path: str) -> int:
         """Note durably that documenting blob starts, so that a crash in it is remembered;
@@ -1833,6 +1972,8 @@ class Index:
         self.db.execute("DELETE FROM entries_fts WHERE rowid IN "
                         "(SELECT id FROM entries WHERE blob = ?)", (blob,))
         self.db.execute("DELETE FROM entries WHERE blob = ?", (blob,))
+        self.db.execute("DELETE FROM files_fts WHERE rowid IN "
+                        "(SELECT id FROM docs WHERE blob = ?)", (blob,))
         self.db.execute("DELETE FROM docs WHERE blob = ?", (blob,))
 
     def prune(self, grace_seconds: float) -> int:
@@ -1854,7 +1995,8 @@ class Index:
     def clear(self) -> None:
         """Forget everything (for --rebuild)."""
         with self.transaction():
-            for table in ("worktrees", "files", "docs", "entries", "entries_fts", "failures"):
+            for table in ("worktrees", "files", "docs", "entries", "entries_fts", "files_fts",
+                          "failures"):
                 self.db.execute(f"DELETE FROM {table}")
 
     def status(self, git_dir: str) -> dict:
@@ -1902,54 +2044,13 @@ class Index:
         if row is None:
             return None
         blob, excluded, status, language, summary, error = row
-        entries = [dict(zip(("kind", "name", "line", "signature", "doc"), r))
+        entries = [dict(zip(("kind", "name", "container", "line", "signature", "doc"), r))
                    for r in self.db.execute(
-                       "SELECT kind, name, line, signature, doc FROM entries WHERE blob = ? "
-                       "AND kind != 'file' ORDER BY line, id", (blob,))]
+                       "SELECT kind, name, container, line, signature, doc FROM entries "
+                       "WHERE blob = ? ORDER BY line, id", (blob,))]
         state = excluded or status or "pending"
         return {"path": path, "blob": blob, "status": state, "language": language or "",
                 "summary": summary or "", "error": error or "", "entries": entries}
-
-    def search(self, git_dir: str, query: str, limit: int, path_glob: str | None,
-               language: str | None) -> list[dict]:
-        """Ranked results for a query in one worktree (definitions before mentions)."""
-        import sqlite3
-        from fnmatch import fnmatchcase
-
-        match, wanted = fts_query(query)
-        self.db.create_function("path_matches", 1, lambda raw: path_glob is None or
-                                fnmatchcase(os.fsdecode(raw), path_glob), deterministic=True)
-        self.db.create_function("squash", 1, squash, deterministic=True)
-        # Filters live in SQL, so the cap on candidates applies to matching rows only; exact
-        # name matches are fetched on their own, so no cap can hide them.
-        sql = ("SELECT e.id, e.kind, e.name, e.line, e.signature, e.doc, f.path, d.language, "
-               "bm25(entries_fts, 8.0, 4.0, 1.0) FROM entries_fts "
-               "JOIN entries e ON e.id = entries_fts.rowid "
-               "JOIN files f ON f.blob = e.blob AND f.git_dir = ? "
-               "JOIN docs d ON d.blob = e.blob "
-               "WHERE entries_fts MATCH ? AND (? IS NULL OR path_matches(f.path)) "
-               "AND (? IS NULL OR d.language = ?) ")
-        where = (os.fsencode(git_dir), match, path_glob, language, language)
-        try:
-            rows = self.db.execute(sql + "ORDER BY bm25(entries_fts, 8.0, 4.0, 1.0) LIMIT ?",
-                                   (*where, max(limit * 20, 200))).fetchall()
-            rows += self.db.execute(sql + "AND squash(e.name) = ?", (*where, wanted)).fetchall()
-        except sqlite3.OperationalError as exc:
-            raise CqError(f"cannot search for {query!r}: {exc}", EXIT_USAGE) from exc
-        results, seen = [], set()
-        for entry_id, kind, name, line, signature, doc, raw_path, lang, rank in rows:
-            if (entry_id, raw_path) in seen:
-                continue
-            seen.add((entry_id, raw_path))
-            score = -rank * KIND_WEIGHT.get(kind, 2.0 if kind in DEFINITION_KINDS else 1.0)
-            if squash(name) == wanted:
-                score += 100.0 if kind in DEFINITION_KINDS else 20.0
-            snippet = signature or (doc.strip().splitlines() or [""])[0]
-            results.append({"path": os.fsdecode(raw_path), "line": line, "kind": kind,
-                            "symbol": name, "language": lang, "snippet": snippet[:200],
-                            "score": round(score, 4)})
-        results.sort(key=lambda r: (-r["score"], r["path"], r["line"]))
-        return results[:limit]
 
 
 class _Transaction:
@@ -1975,23 +2076,326 @@ def squash(text: str) -> str:
     return "".join(ch for ch in text.lower() if ch.isalnum())
 
 
-def fts_query(query: str) -> tuple[str, str]:
-    """An FTS5 expression built only from the query's words (never user syntax), and the
-    squashed query for exact-name matching."""
+def name_words(name: str) -> str:
+    """The words column of a definition: its identifier parts and its squashed name."""
+    parts = split_identifier(name)
+    whole = squash(name)
+    return " ".join([*parts, whole] if whole and [whole] != parts else parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Search: a query becomes words (never FTS syntax); candidates come from the definitions, the
+# file-level records and the paths; results rank by how many of the query's distinct words
+# they cover, then by BM25 weighted by kind and by path (tests, examples and vendored or
+# generated copies below source), and one file holds at most a few of the top slots.
+# ---------------------------------------------------------------------------------------------
+
+STOP_WORDS = frozenset({
+    "a", "about", "after", "also", "an", "and", "are", "as", "at", "be", "before", "by", "can",
+    "do", "does", "for", "from", "how", "i", "if", "in", "into", "is", "it", "its", "of", "on",
+    "onto", "or", "should", "so", "that", "the", "then", "this", "to", "via", "was", "we",
+    "what", "when", "where", "which", "who", "why", "will", "with", "within"})
+DEFINITION_WEIGHT = 2.0
+KIND_WEIGHT = {"import": 0.5, "file": 0.5, "property": 1.2, "heading": 1.2, "object": 1.2}
+EXACT_NAME_BONUS = 100.0  # a definition whose (qualified) name is the query; others get 1/5
+ENTRY_COLUMN_WEIGHTS = "10.0, 5.0, 2.0, 1.0"  # bm25 weights: name, words, container, body
+CANDIDATES = 300
+PER_FILE = 3
+# Where code that is not the source itself lives, and how far down it ranks.
+PATH_CLASSES = {
+    "test": ({"test", "tests", "__tests__", "testdata", "testing", "spec", "specs", "e2e",
+              "fixtures", "__mocks__"},
+             ("*_test.go", "*_test.py", "test_*.py", "*.test.*", "*.spec.*", "*Test.java",
+              "*Tests.java", "*_test.rs", "conftest.py")),
+    "example": ({"example", "examples", "bench", "benches", "benchmark", "benchmarks", "demo",
+                 "samples"}, ()),
+    "copy": ({"vendor", "node_modules", "third_party", "dist", "build", "out", "target",
+              "generated", "bower_components"},
+             ("*.min.js", "*.min.css", "*-min.js", "*.bundle.js", "*.map", "*.pb.go",
+              "*_pb2.py", "*.generated.*")),
+}
+PATH_CLASSES["history"] = (set(), ("CHANGELOG*", "CHANGES*", "HISTORY*", "History.*", "NEWS*",
+                                    "changelog*", "RELEASE*NOTES*"))
+PATH_PRIOR = {"source": 1.0, "test": 0.5, "example": 0.6, "copy": 0.25, "demoted": 0.25,
+              "history": 0.25}
+# How many words of coverage a path class gives up: a test, or a bundled copy that holds
+# every word of its library, must not outrank the source that covers one word less.
+COVERAGE_PENALTY = {"source": 0.0, "test": 0.5, "example": 0.5, "copy": 1.0, "demoted": 1.0,
+                    "history": 1.0}
+
+
+class Term:
+    """One thing a result can cover: a word, or a quoted phrase."""
+
+    def __init__(self, words: list[str], prefix: bool = False):
+        self.words = words
+        quoted = " ".join(words)
+        self.entries = f'"{quoted}"' + ("*" if prefix else "")  # a phrase in entries_fts
+        self.files = " ".join(f'"{w}"' for w in words) + ("*" if prefix else "")  # no phrases
+
+
+class SearchQuery:
+    """A query reduced to its words: the terms to cover, and the squashed identifier it may
+    name (`Builder.WriteString`, `parse config`)."""
+
+    def __init__(self, text: str):
+        import re
+
+        phrases = [split_words(p) for p in re.findall(r'"([^"]*)"', text)]
+        tokens = re.findall(r"\w+\*?", re.sub(r'"[^"]*"', " ", text))
+        words: dict = {}
+        for token in tokens:
+            parts = split_identifier(token.rstrip("*"))
+            for i, part in enumerate(parts):
+                words[part] = words.get(part, False) or (token.endswith("*") and
+                                                          i == len(parts) - 1)
+        for phrase in phrases:
+            if len(phrase) == 1:
+                words.setdefault(phrase[0], False)
+        meaningful = {w: p for w, p in words.items() if w not in STOP_WORDS} or words
+        self.terms = [Term(p) for p in phrases if len(p) > 1] + \
+            [Term([w], prefix) for w, prefix in meaningful.items()]
+        if not self.terms:
+            raise CqError(f"nothing to search for in {text!r}: use words or identifiers",
+                          EXIT_USAGE)
+        self.words = set(meaningful)
+        self.whole = squash("".join(t.rstrip("*") for t in tokens))
+        self.last = squash(tokens[-1].rstrip("*")) if tokens else ""
+
+    def any_term(self, column: str = "") -> str:
+        """An FTS5 expression matching any term (optionally in one column)."""
+        return " OR ".join(f"({column}{t.entries})" for t in self.terms)
+
+
+def split_words(text: str) -> list[str]:
+    """The identifier parts of every word of a text."""
     import re
 
-    tokens = re.findall(r"\w+\*?", query)
-    terms = []
-    for token in tokens:
-        prefix = token.endswith("*")
-        for word in split_identifier(token.rstrip("*")):
-            terms.append(f'"{word}"')
-        if prefix and terms:
-            terms[-1] += "*"
-    if not terms:
-        raise CqError(f"nothing to search for in {query!r}: use words or identifiers",
-                      EXIT_USAGE)
-    return " ".join(terms), squash(query)
+    return [part for token in re.findall(r"\w+", text) for part in split_identifier(token)]
+
+
+def path_class(path: str, demote: tuple) -> str:
+    """source, test, example, copy (vendored, bundled, minified, generated) or demoted (by
+    the cq.demote patterns)."""
+    from fnmatch import fnmatchcase
+
+    if demote and fnmatch_exclude(path, demote):
+        return "demoted"
+    *folders, name = path.split("/")
+    for kind in ("copy", "test", "example", "history"):
+        dirs, names = PATH_CLASSES[kind]
+        if any(folder.lower() in dirs for folder in folders) or \
+                any(fnmatchcase(name, pattern) for pattern in names):
+            return kind
+    return "source"
+
+
+def path_matcher(spec: str | None):
+    """A test of a path against --path: a glob if it has glob characters, else a folder or
+    path prefix (`storage`, `storage/`, `src/stor`); None for no filter."""
+    from fnmatch import fnmatchcase
+
+    if spec is None:
+        return None
+    spec = spec.removeprefix("./")
+    if any(ch in spec for ch in "*?["):
+        return lambda path: fnmatchcase(path, spec)
+    return lambda path: path.startswith(spec)
+
+
+def words_of_path(path: str) -> set[str]:
+    """The words of a path's folders and file name (its extension left out)."""
+    return set(split_words(os.path.splitext(path)[0]))
+
+
+def covers_path_word(term: Term, words: set[str]) -> bool:
+    """True if every word of a term is in a path, exactly or as a stem of at least 4 letters
+    (`strings` and `string`, `parsing` and `parse`)."""
+    def near(word: str) -> bool:
+        return word in words or any(
+            min(len(word), len(w)) >= 4 and (w.startswith(word[:-1] if len(word) > 4 else word)
+                                             or word.startswith(w)) for w in words)
+    return all(near(word) for word in term.words)
+
+
+class Candidate:
+    """An entry or a file-level record that may be a result, with what it covers."""
+
+    def __init__(self, kind: str, rowid: int, path: str, language: str, line: int = 1,
+                 name: str = "", container: str = "", signature: str = "", doc: str = ""):
+        self.kind, self.rowid, self.path, self.language = kind, rowid, path, language
+        self.line, self.name, self.container = line, name, container
+        self.signature, self.doc = signature, doc
+        self.bm25 = 0.0
+        self.covered: set[int] = set()
+        self.coverage = 0.0  # how many terms it covers, less its path's penalty
+
+    def symbol(self) -> str:
+        """The name as people write it: `Builder.WriteString`, `Regex::replace`, a file name."""
+        if self.kind == "file":
+            return os.path.basename(self.path)
+        if not self.container:
+            return self.name
+        separator = CONTAINER_SEPARATOR.get(self.language, ".")
+        return f"{self.container.replace('::', '.').rsplit('.', 1)[-1]}{separator}{self.name}"
+
+    def exact(self, query: SearchQuery) -> bool:
+        """True if the query names this definition, plainly or qualified."""
+        if self.kind == "file":
+            return False
+        last = self.container.replace("::", ".").rsplit(".", 1)[-1]
+        return query.whole in (squash(self.name), squash(last + self.name),
+                               squash(self.container + self.name))
+
+
+def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | None = None,
+           language: str | None = None, tests: bool = False, all_entries: bool = False,
+           demote: tuple = ()) -> list[dict]:
+    """Ranked results for a query in one worktree: what the CLI prints and MCP returns."""
+    query = SearchQuery(text)
+    matches = path_matcher(path)
+    db = index.db
+    db.create_function("path_matches", 1, lambda raw: matches(os.fsdecode(raw)),
+                       deterministic=True)
+    where = (os.fsencode(git_dir), path, language, language)
+    found: dict = {}
+    for expression in (query.any_term(), " AND ".join(t.entries for t in query.terms)):
+        for row in entry_rows(db, expression, where, CANDIDATES):
+            found.setdefault(("entry", row[0], row[7]), row)
+    if query.last:
+        for row in entry_rows(db, f'words : "{query.last}"', where, 10 * CANDIDATES):
+            if query.whole in (squash(row[2]), squash(row[3] + row[2]),
+                               squash(row[3].replace("::", ".").rsplit(".", 1)[-1] + row[2])):
+                found.setdefault(("entry", row[0], row[7]), row)
+    candidates = [Candidate(kind, rowid, os.fsdecode(raw), lang or "", line, name,
+                            container or "", signature or "", doc or "")
+                  for rowid, kind, name, container, line, signature, doc, raw, lang
+                  in found.values()]
+    candidates += file_candidates(db, query, where)
+    measure_coverage(db, query, candidates)
+    for c in candidates:
+        penalty = 0.0 if path or tests else COVERAGE_PENALTY[path_class(c.path, demote)]
+        c.coverage = len(c.covered) - penalty
+    ranked = sorted(candidates, key=lambda c: (-c.coverage, -rank_score(c, query, path, tests,
+                                                                        demote),
+                                               c.path, c.line))
+    return [result(c, query, path, tests, demote) for c in
+            grouped(ranked, limit, all_entries)]
+
+
+ENTRY_SQL = (
+    "SELECT e.id, e.kind, e.name, e.container, e.line, e.signature, e.doc, f.path, d.language "
+    "FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid "
+    "JOIN files f ON f.blob = e.blob AND f.git_dir = ? JOIN docs d ON d.blob = e.blob "
+    "WHERE entries_fts MATCH ? AND (? IS NULL OR path_matches(f.path)) "
+    "AND (? IS NULL OR d.language = ?) "
+    f"ORDER BY bm25(entries_fts, {ENTRY_COLUMN_WEIGHTS}) LIMIT ?")
+FILE_SQL = (
+    "SELECT d.id, f.path, d.language, d.summary FROM files_fts "
+    "JOIN docs d ON d.id = files_fts.rowid JOIN files f ON f.blob = d.blob AND f.git_dir = ? "
+    "WHERE files_fts MATCH ? AND (? IS NULL OR path_matches(f.path)) "
+    "AND (? IS NULL OR d.language = ?) ORDER BY bm25(files_fts) LIMIT ?")
+PATH_SQL = (
+    "SELECT d.id, f.path, d.language, d.summary FROM files f JOIN docs d ON d.blob = f.blob "
+    "WHERE f.git_dir = ? AND path_has_word(f.path) AND (? IS NULL OR path_matches(f.path)) "
+    "AND (? IS NULL OR d.language = ?) LIMIT ?")
+
+
+def entry_rows(db, expression: str, where: tuple, limit: int) -> list:
+    """Definitions matching an FTS expression, best first, within the filters."""
+    git_dir, path, language, _ = where
+    return db.execute(ENTRY_SQL, (git_dir, expression, path, language, language,
+                                  limit)).fetchall()
+
+
+def file_candidates(db, query: SearchQuery, where: tuple) -> list[Candidate]:
+    """File-level records whose words or whose path match the query."""
+    git_dir, path, language, _ = where
+    rows = {}
+    for expression in (" OR ".join(t.files for t in query.terms),
+                       " AND ".join(t.files for t in query.terms)):
+        for row in db.execute(FILE_SQL, (git_dir, expression, path, language, language,
+                                         CANDIDATES)):
+            rows.setdefault((row[0], row[1]), row)
+    db.create_function("path_has_word", 1, lambda raw: any(
+        covers_path_word(t, words_of_path(os.fsdecode(raw))) for t in query.terms),
+        deterministic=True)
+    for row in db.execute(PATH_SQL, (git_dir, path, language, language, CANDIDATES)):
+        rows.setdefault((row[0], row[1]), row)
+    return [Candidate("file", rowid, os.fsdecode(raw), lang or "", doc=summary or "")
+            for rowid, raw, lang, summary in rows.values()]
+
+
+def measure_coverage(db, query: SearchQuery, candidates: list[Candidate]) -> None:
+    """Set each candidate's BM25 and the terms it covers, in its text or in its path."""
+    tables = {"entries_fts": [c for c in candidates if c.kind != "file"],
+              "files_fts": [c for c in candidates if c.kind == "file"]}
+    for table, group in tables.items():
+        by_id: dict = {}
+        for c in group:
+            by_id.setdefault(c.rowid, []).append(c)
+        for start in range(0, len(by_id), 500):  # SQLite's parameter limit
+            ids = list(by_id)[start:start + 500]
+            marks = ",".join("?" * len(ids))
+            weights = f", {ENTRY_COLUMN_WEIGHTS}" if table == "entries_fts" else ""
+            expression = " OR ".join(t.entries if table == "entries_fts" else t.files
+                                     for t in query.terms)
+            for rowid, rank in db.execute(
+                    f"SELECT rowid, bm25({table}{weights}) FROM {table} WHERE {table} MATCH ? "
+                    f"AND rowid IN ({marks})", (expression, *ids)):
+                for c in by_id[rowid]:
+                    c.bm25 = -rank
+            for number, term in enumerate(query.terms):
+                expression = term.entries if table == "entries_fts" else term.files
+                for (rowid,) in db.execute(f"SELECT rowid FROM {table} WHERE {table} MATCH ? "
+                                           f"AND rowid IN ({marks})", (expression, *ids)):
+                    for c in by_id[rowid]:
+                        c.covered.add(number)
+    for c in candidates:
+        words = words_of_path(c.path)
+        c.covered.update(n for n, term in enumerate(query.terms)
+                         if covers_path_word(term, words))
+
+
+def rank_score(c: Candidate, query: SearchQuery, path: str | None, tests: bool,
+               demote: tuple) -> float:
+    """BM25 weighted by kind, path and exact word forms, plus a bonus for the exact name."""
+    definition = c.kind in DEFINITION_KINDS
+    weight = DEFINITION_WEIGHT if definition else KIND_WEIGHT.get(c.kind, 1.0)
+    kind = path_class(c.path, demote)
+    prior = 1.0 if path else PATH_PRIOR[kind]
+    if tests and kind == "test":
+        prior = 2.0
+    exact_forms = len(query.words & set(split_identifier(c.name))) if c.name else 0
+    score = (c.bm25 + 0.1) * weight * prior * (1 + 0.25 * exact_forms)
+    if c.exact(query):
+        score += prior * (EXACT_NAME_BONUS if definition else EXACT_NAME_BONUS / 5)
+    return score
+
+
+def grouped(ranked: list[Candidate], limit: int, all_entries: bool) -> list[Candidate]:
+    """The first `limit` candidates, with at most PER_FILE from any one file."""
+    chosen, per_file = [], {}
+    for c in ranked:
+        if not all_entries and per_file.get(c.path, 0) >= PER_FILE:
+            continue
+        per_file[c.path] = per_file.get(c.path, 0) + 1
+        chosen.append(c)
+        if len(chosen) == limit:
+            break
+    return chosen
+
+
+def result(c: Candidate, query: SearchQuery, path: str | None, tests: bool,
+           demote: tuple) -> dict:
+    """One search result as the CLI prints it and MCP returns it."""
+    first_doc = (c.doc.strip().splitlines() or [""])[0]
+    return {"path": c.path, "line": c.line, "kind": c.kind, "symbol": c.symbol(),
+            "name": c.name or os.path.basename(c.path), "container": c.container,
+            "language": c.language, "signature": c.signature[:200], "doc": first_doc[:200],
+            "snippet": (c.signature or first_doc)[:200],
+            "covered": len(c.covered), "of": len(query.terms),
+            "score": round(rank_score(c, query, path, tests, demote), 4)}
 
 
 def run_documenter(repo: Repo, config: Config, path: str, doc: dict, data: bytes) -> str:
@@ -2121,11 +2525,10 @@ def document_with(repo: Repo, config: Config, index: Index, blob: str, path: str
 
 
 def minimal_record(path: str, data: bytes, reason: str) -> dict:
-    """A file's language and identifiers, for a file the full documenter cannot take."""
+    """A file's language and words, for a file the full documenter cannot take."""
     text = data.decode("utf-8", errors="replace")
-    names = identifiers(text)
     return {"language": detect_language(path, text), "summary": "", "error": reason,
-            "entries": [entry("mention", "", 1, "", " ".join(names))] if names else []}
+            "entries": [], "words": file_words(text)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -3501,9 +3904,10 @@ SEARCH_LIMIT_MAX = 10_000
 def cmd_search(args, repo: Repo) -> int:
     """cq search QUERY: ranked results from this worktree's index."""
     language = canonical_language(args.lang) if args.lang else None
+    config = load_config(repo)
     with open_for_reading(repo) as index:
-        results = index.search(repo.git_dir, " ".join(args.query), args.limit, args.path,
-                               language)
+        results = search(index, repo.git_dir, " ".join(args.query), args.limit, args.path,
+                         language, args.tests, args.all_entries, config.demote)
         note_if_behind(repo, index)
     if args.json:
         print_json(results)
@@ -3655,8 +4059,12 @@ def cli_spec(argparse) -> dict:
                 argparse, int, 1, SEARCH_LIMIT_MAX, f"1 to {SEARCH_LIMIT_MAX} results"),
                        "help": "results (default 10)"}),
             json_flag,
-            (("--path",), {"metavar": "GLOB", "help": "only paths matching GLOB"}),
-            (("--lang",), {"metavar": "L", "help": "only files in language L"})], {}),
+            (("--path",), {"metavar": "PATH", "help": "only paths under a folder or prefix, "
+                           "or matching a glob ('src/*.py')"}),
+            (("--lang",), {"metavar": "L", "help": "only files in language L"}),
+            (("--tests",), {"action": "store_true", "help": "rank test code first"}),
+            (("--all-entries",), {"action": "store_true",
+                                  "help": "more than three results from one file"})], {}),
         "show": ("the stored documentation of one file", [(("path",), {}), json_flag], {}),
     }
 

@@ -22,9 +22,9 @@ def find(doc: dict, name: str) -> dict:
     return next(e for e in doc["entries"] if e["name"] == name)
 
 
-def mention(doc: dict) -> dict:
-    """The entry that holds a file's identifiers (it carries no path: a blob has many)."""
-    return next(e for e in doc["entries"] if e["kind"] == "mention")
+def words(doc: dict) -> set[str]:
+    """The words of a file's file-level record."""
+    return set(doc["words"].split())
 
 
 def test_python_module_docstring_classes_methods_functions_and_imports():
@@ -113,13 +113,14 @@ def test_any_other_text_gets_its_leading_comment_and_identifiers():
                                                 b"max_connections = 10\nretry_delay = 2\n")
     assert doc["language"] == "text"
     assert doc["summary"] == "Settings for the service."
-    assert {"max_connections", "retry_delay"} <= set(mention(doc)["doc"].split())
+    assert {"max_connections", "retry_delay"} <= words(doc)  # FTS splits them at the _
 
 
-def test_a_python_file_that_fails_to_parse_gets_a_record_with_the_error():
-    doc = cq.document_text("bad.py", b"def broken(:\n")
+def test_a_python_file_that_fails_to_parse_keeps_its_definitions_and_words():
+    doc = cq.document_text("bad.py", b"def broken(:\n    pass\n\n\nclass JustAdded:\n    x = 1\n")
     assert doc["error"].startswith("SyntaxError")
-    assert "broken" in mention(doc)["doc"]
+    assert names(doc) == ["broken", "JustAdded"]
+    assert {"broken", "justadded", "just", "added"} <= words(doc)
 
 
 def test_scripts_are_recognised_by_their_shebang():
@@ -140,19 +141,22 @@ def test_identifiers_split_into_words_however_they_are_spelled():
     ["a.py", "a.js", "a.go", "a.rs", "A.java", "a.c", "a.sh", "a.md", "a.txt", "noext"]))
 def test_the_documenter_never_raises_on_arbitrary_bytes(data, path):
     doc = cq.document_text(path, data)
-    assert set(doc) == {"language", "summary", "entries", "error"}
+    assert set(doc) == {"language", "summary", "entries", "error", "words"}
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200))
-def test_any_query_becomes_a_safe_fts_expression_or_a_clear_error(query):
+def test_any_query_becomes_safe_fts_expressions_or_a_clear_error(query):
     try:
-        expression, _ = cq.fts_query(query)
+        terms = cq.SearchQuery(query).terms
     except cq.CqError as exc:
         assert "nothing to search for" in str(exc)
         return
-    for term in expression.split():
-        assert term.startswith('"') and term.rstrip("*").endswith('"')
+    for term in terms:
+        for expression in (term.entries, *term.files.split()):
+            body = expression.rstrip("*")
+            assert body.startswith('"') and body.endswith('"')
+            assert '"' not in body[1:-1]
 
 
 def test_preprocessor_lines_are_not_doc_comments_in_c():
@@ -226,8 +230,7 @@ def test_a_file_past_its_time_budget_keeps_a_minimal_record_with_the_reason():
     source = b"/** Adds. */\nfunction add_numbers(a, b) {}\n" * 5000
     doc = cq.document_text("big.js", source, budget=1e-9)
     assert doc["error"].startswith("took more than")
-    assert [e["kind"] for e in doc["entries"]] == ["mention"]
-    assert "add_numbers" in doc["entries"][0]["doc"]
+    assert doc["entries"] == [] and "add_numbers" in words(doc)
 
 
 def test_a_chain_that_would_crash_the_parser_gets_a_record_instead():

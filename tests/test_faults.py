@@ -16,12 +16,16 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    ROOT,
     documenters_of,
     find_python,
     kill_workers_of,
     make_repo,
     wait_until,
 )
+
+sys.path.insert(0, str(ROOT))
+import cq
 
 
 def integrity(path: Path) -> str:
@@ -440,6 +444,6 @@ def test_an_index_made_by_an_older_cq_is_rebuilt_by_init(repo):
     assert repo.search("demo")[0]["path"] == "README.md"
     db = sqlite3.connect(f"file:{repo.state / 'index.db'}?mode=ro", uri=True)
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == cq.SCHEMA_VERSION
     finally:
         db.close()

@@ -124,3 +124,234 @@ def test_language_aliases_and_unknown_languages(indexed):
     assert indexed.search("parse_config", extra=["--lang", "py"])[0]["language"] == "python"
     proc = indexed.cq("search", "x", "--lang", "cobol")
     assert proc.returncode == 2 and "unknown language 'cobol'" in proc.stderr
+
+
+POLYGLOT = {
+    "strings/builder.go": '''package strings
+
+// A Builder is used to efficiently build a string using Write methods.
+type Builder struct {
+	buf []byte
+}
+
+// WriteString appends the contents of s to b's buffer.
+func (b *Builder) WriteString(s string) (int, error) {
+	return len(s), nil
+}
+''',
+    "strings/builder_test.go": "package strings\n\n" + "".join(
+        f"func TestBuilder{i}(t *testing.T) {{\n\tvar b Builder\n\tb.WriteString(\"x\")\n}}\n"
+        for i in range(8)),
+    "src/re_set.rs": '''/// Match several, possibly overlapping, regular expressions in one scan.
+pub struct RegexSet(Exec);
+
+impl RegexSet {
+    /// Create a new regex set with the given regular expressions.
+    pub fn new(exprs: Vec<String>) -> RegexSet {
+        RegexSet(Exec::new(exprs))
+    }
+}
+
+impl Regex {
+    /// Replaces the leftmost-first match with the replacement provided.
+    pub fn replace(&self, text: &str, rep: &str) -> String {
+        text.to_string()
+    }
+}
+''',
+    "tests/set.rs": "".join(f"macro_rules! regex_set_{i} {{ () => {{}} }}\n"
+                            f"fn regex_set_test_{i}() {{ let set = RegexSet::new(); }}\n"
+                            for i in range(6)),
+    "router/index.js": '''var proto = module.exports = function(options) {
+  return router;
+};
+
+/**
+ * Dispatch a req, res into the router.
+ */
+proto.handle = function handle(req, res, out) {
+  next();
+};
+
+Router.prototype.use = function use(fn) {
+  return this;
+};
+
+exports.compileQueryParser = function compileQueryParser(val) {
+  return val;
+};
+
+class Layer {
+  /** The number of parameters the path declares. */
+  keyCount = 0;
+
+  match(path) {
+    return true;
+  }
+}
+
+const helpers = {
+  escapeHtml: (text) => text,
+};
+''',
+    "dist/bundle.js": "// a bundled copy\nproto.handle = function handle(req, res, out) {};\n"
+                      "function compileQueryParser(val) {}\n",
+    "src/types.ts": '''export interface QueryObserverOptions<TData> {
+  /**
+   * If set to true, the query will refetch on window focus if the data is stale.
+   */
+  refetchOnWindowFocus?: boolean | 'always'
+  select?: (data: TData) => TData
+}
+''',
+    "src/App.java": '''package org.example;
+
+/** Greets people. */
+public class App {
+    /** Says hello to someone. */
+    public String greet(String name) {
+        return "hello " + name;
+    }
+}
+''',
+    "src/widget.cpp": '''namespace ui {
+class Widget {
+public:
+    /** Draws the widget on a canvas. */
+    void draw(int canvas);
+};
+}
+
+void ui::Widget::draw(int canvas)
+{
+}
+''',
+    "app/strategy.py": '''class QueryStrategy:
+    """Decides how queries run."""
+
+    def plan(self):
+        """Plan the query."""
+        jitter = compute_exponential_jitter()
+        return jitter
+''',
+    "tests/test_strategy.py": "".join(f"def test_strategy_{i}():\n    '''strategy'''\n\n\n"
+                                      for i in range(6)),
+    "storage/engine.py": "def open_engine():\n    '''Open the storage engine.'''\n",
+    "storage_notes.md": "# Storage notes\n\nThe engine opens files.\n",
+    "src/many.py": "".join(f"def widget_part_{i}():\n    '''A widget part.'''\n\n\n"
+                           for i in range(8)),
+}
+
+
+@pytest.fixture(scope="module")
+def polyglot(tmp_path_factory, cq_pyz):
+    from conftest import kill_workers_of, make_repo
+
+    base = tmp_path_factory.mktemp("polyglot")
+    repo = make_repo(base / "repo", cq_pyz)
+    repo.commit(POLYGLOT)
+    proc = repo.cq("init")
+    assert proc.returncode == 0, proc.stderr
+    yield repo
+    kill_workers_of(base)
+
+
+def top(repo, *query, extra=()) -> dict:
+    results = repo.search(*query, extra=extra)
+    assert results, query
+    return results[0]
+
+
+@pytest.mark.parametrize("query, symbol", [
+    ("Builder.WriteString", "Builder.WriteString"), ("strings builder", "strings.Builder"),
+    ("regex replace", "Regex::replace"), ("Regex::replace", "Regex::replace"),
+    ("proto.handle", "proto.handle"), ("Widget::draw", "Widget::draw"),
+    ("App.greet", "App.greet"), ("QueryStrategy.plan", "QueryStrategy.plan")])
+def test_qualified_names_find_their_definition_first(polyglot, query, symbol):
+    assert top(polyglot, query)["symbol"] == symbol
+
+
+def test_words_need_not_all_match_and_more_covered_words_rank_first(polyglot):
+    hit = top(polyglot, "create", "a", "regex", "set", "from", "expressions")
+    assert (hit["path"], hit["symbol"]) == ("src/re_set.rs", "RegexSet::new")
+
+
+def test_stemmed_forms_match(polyglot):
+    assert top(polyglot, "replacing", "matches")["symbol"] == "Regex::replace"
+    assert top(polyglot, "dispatching", "routers")["symbol"] == "proto.handle"
+
+
+def test_a_query_of_stop_words_only_is_searched_as_written(polyglot):
+    proc = polyglot.cq("search", "to", "from")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+
+
+def test_quoted_phrases_match_as_phrases(polyglot):
+    assert top(polyglot, '"write string"')["symbol"] == "Builder.WriteString"
+    reversed_words = polyglot.search('"string write"', extra=["--lang", "go"])
+    assert not reversed_words or reversed_words[0]["symbol"] != "Builder.WriteString"
+
+
+@pytest.mark.parametrize("query, symbol, kind", [
+    ("Router use", "Router.use", "method"),
+    ("compileQueryParser", "exports.compileQueryParser", "method"),
+    ("keyCount", "Layer.keyCount", "property"),
+    ("escapeHtml", "helpers.escapeHtml", "method"),
+    ("refetchOnWindowFocus", "QueryObserverOptions.refetchOnWindowFocus", "property")])
+def test_javascript_and_typescript_forms_are_definitions(polyglot, query, symbol, kind):
+    hit = top(polyglot, query)
+    assert (hit["symbol"], hit["kind"]) == (symbol, kind)
+
+
+def test_doc_comments_of_typescript_members_are_searchable(polyglot):
+    assert top(polyglot, "refetch", "window", "focus", "stale")["symbol"] == \
+        "QueryObserverOptions.refetchOnWindowFocus"
+
+
+def test_test_code_and_bundled_copies_rank_below_the_code_under_test(polyglot):
+    assert top(polyglot, "regex", "set")["path"] == "src/re_set.rs"
+    assert top(polyglot, "strategy")["path"] == "app/strategy.py"
+    assert top(polyglot, "compileQueryParser")["path"] == "router/index.js"
+    assert top(polyglot, "Builder")["path"] == "strings/builder.go"
+
+
+def test_tests_flag_brings_test_code_forward(polyglot):
+    assert top(polyglot, "strategy", extra=["--tests"])["path"] == "tests/test_strategy.py"
+
+
+def test_path_takes_a_folder_or_prefix_as_typed(polyglot):
+    for spec in ("storage", "storage/", "storage/*", "stor"):
+        paths = {r["path"] for r in polyglot.search("engine", "storage", extra=["--path", spec])}
+        assert "storage/engine.py" in paths, spec
+    assert {r["path"] for r in polyglot.search("engine", extra=["--path", "storage/"])} == \
+        {"storage/engine.py"}
+
+
+def test_a_word_only_in_a_function_body_finds_its_file(polyglot):
+    hit = top(polyglot, "exponential", "jitter")
+    assert (hit["path"], hit["kind"]) == ("app/strategy.py", "file")
+
+
+def test_one_file_holds_at_most_three_top_slots_unless_asked(polyglot):
+    paths = [r["path"] for r in polyglot.search("widget", "part")]
+    assert paths.count("src/many.py") == 3
+    everything = polyglot.search("widget", "part", extra=["--all-entries", "-n", "20"])
+    assert [r["path"] for r in everything if r["kind"] != "file"].count("src/many.py") == 8
+
+
+def test_any_word_git_grep_finds_returns_a_result(polyglot):
+    import re
+
+    words = set(re.findall(r"[A-Za-z_]\w+", " ".join(POLYGLOT.values())))
+    for word in sorted(words):
+        if polyglot.git("grep", "-l", "-i", "-w", word, check=False).strip():
+            assert polyglot.search(word), word
+
+
+def test_demoted_paths_rank_below_the_rest(polyglot):
+    assert top(polyglot, "open", "engine")["path"] == "storage/engine.py"
+    polyglot.git("config", "cq.demote", "storage/")
+    try:
+        assert top(polyglot, "open", "engine")["path"] != "storage/engine.py"
+    finally:
+        polyglot.git("config", "--unset", "cq.demote")

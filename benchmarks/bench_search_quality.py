@@ -1,0 +1,296 @@
+"""Benchmark: does `cq search` find the right file, on real code nobody here wrote?
+
+    python3 benchmarks/bench_search_quality.py [--pyz PATH] [--cache DIR] [-v]
+
+Nine public code bases in five languages are fetched by pinned version with the ordinary
+package clients (npm, Debian's apt, PyPI's pip), each committed into a repository of its own
+and indexed by cq.  Every query below was written from the code, with the files that answer
+it: about half describe behaviour in words, a quarter are partial identifiers, a quarter exact
+identifiers.  For each query, a hit is an accepted file among the first 1 or 5 distinct files
+of the answer.  Beside cq, in the same run: `git grep -i -w` on the query's words ranked by
+match count (what people do without an index), and a ctags name lookup of the query's words.
+The Debian packages need `apt-get update` once; ctags is Debian's universal-ctags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from common import build, cq, git, new_repo
+
+# name: (client, what to fetch, the folder of the unpacked files that is the code base)
+CORPORA = {
+    "express": ("npm", "express@4.21.2", "package"),
+    "axios": ("npm", "axios@1.7.9", "package"),
+    "query-core": ("npm", "@tanstack/query-core@5.62.0", "package"),
+    "trpc-server": ("npm", "@trpc/server@10.45.2", "package"),
+    "go-std": ("apt", "golang-1.19-src=1.19.8-2", "usr/share/go-1.19/src"),
+    "regex": ("apt", "librust-regex-dev=1.7.1-1 librust-regex-syntax-dev=0.6.27-1",
+              "usr/share/cargo/registry"),
+    "serde-json": ("apt", "librust-serde-json-dev=1.0.87-1",
+                   "usr/share/cargo/registry/serde_json-1.0.87"),
+    "requests": ("pip", "requests==2.32.3", "requests-2.32.3"),
+    "click": ("pip", "click==8.1.7", "click-8.1.7"),
+}
+GO_PACKAGES = ("net", "encoding", "context", "strings", "bytes", "io", "bufio", "sort", "time",
+               "sync", "errors", "fmt", "os", "path", "mime", "crypto/tls")
+LANGUAGE = {"express": "javascript", "axios": "javascript", "query-core": "typescript",
+            "trpc-server": "typescript", "go-std": "go", "regex": "rust", "serde-json": "rust",
+            "requests": "python", "click": "python"}
+
+B, P, E = "behaviour", "partial", "exact"
+R = "regex-1.7.1/src"
+S = "regex-syntax-0.6.27/src"
+QUERIES = [
+    ("express", B, "content negotiation accept header", ["lib/request.js", "lib/response.js"]),
+    ("express", B, "match request path against a route layer", ["lib/router/layer.js"]),
+    ("express", B, "set a cookie on the response", ["lib/response.js"]),
+    ("express", B, "render a view template with locals",
+     ["lib/view.js", "lib/application.js", "lib/response.js"]),
+    ("express", P, "router handle", ["lib/router/index.js"]),
+    ("express", E, "sendFile", ["lib/response.js"]),
+    ("express", E, "compileETag", ["lib/utils.js"]),
+    ("axios", B, "merge default config with request config", ["lib/core/mergeConfig.js"]),
+    ("axios", B, "check if a url is absolute", ["lib/helpers/isAbsoluteURL.js"]),
+    ("axios", B, "serialize params into the url query string",
+     ["lib/helpers/buildURL.js", "lib/helpers/AxiosURLSearchParams.js"]),
+    ("axios", B, "cancel a request with a token", ["lib/cancel/CancelToken.js"]),
+    ("axios", P, "interceptor manager", ["lib/core/InterceptorManager.js"]),
+    ("axios", P, "transform response data",
+     ["lib/core/transformData.js", "lib/defaults/index.js"]),
+    ("axios", E, "AxiosHeaders", ["lib/core/AxiosHeaders.js"]),
+    ("axios", E, "toFormData", ["lib/helpers/toFormData.js"]),
+    ("query-core", B, "refetch queries when the window regains focus",
+     ["src/focusManager.ts", "src/queryObserver.ts"]),
+    ("query-core", B, "retry a failed query with exponential backoff", ["src/retryer.ts"]),
+    ("query-core", B, "garbage collect inactive queries after gc time",
+     ["src/removable.ts", "src/query.ts"]),
+    ("query-core", B, "dehydrate and hydrate cache state for server rendering",
+     ["src/hydration.ts"]),
+    ("query-core", B, "batch notifications to listeners", ["src/notifyManager.ts"]),
+    ("query-core", P, "infinite query next page",
+     ["src/infiniteQueryBehavior.ts", "src/infiniteQueryObserver.ts"]),
+    ("query-core", E, "refetchOnWindowFocus", ["src/types.ts", "src/queryObserver.ts"]),
+    ("query-core", E, "QueryClient", ["src/queryClient.ts"]),
+    ("trpc-server", B, "map an error code to an http status",
+     ["src/http/getHTTPStatusCode.ts"]),
+    ("trpc-server", B, "merge several routers into one", ["src/core/internals/mergeRouters.ts"]),
+    ("trpc-server", B, "serve subscriptions over websockets", ["src/adapters/ws.ts"]),
+    ("trpc-server", B, "parse procedure input with a validator",
+     ["src/core/internals/getParseFn.ts", "src/core/parser.ts"]),
+    ("trpc-server", P, "fetch request handler",
+     ["src/adapters/fetch/fetchRequestHandler.ts"]),
+    ("trpc-server", P, "procedure builder", ["src/core/internals/procedureBuilder.ts"]),
+    ("trpc-server", E, "TRPCError", ["src/error/TRPCError.ts"]),
+    ("trpc-server", E, "initTRPC", ["src/core/initTRPC.ts"]),
+    ("go-std", B, "cancel context after timeout", ["context/context.go"]),
+    ("go-std", B, "parse the cookie header", ["net/http/cookie.go"]),
+    ("go-std", B, "serve static files from a directory", ["net/http/fs.go"]),
+    ("go-std", B, "gracefully shut down the server", ["net/http/server.go"]),
+    ("go-std", B, "encode struct fields as a json object", ["encoding/json/encode.go"]),
+    ("go-std", B, "detect the content type of data", ["net/http/sniff.go"]),
+    ("go-std", P, "strings builder", ["strings/builder.go"]),
+    ("go-std", P, "reverse proxy", ["net/http/httputil/reverseproxy.go"]),
+    ("go-std", E, "ListenAndServe", ["net/http/server.go"]),
+    ("go-std", E, "Builder.WriteString", ["strings/builder.go"]),
+    ("go-std", E, "json.Unmarshal", ["encoding/json/decode.go"]),
+    ("regex", B, "parse regex pattern into abstract syntax tree", [f"{S}/ast/parse.rs"]),
+    ("regex", B, "match many regexes at once", [f"{R}/re_set.rs"]),
+    ("regex", B, "replace all matches with a replacement",
+     [f"{R}/re_unicode.rs", f"{R}/re_bytes.rs"]),
+    ("regex", B, "escape meta characters in a string", [f"{R}/re_unicode.rs", f"{S}/lib.rs"]),
+    ("regex", P, "regex set", [f"{R}/re_set.rs"]),
+    ("regex", P, "regex builder size limit", [f"{R}/re_builder.rs"]),
+    ("regex", E, "Regex::replace", [f"{R}/re_unicode.rs"]),
+    ("regex", E, "RegexBuilder", [f"{R}/re_builder.rs"]),
+    ("serde-json", B, "serialize a value to a pretty printed json string", ["src/ser.rs"]),
+    ("serde-json", B, "deserialize json from an io reader", ["src/de.rs", "src/read.rs"]),
+    ("serde-json", B, "index into a json value by key or position", ["src/value/index.rs"]),
+    ("serde-json", P, "json value", ["src/value/mod.rs"]),
+    ("serde-json", E, "from_str", ["src/de.rs"]),
+    ("serde-json", E, "to_value", ["src/value/mod.rs"]),
+    ("requests", B, "retry failed connections in the transport adapter",
+     ["src/requests/adapters.py"]),
+    ("requests", B, "persist cookies across requests in a session",
+     ["src/requests/sessions.py", "src/requests/cookies.py"]),
+    ("requests", B, "guess the encoding of the response body",
+     ["src/requests/models.py", "src/requests/utils.py"]),
+    ("requests", P, "http basic auth", ["src/requests/auth.py"]),
+    ("requests", E, "raise_for_status", ["src/requests/models.py"]),
+    ("requests", E, "Session", ["src/requests/sessions.py"]),
+    ("click", B, "prompt the user for input", ["src/click/termui.py"]),
+    ("click", B, "show a progress bar while iterating",
+     ["src/click/termui.py", "src/click/_termui_impl.py"]),
+    ("click", B, "parse command line options and arguments",
+     ["src/click/parser.py", "src/click/core.py"]),
+    ("click", P, "echo via pager", ["src/click/termui.py", "src/click/_termui_impl.py"]),
+    ("click", E, "BadParameter", ["src/click/exceptions.py"]),
+    ("click", E, "pass_context", ["src/click/decorators.py"]),
+]
+
+
+def fetch(name: str, cache: Path) -> Path:
+    """The code base, unpacked under cache (fetched once)."""
+    client, spec, folder = CORPORA[name]
+    target = cache / "unpacked" / name
+    if target.exists():
+        return target / folder
+    download = cache / "downloads" / name
+    download.mkdir(parents=True, exist_ok=True)
+    if client == "npm":
+        subprocess.run(["npm", "pack", "--silent", spec], cwd=download, check=True,
+                       capture_output=True)
+    elif client == "apt":
+        subprocess.run(["apt-get", "download", *spec.split()], cwd=download, check=True,
+                       capture_output=True)
+    else:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                        "--no-binary", ":all:", spec, "-d", str(download)], check=True,
+                       capture_output=True)
+    staging = Path(tempfile.mkdtemp(dir=cache))
+    for archive in sorted(download.iterdir()):
+        if archive.suffix == ".deb":
+            subprocess.run(["dpkg-deb", "-x", str(archive), str(staging)], check=True)
+        else:
+            with tarfile.open(archive) as tar:
+                tar.extractall(staging)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(target)
+    return target / folder
+
+
+def corpus_repo(name: str, cache: Path) -> Path:
+    """A repository holding the code base, committed once."""
+    repo = cache / "repos" / name
+    if (repo / ".git").exists():
+        return repo
+    source = fetch(name, cache)
+    new_repo(repo)
+    if name == "go-std":
+        for package in GO_PACKAGES:
+            shutil.copytree(source / package, repo / package)
+    else:
+        shutil.copytree(source, repo, dirs_exist_ok=True, symlinks=True)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "import")
+    return repo
+
+
+def words_of(query: str) -> list[str]:
+    """The words a user would grep for: the query's words, minus the commonest English ones."""
+    stop = {"a", "an", "the", "to", "of", "in", "into", "for", "with", "and", "or", "by", "on",
+            "from", "after", "at", "as", "is", "it", "its", "while", "one", "all", "when"}
+    return [w for w in re.findall(r"\w+", query) if w.lower() not in stop]
+
+
+def grep_ranking(repo: Path, query: str) -> list[str]:
+    """Files in which `git grep -i -w` finds any of the words, most matching lines first."""
+    args = [a for w in words_of(query) for a in ("-e", w)]
+    out = subprocess.run(["git", "grep", "-I", "-i", "-w", "-c", *args], cwd=repo,
+                         capture_output=True, text=True, check=False).stdout
+    counts = Counter()
+    for line in out.splitlines():
+        path, _, count = line.rpartition(":")
+        counts[path] = int(count)
+    return [p for p, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def ctags_index(repo: Path) -> dict[str, list[str]]:
+    """Tag name (lowercase) -> files defining it, from universal-ctags."""
+    out = subprocess.run(["ctags", "-R", "-f", "-", "--output-format=json", "."], cwd=repo,
+                         capture_output=True, text=True, check=False).stdout
+    tags: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        try:
+            tag = json.loads(line)
+        except ValueError:
+            continue
+        if tag.get("_type") == "tag":
+            tags.setdefault(tag["name"].lower(), []).append(tag["path"])
+    return tags
+
+
+def ctags_ranking(tags: dict, query: str) -> list[str]:
+    """Files defining a tag named like one of the query's words (or the whole identifier)."""
+    names = [w.lower() for w in words_of(query)]
+    names.append(re.sub(r"\W", "", query).lower())
+    counts = Counter(path for name in names for path in dict.fromkeys(tags.get(name, [])))
+    return [p for p, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def cq_ranking(pyz: Path, repo: Path, query: str) -> list[str]:
+    """Distinct files in the order cq's results name them."""
+    results = json.loads(cq(pyz, repo, "search", "--json", "-n", "30", "--", query))
+    return list(dict.fromkeys(r["path"] for r in results))
+
+
+def hit(ranking: list[str], accepted: list[str], k: int) -> bool:
+    """True if an accepted file is among the first k distinct files."""
+    return any(path in accepted for path in ranking[:k])
+
+
+def main() -> int:
+    """Fetch, index, ask every query of cq, git grep and ctags, and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pyz", type=Path)
+    parser.add_argument("--cache", type=Path,
+                        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                        / "cq-bench")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every miss")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        pyz = build(Path(tmp), args.pyz)
+        tally: dict = {}
+        have_ctags = shutil.which("ctags") is not None
+        for name in CORPORA:
+            repo = corpus_repo(name, args.cache)
+            cq(pyz, repo, "init")
+            tags = ctags_index(repo) if have_ctags else {}
+            for corpus, kind, query, accepted in QUERIES:
+                if corpus != name:
+                    continue
+                rankings = {"cq": cq_ranking(pyz, repo, query),
+                            "git grep": grep_ranking(repo, query),
+                            "ctags": ctags_ranking(tags, query) if have_ctags else []}
+                for tool, ranking in rankings.items():
+                    for key in (LANGUAGE[name], kind, "all"):
+                        row = tally.setdefault((tool, key), [0, 0, 0])
+                        row[0] += hit(ranking, accepted, 1)
+                        row[1] += hit(ranking, accepted, 5)
+                        row[2] += 1
+                    if args.verbose and tool == "cq" and not hit(ranking, accepted, 5):
+                        print(f"  miss [{name}] {query!r}: {ranking[:5]}", file=sys.stderr)
+            cq(pyz, repo, "worker", "stop")
+    print_table(tally, have_ctags)
+    return 0
+
+
+def print_table(tally: dict, have_ctags: bool) -> None:
+    """Top-1 / top-5 hit rates by language and by kind of query, for each tool."""
+    tools = ["cq", "git grep", "ctags"]
+    keys = [*dict.fromkeys(LANGUAGE.values()), B, P, E, "all"]
+    print(f"{len(QUERIES)} queries on {len(CORPORA)} code bases; top-1 / top-5 hit rate")
+    print(f"| {'queries':<12} | {'n':>3} | " + " | ".join(f"{t:<13}" for t in tools) + " |")
+    print("|" + "---|" * (len(tools) + 2))
+    for key in keys:
+        cells = []
+        for tool in tools:
+            top1, top5, n = tally.get((tool, key), [0, 0, 0])
+            cells.append("not installed" if tool == "ctags" and not have_ctags else
+                         f"{100 * top1 / n:3.0f}% / {100 * top5 / n:3.0f}%")
+        n = tally.get(("cq", key), [0, 0, 0])[2]
+        print(f"| {key:<12} | {n:>3} | " + " | ".join(f"{c:<13}" for c in cells) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
