@@ -281,6 +281,8 @@ class Config:
         "cq.pruneAfter": ("prune_after_days", "float:0:36500", 7.0, "days, from 0 to 36500"),
         "cq.parseBudget": ("parse_budget", "float:0.1:3600", 5.0,
                            "seconds, from 0.1 to 3600"),
+        "cq.mcpWaitMs": ("mcp_wait_ms", "int:0:60000", 1000, "milliseconds, from 0 to 60000"),
+        "cq.mcpToken": ("mcp_token", "str", "", "a bearer token for cq mcp --http"),
         "cq.documenter": ("documenter", "str", "", "a shell command"),
         "cq.documenterTimeout": ("documenter_timeout", "float:0.1:86400", 300.0,
                                  "seconds, from 0.1 to 86400"),
@@ -1824,6 +1826,17 @@ class Index:
                     self.db.execute(statement)
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
+    @classmethod
+    def in_memory(cls, repo: Repo) -> Index:
+        """An empty index in memory, of the same schema (for files edited in a worktree)."""
+        import sqlite3
+
+        index = cls.__new__(cls)
+        index.repo = repo
+        index.db = sqlite3.connect(":memory:", isolation_level=None)
+        index._create_schema()
+        return index
+
     def __enter__(self) -> Index:
         return self
 
@@ -2396,6 +2409,72 @@ def result(c: Candidate, query: SearchQuery, path: str | None, tests: bool,
             "snippet": (c.signature or first_doc)[:200],
             "covered": len(c.covered), "of": len(query.terms),
             "score": round(rank_score(c, query, path, tests, demote), 4)}
+
+
+OVERLAY_MAX_FILES = 50  # more edited files than this are only marked, not documented
+
+
+class WorktreeOverlay:
+    """The files of a worktree that differ from HEAD (modified, added, untracked and not
+    ignored), documented in memory with the built-in documenter, and the deleted ones: what
+    an assistant changed a minute ago is found, and what it deleted is not."""
+
+    def __init__(self, repo: Repo, config: Config, cwd: str, limit: int = OVERLAY_MAX_FILES):
+        top = work_tree(cwd)
+        self.edited: set[str] = set()
+        self.deleted: set[str] = set()
+        self.index = Index.in_memory(repo)
+        self.complete = True
+        if top is None:
+            return
+        proc = run_git(["status", "--porcelain=v1", "-z", "--untracked-files=all",
+                        "--no-renames"], cwd=top, check=False)
+        for record in proc.stdout.split(b"\0"):
+            if len(record) < 4:
+                continue
+            status, path = record[:2].decode(errors="replace"), os.fsdecode(record[3:])
+            (self.deleted if "D" in status else self.edited).add(path)
+        self.complete = len(self.edited) <= limit
+        if self.complete:
+            self.document(repo, top, config)
+
+    def document(self, repo: Repo, top: str, config: Config) -> None:
+        """Document the edited files into the in-memory index."""
+        entries = {}
+        for path in sorted(self.edited):
+            full = os.path.join(top, path)
+            try:
+                st = os.lstat(full)
+                if not stat.S_ISREG(st.st_mode) or st.st_size > config.max_file_size:
+                    continue
+                with open(full, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            blob = f"worktree:{path}"
+            entries[path] = ("100644", blob)
+            if not looks_binary(data):
+                self.index.store(blob, "ok", len(data), document_text(path, data,
+                                                                      config.parse_budget),
+                                 path)
+        with self.index.transaction():
+            self.index.replace_worktree(repo.git_dir, None, entries, config)
+
+
+def search_worktree(index: Index, repo: Repo, text: str, overlay: WorktreeOverlay,
+                    limit: int = 10, **filters) -> list[dict]:
+    """search() over the index with the working tree laid over it: edited files answer from
+    the overlay, deleted ones not at all."""
+    hidden = overlay.edited | overlay.deleted if overlay.complete else overlay.deleted
+    base = [r for r in search(index, repo.git_dir, text, limit + PER_FILE * len(hidden),
+                              **filters) if r["path"] not in hidden]
+    extra = search(overlay.index, repo.git_dir, text, limit, **filters)
+    demote = filters.get("demote", ())
+    merged = sorted(base + extra, key=lambda r: (
+        -(r["covered"] - COVERAGE_PENALTY[path_class(r["path"], demote)]), -r["score"]))
+    for r in merged:
+        r["edited"] = r["path"] in overlay.edited
+    return merged[:limit]
 
 
 def run_documenter(repo: Repo, config: Config, path: str, doc: dict, data: bytes) -> str:
@@ -3492,6 +3571,575 @@ def run_hook(repo: Repo, name: str, args: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# The MCP server: the index served to AI assistants over the Model Context Protocol, as
+# newline-delimited JSON-RPC 2.0 on stdio (or POSTed over HTTP), with the working tree laid
+# over it.  A table of tools (name, schemas, handler); the handlers call what the CLI calls.
+# ---------------------------------------------------------------------------------------------
+
+MCP_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")  # newest first
+MCP_TEXT_CAP = 16_000  # characters of one answer's text (about 4,000 tokens)
+MCP_HARD_CAP = 36_000  # no answer is longer, whatever a client asks for
+MCP_BODY_CAP = 1 << 20  # bytes of one HTTP request
+MCP_INSTRUCTIONS = ("cq searches a documentation index of this git repository, kept fresh by a "
+                    "background worker. Use search for code by words or identifiers, symbol "
+                    "for where a name is defined, outline for one file, files to list files, "
+                    "status for freshness. Hits say whether they are fresh, edited in the "
+                    "working tree, or stale.")
+HIT_SCHEMA = {"type": "object", "properties": {
+    "path": {"type": "string"}, "line": {"type": "integer"}, "kind": {"type": "string"},
+    "symbol": {"type": "string"}, "signature": {"type": "string"}, "doc": {"type": "string"},
+    "score": {"type": "number"}, "freshness": {"enum": ["fresh", "edited", "stale"]}},
+    "required": ["path", "line", "kind", "symbol", "freshness"]}
+STATE_SCHEMA = {"indexed_commit": {"type": ["string", "null"]},
+                "head": {"type": ["string", "null"]}, "catching_up": {"type": "boolean"},
+                "note": {"type": "string"}}
+PAGED_SCHEMA = {"next_cursor": {"type": ["string", "null"]}}
+
+
+def tool(description: str, properties: dict, required: tuple, output: dict) -> dict:
+    """One tools/list entry: read-only, idempotent, with both schemas."""
+    return {"description": description,
+            "inputSchema": {"type": "object", "properties": properties,
+                            "required": list(required), "additionalProperties": False},
+            "outputSchema": {"type": "object", "properties": {**output, **STATE_SCHEMA}},
+            "annotations": {"readOnlyHint": True, "idempotentHint": True,
+                            "openWorldHint": False}}
+
+
+MCP_TOOLS = {
+    "search": tool(
+        "Search code by words or identifiers (any may match; more matched words rank first).",
+        {"query": {"type": "string", "description": "words or identifiers, e.g. 'retry "
+                   "backoff' or 'Builder.WriteString'"},
+         "path": {"type": "string", "description": "folder, path prefix or glob"},
+         "language": {"type": "string", "description": "e.g. python, go, typescript"},
+         "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+         "cursor": {"type": "string", "description": "next_cursor of an earlier answer"}},
+        ("query",), {"results": {"type": "array", "items": HIT_SCHEMA}, **PAGED_SCHEMA}),
+    "symbol": tool(
+        "Where a name is defined (plain or qualified: 'parse_config', 'Regex::replace').",
+        {"name": {"type": "string", "description": "the identifier"}},
+        ("name",), {"results": {"type": "array", "items": HIT_SCHEMA}}),
+    "outline": tool(
+        "One file's documentation as it is in the working tree now: summary and definitions.",
+        {"path": {"type": "string", "description": "path from the repository's top"}},
+        ("path",), {"path": {"type": "string"}, "language": {"type": "string"},
+                    "summary": {"type": "string"}, "freshness": {"type": "string"},
+                    "entries": {"type": "array", "items": {"type": "object"}}}),
+    "files": tool(
+        "Indexed files under a path, with language and one-line summary, page by page.",
+        {"path_glob": {"type": "string", "description": "folder, prefix or glob"},
+         "cursor": {"type": "string"}},
+        (), {"files": {"type": "array", "items": {"type": "object"}}, **PAGED_SCHEMA}),
+    "status": tool(
+        "Index freshness per worktree (indexed commit vs HEAD), pending and failed files, "
+        "the worker's state.", {}, (), {"worktrees": {"type": "array"},
+                                        "worker": {"type": "string"}}),
+}
+
+
+class ToolError(Exception):
+    """A tool call the model can correct: a result with isError, never a protocol error."""
+
+
+class McpServer:
+    """One MCP session: a JSON-RPC dispatcher over the tools, on one read connection."""
+
+    def __init__(self, repo: Repo | None, cwd: str, send):
+        import threading
+
+        self.repo, self.cwd, self.send = repo, cwd, send
+        self.cancelled: set = set()
+        self.lock = threading.Lock()
+        self.index: Index | None = None
+        self.client_roots = False
+        self.version = MCP_VERSIONS[0]
+
+    # -- JSON-RPC ---------------------------------------------------------------------------
+
+    def handle(self, message) -> dict | None:
+        """The reply to one message (None for notifications and cancelled requests)."""
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            return rpc_error(None, -32600, "not a JSON-RPC 2.0 message")
+        request_id, method = message.get("id"), message.get("method")
+        if method is None:  # a response to a request of ours (roots/list)
+            self.take_roots(message)
+            return None
+        params = message.get("params") or {}
+        if request_id is None:
+            if method == "notifications/cancelled" and isinstance(params, dict):
+                self.cancelled.add(json_key(params.get("requestId")))
+            return None
+        handler = MCP_METHODS.get(method)
+        if handler is None:
+            return rpc_error(request_id, -32601, f"method not found: {method}")
+        if not isinstance(params, dict):
+            return rpc_error(request_id, -32602, "params must be an object")
+        try:
+            result = handler(self, request_id, params)
+        except McpInvalid as exc:
+            return rpc_error(request_id, -32602, str(exc))
+        if json_key(request_id) in self.cancelled:
+            self.cancelled.discard(json_key(request_id))
+            return None
+        return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+    def initialize(self, request_id, params: dict) -> dict:
+        """The handshake: the client's protocol version if we speak it, else our newest."""
+        asked = params.get("protocolVersion")
+        self.version = asked if asked in MCP_VERSIONS else MCP_VERSIONS[0]
+        self.client_roots = "roots" in (params.get("capabilities") or {})
+        return {"protocolVersion": self.version,
+                "capabilities": {"tools": {"listChanged": False}, "resources": {},
+                                 "logging": {}},
+                "serverInfo": {"name": "cq", "version": VERSION},
+                "instructions": MCP_INSTRUCTIONS}
+
+    def initialized(self, request_id, params: dict) -> None:
+        """After the handshake: ask for roots when started outside a repository."""
+        if self.repo is None and self.client_roots:
+            self.send({"jsonrpc": "2.0", "id": "cq-roots", "method": "roots/list"})
+
+    def take_roots(self, message: dict) -> None:
+        """Serve the first root that is a git repository."""
+        roots = (message.get("result") or {}).get("roots") or []
+        for root in roots:
+            uri = root.get("uri", "") if isinstance(root, dict) else ""
+            if uri.startswith("file://"):
+                from urllib.parse import unquote
+
+                try:
+                    self.repo, self.cwd = locate_repo(unquote(uri[7:])), unquote(uri[7:])
+                    return
+                except CqError:
+                    continue
+
+    def call_tool(self, request_id, params: dict) -> dict:
+        """tools/call: a result with structuredContent and the same as text, or isError."""
+        name, arguments = params.get("name"), params.get("arguments") or {}
+        if name not in MCP_TOOLS:
+            raise McpInvalid(f"unknown tool: {name!r}")
+        if not isinstance(arguments, dict):
+            raise McpInvalid("arguments must be an object")
+        try:
+            if self.repo is None:
+                raise ToolError("cq is not serving a git repository: start `cq mcp` inside "
+                                "one (or with -C DIR), or offer a root that is one")
+            structured = MCP_HANDLERS[name](self, arguments, params.get("_meta") or {},
+                                            request_id)
+        except (ToolError, CqError) as exc:
+            return {"content": [{"type": "text", "text": str(exc)}], "isError": True}
+        text = compact_json(structured)
+        return {"content": [{"type": "text", "text": text[:MCP_HARD_CAP]}],
+                "structuredContent": structured, "isError": False}
+
+    # -- the index, fresh ----------------------------------------------------------------------
+
+    def open_index(self) -> Index:
+        """The one read connection to the index (opened once the index exists)."""
+        if self.index is None:
+            try:
+                self.index = Index(self.repo, readonly=True)
+            except NotIndexed as exc:
+                ensure_worker(self.repo)
+                raise ToolError(f"{exc}; the worker is building the index, ask again "
+                                "shortly") from exc
+        return self.index
+
+    def fresh_state(self, meta: dict, request_id) -> dict:
+        """Bring the index to HEAD if the worker can within cq.mcpWaitMs (with progress
+        notifications), and say what the answer reflects."""
+        index = self.open_index()
+        config = config_or_defaults(self.repo)
+        head = head_commit(self.repo.git_dir)
+        indexed = index.worktree_commit(self.repo.git_dir)
+        if indexed != head:
+            mark_moved(self.repo)
+            if not poke_worker(self.repo) and config.autostart:
+                start_worker(self.repo)
+                poke_worker(self.repo)
+            deadline = time.monotonic() + config.mcp_wait_ms / 1000
+            token, step = meta.get("progressToken"), 0
+            while indexed != head and time.monotonic() < deadline and \
+                    json_key(request_id) not in self.cancelled:
+                if token is not None:
+                    step += 1
+                    self.send({"jsonrpc": "2.0", "method": "notifications/progress",
+                               "params": {"progressToken": token, "progress": step,
+                                          "message": "waiting for the index to reach HEAD"}})
+                time.sleep(0.05)
+                indexed = index.worktree_commit(self.repo.git_dir)
+        stale = set()
+        if indexed != head and indexed and head and commit_exists(self.repo.common_dir,
+                                                                   indexed):
+            stale = {p for p, _, _ in changed_blobs(self.repo.common_dir, indexed, head)}
+        catching_up = indexed != head
+        return {"indexed_commit": indexed, "head": head, "catching_up": catching_up,
+                "stale": stale if not catching_up or stale else None,
+                "note": "the index is catching up with HEAD: some hits may be stale"
+                if catching_up else ""}
+
+    def overlay(self) -> WorktreeOverlay:
+        """The working tree's edited files, documented now."""
+        return WorktreeOverlay(self.repo, config_or_defaults(self.repo), self.cwd)
+
+
+class McpInvalid(Exception):
+    """Bad params of a JSON-RPC request (-32602)."""
+
+
+def compact_json(value) -> str:
+    """A value as compact JSON text (json is imported only here and where JSON is read: the
+    hot paths never need it)."""
+    import json
+
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def json_key(value) -> str:
+    """A hashable key for a JSON-RPC id or a listing's arguments."""
+    return compact_json(value)
+
+
+def rpc_error(request_id, code: int, message: str) -> dict:
+    """A JSON-RPC error response."""
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+def freshness(path: str, edited: set, state: dict) -> str:
+    """fresh, edited (differs from HEAD in the working tree) or stale (HEAD moved on)."""
+    if path in edited:
+        return "edited"
+    stale = state["stale"]
+    return "stale" if stale is None or path in stale else "fresh"
+
+
+def public_state(state: dict) -> dict:
+    """What every answer says it reflects."""
+    return {k: state[k] for k in ("indexed_commit", "head", "catching_up", "note")}
+
+
+def hit(result: dict, edited: set, state: dict) -> dict:
+    """One search or symbol hit as MCP returns it."""
+    return {"path": result["path"], "line": result["line"], "kind": result["kind"],
+            "symbol": result["symbol"], "signature": result["signature"],
+            "doc": result["doc"], "score": result["score"],
+            "freshness": freshness(result["path"], edited, state)}
+
+
+def encode_cursor(kind: str, key: str, offset: int) -> str:
+    """An opaque cursor: which listing, for which arguments, and where to go on."""
+    import base64
+
+    return base64.urlsafe_b64encode(compact_json([kind, key, offset]).encode()).decode()
+
+
+def decode_cursor(cursor, kind: str, key: str) -> int:
+    """The offset in a cursor made by encode_cursor for the same listing and arguments."""
+    import base64
+    import json
+
+    if cursor is None:
+        return 0
+    try:
+        found = json.loads(base64.urlsafe_b64decode(str(cursor).encode()))
+        if isinstance(found, list) and found[:2] == [kind, key] and int(found[2]) >= 0:
+            return int(found[2])
+    except (ValueError, TypeError, IndexError):
+        pass
+    raise ToolError("that cursor does not belong to this listing; ask again without it")
+
+
+def capped(items: list, budget: int = MCP_TEXT_CAP) -> int:
+    """How many of the items fit the text budget (at least one)."""
+    used = 0
+    for count, item in enumerate(items):
+        used += len(compact_json(item)) + 1
+        if used > budget:
+            return max(count, 1)
+    return len(items)
+
+
+def tool_search(server: McpServer, args: dict, meta: dict, request_id) -> dict:
+    """search: the same ranking as cq search, the working tree laid over the index."""
+    query = args.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise ToolError("query must be a non-empty string of words or identifiers")
+    limit = args.get("limit", 10)
+    if not isinstance(limit, int) or not 1 <= limit <= 100:
+        raise ToolError("limit must be a whole number from 1 to 100")
+    language = canonical_language(args["language"]) if args.get("language") else None
+    key = json_key([query, args.get("path"), language])
+    offset = decode_cursor(args.get("cursor"), "search", key)
+    state = server.fresh_state(meta, request_id)
+    overlay = server.overlay()
+    config = config_or_defaults(server.repo)
+    results = search_worktree(server.open_index(), server.repo, query, overlay,
+                              offset + limit + 1, path=args.get("path"), language=language,
+                              demote=config.demote)
+    page = [hit(r, overlay.edited, state) for r in results[offset:offset + limit]]
+    shown = capped(page)
+    more = offset + shown < len(results)
+    note = state["note"] or ("" if overlay.complete else
+                             f"more than {OVERLAY_MAX_FILES} files are edited: they are "
+                             "marked, not searched as they are now")
+    if more:
+        note = (note + "; " if note else "") + "more results: ask again with next_cursor"
+    return {"results": page[:shown], **public_state(state), "note": note,
+            "next_cursor": encode_cursor("search", key, offset + shown) if more else None}
+
+
+def tool_symbol(server: McpServer, args: dict, meta: dict, request_id) -> dict:
+    """symbol: the definitions a (qualified) name names; several when ambiguous."""
+    name = args.get("name")
+    if not isinstance(name, str) or not SearchQuery(name).last:
+        raise ToolError("name must be an identifier, plain or qualified (Class.method)")
+    state = server.fresh_state(meta, request_id)
+    overlay = server.overlay()
+    query = SearchQuery(name)
+    results = [r for r in search_worktree(server.open_index(), server.repo, name, overlay, 50)
+               if r["kind"] in DEFINITION_KINDS and query.whole in
+               (squash(r["name"]), squash(r["symbol"]), squash(r["container"] + r["name"]))]
+    page = [hit(r, overlay.edited, state) for r in results]
+    return {"results": page[:capped(page)], **public_state(state)}
+
+
+def tool_outline(server: McpServer, args: dict, meta: dict, request_id) -> dict:
+    """outline: one file's documentation, as the file is in the working tree now."""
+    path = args.get("path")
+    if not isinstance(path, str) or not path.strip():
+        raise ToolError("path must be a file's path from the repository's top")
+    path = os.path.normpath(path).removeprefix("./")
+    state = server.fresh_state(meta, request_id)
+    overlay = server.overlay()
+    if path in overlay.deleted:
+        raise ToolError(f"{path} is deleted in the working tree")
+    source = overlay.index if path in overlay.edited and overlay.complete else \
+        server.open_index()
+    doc = source.file_doc(server.repo.git_dir, path)
+    if doc is None:
+        raise ToolError(f"{path} is not a file of this repository (see the files tool)")
+    entries = doc["entries"][:capped(doc["entries"])]
+    return {"path": path, "language": doc["language"], "summary": doc["summary"],
+            "freshness": freshness(path, overlay.edited, state), "entries": entries,
+            **public_state(state)}
+
+
+def tool_files(server: McpServer, args: dict, meta: dict, request_id) -> dict:
+    """files: the indexed files under a path, with language and one-line summary."""
+    glob = args.get("path_glob")
+    if glob is not None and not isinstance(glob, str):
+        raise ToolError("path_glob must be a string: a folder, prefix or glob")
+    offset = decode_cursor(args.get("cursor"), "files", json_key(glob))
+    state = server.fresh_state(meta, request_id)
+    matches = path_matcher(glob) or (lambda path: True)
+    rows = server.open_index().db.execute(
+        "SELECT f.path, d.language, d.summary FROM files f LEFT JOIN docs d ON d.blob = f.blob "
+        "WHERE f.git_dir = ? AND f.excluded = '' ORDER BY f.path",
+        (os.fsencode(server.repo.git_dir),)).fetchall()
+    files = [{"path": os.fsdecode(p), "language": lang or "",
+              "summary": (summary or "").strip().split("\n", 1)[0][:160]}
+             for p, lang, summary in rows if matches(os.fsdecode(p))]
+    if glob and not files:
+        raise ToolError(f"no indexed file matches {glob!r}; try a folder such as 'src'")
+    page = files[offset:offset + 200]
+    shown = capped(page)
+    more = offset + shown < len(files)
+    return {"files": page[:shown], **public_state(state),
+            "next_cursor": encode_cursor("files", json_key(glob), offset + shown)
+            if more else None}
+
+
+def tool_status(server: McpServer, args: dict, meta: dict, request_id) -> dict:
+    """status: per worktree, indexed commit vs HEAD and counts; the worker's state."""
+    index = server.open_index()
+    worktrees = []
+    for git_dir in worktree_git_dirs(server.repo.common_dir):
+        counts = index.status(git_dir)
+        worktrees.append({"git_dir": git_dir, "head": head_commit(git_dir),
+                          "indexed_commit": index.worktree_commit(git_dir),
+                          "files": counts["files"], "pending": counts["pending"],
+                          "failed": counts["failed"]})
+    this = next((w for w in worktrees if w["git_dir"] == server.repo.git_dir), worktrees[0])
+    catching_up = this["head"] != this["indexed_commit"] or this["pending"] > 0
+    return {"worktrees": worktrees, "worker": probe_worker(server.repo).state,
+            "indexed_commit": this["indexed_commit"], "head": this["head"],
+            "catching_up": catching_up,
+            "note": f"{this['pending']} files still to document" if this["pending"] else ""}
+
+
+MCP_HANDLERS = {"search": tool_search, "symbol": tool_symbol, "outline": tool_outline,
+                "files": tool_files, "status": tool_status}
+MCP_METHODS = {
+    "initialize": McpServer.initialize,
+    "notifications/initialized": McpServer.initialized,
+    "ping": lambda server, request_id, params: {},
+    "tools/list": lambda server, request_id, params: {
+        "tools": [{"name": name, **spec} for name, spec in MCP_TOOLS.items()]},
+    "tools/call": McpServer.call_tool,
+    "resources/list": lambda server, request_id, params: {"resources": []},
+    "resources/templates/list": lambda server, request_id, params: {"resourceTemplates": []},
+    "logging/setLevel": lambda server, request_id, params: {},
+}
+
+
+def serve_stdio(repo: Repo | None, cwd: str) -> int:
+    """Serve MCP on stdin/stdout until EOF.  A reader thread takes messages (and marks
+    cancellations at once); requests run one at a time on the one index connection."""
+    import json
+    import queue
+    import threading
+
+    out = sys.stdout.buffer
+    write_lock = threading.Lock()
+
+    def send(message: dict) -> None:
+        data = compact_json(message).encode()
+        with write_lock:
+            out.write(data + b"\n")
+            out.flush()
+
+    server = McpServer(repo, cwd, send)
+    requests: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in sys.stdin.buffer:
+            if not line.strip():
+                continue
+            try:
+                message = json.loads(line)
+            except ValueError:
+                send(rpc_error(None, -32700, "parse error: not JSON"))
+                continue
+            if isinstance(message, dict) and message.get("method") == "notifications/cancelled":
+                server.handle(message)
+            elif isinstance(message, dict) and message.get("method") == "server/discover":
+                send(rpc_error(message.get("id"), -32601, "method not found: server/discover "
+                               "(this server speaks the initialize handshake)"))
+            else:
+                requests.put(message)
+        requests.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        message = requests.get()
+        if message is None:
+            return EXIT_OK
+        try:
+            reply = server.handle(message)
+        except Exception as exc:  # noqa: BLE001 - one bad request must not end the session
+            print(f"cq mcp: {type(exc).__name__}: {exc}", file=sys.stderr)
+            reply = rpc_error(message.get("id") if isinstance(message, dict) else None,
+                              -32603, f"internal error: {exc}")
+        if reply is not None:
+            send(reply)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def serve_http(repo: Repo | None, cwd: str, address: str, token: str | None) -> int:
+    """Serve MCP's Streamable HTTP transport: JSON-RPC POSTed to /mcp, JSON answers, a
+    thread per request.  Loopback by default; any other address needs a bearer token;
+    browsers' Origin headers must name this host (the DNS-rebinding rule)."""
+    import hmac
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]").lower() or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise CqError(f"--http takes [HOST:]PORT, not {address!r}", EXIT_USAGE)
+    if host not in LOOPBACK_HOSTS and not token:
+        raise CqError(f"serving on {host} needs a bearer token: git config cq.mcpToken TOKEN, "
+                      "or --token-file FILE", EXIT_USAGE)
+
+    class Handler(BaseHTTPRequestHandler):
+        """One HTTP request: one JSON-RPC message."""
+
+        def do_POST(self) -> None:  # the name http.server calls
+            origin = self.headers.get("Origin")
+            if origin and origin_host(origin) not in (*LOOPBACK_HOSTS, host):
+                return self.answer(403, {"error": "origin not allowed"})
+            if token and not hmac.compare_digest(
+                    self.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
+                return self.answer(401, {"error": "a bearer token is required"})
+            length = self.headers.get("Content-Length", "")
+            if not length.isdigit():
+                return self.answer(400, rpc_error(None, -32600, "Content-Length is required"))
+            if int(length) > MCP_BODY_CAP:
+                return self.answer(413, rpc_error(None, -32600, "request too large"))
+            try:
+                message = json.loads(self.rfile.read(int(length)))
+            except ValueError:
+                return self.answer(400, rpc_error(None, -32700, "parse error: not JSON"))
+            if isinstance(message, dict) and message.get("method") == "server/discover":
+                return self.answer(200, rpc_error(message.get("id"), -32601,
+                                                  "method not found: server/discover"))
+            reply = McpServer(repo, cwd, lambda notification: None).handle(message)
+            return self.answer(202, None) if reply is None else self.answer(200, reply)
+
+        def do_GET(self) -> None:  # no server-sent events stream here
+            self.answer(405, {"error": "POST JSON-RPC messages to this endpoint"})
+
+        def answer(self, code: int, body) -> None:
+            data = b"" if body is None else compact_json(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, form: str, *args) -> None:
+            print(f"cq mcp: {form % args}", file=sys.stderr)
+
+    server = ThreadingHTTPServer((host, int(port)), Handler)
+    print(f"cq mcp: serving on http://{address if ':' in address else host + ':' + port}/mcp",
+          file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
+def origin_host(origin: str) -> str:
+    """The host of an Origin header (scheme://host[:port]), lowercase, without brackets."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(origin).hostname or ""
+    except ValueError:
+        return ""
+
+
+def mcp_command(repo: Repo, archive: str | None) -> list[str]:
+    """The command line an MCP client runs to start cq's server for this repository."""
+    copy = repo.state_path(PYZ_COPY)
+    pyz = copy if os.path.isfile(copy) else (archive or os.path.abspath(__file__))
+    top = work_tree(repo.git_dir) or repo.common_dir
+    return [sys.executable, "-I", "-S", pyz, "-C", top, "mcp"]
+
+
+def mcp_client_config(repo: Repo, client: str, top: str) -> str:
+    """What to paste for a client: Claude Code's command, or Cursor's or VS Code's JSON."""
+    import json
+    import shlex
+
+    command = mcp_command(repo, running_archive())
+    command[command.index("-C") + 1] = top
+    if client == "claude":
+        return "claude mcp add --transport stdio --scope project cq -- " + \
+            " ".join(shlex.quote(c) for c in command)
+    entry = {"type": "stdio", "command": command[0], "args": command[1:]}
+    if client == "cursor":
+        return f"# .cursor/mcp.json\n{json.dumps({'mcpServers': {'cq': entry}}, indent=2)}"
+    return f"# .vscode/mcp.json\n{json.dumps({'servers': {'cq': entry}}, indent=2)}"
+
+
+# ---------------------------------------------------------------------------------------------
 # The argparse CLI: commands, output formatting, and the one place errors become exit codes.
 # ---------------------------------------------------------------------------------------------
 
@@ -3741,6 +4389,8 @@ def cmd_init(args, repo: Repo) -> int:
     counts = wait_for_index(repo)
     print(f"indexed {counts['documented']} files at {(counts['head'] or 'no commit')[:12]} "
           f"({sum(counts['skipped'].values())} skipped, {counts['failed']} failed)")
+    print("for Claude Code: " + mcp_client_config(repo, "claude", work_tree(args.directory)
+                                                   or repo.common_dir))
     return EXIT_OK
 
 
@@ -3905,15 +4555,23 @@ def cmd_search(args, repo: Repo) -> int:
     """cq search QUERY: ranked results from this worktree's index."""
     language = canonical_language(args.lang) if args.lang else None
     config = load_config(repo)
+    filters = {"path": args.path, "language": language, "tests": args.tests,
+               "all_entries": args.all_entries, "demote": config.demote}
     with open_for_reading(repo) as index:
-        results = search(index, repo.git_dir, " ".join(args.query), args.limit, args.path,
-                         language, args.tests, args.all_entries, config.demote)
+        if args.worktree:
+            results = search_worktree(index, repo, " ".join(args.query),
+                                      WorktreeOverlay(repo, config, args.directory),
+                                      args.limit, **filters)
+        else:
+            results = search(index, repo.git_dir, " ".join(args.query), args.limit, **filters)
         note_if_behind(repo, index)
     if args.json:
         print_json(results)
         return EXIT_OK
     for r in results:
-        print(display(f"{r['path']}:{r['line']}: {r['kind']} {r['symbol']}  {r['snippet']}"))
+        edited = " (edited, not committed)" if r.get("edited") else ""
+        print(display(f"{r['path']}:{r['line']}: {r['kind']} {r['symbol']}  {r['snippet']}"
+                      f"{edited}"))
     if not results:
         print("no results")
     return EXIT_OK
@@ -3942,7 +4600,7 @@ def cmd_show(args, repo: Repo) -> int:
     for item in doc["entries"]:
         print(display(f"  {item['line']:>5}  {item['kind']:<9} "
                       f"{item['signature'] or item['name']}"))
-        if item["doc"] and item["kind"] != "mention":
+        if item["doc"]:
             print(f"{'':18}{display(item['doc'].splitlines()[0])}")
     return EXIT_OK
 
@@ -4064,8 +4722,17 @@ def cli_spec(argparse) -> dict:
             (("--lang",), {"metavar": "L", "help": "only files in language L"}),
             (("--tests",), {"action": "store_true", "help": "rank test code first"}),
             (("--all-entries",), {"action": "store_true",
-                                  "help": "more than three results from one file"})], {}),
+                                  "help": "more than three results from one file"}),
+            (("--worktree",), {"action": "store_true", "help": "files edited in the working "
+                               "tree too, as they are now (not committed)"})], {}),
         "show": ("the stored documentation of one file", [(("path",), {}), json_flag], {}),
+        "mcp": ("serve the index to AI assistants (Model Context Protocol) on stdio", [
+            (("--http",), {"metavar": "[HOST:]PORT", "help": "serve over HTTP instead "
+                           "(127.0.0.1 unless a host is given)"}),
+            (("--token-file",), {"metavar": "FILE", "help": "bearer token for --http "
+                                 "(else git config cq.mcpToken)"}),
+            (("--print-config",), {"choices": ("claude", "cursor", "vscode"),
+                                   "help": "print how to register cq with a client"})], {}),
     }
 
 
@@ -4111,8 +4778,35 @@ def build_parser(argv: list[str]):
     return parser
 
 
+def cmd_mcp(args, repo: Repo | None) -> int:
+    """cq mcp [--http [HOST:]PORT] [--print-config CLIENT]: the MCP server."""
+    if args.print_config:
+        if repo is None:
+            raise CqError("not a git repository: run it inside the repository to serve "
+                          "(or pass -C DIR)", EXIT_USAGE)
+        print(mcp_client_config(repo, args.print_config, work_tree(args.directory) or
+                                repo.common_dir))
+        return EXIT_OK
+    if repo is not None:
+        config = config_or_defaults(repo)
+        if config.autostart and not probe_worker(repo).alive:
+            try:
+                start_worker(repo)
+            except CqError as exc:  # searching a stale index beats not answering
+                print(f"cq mcp: could not start the worker: {exc}", file=sys.stderr)
+    if args.http:
+        token = None
+        if args.token_file:
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.read().strip() or None
+        elif repo is not None:
+            token = config_or_defaults(repo).mcp_token or None
+        return serve_http(repo, args.directory, args.http, token)
+    return serve_stdio(repo, args.directory)
+
+
 COMMANDS = {"init": cmd_init, "worker": cmd_worker, "hook": cmd_hook, "index": cmd_index,
-            "queue": cmd_queue, "search": cmd_search, "show": cmd_show}
+            "queue": cmd_queue, "search": cmd_search, "show": cmd_show, "mcp": cmd_mcp}
 
 
 def run_command(args, repo: Repo) -> int:
@@ -4170,6 +4864,14 @@ def main(argv: list[str] | None = None) -> int:
     args.directory = os.path.abspath(args.directory)
     status = args.command == "worker" and args.worker_command == "status"
     try:
+        if args.command == "mcp":  # outside a repository it serves a root the client names
+            try:
+                repo = locate_repo(args.directory)
+            except CqError:
+                if not os.path.isdir(args.directory):
+                    raise
+                repo = None
+            return cmd_mcp(args, repo)
         repo = locate_repo(args.directory)
         return run_command(args, repo)
     except CqError as exc:

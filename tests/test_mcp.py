@@ -1,0 +1,361 @@
+"""`cq mcp`: the real server driven by the official MCP Python SDK (default and legacy mode),
+by raw JSON-RPC lines on its stdin, and over HTTP on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+from conftest import kill_workers_of, make_repo, wait_until
+
+mcp = pytest.importorskip("mcp", reason="the MCP SDK needs Python 3.10 or newer")
+anyio = pytest.importorskip("anyio")
+from mcp import Client  # noqa: E402
+from mcp.client.stdio import StdioServerParameters  # noqa: E402
+
+FILES = {
+    "config/loader.py": '"""Loading of configuration files."""\n\n\n'
+                        'def parse_config(path):\n    """Read the configuration at path."""\n'
+                        "    return {}\n",
+    "web/client.ts": "/** Fetches JSON over HTTP with retries. */\n"
+                     "export function fetchJson(url) {}\n",
+    **{f"pkg/m{i}.py": f"def helper_number_{i}():\n    '''Helper number {i}.'''\n"
+       for i in range(60)},
+}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, cq_pyz):
+    """An initialised repository (hooks, worker, index)."""
+    base = tmp_path_factory.mktemp("mcp")
+    repo = make_repo(base / "repo", cq_pyz)
+    repo.commit(FILES)
+    proc = repo.cq("init")
+    assert proc.returncode == 0, proc.stderr
+    yield repo
+    kill_workers_of(base)
+
+
+def server_command(repo, *extra) -> list[str]:
+    return [sys.executable, "-I", "-S", str(repo.pyz), "-C", str(repo.path), "mcp", *extra]
+
+
+def with_client(repo, body, mode: str = "auto"):
+    """Run body(client) against a real `cq mcp` process started by the SDK."""
+    command = server_command(repo)
+
+    async def run():
+        params = StdioServerParameters(command=command[0], args=command[1:])
+        async with Client(params, mode=mode, read_timeout_seconds=60) as client:
+            return await body(client)
+
+    return anyio.run(run)
+
+
+def structured(result) -> dict:
+    assert result.is_error is False, result.content
+    text = json.loads(result.content[0].text)
+    assert text == result.structured_content  # the text block mirrors it
+    return result.structured_content
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_the_sdk_lists_five_read_only_tools_with_schemas(served, mode):
+    async def body(client):
+        return (await client.list_tools()).tools
+
+    tools = with_client(served, body, mode)
+    assert sorted(t.name for t in tools) == ["files", "outline", "search", "status", "symbol"]
+    for t in tools:
+        assert t.annotations.read_only_hint and t.annotations.idempotent_hint
+        assert t.input_schema["type"] == "object" and t.output_schema["type"] == "object"
+    assert sum(len(t.description) for t in tools) < 2048
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_every_tool_answers_through_the_sdk(served, mode):
+    async def body(client):
+        return {name: await client.call_tool(name, arguments) for name, arguments in (
+            ("search", {"query": "parse config"}), ("symbol", {"name": "parse_config"}),
+            ("outline", {"path": "config/loader.py"}), ("files", {"path_glob": "config"}),
+            ("status", {}))}
+
+    answers = {name: structured(result) for name, result in with_client(served, body,
+                                                                        mode).items()}
+    first = answers["search"]["results"][0]
+    assert (first["path"], first["symbol"], first["freshness"]) == \
+        ("config/loader.py", "parse_config", "fresh")
+    assert answers["search"]["indexed_commit"] == answers["search"]["head"]
+    assert answers["symbol"]["results"][0]["line"] == 4
+    assert answers["outline"]["summary"] == "Loading of configuration files."
+    assert [f["path"] for f in answers["files"]["files"]] == ["config/loader.py"]
+    assert answers["status"]["worker"] == "running"
+
+
+@pytest.mark.parametrize("name, arguments, says", [
+    ("search", {"query": ""}, "non-empty"), ("search", {"query": "x", "limit": 0}, "limit"),
+    ("search", {"query": "x", "cursor": "bogus"}, "cursor"),
+    ("outline", {"path": "no/such/file.py"}, "not a file"),
+    ("files", {"path_glob": "nowhere"}, "no indexed file"),
+    ("symbol", {"name": "()"}, "identifier")])
+def test_bad_arguments_are_tool_errors_the_model_can_act_on(served, name, arguments, says):
+    async def body(client):
+        return await client.call_tool(name, arguments)
+
+    result = with_client(served, body)
+    assert result.is_error is True and says in result.content[0].text
+
+
+def test_results_are_paginated_with_an_opaque_cursor(served):
+    async def body(client):
+        first = structured(await client.call_tool("search", {"query": "helper number",
+                                                             "limit": 5}))
+        second = structured(await client.call_tool("search", {
+            "query": "helper number", "limit": 5, "cursor": first["next_cursor"]}))
+        return first, second
+
+    first, second = with_client(served, body)
+    assert len(first["results"]) == 5 and first["next_cursor"]
+    assert not {r["path"] for r in first["results"]} & {r["path"] for r in second["results"]}
+
+
+def test_an_answer_over_the_cap_is_cut_and_says_how_to_get_the_rest(served):
+    async def body(client):
+        return structured(await client.call_tool("files", {}))
+
+    listing = with_client(served, body)
+    assert listing["next_cursor"] is None or len(json.dumps(listing)) < 20_000
+    assert len(listing["files"]) == len(FILES) + 1
+
+
+def test_an_edited_file_is_found_and_a_deleted_one_is_not(served):
+    repo = served
+    repo.write("web/fresh.ts", "/** Written a minute ago. */\nexport function brandNewThing() {}\n")
+    (repo.path / "config/loader.py").unlink()
+    try:
+        async def body(client):
+            new = structured(await client.call_tool("search", {"query": "brandNewThing"}))
+            gone = structured(await client.call_tool("search", {"query": "parse_config"}))
+            outline = structured(await client.call_tool("outline", {"path": "web/fresh.ts"}))
+            return new, gone, outline
+
+        new, gone, outline = with_client(repo, body)
+        assert (new["results"][0]["path"], new["results"][0]["freshness"]) == \
+            ("web/fresh.ts", "edited")
+        assert all(r["path"] != "config/loader.py" for r in gone["results"])
+        assert outline["entries"][0]["name"] == "brandNewThing"
+    finally:
+        (repo.path / "web/fresh.ts").unlink()
+        repo.git("checkout", "--", "config/loader.py")
+
+
+def test_a_head_that_moved_without_hooks_is_caught_up_within_the_wait(served):
+    repo = served
+    repo.write("late.py", "def committed_without_hooks():\n    pass\n")
+    repo.git("add", "late.py")
+    repo.git("-c", "core.hooksPath=/nonexistent", "commit", "-q", "-m", "no hooks")
+
+    async def body(client):
+        return structured(await client.call_tool("search", {"query": "committed_without_hooks"}))
+
+    answer = with_client(repo, body)
+    assert answer["indexed_commit"] == answer["head"] and not answer["catching_up"]
+    assert answer["results"][0]["path"] == "late.py"
+
+
+def raw_session(repo, lines: list[str], timeout: float = 60) -> list[dict]:
+    """Write lines to a `cq mcp` process, close stdin, and parse every stdout line."""
+    proc = subprocess.run(server_command(repo), input="\n".join(lines) + "\n", text=True,
+                          capture_output=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]  # every line: JSON-RPC
+
+
+INIT = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t",
+                                                                        "version": "1"}}})
+
+
+def test_malformed_and_odd_messages_get_errors_and_the_server_keeps_serving(served):
+    replies = raw_session(served, [
+        INIT, '{"jsonrpc":"2.0","method":"notifications/initialized"}', "{not json",
+        '{"jsonrpc":"2.0","id":1,"method":"no/such/method"}', "[1, 2]",
+        '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":"x"}',
+        '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"nope"}}',
+        '{"jsonrpc":"2.0","id":4,"method":"server/discover","params":{}}',
+        '{"jsonrpc":"2.0","id":5,"method":"ping"}'])
+    by_id = {r.get("id"): r for r in replies}
+    assert by_id[0]["result"]["protocolVersion"] == "2025-06-18"
+    assert any(r.get("error", {}).get("code") == -32700 for r in replies)
+    assert by_id[1]["error"]["code"] == -32601
+    assert by_id[2]["error"]["code"] == -32602 and by_id[3]["error"]["code"] == -32602
+    assert by_id[4]["error"]["code"] == -32601
+    assert by_id[5]["result"] == {}
+    assert all(r["jsonrpc"] == "2.0" for r in replies)
+
+
+def test_an_unknown_protocol_version_is_answered_with_the_newest(served):
+    replies = raw_session(served, [INIT.replace("2025-06-18", "1999-01-01")])
+    assert replies[0]["result"]["protocolVersion"] == "2025-11-25"
+
+
+def test_a_cancelled_request_gets_no_answer_and_waiting_reports_progress(served, tmp_path):
+    repo = served
+    repo.cq("worker", "stop")
+    repo.git("config", "cq.autostart", "false")
+    repo.git("config", "cq.mcpWaitMs", "3000")
+    repo.write("waiting.py", "x = 1\n")
+    repo.git("add", "waiting.py")
+    repo.git("-c", "core.hooksPath=/nonexistent", "commit", "-q", "-m", "behind")
+    try:
+        call = {"jsonrpc": "2.0", "method": "tools/call", "params": {
+            "name": "search", "arguments": {"query": "waiting"}, "_meta": {"progressToken": 7}}}
+        proc = subprocess.Popen(server_command(repo), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        proc.stdin.write(INIT + "\n" + json.dumps({**call, "id": 1}) + "\n")
+        proc.stdin.flush()
+        progress = json.loads(proc.stdout.readline())  # the initialize answer
+        assert progress["id"] == 0
+        progress = json.loads(proc.stdout.readline())
+        assert progress["method"] == "notifications/progress"
+        assert progress["params"]["progressToken"] == 7
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                     "params": {"requestId": 1}}) + "\n")
+        proc.stdin.write(json.dumps({**call, "id": 2, "params": {
+            "name": "status", "arguments": {}}}) + "\n")
+        proc.stdin.close()
+        replies = [json.loads(line) for line in proc.stdout]
+        assert proc.wait(timeout=60) == 0
+        ids = [r.get("id") for r in replies if "id" in r]
+        assert 1 not in ids and 2 in ids
+        late = next(r for r in replies if r.get("id") == 2)["result"]["structuredContent"]
+        assert late["catching_up"]
+    finally:
+        repo.git("config", "--unset", "cq.autostart")
+        repo.git("config", "--unset", "cq.mcpWaitMs")
+        assert repo.cq("worker", "start").returncode == 0
+        repo.wait_indexed()
+
+
+def test_a_server_started_while_a_large_repository_is_indexed_answers(tmp_path, cq_pyz):
+    repo = make_repo(tmp_path / "big", cq_pyz)
+    repo.commit({f"src/m{i}.py": f"def function_{i}():\n    '''Does {i}.'''\n"
+                 for i in range(600)})
+    try:
+        assert repo.cq("init", "--no-wait").returncode == 0
+        replies = raw_session(repo, [INIT, json.dumps({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "status", "arguments": {}}})])
+        answer = replies[-1]["result"]
+        assert answer["isError"] is False or "building the index" in \
+            answer["content"][0]["text"]
+    finally:
+        kill_workers_of(tmp_path)
+
+
+def test_outside_a_repository_every_tool_says_how_to_fix_it(tmp_path, cq_pyz):
+    proc = subprocess.run([sys.executable, "-I", "-S", str(cq_pyz), "-C", str(tmp_path), "mcp"],
+                          input=INIT + "\n" + json.dumps({
+                              "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                              "params": {"name": "status", "arguments": {}}}) + "\n",
+                          text=True, capture_output=True, timeout=60, check=False)
+    reply = json.loads(proc.stdout.splitlines()[-1])
+    assert reply["result"]["isError"] and "not serving a git repository" in \
+        reply["result"]["content"][0]["text"]
+
+
+@pytest.mark.parametrize("client, needle", [
+    ("claude", "claude mcp add --transport stdio --scope project cq -- "),
+    ("cursor", '"mcpServers"'), ("vscode", '"servers"')])
+def test_print_config_gives_each_client_what_to_paste(served, client, needle):
+    proc = served.cq("mcp", "--print-config", client)
+    assert proc.returncode == 0 and needle in proc.stdout
+    assert str(served.state / "cq.pyz") in proc.stdout and str(served.path) in proc.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def http_server(served):
+    port = free_port()
+    proc = subprocess.Popen(server_command(served, "--http", f"127.0.0.1:{port}"),
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/mcp"
+
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    wait_until(up, what="the HTTP server to listen")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_the_sdk_searches_over_http(http_server):
+    async def run():
+        async with Client(http_server, read_timeout_seconds=60) as client:
+            return await client.call_tool("search", {"query": "parse config"})
+
+    result = anyio.run(run)
+    assert structured(result)["results"][0]["symbol"] == "parse_config"
+
+
+def post(url: str, body: bytes, headers: dict | None = None) -> int:
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_http_refuses_foreign_origins_large_and_malformed_bodies_and_keeps_serving(
+        http_server):
+    ping = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    assert post(http_server, ping, {"Origin": "http://evil.example"}) == 403
+    assert post(http_server, b"x" * (2 << 20)) == 413
+    assert post(http_server, b"{broken") == 400
+    assert post(http_server, ping, {"Origin": "http://localhost:3000"}) == 200
+
+
+def test_http_on_a_non_loopback_address_needs_a_token(served):
+    proc = served.cq("mcp", "--http", "0.0.0.0:8765")
+    assert proc.returncode == 2 and "bearer token" in proc.stderr
+
+
+def test_search_worktree_gives_the_command_line_the_same_overlay(served):
+    served.write("config/extra.py", "def only_in_the_working_tree():\n    pass\n")
+    try:
+        hits = served.search("only_in_the_working_tree", extra=["--worktree"])
+        assert hits[0]["path"] == "config/extra.py" and hits[0]["edited"] is True
+        assert served.search("only_in_the_working_tree") == []
+    finally:
+        os.unlink(served.path / "config/extra.py")
+
+
+def test_status_counts_every_worktree(served, tmp_path):
+    served.git("worktree", "add", "-q", "-b", "other", str(tmp_path / "other"))
+    try:
+        async def body(client):
+            return structured(await client.call_tool("status", {}))
+
+        status = with_client(served, body)
+        assert len(status["worktrees"]) == 2
+        assert status["worktrees"][0]["pending"] == 0
+    finally:
+        served.git("worktree", "remove", "--force", str(tmp_path / "other"))
