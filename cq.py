@@ -283,6 +283,8 @@ class Config:
                            "seconds, from 0.1 to 3600"),
         "cq.mcpWaitMs": ("mcp_wait_ms", "int:0:60000", 1000, "milliseconds, from 0 to 60000"),
         "cq.mcpToken": ("mcp_token", "str", "", "a bearer token for cq mcp --http"),
+        "cq.overlayMaxFiles": ("overlay_max_files", "int:0:10000", 50,
+                               "a whole number from 0 to 10000"),
         "cq.documenter": ("documenter", "str", "", "a shell command"),
         "cq.documenterTimeout": ("documenter_timeout", "float:0.1:86400", 300.0,
                                  "seconds, from 0.1 to 86400"),
@@ -2411,15 +2413,12 @@ def result(c: Candidate, query: SearchQuery, path: str | None, tests: bool,
             "score": round(rank_score(c, query, path, tests, demote), 4)}
 
 
-OVERLAY_MAX_FILES = 50  # more edited files than this are only marked, not documented
-
-
 class WorktreeOverlay:
     """The files of a worktree that differ from HEAD (modified, added, untracked and not
     ignored), documented in memory with the built-in documenter, and the deleted ones: what
     an assistant changed a minute ago is found, and what it deleted is not."""
 
-    def __init__(self, repo: Repo, config: Config, cwd: str, limit: int = OVERLAY_MAX_FILES):
+    def __init__(self, repo: Repo, config: Config, cwd: str):
         top = work_tree(cwd)
         self.edited: set[str] = set()
         self.deleted: set[str] = set()
@@ -2434,7 +2433,7 @@ class WorktreeOverlay:
                 continue
             status, path = record[:2].decode(errors="replace"), os.fsdecode(record[3:])
             (self.deleted if "D" in status else self.edited).add(path)
-        self.complete = len(self.edited) <= limit
+        self.complete = len(self.edited) <= config.overlay_max_files
         if self.complete:
             self.document(repo, top, config)
 
@@ -3650,10 +3649,11 @@ class McpServer:
 
         self.repo, self.cwd, self.send = repo, cwd, send
         self.cancelled: set = set()
-        self.lock = threading.Lock()
         self.index: Index | None = None
         self.client_roots = False
+        self.roots_answered = threading.Event()  # set once the client's roots/list answer came
         self.version = MCP_VERSIONS[0]
+        self.pending_checked = (0.0, 0)  # (when, count): the pending count, at most every 2 s
 
     # -- JSON-RPC ---------------------------------------------------------------------------
 
@@ -3666,9 +3666,11 @@ class McpServer:
             self.take_roots(message)
             return None
         params = message.get("params") or {}
-        if request_id is None:
+        if request_id is None:  # a notification: acted on, never answered
             if method == "notifications/cancelled" and isinstance(params, dict):
                 self.cancelled.add(json_key(params.get("requestId")))
+            elif method == "notifications/initialized":
+                self.initialized(None, params)
             return None
         handler = MCP_METHODS.get(method)
         if handler is None:
@@ -3699,10 +3701,18 @@ class McpServer:
         """After the handshake: ask for roots when started outside a repository."""
         if self.repo is None and self.client_roots:
             self.send({"jsonrpc": "2.0", "id": "cq-roots", "method": "roots/list"})
+        else:
+            self.roots_answered.set()
 
     def take_roots(self, message: dict) -> None:
         """Serve the first root that is a git repository."""
-        roots = (message.get("result") or {}).get("roots") or []
+        try:
+            self.choose_root((message.get("result") or {}).get("roots") or [])
+        finally:
+            self.roots_answered.set()
+
+    def choose_root(self, roots: list) -> None:
+        """The first root (a file: URI) that is a git repository becomes the one served."""
         for root in roots:
             uri = root.get("uri", "") if isinstance(root, dict) else ""
             if uri.startswith("file://"):
@@ -3721,6 +3731,8 @@ class McpServer:
             raise McpInvalid(f"unknown tool: {name!r}")
         if not isinstance(arguments, dict):
             raise McpInvalid("arguments must be an object")
+        if self.repo is None and self.client_roots:
+            self.roots_answered.wait(10)  # the answer to our roots/list may still be coming
         try:
             if self.repo is None:
                 raise ToolError("cq is not serving a git repository: start `cq mcp` inside "
@@ -3774,10 +3786,21 @@ class McpServer:
                                                                    indexed):
             stale = {p for p, _, _ in changed_blobs(self.repo.common_dir, indexed, head)}
         catching_up = indexed != head
+        pending = self.pending_files(index)
+        note = "the index is catching up with HEAD: some hits may be stale" if catching_up \
+            else ""
+        if pending:
+            note = (note + "; " if note else "") + f"{pending} files are still being indexed"
         return {"indexed_commit": indexed, "head": head, "catching_up": catching_up,
-                "stale": stale if not catching_up or stale else None,
-                "note": "the index is catching up with HEAD: some hits may be stale"
-                if catching_up else ""}
+                "stale": stale if not catching_up or stale else None, "note": note}
+
+    def pending_files(self, index: Index) -> int:
+        """Files of this worktree not documented yet (counted at most every 2 seconds)."""
+        when, count = self.pending_checked
+        if time.monotonic() - when > 2:
+            count = index.status(self.repo.git_dir)["pending"]
+            self.pending_checked = (time.monotonic(), count)
+        return count
 
     def overlay(self) -> WorktreeOverlay:
         """The working tree's edited files, documented now."""
@@ -3881,8 +3904,8 @@ def tool_search(server: McpServer, args: dict, meta: dict, request_id) -> dict:
     shown = capped(page)
     more = offset + shown < len(results)
     note = state["note"] or ("" if overlay.complete else
-                             f"more than {OVERLAY_MAX_FILES} files are edited: they are "
-                             "marked, not searched as they are now")
+                             f"more than {config.overlay_max_files} files are edited: they "
+                             "are marked, not searched as they are now (cq.overlayMaxFiles)")
     if more:
         note = (note + "; " if note else "") + "more results: ask again with next_cursor"
     return {"results": page[:shown], **public_state(state), "note": note,
@@ -3972,7 +3995,6 @@ MCP_HANDLERS = {"search": tool_search, "symbol": tool_symbol, "outline": tool_ou
                 "files": tool_files, "status": tool_status}
 MCP_METHODS = {
     "initialize": McpServer.initialize,
-    "notifications/initialized": McpServer.initialized,
     "ping": lambda server, request_id, params: {},
     "tools/list": lambda server, request_id, params: {
         "tools": [{"name": name, **spec} for name, spec in MCP_TOOLS.items()]},
@@ -4011,8 +4033,9 @@ def serve_stdio(repo: Repo | None, cwd: str) -> int:
             except ValueError:
                 send(rpc_error(None, -32700, "parse error: not JSON"))
                 continue
-            if isinstance(message, dict) and message.get("method") == "notifications/cancelled":
-                server.handle(message)
+            if isinstance(message, dict) and (message.get("method") == "notifications/cancelled"
+                                              or "method" not in message):
+                server.handle(message)  # a cancellation or an answer to us: handled at once
             elif isinstance(message, dict) and message.get("method") == "server/discover":
                 send(rpc_error(message.get("id"), -32601, "method not found: server/discover "
                                "(this server speaks the initialize handshake)"))

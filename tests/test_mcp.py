@@ -359,3 +359,33 @@ def test_status_counts_every_worktree(served, tmp_path):
         assert status["worktrees"][0]["pending"] == 0
     finally:
         served.git("worktree", "remove", "--force", str(tmp_path / "other"))
+
+
+def test_outside_a_repository_it_serves_the_first_root_that_is_one(served, tmp_path):
+    import mcp_types
+
+    (tmp_path / "plain").mkdir()
+
+    async def roots(context):
+        return mcp_types.ListRootsResult(roots=[
+            mcp_types.Root(uri=f"file://{tmp_path / 'plain'}"),
+            mcp_types.Root(uri=f"file://{served.path}")])
+
+    async def run():
+        params = StdioServerParameters(command=sys.executable, args=[
+            "-I", "-S", str(served.pyz), "-C", str(tmp_path), "mcp"])
+        async with Client(params, mode="legacy", list_roots_callback=roots,
+                          read_timeout_seconds=60) as client:
+            return await client.call_tool("search", {"query": "parse_config"})
+
+    assert structured(anyio.run(run))["results"][0]["path"] == "config/loader.py"
+
+
+def test_a_search_answer_stays_under_the_cap_and_says_how_to_get_the_rest(served):
+    async def body(client):
+        return structured(await client.call_tool("search", {"query": "helper number",
+                                                            "limit": 100}))
+
+    answer = with_client(served, body)
+    assert len(json.dumps(answer)) < 17_000
+    assert answer["next_cursor"] and "next_cursor" in answer["note"]
