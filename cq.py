@@ -1619,7 +1619,7 @@ def looks_binary(data: bytes) -> bool:
 # has its own path -> blob map, so results always match the worktree that asks.
 # ---------------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 3  # PRAGMA user_version; an index of another version is rebuilt from git
+SCHEMA_VERSION = 4  # PRAGMA user_version; an index of another version is rebuilt from git
 # Words are stemmed (porter over unicode61, diacritics folded) on both sides, so `parsing`
 # finds `parse`.  entries_fts holds definitions: the name as written, its words (split
 # identifier parts and the squashed name), its container's words, and signature and doc.
@@ -1826,6 +1826,10 @@ class Index:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     self.db.execute(statement)
+            # FTS5's own `rank` then orders by the weighted BM25, so `ORDER BY rank LIMIT n`
+            # runs inside FTS5, before any join.
+            self.db.execute("INSERT INTO entries_fts (entries_fts, rank) VALUES ('rank', ?)",
+                            (f"bm25({ENTRY_COLUMN_WEIGHTS})",))
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @classmethod
@@ -2176,10 +2180,20 @@ class SearchQuery:
         self.words = set(meaningful)
         self.whole = squash("".join(t.rstrip("*") for t in tokens))
         self.last = squash(tokens[-1].rstrip("*")) if tokens else ""
+        self.qualifiers = [p for t in tokens[:-1] for p in split_identifier(t.rstrip("*"))]
 
-    def any_term(self, column: str = "") -> str:
-        """An FTS5 expression matching any term (optionally in one column)."""
-        return " OR ".join(f"({column}{t.entries})" for t in self.terms)
+    def exact_names(self) -> str:
+        """An FTS5 expression for the definitions the query may name exactly: the whole
+        query as one identifier, or its last word inside containers named by the others."""
+        options = [f'words : "{self.whole}"']
+        if self.qualifiers and self.last:
+            options.append(" AND ".join([f'words : "{self.last}"',
+                                         *(f'container : "{q}"' for q in self.qualifiers)]))
+        return " OR ".join(f"({o})" for o in options)
+
+    def any_term(self) -> str:
+        """An FTS5 expression matching any term."""
+        return " OR ".join(t.entries for t in self.terms)
 
 
 def split_words(text: str) -> list[str]:
@@ -2189,18 +2203,34 @@ def split_words(text: str) -> list[str]:
     return [part for token in re.findall(r"\w+", text) for part in split_identifier(token)]
 
 
+PATH_CLASS_CACHE: dict = {}  # (path, demote) -> class, for the life of a process
+
+
 def path_class(path: str, demote: tuple) -> str:
-    """source, test, example, copy (vendored, bundled, minified, generated) or demoted (by
-    the cq.demote patterns)."""
-    from fnmatch import fnmatchcase
+    """source, test, example, copy (vendored, bundled, minified, generated), history
+    (changelogs) or demoted (by the cq.demote patterns)."""
+    found = PATH_CLASS_CACHE.get((path, demote))
+    if found is None:
+        found = PATH_CLASS_CACHE[(path, demote)] = classify_path(path, demote)
+        if len(PATH_CLASS_CACHE) > 200_000:
+            PATH_CLASS_CACHE.clear()
+    return found
+
+
+def classify_path(path: str, demote: tuple) -> str:
+    """path_class, computed."""
+    import re
+    from fnmatch import translate
 
     if demote and fnmatch_exclude(path, demote):
         return "demoted"
+    if not PATTERNS.get("path classes"):
+        PATTERNS["path classes"] = {kind: re.compile("|".join(map(translate, names)) or "(?!)")
+                                    for kind, (_, names) in PATH_CLASSES.items()}
     *folders, name = path.split("/")
     for kind in ("copy", "test", "example", "history"):
-        dirs, names = PATH_CLASSES[kind]
-        if any(folder.lower() in dirs for folder in folders) or \
-                any(fnmatchcase(name, pattern) for pattern in names):
+        if any(folder.lower() in PATH_CLASSES[kind][0] for folder in folders) or \
+                PATTERNS["path classes"][kind].match(name):
             return kind
     return "source"
 
@@ -2218,9 +2248,17 @@ def path_matcher(spec: str | None):
     return lambda path: path.startswith(spec)
 
 
+PATH_WORDS: dict = {}  # path -> its words, for the life of a process (paths repeat a lot)
+
+
 def words_of_path(path: str) -> set[str]:
     """The words of a path's folders and file name (its extension left out)."""
-    return set(split_words(os.path.splitext(path)[0]))
+    words = PATH_WORDS.get(path)
+    if words is None:
+        words = PATH_WORDS[path] = set(split_words(os.path.splitext(path)[0]))
+        if len(PATH_WORDS) > 200_000:
+            PATH_WORDS.clear()
+    return words
 
 
 def covers_path_word(term: Term, words: set[str]) -> bool:
@@ -2241,7 +2279,7 @@ class Candidate:
         self.kind, self.rowid, self.path, self.language = kind, rowid, path, language
         self.line, self.name, self.container = line, name, container
         self.signature, self.doc = signature, doc
-        self.bm25 = 0.0
+        self.bm25 = self.score = 0.0
         self.covered: set[int] = set()
         self.coverage = 0.0  # how many terms it covers, less its path's penalty
 
@@ -2266,110 +2304,137 @@ class Candidate:
 def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | None = None,
            language: str | None = None, tests: bool = False, all_entries: bool = False,
            demote: tuple = ()) -> list[dict]:
-    """Ranked results for a query in one worktree: what the CLI prints and MCP returns."""
+    """Ranked results for a query in one worktree: what the CLI prints and MCP returns.
+
+    Results that cover every term come from AND queries, which are selective and fast; only
+    where they fill fewer than `limit` source files does the search widen to any term (OR)
+    and measure what each candidate covers: until then nothing else could rank above them."""
     query = SearchQuery(text)
     matches = path_matcher(path)
     db = index.db
     db.create_function("path_matches", 1, lambda raw: matches(os.fsdecode(raw)),
                        deterministic=True)
     where = (os.fsencode(git_dir), path, language, language)
-    found: dict = {}
-    for expression in (query.any_term(), " AND ".join(t.entries for t in query.terms)):
-        for row in entry_rows(db, expression, where, CANDIDATES):
-            found.setdefault(("entry", row[0], row[7]), row)
-    if query.last:
-        for row in entry_rows(db, f'words : "{query.last}"', where, 10 * CANDIDATES):
-            if query.whole in (squash(row[2]), squash(row[3] + row[2]),
-                               squash(row[3].replace("::", ".").rsplit(".", 1)[-1] + row[2])):
-                found.setdefault(("entry", row[0], row[7]), row)
-    candidates = [Candidate(kind, rowid, os.fsdecode(raw), lang or "", line, name,
-                            container or "", signature or "", doc or "")
-                  for rowid, kind, name, container, line, signature, doc, raw, lang
-                  in found.values()]
-    candidates += file_candidates(db, query, where)
-    measure_coverage(db, query, candidates)
+    every = range(len(query.terms))
+    candidates = entry_candidates(db, " AND ".join(t.entries for t in query.terms), where)
+    if query.whole:
+        exact = entry_candidates(db, query.exact_names(), where)
+        candidates += [c for c in exact if c.exact(query)]
+    candidates += file_candidates(db, " AND ".join(t.files for t in query.terms), where)
     for c in candidates:
+        c.covered.update(every)
+    widen = len(query.terms) > 1 and len({c.path for c in candidates if path_class(
+        c.path, demote) == "source"}) < limit
+    if widen:
+        seen = {(c.kind == "file", c.rowid, c.path) for c in candidates}
+        more = entry_candidates(db, query.any_term(), where) + file_candidates(
+            db, " OR ".join(t.files for t in query.terms), where)
+        more = [c for c in more if (c.kind == "file", c.rowid, c.path) not in seen]
+        measure_coverage(db, query, more)
+        candidates += more
+    candidates += path_candidates(db, query, where,
+                                  {c.path for c in candidates if c.kind == "file"})
+    for c in candidates:
+        c.covered.update(n for n, term in enumerate(query.terms)
+                         if covers_path_word(term, words_of_path(c.path)))
         penalty = 0.0 if path or tests else COVERAGE_PENALTY[path_class(c.path, demote)]
         c.coverage = len(c.covered) - penalty
-    ranked = sorted(candidates, key=lambda c: (-c.coverage, -rank_score(c, query, path, tests,
-                                                                        demote),
-                                               c.path, c.line))
-    return [result(c, query, path, tests, demote) for c in
-            grouped(ranked, limit, all_entries)]
+        c.score = rank_score(c, query, path, tests, demote)
+    unique = {(c.kind, c.rowid, c.path): c for c in reversed(candidates)}.values()
+    ranked = sorted(unique, key=lambda c: (-c.coverage, -c.score, c.path, c.line))
+    return [result(c, query) for c in grouped(ranked, limit, all_entries)]
 
 
-ENTRY_SQL = (
-    "SELECT e.id, e.kind, e.name, e.container, e.line, e.signature, e.doc, f.path, d.language "
-    "FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid "
-    "JOIN files f ON f.blob = e.blob AND f.git_dir = ? JOIN docs d ON d.blob = e.blob "
-    "WHERE entries_fts MATCH ? AND (? IS NULL OR path_matches(f.path)) "
-    "AND (? IS NULL OR d.language = ?) "
-    f"ORDER BY bm25(entries_fts, {ENTRY_COLUMN_WEIGHTS}) LIMIT ?")
-FILE_SQL = (
-    "SELECT d.id, f.path, d.language, d.summary FROM files_fts "
-    "JOIN docs d ON d.id = files_fts.rowid JOIN files f ON f.blob = d.blob AND f.git_dir = ? "
-    "WHERE files_fts MATCH ? AND (? IS NULL OR path_matches(f.path)) "
-    "AND (? IS NULL OR d.language = ?) ORDER BY bm25(files_fts) LIMIT ?")
-PATH_SQL = (
-    "SELECT d.id, f.path, d.language, d.summary FROM files f JOIN docs d ON d.blob = f.blob "
-    "WHERE f.git_dir = ? AND path_has_word(f.path) AND (? IS NULL OR path_matches(f.path)) "
-    "AND (? IS NULL OR d.language = ?) LIMIT ?")
-
-
-def entry_rows(db, expression: str, where: tuple, limit: int) -> list:
+def entry_candidates(db, expression: str, where: tuple) -> list[Candidate]:
     """Definitions matching an FTS expression, best first, within the filters."""
-    git_dir, path, language, _ = where
-    return db.execute(ENTRY_SQL, (git_dir, expression, path, language, language,
-                                  limit)).fetchall()
+    candidates = []
+    for rowid, kind, name, container, line, signature, doc, raw, lang, rank in best_rows(
+            db, "entries_fts", expression, where, CANDIDATES):
+        candidates.append(Candidate(kind, rowid, os.fsdecode(raw), lang or "", line, name,
+                                    container or "", signature or "", doc or ""))
+        candidates[-1].bm25 = -rank
+    return candidates
 
 
-def file_candidates(db, query: SearchQuery, where: tuple) -> list[Candidate]:
-    """File-level records whose words or whose path match the query."""
+# The best matches come from FTS5 first (its `rank` is the weighted BM25), then are joined
+# with the worktree's files and filtered; where filters leave too few, the search widens.
+ENTRY_SQL = (
+    "SELECT e.id, e.kind, e.name, e.container, e.line, e.signature, e.doc, f.path, d.language, "
+    "hits.rank FROM (SELECT rowid, rank FROM entries_fts WHERE entries_fts MATCH ? "
+    "ORDER BY rank LIMIT ?) AS hits JOIN entries e ON e.id = hits.rowid "
+    "JOIN files f ON f.blob = e.blob AND f.git_dir = ? JOIN docs d ON d.blob = e.blob "
+    "WHERE (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) "
+    "ORDER BY hits.rank LIMIT ?")
+FILE_SQL = (
+    "SELECT d.id, f.path, d.language, d.summary, hits.rank FROM (SELECT rowid, rank "
+    "FROM files_fts WHERE files_fts MATCH ? ORDER BY rank LIMIT ?) AS hits "
+    "JOIN docs d ON d.id = hits.rowid JOIN files f ON f.blob = d.blob AND f.git_dir = ? "
+    "WHERE (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) "
+    "ORDER BY hits.rank LIMIT ?")
+WIDER = 4  # FTS5 hands over this many times the rows wanted before joins and filters
+PATH_SQL = (  # instr() narrows in C; path_has_word() decides on the few paths left
+    "SELECT d.id, f.path, d.language, d.summary, 0.0 FROM files f "
+    "JOIN docs d ON d.blob = f.blob WHERE f.git_dir = ? AND ({}) AND path_has_word(f.path) "
+    "AND (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) LIMIT ?")
+
+
+def best_rows(db, table: str, expression: str, where: tuple, limit: int) -> list:
+    """The first `limit` rows of a ranked query within the filters: FTS5 hands over a few
+    times that many, and all of its matches if the filters left too few."""
     git_dir, path, language, _ = where
-    rows = {}
-    for expression in (" OR ".join(t.files for t in query.terms),
-                       " AND ".join(t.files for t in query.terms)):
-        for row in db.execute(FILE_SQL, (git_dir, expression, path, language, language,
-                                         CANDIDATES)):
-            rows.setdefault((row[0], row[1]), row)
+    sql = ENTRY_SQL if table == "entries_fts" else FILE_SQL
+    rows = db.execute(sql, (expression, WIDER * limit, git_dir, path, language, language,
+                            limit)).fetchall()
+    if len(rows) < limit and db.execute(f"SELECT COUNT(*) FROM {table} WHERE {table} MATCH ?",
+                                        (expression,)).fetchone()[0] > WIDER * limit:
+        rows = db.execute(sql, (expression, -1, git_dir, path, language, language,
+                                limit)).fetchall()
+    return rows
+
+
+def file_candidates(db, expression: str, where: tuple) -> list[Candidate]:
+    """File-level records matching an FTS expression, best first, within the filters."""
+    candidates = []
+    for rowid, raw, lang, summary, rank in best_rows(db, "files_fts", expression, where,
+                                                     CANDIDATES):
+        candidates.append(Candidate("file", rowid, os.fsdecode(raw), lang or "",
+                                    doc=summary or ""))
+        candidates[-1].bm25 = -rank
+    return candidates
+
+
+def path_candidates(db, query: SearchQuery, where: tuple, known: set) -> list[Candidate]:
+    """Files whose path holds a query word (not found by their words already)."""
+    git_dir, path, language, _ = where
     db.create_function("path_has_word", 1, lambda raw: any(
         covers_path_word(t, words_of_path(os.fsdecode(raw))) for t in query.terms),
         deterministic=True)
-    for row in db.execute(PATH_SQL, (git_dir, path, language, language, CANDIDATES)):
-        rows.setdefault((row[0], row[1]), row)
-    return [Candidate("file", rowid, os.fsdecode(raw), lang or "", doc=summary or "")
-            for rowid, raw, lang, summary in rows.values()]
+    stems = sorted({w[:4] for t in query.terms for w in t.words})
+    narrow = " OR ".join("instr(lower(CAST(f.path AS TEXT)), ?)" for _ in stems)
+    candidates = []
+    for rowid, raw, lang, summary, _ in db.execute(PATH_SQL.format(narrow), (
+            git_dir, *stems, path, language, language, CANDIDATES)):
+        if os.fsdecode(raw) not in known:
+            candidates.append(Candidate("file", rowid, os.fsdecode(raw), lang or "",
+                                        doc=summary or ""))
+    return candidates
 
 
 def measure_coverage(db, query: SearchQuery, candidates: list[Candidate]) -> None:
-    """Set each candidate's BM25 and the terms it covers, in its text or in its path."""
-    tables = {"entries_fts": [c for c in candidates if c.kind != "file"],
+    """Set the terms each candidate covers in its text.  Each term's matching rows are read
+    once, as a set: a lookup per candidate would rescan the term's doclist every time."""
+    groups = {"entries_fts": [c for c in candidates if c.kind != "file"],
               "files_fts": [c for c in candidates if c.kind == "file"]}
-    for table, group in tables.items():
-        by_id: dict = {}
-        for c in group:
-            by_id.setdefault(c.rowid, []).append(c)
-        for start in range(0, len(by_id), 500):  # SQLite's parameter limit
-            ids = list(by_id)[start:start + 500]
-            marks = ",".join("?" * len(ids))
-            weights = f", {ENTRY_COLUMN_WEIGHTS}" if table == "entries_fts" else ""
-            expression = " OR ".join(t.entries if table == "entries_fts" else t.files
-                                     for t in query.terms)
-            for rowid, rank in db.execute(
-                    f"SELECT rowid, bm25({table}{weights}) FROM {table} WHERE {table} MATCH ? "
-                    f"AND rowid IN ({marks})", (expression, *ids)):
-                for c in by_id[rowid]:
-                    c.bm25 = -rank
-            for number, term in enumerate(query.terms):
-                expression = term.entries if table == "entries_fts" else term.files
-                for (rowid,) in db.execute(f"SELECT rowid FROM {table} WHERE {table} MATCH ? "
-                                           f"AND rowid IN ({marks})", (expression, *ids)):
-                    for c in by_id[rowid]:
-                        c.covered.add(number)
-    for c in candidates:
-        words = words_of_path(c.path)
-        c.covered.update(n for n, term in enumerate(query.terms)
-                         if covers_path_word(term, words))
+    for table, group in groups.items():
+        if not group:
+            continue
+        for number, term in enumerate(query.terms):
+            expression = term.entries if table == "entries_fts" else term.files
+            matching = {rowid for (rowid,) in db.execute(
+                f"SELECT rowid FROM {table} WHERE {table} MATCH ?", (expression,))}
+            for c in group:
+                if c.rowid in matching:
+                    c.covered.add(number)
 
 
 def rank_score(c: Candidate, query: SearchQuery, path: str | None, tests: bool,
@@ -2401,8 +2466,7 @@ def grouped(ranked: list[Candidate], limit: int, all_entries: bool) -> list[Cand
     return chosen
 
 
-def result(c: Candidate, query: SearchQuery, path: str | None, tests: bool,
-           demote: tuple) -> dict:
+def result(c: Candidate, query: SearchQuery) -> dict:
     """One search result as the CLI prints it and MCP returns it."""
     first_doc = (c.doc.strip().splitlines() or [""])[0]
     return {"path": c.path, "line": c.line, "kind": c.kind, "symbol": c.symbol(),
@@ -2410,7 +2474,7 @@ def result(c: Candidate, query: SearchQuery, path: str | None, tests: bool,
             "language": c.language, "signature": c.signature[:200], "doc": first_doc[:200],
             "snippet": (c.signature or first_doc)[:200],
             "covered": len(c.covered), "of": len(query.terms),
-            "score": round(rank_score(c, query, path, tests, demote), 4)}
+            "score": round(c.score, 4)}
 
 
 class WorktreeOverlay:
