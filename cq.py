@@ -20,6 +20,10 @@ How the parts fit, in the order data flows through them:
   damaged one is moved aside and rebuilt from git (``repair_databases``).
 * Documenting is bounded: the built-in documenters are linear in their input, each file has a
   time budget, and a file that keeps killing the worker is skipped after three deaths.
+* Search (``search``) ranks by how many query words a result covers, then BM25 weighted by
+  kind and path; definitions carry their containers, and every file has a file-level record
+  of all its words.  ``cq search`` and the MCP server (``cq mcp``, JSON-RPC over stdio or
+  HTTP) call the same function; MCP lays the files edited in the working tree over the index.
 
 All state for a repository lives in ``$(git rev-parse --git-common-dir)/cq/``: mode 0700, files
 0600, opened without following symlinks.  Configuration is git config (``cq.*``), never a file
@@ -1615,8 +1619,8 @@ def looks_binary(data: bytes) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# The index and search: SQLite + FTS5.  Documentation is stored once per blob; each worktree
-# has its own path -> blob map, so results always match the worktree that asks.
+# The index: SQLite + FTS5, one writer per transaction.  Documentation is stored once per blob;
+# each worktree has its own path -> blob map, so results always match the worktree that asks.
 # ---------------------------------------------------------------------------------------------
 
 SCHEMA_VERSION = 4  # PRAGMA user_version; an index of another version is rebuilt from git
