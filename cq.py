@@ -4158,7 +4158,14 @@ def serve_http(repo: Repo | None, cwd: str, address: str, token: str | None) -> 
             length = self.headers.get("Content-Length", "")
             if not length.isdigit():
                 return self.answer(400, rpc_error(None, -32600, "Content-Length is required"))
-            if int(length) > MCP_BODY_CAP:
+            if int(length) > MCP_BODY_CAP:  # read what a client would still be sending
+                remaining = min(int(length), 16 * MCP_BODY_CAP)
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 65536))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+                self.close_connection = True
                 return self.answer(413, rpc_error(None, -32600, "request too large"))
             try:
                 message = json.loads(self.rfile.read(int(length)))

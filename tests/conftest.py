@@ -7,6 +7,7 @@ at teardown so that no test leaks processes into the next one.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -209,6 +210,21 @@ def repo(tmp_path, cq_pyz):
     repository = make_repo(tmp_path / "repo", cq_pyz)
     yield repository
     kill_workers_of(tmp_path)
+
+
+@contextlib.contextmanager
+def indexed_repository(tmp_path_factory, pyz: Path, name: str, files: dict):
+    """A repository holding files, after `cq init`; its worker is killed at the end (for
+    module-scoped fixtures that many read-only tests share)."""
+    base = tmp_path_factory.mktemp(name)
+    repository = make_repo(base / "repo", pyz)
+    repository.commit(files)
+    proc = repository.cq("init")
+    assert proc.returncode == 0, proc.stderr
+    try:
+        yield repository
+    finally:
+        kill_workers_of(base)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import kill_workers_of, make_repo, wait_until
+from conftest import indexed_repository, kill_workers_of, make_repo, wait_until
 
 mcp = pytest.importorskip("mcp", reason="the MCP SDK needs Python 3.10 or newer")
 anyio = pytest.importorskip("anyio")
@@ -33,13 +33,8 @@ FILES = {
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, cq_pyz):
     """An initialised repository (hooks, worker, index)."""
-    base = tmp_path_factory.mktemp("mcp")
-    repo = make_repo(base / "repo", cq_pyz)
-    repo.commit(FILES)
-    proc = repo.cq("init")
-    assert proc.returncode == 0, proc.stderr
-    yield repo
-    kill_workers_of(base)
+    with indexed_repository(tmp_path_factory, cq_pyz, "mcp", FILES) as repo:
+        yield repo
 
 
 def server_command(repo, *extra) -> list[str]:

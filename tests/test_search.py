@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import indexed_repository
 
 FILES = {
     "config/loader.py": '''"""Loading of configuration files."""
@@ -29,15 +30,8 @@ def run():
 
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, cq_pyz):
-    from conftest import kill_workers_of, make_repo
-
-    base = tmp_path_factory.mktemp("search")
-    repo = make_repo(base / "repo", cq_pyz)
-    repo.commit(FILES)
-    proc = repo.cq("init")
-    assert proc.returncode == 0, proc.stderr
-    yield repo
-    kill_workers_of(base)
+    with indexed_repository(tmp_path_factory, cq_pyz, "search", FILES) as repo:
+        yield repo
 
 
 @pytest.mark.parametrize("query", [["parse_config"], ["ParseConfig"], ["parse", "config"],
@@ -245,15 +239,8 @@ void ui::Widget::draw(int canvas)
 
 @pytest.fixture(scope="module")
 def polyglot(tmp_path_factory, cq_pyz):
-    from conftest import kill_workers_of, make_repo
-
-    base = tmp_path_factory.mktemp("polyglot")
-    repo = make_repo(base / "repo", cq_pyz)
-    repo.commit(POLYGLOT)
-    proc = repo.cq("init")
-    assert proc.returncode == 0, proc.stderr
-    yield repo
-    kill_workers_of(base)
+    with indexed_repository(tmp_path_factory, cq_pyz, "polyglot", POLYGLOT) as repo:
+        yield repo
 
 
 def top(repo, *query, extra=()) -> dict:
