@@ -2310,9 +2310,9 @@ def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | N
            demote: tuple = ()) -> list[dict]:
     """Ranked results for a query in one worktree: what the CLI prints and MCP returns.
 
-    Results that cover every term come from AND queries, which are selective and fast; only
-    where they fill fewer than `limit` source files does the search widen to any term (OR)
-    and measure what each candidate covers: until then nothing else could rank above them."""
+    Definitions that cover every term come from an AND query, which is selective and fast;
+    only where they fill fewer than `limit` source files does the search take in file-level
+    records, then any term (OR) with what each candidate covers, then paths."""
     query = SearchQuery(text)
     matches = path_matcher(path)
     db = index.db
@@ -2324,20 +2324,20 @@ def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | N
     if query.whole:
         exact = entry_candidates(db, query.exact_names(), where)
         candidates += [c for c in exact if c.exact(query)]
-    candidates += file_candidates(db, " AND ".join(t.files for t in query.terms), where)
+    if len(source_paths(candidates, demote)) < limit:
+        candidates += file_candidates(db, " AND ".join(t.files for t in query.terms), where)
     for c in candidates:
         c.covered.update(every)
-    widen = len(query.terms) > 1 and len({c.path for c in candidates if path_class(
-        c.path, demote) == "source"}) < limit
-    if widen:
+    if len(source_paths(candidates, demote)) < limit:
         seen = {(c.kind == "file", c.rowid, c.path) for c in candidates}
-        more = entry_candidates(db, query.any_term(), where) + file_candidates(
-            db, " OR ".join(t.files for t in query.terms), where)
+        more = [] if len(query.terms) == 1 else \
+            entry_candidates(db, query.any_term(), where) + file_candidates(
+                db, " OR ".join(t.files for t in query.terms), where)
         more = [c for c in more if (c.kind == "file", c.rowid, c.path) not in seen]
         measure_coverage(db, query, more)
         candidates += more
-    candidates += path_candidates(db, query, where,
-                                  {c.path for c in candidates if c.kind == "file"})
+        candidates += path_candidates(db, query, where,
+                                      {c.path for c in candidates if c.kind == "file"})
     for c in candidates:
         c.covered.update(n for n, term in enumerate(query.terms)
                          if covers_path_word(term, words_of_path(c.path)))
@@ -2347,6 +2347,11 @@ def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | N
     unique = {(c.kind, c.rowid, c.path): c for c in reversed(candidates)}.values()
     ranked = sorted(unique, key=lambda c: (-c.coverage, -c.score, c.path, c.line))
     return [result(c, query) for c in grouped(ranked, limit, all_entries)]
+
+
+def source_paths(candidates: list[Candidate], demote: tuple) -> set[str]:
+    """The source files (not tests, examples or copies) among candidates."""
+    return {c.path for c in candidates if path_class(c.path, demote) == "source"}
 
 
 def entry_candidates(db, expression: str, where: tuple) -> list[Candidate]:
