@@ -137,9 +137,10 @@ def test_status_never_calls_a_worker_busy_documenting_hung(repo):
     repo.commit({f"big/m{i}.py": module_source(i) * 25 for i in range(80)})  # CPU-heavy
     assert repo.cq("worker", "start").returncode == 0
     assert repo.cq("index").returncode == 0
-    seen = set()
+    seen, deadline = set(), time.monotonic() + 300
     while not repo.index_status()["complete"]:
         seen.add(repo.status()["state"])
+        assert time.monotonic() < deadline, "the index did not complete"
     assert seen <= {"running"}
 
 
