@@ -91,7 +91,7 @@ class Repository:
         """Run the built cq.pyz against this repository and capture text output."""
         return subprocess.run([python, "-I", "-S", str(self.pyz), "-C", str(cwd or self.path),
                                *args], capture_output=True, text=True, timeout=timeout,
-                              env=env, input=input, check=False)
+                              errors="surrogateescape", env=env, input=input, check=False)
 
     def status(self) -> dict:
         """`cq worker status --json`, parsed, with the exit code added."""
