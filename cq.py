@@ -2345,7 +2345,13 @@ def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | N
         c.coverage = len(c.covered) - penalty
         c.score = rank_score(c, query, path, tests, demote)
     unique = {(c.kind, c.rowid, c.path): c for c in reversed(candidates)}.values()
-    ranked = sorted(unique, key=lambda c: (-c.coverage, -c.score, c.path, c.line))
+    best_entry: dict = {}
+    for c in unique:
+        if c.kind != "file":
+            best_entry[c.path] = max(best_entry.get(c.path, c.coverage), c.coverage)
+    # A file's own record adds nothing where one of its definitions covers as much.
+    kept = [c for c in unique if c.kind != "file" or c.coverage > best_entry.get(c.path, -9)]
+    ranked = sorted(kept, key=lambda c: (-c.coverage, -c.score, c.path, c.line))
     return [result(c, query) for c in grouped(ranked, limit, all_entries)]
 
 
@@ -4657,7 +4663,7 @@ SEARCH_LIMIT_MAX = 10_000
 def cmd_search(args, repo: Repo) -> int:
     """cq search QUERY: ranked results from this worktree's index."""
     language = canonical_language(args.lang) if args.lang else None
-    config = load_config(repo)
+    config = config_or_defaults(repo)  # a typo in git config must not stop a search
     filters = {"path": args.path, "language": language, "tests": args.tests,
                "all_entries": args.all_entries, "demote": config.demote}
     with open_for_reading(repo) as index:

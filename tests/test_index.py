@@ -120,7 +120,9 @@ def test_odd_file_names_are_indexed_and_shown(initialised):
     initialised.commit(message="odd names")
     initialised.wait_indexed()
     for i, name in enumerate(names):
-        assert [h["path"] for h in initialised.search(f"odd_name_{i}")] == [name]
+        hits = initialised.search(f"odd_name_{i}")
+        assert (hits[0]["path"], hits[0]["symbol"]) == (name, f"odd_name_{i}")
+        assert [h["path"] for h in hits].count(name) == 1
     assert initialised.search("odd_name_bytes")[0]["path"] == os.fsdecode(b"latin1-\xe9.py")
     assert show(initialised, "-leading-dash.py")["entries"][0]["name"] == "odd_name_1"
 
