@@ -3860,10 +3860,10 @@ class McpServer:
                                           "message": "waiting for the index to reach HEAD"}})
                 time.sleep(0.05)
                 indexed = index.worktree_commit(self.repo.git_dir)
-        stale = set()
-        if indexed != head and indexed and head and commit_exists(self.repo.common_dir,
-                                                                   indexed):
-            stale = {p for p, _, _ in changed_blobs(self.repo.common_dir, indexed, head)}
+        stale: set | None = set()  # None: which paths changed is unknown, so all may be
+        if indexed != head:
+            stale = {p for p, _, _ in changed_blobs(self.repo.common_dir, indexed, head)} \
+                if indexed and head and commit_exists(self.repo.common_dir, indexed) else None
         catching_up = indexed != head
         pending = self.pending_files(index)
         note = "the index is catching up with HEAD: some hits may be stale" if catching_up \
@@ -3871,7 +3871,7 @@ class McpServer:
         if pending:
             note = (note + "; " if note else "") + f"{pending} files are still being indexed"
         return {"indexed_commit": indexed, "head": head, "catching_up": catching_up,
-                "stale": stale if not catching_up or stale else None, "note": note}
+                "stale": stale, "note": note}
 
     def pending_files(self, index: Index) -> int:
         """Files of this worktree not documented yet (counted at most every 2 seconds)."""
@@ -4316,7 +4316,7 @@ def worker_status_report(repo: Repo, state: WorkerState) -> dict:
 
 def print_worker_status(report: dict, verbose: bool) -> None:
     """Human-readable status lines."""
-    if report["state"] in ("running", "hung"):
+    if report["state"] in ("running", "hung", "blocked"):
         print(f"worker: {report['state']} (PID {report['pid']}, up "
               f"{human_seconds(report['uptime_seconds'] or 0)}, heartbeat "
               f"{report['heartbeat_age_seconds']}s ago)")
@@ -4330,7 +4330,7 @@ def print_worker_status(report: dict, verbose: bool) -> None:
                 print("working on: nothing")
     else:
         print(f"worker: {report['state']}: {report['detail']}")
-    if report["state"] == "hung":
+    if report["state"] in ("hung", "blocked"):
         print(f"warning: {report['detail']}")
     if report["problem"]:
         age = human_seconds(time.time() - report["problem"]["at"])
