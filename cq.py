@@ -2096,7 +2096,9 @@ def printable(text: str) -> str:
 
 def squash(text: str) -> str:
     """An identifier reduced to lowercase letters and digits, so its spellings compare equal."""
-    return "".join(ch for ch in text.lower() if ch.isalnum())
+    import re
+
+    return re.sub(r"[\W_]+", "", text.lower())
 
 
 def name_words(name: str) -> str:
@@ -3733,6 +3735,7 @@ class McpServer:
         self.roots_answered = threading.Event()  # set once the client's roots/list answer came
         self.version = MCP_VERSIONS[0]
         self.pending_checked = (0.0, 0)  # (when, count): the pending count, at most every 2 s
+        self.config_read: tuple = (0.0, None)  # (when, Config)
 
     # -- JSON-RPC ---------------------------------------------------------------------------
 
@@ -3841,7 +3844,7 @@ class McpServer:
         """Bring the index to HEAD if the worker can within cq.mcpWaitMs (with progress
         notifications), and say what the answer reflects."""
         index = self.open_index()
-        config = config_or_defaults(self.repo)
+        config = self.config()
         head = head_commit(self.repo.git_dir)
         indexed = index.worktree_commit(self.repo.git_dir)
         if indexed != head:
@@ -3883,7 +3886,15 @@ class McpServer:
 
     def overlay(self) -> WorktreeOverlay:
         """The working tree's edited files, documented now."""
-        return WorktreeOverlay(self.repo, config_or_defaults(self.repo), self.cwd)
+        return WorktreeOverlay(self.repo, self.config(), self.cwd)
+
+    def config(self) -> Config:
+        """The settings, read at most every 2 seconds (each read is a git process)."""
+        when, config = self.config_read
+        if config is None or time.monotonic() - when > 2:
+            config = config_or_defaults(self.repo)
+            self.config_read = (time.monotonic(), config)
+        return config
 
 
 class McpInvalid(Exception):
@@ -3975,7 +3986,7 @@ def tool_search(server: McpServer, args: dict, meta: dict, request_id) -> dict:
     offset = decode_cursor(args.get("cursor"), "search", key)
     state = server.fresh_state(meta, request_id)
     overlay = server.overlay()
-    config = config_or_defaults(server.repo)
+    config = server.config()
     results = search_worktree(server.open_index(), server.repo, query, overlay,
                               offset + limit + 1, path=args.get("path"), language=language,
                               demote=config.demote)
