@@ -3731,6 +3731,7 @@ class McpServer:
         self.repo, self.cwd, self.send = repo, cwd, send
         self.cancelled: set = set()
         self.index: Index | None = None
+        self.index_identity: tuple | None = None  # (device, inode) of the file it reads
         self.client_roots = False
         self.roots_answered = threading.Event()  # set once the client's roots/list answer came
         self.version = MCP_VERSIONS[0]
@@ -3744,9 +3745,14 @@ class McpServer:
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             return rpc_error(None, -32600, "not a JSON-RPC 2.0 message")
         request_id, method = message.get("id"), message.get("method")
-        if method is None:  # a response to a request of ours (roots/list)
-            self.take_roots(message)
+        if method is None:
+            if "result" not in message and "error" not in message:
+                return rpc_error(request_id, -32600, "a request needs a method")
+            if request_id == "cq-roots" and not self.roots_answered.is_set():
+                self.take_roots(message)  # the answer to our roots/list; others are ignored
             return None
+        if not isinstance(method, str):
+            return rpc_error(request_id, -32600, "method must be a string")
         params = message.get("params") or {}
         if request_id is None:  # a notification: acted on, never answered
             if method == "notifications/cancelled" and isinstance(params, dict):
@@ -3768,11 +3774,31 @@ class McpServer:
             return None
         return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
+    def dispatch(self, message) -> dict | list | None:
+        """The reply to a message or a batch of them (None when nothing is owed); an error
+        inside one request is that request's -32603, never the end of the session."""
+        if isinstance(message, list):
+            if not message:
+                return rpc_error(None, -32600, "an empty batch")
+            replies = [r for r in map(self.safe_handle, message) if r is not None]
+            return replies or None
+        return self.safe_handle(message)
+
+    def safe_handle(self, message) -> dict | None:
+        """handle(), with unexpected errors reported as -32603."""
+        try:
+            return self.handle(message)
+        except Exception as exc:  # noqa: BLE001 - one bad request must not end the session
+            print(f"cq mcp: {type(exc).__name__}: {exc}", file=sys.stderr)
+            request_id = message.get("id") if isinstance(message, dict) else None
+            return rpc_error(request_id, -32603, f"internal error: {exc}")
+
     def initialize(self, request_id, params: dict) -> dict:
         """The handshake: the client's protocol version if we speak it, else our newest."""
         asked = params.get("protocolVersion")
         self.version = asked if asked in MCP_VERSIONS else MCP_VERSIONS[0]
-        self.client_roots = "roots" in (params.get("capabilities") or {})
+        capabilities = params.get("capabilities")
+        self.client_roots = isinstance(capabilities, dict) and "roots" in capabilities
         return {"protocolVersion": self.version,
                 "capabilities": {"tools": {"listChanged": False}, "resources": {},
                                  "logging": {}},
@@ -3789,40 +3815,55 @@ class McpServer:
     def take_roots(self, message: dict) -> None:
         """Serve the first root that is a git repository."""
         try:
-            self.choose_root((message.get("result") or {}).get("roots") or [])
+            result = message.get("result")
+            roots = result.get("roots") if isinstance(result, dict) else None
+            self.choose_root(roots if isinstance(roots, list) else [])
         finally:
             self.roots_answered.set()
 
     def choose_root(self, roots: list) -> None:
         """The first root (a file: URI) that is a git repository becomes the one served."""
-        for root in roots:
-            uri = root.get("uri", "") if isinstance(root, dict) else ""
-            if uri.startswith("file://"):
-                from urllib.parse import unquote
+        from urllib.parse import unquote, urlsplit
 
-                try:
-                    self.repo, self.cwd = locate_repo(unquote(uri[7:])), unquote(uri[7:])
-                    return
-                except CqError:
-                    continue
+        for root in roots:
+            uri = root.get("uri") if isinstance(root, dict) else None
+            parts = urlsplit(uri) if isinstance(uri, str) else None
+            if parts is None or parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+                continue
+            path = unquote(parts.path)
+            try:
+                self.repo, self.cwd = locate_repo(path), path
+                return
+            except CqError:
+                continue
 
     def call_tool(self, request_id, params: dict) -> dict:
         """tools/call: a result with structuredContent and the same as text, or isError."""
         name, arguments = params.get("name"), params.get("arguments") or {}
-        if name not in MCP_TOOLS:
+        if not isinstance(name, str) or name not in MCP_TOOLS:
             raise McpInvalid(f"unknown tool: {name!r}")
         if not isinstance(arguments, dict):
             raise McpInvalid("arguments must be an object")
+        meta = params.get("_meta")
         if self.repo is None and self.client_roots:
             self.roots_answered.wait(10)  # the answer to our roots/list may still be coming
         try:
             if self.repo is None:
                 raise ToolError("cq is not serving a git repository: start `cq mcp` inside "
                                 "one (or with -C DIR), or offer a root that is one")
-            structured = MCP_HANDLERS[name](self, arguments, params.get("_meta") or {},
-                                            request_id)
+            structured = MCP_HANDLERS[name](self, arguments,
+                                            meta if isinstance(meta, dict) else {}, request_id)
         except (ToolError, CqError) as exc:
             return {"content": [{"type": "text", "text": str(exc)}], "isError": True}
+        except Exception as exc:
+            if type(exc).__module__ != "sqlite3":
+                raise
+            self.close_index()  # reopened on the next call, perhaps after a repair
+            if is_damage(exc):
+                spawn_detached([*self_command(), "-C", self.repo.common_dir, "index",
+                                "--repair"], self.repo)
+            return {"content": [{"type": "text", "text": f"the index could not be read "
+                                 f"({exc}); ask again in a moment"}], "isError": True}
         text = compact_json(structured)
         return {"content": [{"type": "text", "text": text[:MCP_HARD_CAP]}],
                 "structuredContent": structured, "isError": False}
@@ -3830,7 +3871,15 @@ class McpServer:
     # -- the index, fresh ----------------------------------------------------------------------
 
     def open_index(self) -> Index:
-        """The one read connection to the index (opened once the index exists)."""
+        """The one read connection to the index, opened again when the file was replaced
+        (a repair moves a damaged index aside and starts a new one)."""
+        try:
+            st = os.stat(self.repo.state_path(INDEX_DB))
+            identity = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            identity = None
+        if self.index is not None and identity != self.index_identity:
+            self.close_index()
         if self.index is None:
             try:
                 self.index = Index(self.repo, readonly=True)
@@ -3838,7 +3887,14 @@ class McpServer:
                 ensure_worker(self.repo)
                 raise ToolError(f"{exc}; the worker is building the index, ask again "
                                 "shortly") from exc
+            self.index_identity = identity
         return self.index
+
+    def close_index(self) -> None:
+        """Drop the read connection."""
+        if self.index is not None:
+            self.index.db.close()
+            self.index = None
 
     def fresh_state(self, meta: dict, request_id) -> dict:
         """Bring the index to HEAD if the worker can within cq.mcpWaitMs (with progress
@@ -3958,7 +4014,7 @@ def decode_cursor(cursor, kind: str, key: str) -> int:
         found = json.loads(base64.urlsafe_b64decode(str(cursor).encode()))
         if isinstance(found, list) and found[:2] == [kind, key] and int(found[2]) >= 0:
             return int(found[2])
-    except (ValueError, TypeError, IndexError):
+    except (ValueError, TypeError, IndexError, OverflowError):
         pass
     raise ToolError("that cursor does not belong to this listing; ask again without it")
 
@@ -3979,8 +4035,11 @@ def tool_search(server: McpServer, args: dict, meta: dict, request_id) -> dict:
     if not isinstance(query, str) or not query.strip():
         raise ToolError("query must be a non-empty string of words or identifiers")
     limit = args.get("limit", 10)
-    if not isinstance(limit, int) or not 1 <= limit <= 100:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
         raise ToolError("limit must be a whole number from 1 to 100")
+    for key in ("path", "language"):
+        if not isinstance(args.get(key, ""), str):
+            raise ToolError(f"{key} must be a string")
     language = canonical_language(args["language"]) if args.get("language") else None
     key = json_key([query, args.get("path"), language])
     offset = decode_cursor(args.get("cursor"), "search", key)
@@ -4023,6 +4082,10 @@ def tool_outline(server: McpServer, args: dict, meta: dict, request_id) -> dict:
     if not isinstance(path, str) or not path.strip():
         raise ToolError("path must be a file's path from the repository's top")
     path = os.path.normpath(path).removeprefix("./")
+    try:
+        os.fsencode(path)
+    except UnicodeError as exc:
+        raise ToolError("path holds characters no file name can have") from exc
     state = server.fresh_state(meta, request_id)
     overlay = server.overlay()
     if path in overlay.deleted:
@@ -4105,7 +4168,7 @@ def serve_stdio(repo: Repo | None, cwd: str) -> int:
     out = sys.stdout.buffer
     write_lock = threading.Lock()
 
-    def send(message: dict) -> None:
+    def send(message: dict | list) -> None:
         data = compact_json(message).encode()
         with write_lock:
             out.write(data + b"\n")
@@ -4116,34 +4179,38 @@ def serve_stdio(repo: Repo | None, cwd: str) -> int:
 
     def read() -> None:
         for line in sys.stdin.buffer:
-            if not line.strip():
-                continue
             try:
-                message = json.loads(line)
-            except ValueError:
-                send(rpc_error(None, -32700, "parse error: not JSON"))
-                continue
-            if isinstance(message, dict) and (message.get("method") == "notifications/cancelled"
-                                              or "method" not in message):
-                server.handle(message)  # a cancellation or an answer to us: handled at once
-            elif isinstance(message, dict) and message.get("method") == "server/discover":
-                send(rpc_error(message.get("id"), -32601, "method not found: server/discover "
-                               "(this server speaks the initialize handshake)"))
-            else:
-                requests.put(message)
+                take(line)
+            except Exception as exc:  # noqa: BLE001 - the reader must outlive any one line
+                print(f"cq mcp: {type(exc).__name__}: {exc}", file=sys.stderr)
         requests.put(None)
+
+    def take(line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            send(rpc_error(None, -32700, "parse error: not JSON"))
+            return
+        if isinstance(message, dict) and "id" not in message and \
+                message.get("method") == "notifications/cancelled":
+            server.handle(message)  # at once: the request it names may be running
+        elif isinstance(message, dict) and "method" not in message and \
+                ("result" in message or "error" in message):
+            server.handle(message)  # an answer to our roots/list, awaited by a request
+        elif isinstance(message, dict) and message.get("method") == "server/discover":
+            send(rpc_error(message.get("id"), -32601, "method not found: server/discover "
+                           "(this server speaks the initialize handshake)"))
+        else:
+            requests.put(message)
 
     threading.Thread(target=read, daemon=True).start()
     while True:
         message = requests.get()
         if message is None:
             return EXIT_OK
-        try:
-            reply = server.handle(message)
-        except Exception as exc:  # noqa: BLE001 - one bad request must not end the session
-            print(f"cq mcp: {type(exc).__name__}: {exc}", file=sys.stderr)
-            reply = rpc_error(message.get("id") if isinstance(message, dict) else None,
-                              -32603, f"internal error: {exc}")
+        reply = server.dispatch(message)
         if reply is not None:
             send(reply)
 
@@ -4157,6 +4224,7 @@ def serve_http(repo: Repo | None, cwd: str, address: str, token: str | None) -> 
     browsers' Origin headers must name this host (the DNS-rebinding rule)."""
     import hmac
     import json
+    import socket
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     host, _, port = address.rpartition(":")
@@ -4168,8 +4236,9 @@ def serve_http(repo: Repo | None, cwd: str, address: str, token: str | None) -> 
                       "or --token-file FILE", EXIT_USAGE)
 
     class Handler(BaseHTTPRequestHandler):
-        """One HTTP request: one JSON-RPC message."""
+        """One HTTP request: one JSON-RPC message (or batch)."""
 
+        timeout = 30  # seconds a client may take to send its request
         def do_POST(self) -> None:  # the name http.server calls
             origin = self.headers.get("Origin")
             if origin and origin_host(origin) not in (*LOOPBACK_HOSTS, host):
@@ -4178,7 +4247,7 @@ def serve_http(repo: Repo | None, cwd: str, address: str, token: str | None) -> 
                     self.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
                 return self.answer(401, {"error": "a bearer token is required"})
             length = self.headers.get("Content-Length", "")
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):
                 return self.answer(400, rpc_error(None, -32600, "Content-Length is required"))
             if int(length) > MCP_BODY_CAP:  # read what a client would still be sending
                 remaining = min(int(length), 16 * MCP_BODY_CAP)
@@ -4191,12 +4260,12 @@ def serve_http(repo: Repo | None, cwd: str, address: str, token: str | None) -> 
                 return self.answer(413, rpc_error(None, -32600, "request too large"))
             try:
                 message = json.loads(self.rfile.read(int(length)))
-            except ValueError:
+            except (ValueError, RecursionError):
                 return self.answer(400, rpc_error(None, -32700, "parse error: not JSON"))
             if isinstance(message, dict) and message.get("method") == "server/discover":
                 return self.answer(200, rpc_error(message.get("id"), -32601,
                                                   "method not found: server/discover"))
-            reply = McpServer(repo, cwd, lambda notification: None).handle(message)
+            reply = McpServer(repo, cwd, lambda notification: None).dispatch(message)
             return self.answer(202, None) if reply is None else self.answer(200, reply)
 
         def do_GET(self) -> None:  # no server-sent events stream here
@@ -4213,7 +4282,9 @@ def serve_http(repo: Repo | None, cwd: str, address: str, token: str | None) -> 
         def log_message(self, form: str, *args) -> None:
             print(f"cq mcp: {form % args}", file=sys.stderr)
 
-    server = ThreadingHTTPServer((host, int(port)), Handler)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = type("Server", (ThreadingHTTPServer,), {"address_family": family})(
+        (host, int(port)), Handler)
     print(f"cq mcp: serving on http://{address if ':' in address else host + ':' + port}/mcp",
           file=sys.stderr)
     try:

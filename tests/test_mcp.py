@@ -191,6 +191,9 @@ def test_malformed_and_odd_messages_get_errors_and_the_server_keeps_serving(serv
         '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"nope"}}',
         '{"jsonrpc":"2.0","id":4,"method":"server/discover","params":{}}',
         '{"jsonrpc":"2.0","id":5,"method":"ping"}'])
+    batch = next(r for r in replies if isinstance(r, list))  # [1, 2]: a batch of two nothings
+    assert [r["error"]["code"] for r in batch] == [-32600, -32600]
+    replies = [r for r in replies if isinstance(r, dict)]
     by_id = {r.get("id"): r for r in replies}
     assert by_id[0]["result"]["protocolVersion"] == "2025-06-18"
     assert any(r.get("error", {}).get("code") == -32700 for r in replies)
@@ -390,3 +393,81 @@ def test_a_search_answer_stays_under_the_cap_and_says_how_to_get_the_rest(served
     answer = with_client(served, body)
     assert len(json.dumps(answer, separators=(",", ":"))) < 17_000  # as the text block
     assert answer["next_cursor"] and "next_cursor" in answer["note"]
+
+
+def test_stray_answers_deep_nesting_and_batches_never_stop_the_server(served):
+    replies = raw_session(served, [
+        INIT, '{"jsonrpc":"2.0","id":"x","result":[1]}',
+        '{"jsonrpc":"2.0","id":"cq-roots","result":{"roots":[{"uri":5}]}}',
+        "[" * 100_000, '{"jsonrpc":"2.0","id":9}',
+        '[{"jsonrpc":"2.0","id":10,"method":"ping"},{"jsonrpc":"2.0","id":11,"method":"ping"}]',
+        '{"jsonrpc":"2.0","id":12,"method":"ping"}'])
+    batch = next(r for r in replies if isinstance(r, list))
+    assert sorted(r["id"] for r in batch) == [10, 11]
+    singles = {r.get("id"): r for r in replies if isinstance(r, dict)}
+    assert singles[9]["error"]["code"] == -32600
+    assert singles[12]["result"] == {}
+
+
+@pytest.mark.parametrize("name, arguments", [
+    ("search", {"query": "x", "path": 5}), ("search", {"query": "x", "language": 5}),
+    ("search", {"query": "x", "limit": True}),
+    ("search", {"query": "x", "cursor": "WyJzZWFyY2giLCAia2V5IiwgMWUzMDld"}),
+    ("outline", {"path": "mod\ud800.py"})])
+def test_arguments_of_the_wrong_type_are_tool_errors(served, name, arguments):
+    replies = raw_session(served, [INIT, json.dumps({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": name, "arguments": arguments}})])
+    assert replies[-1]["result"]["isError"] is True
+
+
+def test_a_tool_name_that_is_not_a_string_is_bad_params(served):
+    replies = raw_session(served, [INIT, json.dumps({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": ["search"]}})])
+    assert replies[-1]["error"]["code"] == -32602
+
+
+def test_after_a_repair_the_server_reads_the_new_index(served):
+    repo = served
+    proc = subprocess.Popen(server_command(repo), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+
+    def ask(request_id: int, query: str) -> dict:
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                                     "params": {"name": "search",
+                                                "arguments": {"query": query}}}) + "\n")
+        proc.stdin.flush()
+        while True:
+            reply = json.loads(proc.stdout.readline())
+            if reply.get("id") == request_id:
+                return reply["result"]["structuredContent"]
+
+    try:
+        proc.stdin.write(INIT + "\n")
+        proc.stdin.flush()
+        json.loads(proc.stdout.readline())
+        assert ask(1, "parse_config")["results"]
+        assert repo.cq("worker", "stop").returncode == 0
+        with open(repo.state / "index.db", "r+b") as f:
+            f.seek(2 * 4096)
+            f.write(b"\xa5" * 16384)
+        assert repo.cq("index", "--repair").returncode == 0
+        repo.commit({"after_repair.py": "def found_after_the_repair():\n    pass\n"})
+        repo.wait_indexed()
+        answer = wait_until(lambda: ask(2, "found_after_the_repair")["results"],
+                            what="the server to read the rebuilt index")
+        assert answer[0]["path"] == "after_repair.py"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+
+
+def test_http_answers_bad_arguments_and_odd_lengths_without_dropping_the_connection(
+        http_server):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "search", "arguments": {"query": "x", "path": 5}}})
+    assert post(http_server, body.encode()) == 200
+    host, port = http_server.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: \xc2\xb2\r\n\r\n")
+        assert conn.recv(64).startswith(b"HTTP/1.0 400")
