@@ -1008,7 +1008,7 @@ def reconcile_index(repo: Repo, huey) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The documenters: turn one file's bytes into a summary and a list of entries (definitions,
-# headings, imports, mentions).  Built in, stdlib only, deterministic; never raises on bad input.
+# headings, imports).  Built in, stdlib only, bounded in time; never raises on bad input.
 # ---------------------------------------------------------------------------------------------
 
 LANGUAGES = {
