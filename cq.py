@@ -931,9 +931,14 @@ def repair_if_damaged(repo: Repo, work, *args) -> None:
         if (is_damage(exc) or isinstance(exc, DatabaseDamaged)) and not Problems.repairing:
             Problems.repairing = True  # once per worker: the repair restarts it
             log(f"a database is damaged ({exc}); starting cq index --repair", error=True)
-            spawn_detached([*self_command(), "-C", repo.common_dir, "index", "--repair"],
-                           repo)
+            start_repair(repo)
         raise
+
+
+def start_repair(repo: Repo) -> None:
+    """Start `cq index --repair` in a process of its own: it stops the worker (and with it
+    the caller, when the caller is the worker) before moving a damaged database aside."""
+    spawn_detached([*self_command(), "-C", repo.common_dir, "index", "--repair"], repo)
 
 
 def task_config(repo: Repo, huey) -> Config:
@@ -2300,11 +2305,13 @@ class Candidate:
 
     def exact(self, query: SearchQuery) -> bool:
         """True if the query names this definition, plainly or qualified."""
-        if self.kind == "file":
-            return False
-        last = self.container.replace("::", ".").rsplit(".", 1)[-1]
-        return query.whole in (squash(self.name), squash(last + self.name),
-                               squash(self.container + self.name))
+        return self.kind != "file" and names_exactly(query, self.name, self.container)
+
+
+def names_exactly(query: SearchQuery, name: str, container: str) -> bool:
+    """True if the query is the name, or the name qualified by (the end of) its container."""
+    last = container.replace("::", ".").rsplit(".", 1)[-1]
+    return query.whole in (squash(name), squash(last + name), squash(container + name))
 
 
 def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | None = None,
@@ -2343,8 +2350,7 @@ def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | N
     for c in candidates:
         c.covered.update(n for n, term in enumerate(query.terms)
                          if covers_path_word(term, words_of_path(c.path)))
-        penalty = 0.0 if path or tests else COVERAGE_PENALTY[path_class(c.path, demote)]
-        c.coverage = len(c.covered) - penalty
+        c.coverage = len(c.covered) - coverage_penalty(c.path, bool(path or tests), demote)
         c.score = rank_score(c, query, path, tests, demote)
     unique = {(c.kind, c.rowid, c.path): c for c in reversed(candidates)}.values()
     best_entry: dict = {}
@@ -2355,6 +2361,12 @@ def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | N
     kept = [c for c in unique if c.kind != "file" or c.coverage > best_entry.get(c.path, -9)]
     ranked = sorted(kept, key=lambda c: (-c.coverage, -c.score, c.path, c.line))
     return [result(c, query) for c in grouped(ranked, limit, all_entries)]
+
+
+def coverage_penalty(path: str, lifted: bool, demote: tuple) -> float:
+    """The words of coverage a path gives up for its class (none once --path or --tests
+    says what the user wants)."""
+    return 0.0 if lifted else COVERAGE_PENALTY[path_class(path, demote)]
 
 
 def source_paths(candidates: list[Candidate], demote: tuple) -> set[str]:
@@ -2549,9 +2561,9 @@ def search_worktree(index: Index, repo: Repo, text: str, overlay: WorktreeOverla
     base = [r for r in search(index, repo.git_dir, text, limit + PER_FILE * len(hidden),
                               **filters) if r["path"] not in hidden]
     extra = search(overlay.index, repo.git_dir, text, limit, **filters)
-    demote = filters.get("demote", ())
+    lifted, demote = bool(filters.get("path") or filters.get("tests")), filters.get("demote", ())
     merged = sorted(base + extra, key=lambda r: (
-        -(r["covered"] - COVERAGE_PENALTY[path_class(r["path"], demote)]), -r["score"]))
+        -(r["covered"] - coverage_penalty(r["path"], lifted, demote)), -r["score"]))
     for r in merged:
         r["edited"] = r["path"] in overlay.edited
     return merged[:limit]
@@ -3860,8 +3872,7 @@ class McpServer:
                 raise
             self.close_index()  # reopened on the next call, perhaps after a repair
             if is_damage(exc):
-                spawn_detached([*self_command(), "-C", self.repo.common_dir, "index",
-                                "--repair"], self.repo)
+                start_repair(self.repo)
             return {"content": [{"type": "text", "text": f"the index could not be read "
                                  f"({exc}); ask again in a moment"}], "isError": True}
         text = compact_json(structured)
@@ -4070,8 +4081,8 @@ def tool_symbol(server: McpServer, args: dict, meta: dict, request_id) -> dict:
     overlay = server.overlay()
     query = SearchQuery(name)
     results = [r for r in search_worktree(server.open_index(), server.repo, name, overlay, 50)
-               if r["kind"] in DEFINITION_KINDS and query.whole in
-               (squash(r["name"]), squash(r["symbol"]), squash(r["container"] + r["name"]))]
+               if r["kind"] in DEFINITION_KINDS and
+               names_exactly(query, r["name"], r["container"])]
     page = [hit(r, overlay.edited, state) for r in results]
     return {"results": page[:capped(page)], **public_state(state)}
 
