@@ -20,6 +20,10 @@ How the parts fit, in the order data flows through them:
   damaged one is moved aside and rebuilt from git (``repair_databases``).
 * Documenting is bounded: the built-in documenters are linear in their input, each file has a
   time budget, and a file that keeps killing the worker is skipped after three deaths.
+* An external documenter (``cq.documenter``: the Claude Code preset or any command, usually an
+  LLM CLI) summarises files after the built-in pass, in the worker's summarizer threads.  Its
+  answers are kept per blob and per settings, so no content is sent twice; usage limits pause
+  it, repeated failures open a circuit breaker, and a daily budget caps its spend.
 * Search (``search``) ranks by how many query words a result covers, then BM25 weighted by
   kind and path; definitions carry their containers, and every file has a file-level record
   of all its words.  ``cq search`` and the MCP server (``cq mcp``, JSON-RPC over stdio or
@@ -289,8 +293,19 @@ class Config:
         "cq.mcpToken": ("mcp_token", "str", "", "a bearer token for cq mcp --http"),
         "cq.overlayMaxFiles": ("overlay_max_files", "int:0:10000", 50,
                                "a whole number from 0 to 10000"),
-        "cq.documenter": ("documenter", "str", "", "a shell command"),
+        "cq.documenter": ("documenter", "str", "",
+                          "claude (Claude Code's CLI, or the path to it) or a shell command"),
+        "cq.documenterModel": ("documenter_model", "str", "", "a model name, such as sonnet"),
         "cq.documenterTimeout": ("documenter_timeout", "float:0.1:86400", 300.0,
+                                 "seconds, from 0.1 to 86400"),
+        "cq.documenterJobs": ("documenter_jobs", "int:1:64", 2, "a whole number from 1 to 64"),
+        "cq.documenterMaxBytes": ("documenter_max_bytes", "size:1:1073741824", 100 << 10,
+                                  "a size in bytes, with an optional k, m or g, up to 1g"),
+        "cq.documenterBudget": ("documenter_budget", "float:0:1000000", 0.0,
+                                "US dollars a day, 0 for no cap"),
+        "cq.documenterFailures": ("documenter_failures", "int:1:1000", 3,
+                                  "a whole number from 1 to 1000"),
+        "cq.documenterBackoff": ("documenter_backoff", "float:0.1:86400", 60.0,
                                  "seconds, from 0.1 to 86400"),
     }
     BY_GIT_NAME = {key.lower(): key for key in KEYS}  # git prints keys in lowercase
@@ -347,6 +362,31 @@ def parse_config(pairs: list[tuple[str, str]]) -> Config:
         else:
             values[key] = value
     return Config(values)
+
+
+class FreshConfig:
+    """The settings of a long-running reader (the summarizer, the MCP server): read again at
+    most every 2 seconds, since each read is a git process; while they are invalid, the last
+    valid ones (the defaults at first), with the problem passed to warn."""
+
+    def __init__(self, repo: Repo, warn, config: Config | None = None):
+        self.repo, self.warn = repo, warn
+        self.read: tuple = (time.monotonic(), config) if config else (0.0, None)
+
+    def __call__(self) -> Config:
+        when, config = self.read
+        if config is None or time.monotonic() - when > 2:
+            try:
+                config = load_config(self.repo)
+            except CqError as exc:
+                self.warn(f"{exc}; using the last valid settings")
+                config = config or Config()
+            self.read = (time.monotonic(), config)
+        return config
+
+    def last(self) -> Config:
+        """The settings as last read, without reading (safe in a signal handler)."""
+        return self.read[1] or Config()
 
 
 def config_or_defaults(repo: Repo) -> Config:
@@ -537,6 +577,23 @@ class BlobReader:
         """End the git process."""
         self.proc.stdin.close()
         self.proc.wait()
+
+
+class LazyBlobReader:
+    """A BlobReader started at the first read (no git process for a documenter never set)."""
+
+    def __init__(self, common_dir: str):
+        self.common_dir, self.reader = common_dir, None
+
+    def read(self, sha: str, limit: int) -> tuple[int, bytes | None]:
+        """As BlobReader.read."""
+        self.reader = self.reader or BlobReader(self.common_dir)
+        return self.reader.read(sha, limit)
+
+    def close(self) -> None:
+        """End the git process, if one was started."""
+        if self.reader:
+            self.reader.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1624,24 +1681,343 @@ def looks_binary(data: bytes) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# External documenters (`cq.documenter`): the Claude Code preset or any command, run on one file
+# at a time with a timeout and an output cap.  Their answers are parsed here; usage limits are
+# told apart from failures, because a limit pauses every call while a failure is one file's.
+# ---------------------------------------------------------------------------------------------
+
+SUMMARY_PROMPT_VERSION = 1  # part of every summary's key: a new prompt summarises again
+SUMMARY_PROMPT = """\
+You are writing the entry for one file in a code search index.  The file {path} ({language}) \
+follows the line of dashes.  Answer with one JSON object and nothing else:
+{{"summary": "what the file is for, in one to three sentences",
+ "symbols": {{"a main definition, named as in the file": "what it does, in one sentence"}}}}
+Name at most 20 definitions.
+----
+"""
+DOCUMENTER_OUTPUT_CAP = 1 << 20  # bytes of stdout and stderr together; more is a failure
+SUMMARY_CHARS = 4000
+NOTE_CHARS = 400
+MOST_NOTES = 100
+BACKOFF_CAP = 3600.0  # seconds: the longest pause when a limit gives no reset time
+STATED_RESET_CAP = 8 * 86400.0  # a stated reset further away than this is not believed
+
+# Usage and rate limits as Claude Code and HTTP APIs word them (see DESIGN-NOTES).
+LIMIT_EPOCH = r"usage limit reached\|(\d{9,11})"
+LIMIT_CLOCK = (r"(?:limit|quota)[^\n]*?\bresets?\s+(?:at\s+)?(\d{1,2})(?::(\d{2}))?\s*"
+               r"(am|pm)?(?:\s*\(([^)\n]+)\))?")
+LIMIT_RETRY_AFTER = r"retry[- ]after\W{0,3}(\d{1,6})\b"
+LIMIT_WORDS = (r"hit your limit|usage limit|spend(?:ing)? limit|rate[ _-]?limit|"
+               r"too many requests|overloaded|quota|\b(?:429|529)\b")
+
+
+class LimitReached(Exception):
+    """The documenter hit a usage, spend or rate limit: no call can succeed until `until`
+    (None when the message names no time)."""
+
+    def __init__(self, message: str, until: float | None):
+        super().__init__(message)
+        self.until = until
+
+
+class DocumenterBroken(CqError):
+    """The external documenter cannot run at all (not any one file's fault)."""
+
+
+class Answer:
+    """What an external documenter said about one file."""
+
+    def __init__(self, summary: str, notes: dict, cost: float | None):
+        self.summary, self.notes, self.cost = summary, notes, cost
+
+
+class ExternalDocumenter:
+    """The documenter `cq.documenter` names: `claude` (or a path ending in `/claude`) is the
+    Claude Code preset; anything else is a shell command that reads the file on stdin."""
+
+    def __init__(self, config: Config):
+        import hashlib
+        import json
+
+        command = config.documenter.strip()
+        program = os.path.expanduser(command)
+        self.preset = os.path.basename(program) == "claude" and not any(
+            c.isspace() for c in command)
+        self.program, self.command, self.model = program, command, config.documenter_model
+        self.name = f"claude ({self.model or 'its default model'})" if self.preset else \
+            command if len(command) <= 48 else command[:47] + "\u2026"
+        # What decides an answer: a different prompt or model must summarise again, a new
+        # path to the same CLI must not.
+        what = ["claude", self.model, SUMMARY_PROMPT_VERSION] if self.preset else \
+            ["command", command, self.model]
+        self.key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+
+    def argv(self) -> list[str]:
+        """The program and its arguments."""
+        if self.preset:
+            model = ["--model", self.model] if self.model else []
+            return [self.program, "-p", "--output-format", "json", *model]
+        return ["/bin/sh", "-c", self.command]
+
+    def stdin(self, path: str, language: str, data: bytes) -> bytes:
+        """What the program reads: the preset's prompt and the file, or the file alone."""
+        if not self.preset:
+            return data
+        return SUMMARY_PROMPT.format(path=path, language=language or "text").encode() + data
+
+
+def external_documenter(config: Config) -> ExternalDocumenter | None:
+    """The configured external documenter, if any."""
+    return ExternalDocumenter(config) if config.documenter.strip() else None
+
+
+def call_documenter(repo: Repo, config: Config, documenter: ExternalDocumenter, path: str,
+                    language: str, data: bytes) -> Answer:
+    """Run the external documenter on one file and parse its answer.  Raises LimitReached
+    for a usage limit, WorkerStopping when the worker stops under it, CqError otherwise."""
+    import time as clock
+
+    # CQ_STATE_DIR and CQ_WORKER_PID mark it as ours for `cq worker cleanup` after a kill -9.
+    env = dict(scrubbed_env(), CQ_PATH=path, CQ_LANGUAGE=language, CQ_MODEL=documenter.model,
+               CQ_STATE_DIR=repo.state_dir, CQ_WORKER_PID=str(os.getpid()))
+    code, out, err = run_bounded(documenter.argv(), documenter.stdin(path, language, data),
+                                 env, repo.state_dir, config.documenter_timeout)
+    # The end of the output only: a limit is the CLI's last word, and the file a failing
+    # command may echo back can hold any words.
+    text = (out[-2000:] + b"\n" + err[-2000:]).decode(errors="replace")
+    if code != 0:
+        limit = limit_in(text, clock.time())
+        if limit is not None:
+            raise LimitReached(last_line(text), limit or None)
+        raise CqError(f"cq.documenter exited with status {code}"
+                      + (f": {last_line(err.decode(errors='replace'))}" if err.strip() else ""))
+    return parse_answer(out.decode(errors="replace"), clock.time())
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a program's output, shortened."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def run_bounded(argv: list[str], data: bytes, env: dict, cwd: str,
+                timeout: float) -> tuple[int, bytes, bytes]:
+    """Run a documenter in its own session: feed it data, collect at most
+    DOCUMENTER_OUTPUT_CAP bytes of output within timeout, and kill it (and whatever it
+    started) past either."""
+    import selectors
+    import subprocess
+    import threading
+
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, cwd=cwd,
+                                start_new_session=True)
+    except OSError as exc:
+        raise DocumenterBroken(f"cannot run cq.documenter ({argv[0]}): {exc.strerror}") from exc
+    RUNNING_DOCUMENTERS.add(proc.pid)
+    if Shutdown.requested:  # set after the caller looked: the stop may have missed us
+        kill_process_group(proc.pid)
+    threading.Thread(target=feed, args=(proc.stdin, data), daemon=True).start()
+    chunks = {proc.stdout: [], proc.stderr: []}
+    deadline = time.monotonic() + timeout
+    problem = ""
+    try:
+        with selectors.DefaultSelector() as selector:
+            for stream in chunks:
+                selector.register(stream, selectors.EVENT_READ)
+            while selector.get_map() and not problem:
+                left = deadline - time.monotonic()
+                for key, _ in selector.select(max(left, 0)):
+                    chunk = os.read(key.fileobj.fileno(), 65536)
+                    if not chunk:
+                        selector.unregister(key.fileobj)
+                    chunks[key.fileobj].append(chunk)
+                if sum(len(c) for part in chunks.values() for c in part) > DOCUMENTER_OUTPUT_CAP:
+                    problem = f"printed more than {DOCUMENTER_OUTPUT_CAP >> 20} MiB"
+                elif left <= 0:
+                    problem = f"timed out after {timeout:g}s"
+        if problem:
+            kill_process_group(proc.pid)
+        code = proc.wait()
+    finally:
+        RUNNING_DOCUMENTERS.discard(proc.pid)
+        proc.stdout.close()
+        proc.stderr.close()
+    if Shutdown.requested:
+        raise WorkerStopping
+    if problem:
+        raise CqError(f"cq.documenter {problem}")
+    return code, b"".join(chunks[proc.stdout]), b"".join(chunks[proc.stderr])
+
+
+def feed(stream, data: bytes) -> None:
+    """Write data to a child's stdin and close it; a child that stops reading is its business."""
+    try:
+        stream.write(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            stream.close()
+        except OSError:
+            pass
+
+
+def parse_answer(text: str, now: float) -> Answer:
+    """An answer from the documenter's stdout: Claude Code's JSON (`result`, `is_error`,
+    `total_cost_usd`), cq's JSON (`summary`, optional `symbols`), or plain text."""
+    import json
+
+    obj = json_object(text)
+    if obj is None:
+        if not text.strip():
+            raise CqError("cq.documenter printed nothing")
+        return summary_of(text, None)
+    if "result" in obj or obj.get("type") == "result":
+        result = str(obj.get("result") or obj.get("subtype") or "")
+        cost = obj.get("total_cost_usd")
+        cost = float(cost) if isinstance(cost, (int, float)) else None
+        if obj.get("is_error"):
+            limit = limit_in(result, now)
+            if limit is not None:
+                raise LimitReached(last_line(result), limit or None)
+            raise CqError(f"cq.documenter reported an error: {last_line(result)}")
+        if not result.strip():
+            raise CqError("cq.documenter answered with an empty result")
+        return summary_of(result, cost)
+    if isinstance(obj.get("summary"), str):
+        return summary_of(json.dumps(obj), obj.get("cost_usd")
+                          if isinstance(obj.get("cost_usd"), (int, float)) else None)
+    raise CqError("cq.documenter answered JSON with neither `summary` nor `result`")
+
+
+def json_object(text: str) -> dict | None:
+    """The JSON object text holds (allowing a fenced code block around it), if it is one."""
+    import json
+
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.split("\n", 1)[-1].rsplit("```", 1)[0].strip()
+    if not body.startswith("{"):
+        return None
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def summary_of(text: str, cost: float | None) -> Answer:
+    """A summary and per-symbol notes from a model's text: cq's JSON shape, else prose."""
+    obj = json_object(text)
+    if obj is None or not isinstance(obj.get("summary"), str):
+        return Answer(text.strip()[:SUMMARY_CHARS], {}, cost)
+    symbols = obj.get("symbols") or obj.get("notes") or {}
+    if isinstance(symbols, list):  # [{"name": ..., "note": ...}, ...]
+        symbols = {s.get("name"): s.get("note") or s.get("summary") for s in symbols
+                   if isinstance(s, dict)}
+    notes = {str(k)[:200]: str(v).strip()[:NOTE_CHARS] for k, v in symbols.items()
+             if isinstance(symbols, dict) and k and isinstance(v, str) and v.strip()}
+    return Answer(obj["summary"].strip()[:SUMMARY_CHARS],
+                  dict(list(notes.items())[:MOST_NOTES]), cost)
+
+
+def limit_in(text: str, now: float) -> float | None:
+    """If text reports a usage, spend or rate limit: when it resets (epoch seconds), or 0.0
+    when it names no time.  None if it is not about a limit."""
+    import re
+
+    match = re.search(LIMIT_EPOCH, text, re.IGNORECASE)
+    if match and now < int(match.group(1)) <= now + STATED_RESET_CAP:
+        return float(match.group(1))
+    match = re.search(LIMIT_CLOCK, text, re.IGNORECASE)
+    if match:
+        hour, minute, half, zone = match.groups()
+        until = next_clock_time(int(hour), int(minute or 0), (half or "").lower(), zone, now)
+        if until is not None:
+            return until
+    match = re.search(LIMIT_RETRY_AFTER, text, re.IGNORECASE)
+    if match and re.search(LIMIT_WORDS, text, re.IGNORECASE):
+        return now + min(float(match.group(1)), STATED_RESET_CAP)
+    if match or re.search(LIMIT_WORDS, text, re.IGNORECASE):
+        return 0.0
+    return None
+
+
+def next_clock_time(hour: int, minute: int, half: str, zone: str | None,
+                    now: float) -> float | None:
+    """The next moment after now that a clock in zone (local time if unknown) shows
+    hour:minute, with am/pm if given; None for a time no clock shows."""
+    import datetime
+
+    if half:
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if half == "pm" else 0)
+    if hour > 23 or minute > 59:
+        return None
+    tz = None
+    if zone:
+        try:
+            import zoneinfo
+
+            tz = zoneinfo.ZoneInfo(zone.strip())
+        except (ImportError, ValueError, KeyError, OSError):
+            tz = None  # no tz database here: local time is the best guess
+    current = datetime.datetime.fromtimestamp(now, tz)
+    at = current.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if at <= current:
+        at += datetime.timedelta(days=1)
+    return at.timestamp()
+
+
+RUNNING_DOCUMENTERS: set = set()
+
+
+class Shutdown:
+    """Set once, by the worker's main thread, when the worker stops."""
+
+    requested = False
+
+
+class WorkerStopping(Exception):
+    """Raised inside a task when the worker stops under it (not a failure of the file)."""
+
+
+def kill_process_group(pid: int) -> None:
+    """SIGKILL a documenter and everything it started (it leads its own session)."""
+    import signal
+
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
 # The index: SQLite + FTS5, one writer per transaction.  Documentation is stored once per blob;
 # each worktree has its own path -> blob map, so results always match the worktree that asks.
 # ---------------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 4  # PRAGMA user_version; an index of another version is rebuilt from git
+SCHEMA_VERSION = 5  # PRAGMA user_version; an index of another version is rebuilt from git
 # Words are stemmed (porter over unicode61, diacritics folded) on both sides, so `parsing`
 # finds `parse`.  entries_fts holds definitions: the name as written, its words (split
 # identifier parts and the squashed name), its container's words, and signature and doc.
 # files_fts holds one row per blob (rowid = docs.id): its summary and every distinct word.
+# An external documenter's answers live in `summaries`, keyed by blob and by the documenter's
+# settings, so no content is sent twice: --rebuild keeps them, with `calls` and `pauses`.  The
+# summary in use is copied to docs.llm_summary (and into files_fts), its notes to entries.note.
 SCHEMA = """
 CREATE TABLE worktrees (git_dir BLOB PRIMARY KEY, commit_id TEXT, updated_at REAL);
 CREATE TABLE files (git_dir BLOB, path BLOB, blob TEXT, mode TEXT, excluded TEXT,
                     PRIMARY KEY (git_dir, path));
 CREATE INDEX files_blob ON files (blob);
 CREATE TABLE docs (id INTEGER PRIMARY KEY, blob TEXT UNIQUE, status TEXT, language TEXT,
-                   summary TEXT, error TEXT, size INTEGER, documented_at REAL, orphaned_at REAL);
+                   summary TEXT, error TEXT, size INTEGER, documented_at REAL, orphaned_at REAL,
+                   llm_summary TEXT, llm_key TEXT, llm_by TEXT);
 CREATE TABLE entries (id INTEGER PRIMARY KEY, blob TEXT, kind TEXT, name TEXT, container TEXT,
-                      line INTEGER, signature TEXT, doc TEXT);
+                      line INTEGER, signature TEXT, doc TEXT, note TEXT DEFAULT '');
 CREATE INDEX entries_blob ON entries (blob);
 CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, container, body,
                                              tokenize = 'porter unicode61 remove_diacritics 2');
@@ -1649,6 +2025,11 @@ CREATE VIRTUAL TABLE files_fts USING fts5 (words, detail = none,
                                            tokenize = 'porter unicode61 remove_diacritics 2');
 CREATE TABLE failures (blob TEXT PRIMARY KEY, path BLOB, error TEXT, failed_at REAL);
 CREATE TABLE attempts (blob TEXT PRIMARY KEY, path BLOB, crashes INTEGER, started_at REAL);
+CREATE TABLE summaries (blob TEXT, documenter TEXT, status TEXT, summary TEXT, notes TEXT,
+                        error TEXT, path BLOB, made_at REAL, PRIMARY KEY (blob, documenter));
+CREATE TABLE calls (day TEXT, documenter TEXT, calls INTEGER, cost REAL,
+                    PRIMARY KEY (day, documenter));
+CREATE TABLE pauses (documenter TEXT PRIMARY KEY, until REAL, reason TEXT, strikes INTEGER);
 """
 
 
@@ -2017,11 +2398,12 @@ class Index:
                 (now - grace_seconds,))]
             for blob in doomed:
                 self._forget_blob(blob)
+                self.db.execute("DELETE FROM summaries WHERE blob = ?", (blob,))
             self.db.execute("DELETE FROM failures WHERE blob NOT IN (SELECT blob FROM files)")
         return len(doomed)
 
     def clear(self) -> None:
-        """Forget everything (for --rebuild)."""
+        """Forget everything but the external documenter's answers (for --rebuild)."""
         with self.transaction():
             for table in ("worktrees", "files", "docs", "entries", "entries_fts", "files_fts",
                           "failures"):
@@ -2066,19 +2448,150 @@ class Index:
     def file_doc(self, git_dir: str, path: str) -> dict | None:
         """The stored documentation of one path in a worktree."""
         row = self.db.execute(
-            "SELECT f.blob, f.excluded, d.status, d.language, d.summary, d.error FROM files f "
-            "LEFT JOIN docs d ON d.blob = f.blob WHERE f.git_dir = ? AND f.path = ?",
+            "SELECT f.blob, f.excluded, d.status, d.language, d.summary, d.error, "
+            "d.llm_summary, d.llm_by FROM files f LEFT JOIN docs d ON d.blob = f.blob "
+            "WHERE f.git_dir = ? AND f.path = ?",
             (os.fsencode(git_dir), os.fsencode(path))).fetchone()
         if row is None:
             return None
-        blob, excluded, status, language, summary, error = row
-        entries = [dict(zip(("kind", "name", "container", "line", "signature", "doc"), r))
-                   for r in self.db.execute(
-                       "SELECT kind, name, container, line, signature, doc FROM entries "
+        blob, excluded, status, language, summary, error, llm_summary, llm_by = row
+        entries = [dict(zip(("kind", "name", "container", "line", "signature", "doc", "note"),
+                            r)) for r in self.db.execute(
+                       "SELECT kind, name, container, line, signature, doc, note FROM entries "
                        "WHERE blob = ? ORDER BY line, id", (blob,))]
         state = excluded or status or "pending"
         return {"path": path, "blob": blob, "status": state, "language": language or "",
-                "summary": summary or "", "error": error or "", "entries": entries}
+                "summary": llm_summary or summary or "", "summary_by": llm_by or "built-in",
+                "built_in_summary": summary or "", "error": error or "", "entries": entries}
+
+
+    def pending_summaries(self, key: str, max_bytes: int, most: int) -> list[tuple]:
+        """(blob, path, language) of the text files the external documenter `key` has yet to
+        summarise (its failures aside), the most recently documented first."""
+        rows = self.db.execute(
+            "SELECT d.blob, MIN(f.path), d.language FROM docs d JOIN files f ON f.blob = d.blob "
+            "AND f.excluded = '' WHERE d.status IN ('ok', 'error') AND d.size <= ? AND "
+            "d.llm_key IS NOT ? AND NOT EXISTS (SELECT 1 FROM summaries s WHERE s.blob = d.blob "
+            "AND s.documenter = ? AND s.status = 'failed') GROUP BY d.id ORDER BY d.id DESC "
+            "LIMIT ?", (max_bytes, key, key, most)).fetchall()
+        return [(blob, os.fsdecode(path), language) for blob, path, language in rows]
+
+    def known_summary(self, blob: str, key: str) -> tuple[str, dict] | None:
+        """The summary and notes documenter `key` already gave for this content."""
+        import json
+
+        row = self.db.execute("SELECT summary, notes FROM summaries WHERE blob = ? AND "
+                              "documenter = ? AND status = 'ok'", (blob, key)).fetchone()
+        return (row[0], json.loads(row[1] or "{}")) if row else None
+
+    def store_summary(self, blob: str, key: str, name: str, path: str, answer: Answer) -> None:
+        """Keep an external documenter's answer and put it to use (inside a transaction)."""
+        import json
+
+        self.db.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?, 'ok', ?, ?, '', ?, ?)",
+                        (blob, key, answer.summary, json.dumps(answer.notes), os.fsencode(path),
+                         time.time()))
+        self.use_summary(blob, key, name, answer.summary, answer.notes)
+
+    def use_summary(self, blob: str, key: str, name: str, summary: str, notes: dict) -> None:
+        """Show and search this summary (and notes) for the blob (inside a transaction)."""
+        row = self.db.execute("SELECT id, llm_summary FROM docs WHERE blob = ?",
+                              (blob,)).fetchone()
+        if row is None:
+            return  # pruned meanwhile
+        doc_id, previous = row
+        words = self.db.execute("SELECT words FROM files_fts WHERE rowid = ?",
+                                (doc_id,)).fetchone()
+        words = words[0] if words else ""
+        if previous and words.startswith(previous + "\n"):
+            words = words[len(previous) + 1:]
+        self.db.execute("DELETE FROM files_fts WHERE rowid = ?", (doc_id,))
+        self.db.execute("INSERT INTO files_fts (rowid, words) VALUES (?, ?)",
+                        (doc_id, f"{summary}\n{words}"))
+        self.db.execute("UPDATE docs SET llm_summary = ?, llm_key = ?, llm_by = ? WHERE id = ?",
+                        (summary, key, name, doc_id))
+        for entry_id, entry_name, container, signature, doc, old_note in self.db.execute(
+                "SELECT id, name, container, signature, doc, note FROM entries WHERE blob = ?",
+                (blob,)).fetchall():
+            note = notes.get(entry_name) or notes.get(f"{container}.{entry_name}") or ""
+            if note == old_note:
+                continue
+            self.db.execute("UPDATE entries SET note = ? WHERE id = ?", (note, entry_id))
+            self.db.execute("DELETE FROM entries_fts WHERE rowid = ?", (entry_id,))
+            self.db.execute(
+                "INSERT INTO entries_fts (rowid, name, words, container, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (entry_id, entry_name, name_words(entry_name),
+                 " ".join(split_identifier(container or "")), f"{signature}\n{doc}\n{note}"))
+
+    def record_summary_failure(self, blob: str, key: str, path: str, error: str) -> None:
+        """Remember that the external documenter failed on this content (until a retry)."""
+        self.db.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?, 'failed', '', '', ?, ?, ?)",
+                        (blob, key, error[:2000], os.fsencode(path), time.time()))
+
+    def count_call(self, key: str, cost: float | None) -> None:
+        """Add one call (and its cost, if the documenter reported one) to today's tally."""
+        self.db.execute("INSERT INTO calls VALUES (?, ?, 1, ?) ON CONFLICT (day, documenter) "
+                        "DO UPDATE SET calls = calls + 1, cost = cost + excluded.cost",
+                        (today(), key, cost or 0.0))
+
+    def spent_today(self) -> float:
+        """US dollars reported by every external documenter today."""
+        return self.db.execute("SELECT COALESCE(SUM(cost), 0) FROM calls WHERE day = ?",
+                               (today(),)).fetchone()[0]
+
+    def pause(self, key: str) -> tuple[float, str, int]:
+        """(until, reason, strikes) of the documenter's pause; until is 0 when not paused."""
+        row = self.db.execute("SELECT until, reason, strikes FROM pauses WHERE documenter = ?",
+                              (key,)).fetchone()
+        return tuple(row) if row else (0.0, "", 0)
+
+    def set_pause(self, key: str, until: float, reason: str, strikes: int) -> None:
+        """Pause the documenter until then (strikes: pauses in a row, for the back-off)."""
+        self.db.execute("INSERT OR REPLACE INTO pauses VALUES (?, ?, ?, ?)",
+                        (key, until, reason[:500], strikes))
+
+    def summary_status(self, git_dir: str, key: str, max_bytes: int) -> dict:
+        """For one worktree and external documenter: summarised, pending, failed, too large;
+        its calls and cost today and in all."""
+        rows = self.db.execute(
+            "SELECT d.llm_key = ?, d.size > ?, s.status = 'failed', COUNT(*) FROM files f "
+            "JOIN docs d ON d.blob = f.blob LEFT JOIN summaries s ON s.blob = d.blob AND "
+            "s.documenter = ? WHERE f.git_dir = ? AND f.excluded = '' AND "
+            "d.status IN ('ok', 'error') GROUP BY 1, 2, 3",
+            (key, max_bytes, key, os.fsencode(git_dir))).fetchall()
+        counts = {"done": 0, "pending": 0, "failed": 0, "too_large": 0}
+        for done, large, failed, n in rows:
+            name = "done" if done else "too_large" if large else "failed" if failed else \
+                "pending"
+            counts[name] += n
+        day = today()
+        calls = self.db.execute(
+            "SELECT COALESCE(SUM(calls), 0), COALESCE(SUM(cost), 0), "
+            "COALESCE(SUM(CASE WHEN day = ? THEN calls END), 0), "
+            "COALESCE(SUM(CASE WHEN day = ? THEN cost END), 0) FROM calls WHERE documenter = ?",
+            (day, day, key)).fetchone()
+        counts.update(zip(("calls", "cost_usd", "calls_today", "cost_usd_today"), calls))
+        counts["cost_usd"] = round(counts["cost_usd"], 6)
+        counts["cost_usd_today"] = round(counts["cost_usd_today"], 6)
+        counts["failed_files"] = [
+            {"path": os.fsdecode(p), "error": e} for p, e in self.db.execute(
+                "SELECT MIN(f.path), s.error FROM summaries s JOIN files f ON f.blob = s.blob "
+                "WHERE f.git_dir = ? AND s.documenter = ? AND s.status = 'failed' "
+                "GROUP BY s.blob ORDER BY 1", (os.fsencode(git_dir), key))]
+        return counts
+
+    def clear_summary_failures(self) -> list[str]:
+        """Forget the external documenter's failures, so their files are sent again."""
+        with self.transaction():
+            rows = self.db.execute("SELECT path FROM summaries WHERE status = 'failed'").fetchall()
+            self.db.execute("DELETE FROM summaries WHERE status = 'failed'")
+        return [os.fsdecode(p) for (p,) in rows]
+
+
+def today() -> str:
+    """The local date, which a daily budget runs by."""
+    return time.strftime("%Y-%m-%d")
 
 
 class _Transaction:
@@ -2291,6 +2804,7 @@ class Candidate:
         self.line, self.name, self.container = line, name, container
         self.signature, self.doc = signature, doc
         self.bm25 = self.score = 0.0
+        self.summary_by = ""  # the external documenter whose summary doc is, if any
         self.covered: set[int] = set()
         self.coverage = 0.0  # how many terms it covers, less its path's penalty
 
@@ -2388,21 +2902,24 @@ def entry_candidates(db, expression: str, where: tuple) -> list[Candidate]:
 # The best matches come from FTS5 first (its `rank` is the weighted BM25), then are joined
 # with the worktree's files and filtered; where filters leave too few, the search widens.
 ENTRY_SQL = (
-    "SELECT e.id, e.kind, e.name, e.container, e.line, e.signature, e.doc, f.path, d.language, "
+    "SELECT e.id, e.kind, e.name, e.container, e.line, e.signature, "
+    "CASE WHEN e.doc = '' THEN e.note ELSE e.doc END, f.path, d.language, "
     "hits.rank FROM (SELECT rowid, rank FROM entries_fts WHERE entries_fts MATCH ? "
     "ORDER BY rank LIMIT ?) AS hits JOIN entries e ON e.id = hits.rowid "
     "JOIN files f ON f.blob = e.blob AND f.git_dir = ? JOIN docs d ON d.blob = e.blob "
     "WHERE (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) "
     "ORDER BY hits.rank LIMIT ?")
 FILE_SQL = (
-    "SELECT d.id, f.path, d.language, d.summary, hits.rank FROM (SELECT rowid, rank "
+    "SELECT d.id, f.path, d.language, COALESCE(d.llm_summary, d.summary), d.llm_by, hits.rank "
+    "FROM (SELECT rowid, rank "
     "FROM files_fts WHERE files_fts MATCH ? ORDER BY rank LIMIT ?) AS hits "
     "JOIN docs d ON d.id = hits.rowid JOIN files f ON f.blob = d.blob AND f.git_dir = ? "
     "WHERE (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) "
     "ORDER BY hits.rank LIMIT ?")
 WIDER = 4  # FTS5 hands over this many times the rows wanted before joins and filters
 PATH_SQL = (  # instr() narrows in C; path_has_word() decides on the few paths left
-    "SELECT d.id, f.path, d.language, d.summary, 0.0 FROM files f "
+    "SELECT d.id, f.path, d.language, COALESCE(d.llm_summary, d.summary), d.llm_by, 0.0 "
+    "FROM files f "
     "JOIN docs d ON d.blob = f.blob WHERE f.git_dir = ? AND ({}) AND path_has_word(f.path) "
     "AND (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) LIMIT ?")
 
@@ -2424,11 +2941,11 @@ def best_rows(db, table: str, expression: str, where: tuple, limit: int) -> list
 def file_candidates(db, expression: str, where: tuple) -> list[Candidate]:
     """File-level records matching an FTS expression, best first, within the filters."""
     candidates = []
-    for rowid, raw, lang, summary, rank in best_rows(db, "files_fts", expression, where,
-                                                     CANDIDATES):
+    for rowid, raw, lang, summary, by, rank in best_rows(db, "files_fts", expression, where,
+                                                         CANDIDATES):
         candidates.append(Candidate("file", rowid, os.fsdecode(raw), lang or "",
                                     doc=summary or ""))
-        candidates[-1].bm25 = -rank
+        candidates[-1].bm25, candidates[-1].summary_by = -rank, by or ""
     return candidates
 
 
@@ -2441,11 +2958,12 @@ def path_candidates(db, query: SearchQuery, where: tuple, known: set) -> list[Ca
     stems = sorted({w[:4] for t in query.terms for w in t.words})
     narrow = " OR ".join("instr(lower(CAST(f.path AS TEXT)), ?)" for _ in stems)
     candidates = []
-    for rowid, raw, lang, summary, _ in db.execute(PATH_SQL.format(narrow), (
+    for rowid, raw, lang, summary, by, _ in db.execute(PATH_SQL.format(narrow), (
             git_dir, *stems, path, language, language, CANDIDATES)):
         if os.fsdecode(raw) not in known:
             candidates.append(Candidate("file", rowid, os.fsdecode(raw), lang or "",
                                         doc=summary or ""))
+            candidates[-1].summary_by = by or ""
     return candidates
 
 
@@ -2503,7 +3021,16 @@ def result(c: Candidate, query: SearchQuery) -> dict:
             "language": c.language, "signature": c.signature[:200], "doc": first_doc[:200],
             "snippet": (c.signature or first_doc)[:200],
             "covered": len(c.covered), "of": len(query.terms),
-            "score": round(c.score, 4)}
+            "score": round(c.score, 4), "matched_summary_by": matched_summary_by(c, query)}
+
+
+def matched_summary_by(c: Candidate, query: SearchQuery) -> str:
+    """The external documenter whose summary of a file holds a query word ('' if none)."""
+    if not c.summary_by:
+        return ""
+    words = {w.lower() for w in split_words(c.doc)}
+    stems = {w[:5] for w in query.words}
+    return c.summary_by if any(w[:5] in stems for w in words) else ""
 
 
 class WorktreeOverlay:
@@ -2569,64 +3096,10 @@ def search_worktree(index: Index, repo: Repo, text: str, overlay: WorktreeOverla
     return merged[:limit]
 
 
-def run_documenter(repo: Repo, config: Config, path: str, doc: dict, data: bytes) -> str:
-    """Run the user's documenter command (from git config, never from the working tree) on
-    one file: the content on stdin, CQ_PATH and CQ_LANGUAGE set; its stdout is the summary."""
-    import subprocess
-
-    # CQ_STATE_DIR and CQ_WORKER_PID mark it as ours for `cq worker cleanup` after a kill -9.
-    env = dict(scrubbed_env(), CQ_PATH=path, CQ_LANGUAGE=doc["language"],
-               CQ_STATE_DIR=repo.state_dir, CQ_WORKER_PID=str(os.getpid()))
-    proc = subprocess.Popen(["/bin/sh", "-c", config.documenter], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            cwd=repo.state_dir, start_new_session=True)
-    RUNNING_DOCUMENTERS.add(proc.pid)
-    if Shutdown.requested:  # set after document_blobs looked: the stop may have missed us
-        kill_process_group(proc.pid)
-    try:
-        out, err = proc.communicate(data, timeout=config.documenter_timeout)
-    except subprocess.TimeoutExpired as exc:
-        kill_process_group(proc.pid)
-        proc.communicate()
-        raise CqError(f"cq.documenter timed out after {config.documenter_timeout:.0f}s") from exc
-    finally:
-        RUNNING_DOCUMENTERS.discard(proc.pid)
-    if Shutdown.requested:
-        raise WorkerStopping
-    if proc.returncode != 0:
-        detail = err.decode(errors="replace").strip().splitlines()
-        raise CqError(f"cq.documenter exited with status {proc.returncode}"
-                      + (f": {detail[-1]}" if detail else ""))
-    return out.decode(errors="replace").strip()[:20000]
-
-
-RUNNING_DOCUMENTERS: set = set()
-
-
-class Shutdown:
-    """Set once, by the worker's main thread, when the worker stops."""
-
-    requested = False
-
-
-class WorkerStopping(Exception):
-    """Raised inside a task when the worker stops under it (not a failure of the file)."""
-
-
-def kill_process_group(pid: int) -> None:
-    """SIGKILL a documenter and everything it started (it leads its own session)."""
-    import signal
-
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def document_blobs(repo: Repo, blobs: list, huey) -> None:
     """Document each (blob, path) that is still referenced and not yet documented."""
     config = task_config(repo, huey)
-    reader = None
+    reader = LazyBlobReader(repo.common_dir)
     with Index(repo) as index:
         try:
             for blob, path in blobs:
@@ -2634,16 +3107,14 @@ def document_blobs(repo: Repo, blobs: list, huey) -> None:
                     return  # what is left is found missing by the next reconciliation
                 if index.is_documented(blob) or not index.is_referenced(blob):
                     continue
-                reader = reader or BlobReader(repo.common_dir)
                 if not document_blob(repo, config, index, reader, blob, path):
                     return
                 WorkerActivity.progress()
         finally:
-            if reader:
-                reader.close()
+            reader.close()
 
 
-def document_blob(repo: Repo, config: Config, index: Index, reader: BlobReader, blob: str,
+def document_blob(repo: Repo, config: Config, index: Index, reader: LazyBlobReader, blob: str,
                   path: str) -> bool:
     """Document one blob and store the result, or the failure; False if the worker is
     stopping under it.  A blob that was being documented when the worker died more than
@@ -2682,17 +3153,11 @@ def document_blob(repo: Repo, config: Config, index: Index, reader: BlobReader, 
 
 def document_with(repo: Repo, config: Config, index: Index, blob: str, path: str, data: bytes,
                   size: int) -> None:
-    """Run the built-in documenter, then the external one if set, and store the result."""
+    """Run the built-in documenter and store its record (an external documenter's summary
+    follows later, from the summarizer threads)."""
     doc = document_text(path, data, config.parse_budget)
-    failure = ""
-    if config.documenter:
-        try:
-            doc["summary"] = run_documenter(repo, config, path, doc, data)
-        except CqError as exc:  # the built-in record is kept, searchable
-            failure = str(exc)
     index.store(blob, "error" if doc["error"] else "ok", size, doc, path)
-    if failure:
-        raise CqError(failure)
+    SummaryWork.wake()
 
 
 def minimal_record(path: str, data: bytes, reason: str) -> dict:
@@ -2783,6 +3248,7 @@ class WorkerActivity:
         self.done = 0
         self.failed = 0
         self.current: dict = {}
+        self.paused: tuple | None = None  # (until, why) of the external documenter
 
     @classmethod
     def progress(cls) -> None:
@@ -2819,6 +3285,21 @@ class WorkerActivity:
                 huey.enqueue(task)
                 log(f"task {task.name} {task.id} was interrupted; queued again")
 
+    def calling(self, path: str) -> None:
+        """A summarizer thread sends path to the external documenter."""
+        import threading
+
+        with self.lock:
+            self.current[f"summarize-{threading.get_ident()}"] = {
+                "task": "summarize", "since": time.time(), "detail": path}
+
+    def called(self, path: str) -> None:
+        """The call about path is over."""
+        import threading
+
+        with self.lock:
+            self.current.pop(f"summarize-{threading.get_ident()}", None)
+
     def snapshot_current(self) -> list:
         """The tasks in flight."""
         with self.lock:
@@ -2829,9 +3310,224 @@ class WorkerActivity:
         import json
 
         with self.lock:
+            paused = {"documenter_paused_until": self.paused[0],
+                      "documenter_pause_reason": " ".join(self.paused[1].split())} \
+                if self.paused else {}
             return {"tasks_done": self.done, "tasks_failed": self.failed,
-                    "progress_at": self.last_progress,
+                    "progress_at": self.last_progress, **paused,
                     "current": json.dumps(list(self.current.values())[:most])}
+
+
+class SummaryWork:
+    """Set when new built-in records arrive, so that the summarizer looks for work at once."""
+
+    arrived = None  # a threading.Event, in the worker only
+
+    @classmethod
+    def wake(cls) -> None:
+        """There may be new files to summarise."""
+        if cls.arrived is not None:
+            cls.arrived.set()
+
+
+def backoff_seconds(config: Config, strikes: int) -> float:
+    """The pause after `strikes` limits (with no stated reset) or breaker trips in a row."""
+    base = config.documenter_backoff
+    return min(base * 2 ** min(strikes - 1, 30), max(BACKOFF_CAP, base))
+
+
+def next_midnight(now: float) -> float:
+    """The start of the next local day, when a daily budget starts afresh."""
+    import datetime
+
+    day = datetime.datetime.fromtimestamp(now).date() + datetime.timedelta(days=1)
+    return datetime.datetime.combine(day, datetime.time()).timestamp()
+
+
+def documenter_pause(index: Index, config: Config, documenter: ExternalDocumenter,
+                     now: float) -> tuple[float, str]:
+    """(until, why) the external documenter is paused: a usage limit, the circuit breaker or
+    the daily budget; (0, '') when it may be called."""
+    if config.documenter_budget and index.spent_today() >= config.documenter_budget:
+        return next_midnight(now), (f"spent ${index.spent_today():.2f} today; the daily "
+                                    f"budget, cq.documenterBudget, is "
+                                    f"${config.documenter_budget:g}")
+    until, reason, _ = index.pause(documenter.key)
+    return (until, reason) if until > now else (0.0, "")
+
+
+class Summarizer:
+    """The external documenter's threads (cq.documenterJobs of them).  Built-in records come
+    first (they are Huey tasks); these threads then send each text file to the documenter,
+    the most recently documented first, and store the answers.  The index is the to-do list:
+    a call cut short by a stop or a kill -9 is simply still to do.  A usage limit pauses all
+    calls until it resets; cq.documenterFailures failures in a row open a circuit breaker."""
+
+    def __init__(self, repo: Repo, config: Config, activity: WorkerActivity):
+        import threading
+
+        self.repo, self.activity = repo, activity
+        self.config = FreshConfig(repo, lambda problem: log(f"summarizer: {problem}",
+                                                            error=True), config)
+        self.stop_taking = threading.Event()
+        self.lock = threading.Lock()
+        self.claimed: set = set()
+        self.queue: list = []
+        self.queue_key = ""
+        self.failures_in_row = 0
+        self.half_open = False  # the breaker closed again: one more failure reopens it
+        SummaryWork.arrived = threading.Event()
+        self.threads = [threading.Thread(target=self.run, name=f"summarizer-{n}", daemon=True)
+                        for n in range(config.documenter_jobs)]
+
+    def start(self) -> None:
+        """Start the threads."""
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self, deadline: float) -> None:
+        """Take no more calls; wait (until the monotonic deadline) for those in flight."""
+        self.stop_taking.set()
+        SummaryWork.wake()
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def run(self) -> None:
+        """One thread: summarise until the worker stops."""
+        reader = LazyBlobReader(self.repo.common_dir)
+        try:
+            with Index(self.repo) as index:
+                while not self.stop_taking.is_set():
+                    try:
+                        wait = self.step(index, reader)
+                    except Exception as exc:  # noqa: BLE001 - logged; the thread carries on
+                        if is_damage(exc):
+                            start_repair(self.repo)
+                        log(f"summarizer: {type(exc).__name__}: {exc}", error=True)
+                        wait = 5.0
+                    if wait and SummaryWork.arrived.wait(wait):
+                        SummaryWork.arrived.clear()
+                        self.queue = []  # new records go ahead of the rest
+        finally:
+            reader.close()
+
+    def step(self, index: Index, reader: LazyBlobReader) -> float:
+        """Summarise one file; how long to wait before the next (0 to go on at once)."""
+        config = self.config()
+        documenter = external_documenter(config)
+        if documenter is None:
+            self.activity.paused = None
+            return 2.0
+        now = time.time()
+        until, why = documenter_pause(index, config, documenter, now)
+        self.activity.paused = (until, why) if until else None
+        if until:
+            return min(until - now, 5.0)
+        job = self.claim(index, documenter, config)
+        if job is None:
+            return 15.0  # new records and pokes wake it sooner
+        try:
+            self.summarize(index, reader, config, documenter, *job)
+        finally:
+            with self.lock:
+                self.claimed.discard(job[0])
+        return 0.0
+
+    def claim(self, index: Index, documenter: ExternalDocumenter,
+              config: Config) -> tuple | None:
+        """The next file no other thread is on, or None when all are done."""
+        with self.lock:
+            if self.queue_key != documenter.key:
+                self.queue, self.queue_key = [], documenter.key
+            if not self.queue:
+                self.queue = [job for job in index.pending_summaries(
+                    documenter.key, config.documenter_max_bytes, 16 + len(self.claimed))
+                    if job[0] not in self.claimed]
+            while self.queue:
+                job = self.queue.pop(0)
+                if job[0] not in self.claimed:
+                    self.claimed.add(job[0])
+                    return job
+        return None
+
+    def summarize(self, index: Index, reader: LazyBlobReader, config: Config,
+                  documenter: ExternalDocumenter, blob: str, path: str, language: str) -> None:
+        """Send one file (unless the same documenter summarised this content before)."""
+        known = index.known_summary(blob, documenter.key)
+        if known:
+            with index.transaction():
+                index.use_summary(blob, documenter.key, documenter.name, *known)
+            return
+        size, data = reader.read(blob, config.documenter_max_bytes)
+        if data is None:
+            return  # gone from git, or grown past the limit: the next look sees why
+        self.activity.calling(path)
+        try:
+            answer = call_documenter(self.repo, config, documenter, path, language, data)
+            if not answer.summary:
+                raise CqError("cq.documenter answered with an empty summary")
+        except WorkerStopping:
+            log(f"summary of {path} cut short by the stop; it is asked for again later")
+            return
+        except LimitReached as exc:
+            self.count(index, documenter, None)
+            self.limited(index, config, documenter, exc)
+            return
+        except CqError as exc:
+            self.count(index, documenter, None)
+            self.failed(index, config, documenter, blob, path, exc)
+            return
+        finally:
+            self.activity.called(path)
+        with index.transaction():
+            index.count_call(documenter.key, answer.cost)
+            index.store_summary(blob, documenter.key, documenter.name, path, answer)
+        with self.lock:
+            self.failures_in_row, self.half_open = 0, False
+            if index.pause(documenter.key)[2]:
+                index.set_pause(documenter.key, 0.0, "", 0)
+        log(f"summarised {path} ({size} bytes) with {documenter.name}")
+        WorkerActivity.progress()
+
+    def count(self, index: Index, documenter: ExternalDocumenter, cost: float | None) -> None:
+        """Tally one call that brought no summary."""
+        with index.transaction():
+            index.count_call(documenter.key, cost)
+
+    def limited(self, index: Index, config: Config, documenter: ExternalDocumenter,
+                exc: LimitReached) -> None:
+        """Pause every call until the limit resets (or for the back-off when it says not)."""
+        with self.lock, index.transaction():
+            until, _, strikes = index.pause(documenter.key)
+            now = time.time()
+            if until > now:
+                return  # another thread's call met the same limit
+            until = exc.until or now + backoff_seconds(config, strikes + 1)
+            index.set_pause(documenter.key, until, f"usage limit: {exc}", strikes + 1)
+        log(f"{documenter.name} hit a usage limit ({exc}); paused until "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))}", error=True)
+
+    def failed(self, index: Index, config: Config, documenter: ExternalDocumenter, blob: str,
+               path: str, exc: CqError) -> None:
+        """Record one failure (not the file's when the documenter cannot run at all); open
+        the breaker after cq.documenterFailures in a row, or one after it closed again."""
+        if not isinstance(exc, DocumenterBroken):
+            index.record_summary_failure(blob, documenter.key, path, str(exc))
+        log(f"{documenter.name} failed on {path}: {exc}", error=True)
+        with self.lock, index.transaction():
+            self.failures_in_row += 1
+            if self.failures_in_row < config.documenter_failures and not self.half_open:
+                return
+            until, _, strikes = index.pause(documenter.key)
+            if until > time.time():
+                return
+            until = time.time() + backoff_seconds(config, strikes + 1)
+            reason = (f"circuit breaker: {self.failures_in_row} failure(s) in a row, the last: "
+                      f"{exc}")
+            index.set_pause(documenter.key, until, reason, strikes + 1)
+            self.failures_in_row, self.half_open = 0, True
+        log(f"{documenter.name}: {reason}; no calls until "
+            f"{time.strftime('%H:%M:%S', time.localtime(until))}", error=True)
 
 
 def describe_task(task) -> str:
@@ -2991,6 +3687,7 @@ class WorkerLoop:
                 if readable:
                     self.drain(fifo)
                     self.sync_pending()
+                    SummaryWork.wake()  # a retry of failed summaries pokes too
                 if recheck_when_drained and self.idle():
                     recheck_when_drained = False
                     next_reconcile = time.monotonic()
@@ -3073,8 +3770,11 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
         # Huey restarts on SIGHUP with os.execl, which would drop our lock: stop gracefully.
         consumer._signal_actions[signal.SIGHUP] = (False, True)
         loop = WorkerLoop(repo, config, huey, activity)
+        summarizer = Summarizer(repo, config, activity)
         consumer.start()
+        stopping = stop_summarizer_on_signals(summarizer)
         loop.start()
+        summarizer.start()
         log(f"worker {os.getpid()} started (cq {VERSION}, {config.workers} thread(s))")
         if ready_fd is not None:
             os.write(ready_fd, b"ready\n")
@@ -3086,9 +3786,14 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
             except ConsumerStopped:
                 break
         huey.notify_interrupted_tasks()
+        try:  # calls to the external documenter get what is left of the shutdown timeout
+            summarizer.stop(stopping.get("deadline", time.monotonic()))
+        except KeyboardInterrupt:  # a second stop signal: stop now
+            pass
         Shutdown.requested = True  # tasks still running abandon their batch, start nothing
         for pid in list(RUNNING_DOCUMENTERS):  # tasks cut short leave no orphans behind
             kill_process_group(pid)
+        summarizer.stop(time.monotonic() + 2)  # the calls just killed are noted as such
         loop.stop()
         try:
             with Index(repo) as index:  # files cut short by this stop did not crash anything
@@ -3100,6 +3805,34 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
         return EXIT_OK
     finally:
         os.close(lock_fd)
+
+
+def stop_summarizer_on_signals(summarizer: Summarizer) -> dict:
+    """Chain Huey's stop signal handlers so that the summarizer stops taking calls the moment
+    a stop begins; returns the dict where the deadline for the calls in flight is written
+    (the shutdown timeout after a first SIGTERM; at once after SIGINT or a second signal)."""
+    import signal
+
+    stopping: dict = {}
+
+    def install(signum: int) -> None:
+        inner = signal.getsignal(signum)
+
+        def handler(number, frame):
+            summarizer.stop_taking.set()
+            graceful = number == signal.SIGTERM and "deadline" not in stopping
+            timeout = summarizer.config.last().shutdown_timeout if graceful else 0.0
+            stopping["deadline"] = time.monotonic() + timeout
+            if callable(inner):
+                inner(number, frame)  # Huey's: it may raise KeyboardInterrupt, or swap itself
+            if signal.getsignal(number) is not handler:
+                install(number)  # out for the handler of its second signal: stay in front
+
+        signal.signal(signum, handler)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        install(signum)
+    return stopping
 
 
 def repair_at_start(repo: Repo) -> list[str]:
@@ -3680,7 +4413,8 @@ MCP_INSTRUCTIONS = ("cq searches a documentation index of this git repository, k
 HIT_SCHEMA = {"type": "object", "properties": {
     "path": {"type": "string"}, "line": {"type": "integer"}, "kind": {"type": "string"},
     "symbol": {"type": "string"}, "signature": {"type": "string"}, "doc": {"type": "string"},
-    "score": {"type": "number"}, "freshness": {"enum": ["fresh", "edited", "stale"]}},
+    "score": {"type": "number"}, "freshness": {"enum": ["fresh", "edited", "stale"]},
+    "matched_summary_by": {"type": "string"}},
     "required": ["path", "line", "kind", "symbol", "freshness"]}
 STATE_SCHEMA = {"indexed_commit": {"type": ["string", "null"]},
                 "head": {"type": ["string", "null"]}, "catching_up": {"type": "boolean"},
@@ -3716,7 +4450,8 @@ MCP_TOOLS = {
         "One file's documentation as it is in the working tree now: summary and definitions.",
         {"path": {"type": "string", "description": "path from the repository's top"}},
         ("path",), {"path": {"type": "string"}, "language": {"type": "string"},
-                    "summary": {"type": "string"}, "freshness": {"type": "string"},
+                    "summary": {"type": "string"}, "summary_by": {"type": "string"},
+                    "freshness": {"type": "string"},
                     "entries": {"type": "array", "items": {"type": "object"}}}),
     "files": tool(
         "Indexed files under a path, with language and one-line summary, page by page.",
@@ -3725,8 +4460,9 @@ MCP_TOOLS = {
         (), {"files": {"type": "array", "items": {"type": "object"}}, **PAGED_SCHEMA}),
     "status": tool(
         "Index freshness per worktree (indexed commit vs HEAD), pending and failed files, "
-        "the worker's state.", {}, (), {"worktrees": {"type": "array"},
-                                        "worker": {"type": "string"}}),
+        "the worker's state, the external documenter's progress.", {}, (),
+        {"worktrees": {"type": "array"}, "worker": {"type": "string"},
+         "summaries": {"type": ["object", "null"]}}),
 }
 
 
@@ -3748,7 +4484,7 @@ class McpServer:
         self.roots_answered = threading.Event()  # set once the client's roots/list answer came
         self.version = MCP_VERSIONS[0]
         self.pending_checked = (0.0, 0)  # (when, count): the pending count, at most every 2 s
-        self.config_read: tuple = (0.0, None)  # (when, Config)
+        self.settings: FreshConfig | None = None
 
     # -- JSON-RPC ---------------------------------------------------------------------------
 
@@ -3957,11 +4693,10 @@ class McpServer:
 
     def config(self) -> Config:
         """The settings, read at most every 2 seconds (each read is a git process)."""
-        when, config = self.config_read
-        if config is None or time.monotonic() - when > 2:
-            config = config_or_defaults(self.repo)
-            self.config_read = (time.monotonic(), config)
-        return config
+        if self.settings is None or self.settings.repo is not self.repo:
+            self.settings = FreshConfig(self.repo, lambda problem: print(
+                f"cq: warning: {problem}", file=sys.stderr))
+        return self.settings()
 
 
 class McpInvalid(Exception):
@@ -4004,7 +4739,9 @@ def hit(result: dict, edited: set, state: dict) -> dict:
     return {"path": result["path"], "line": result["line"], "kind": result["kind"],
             "symbol": result["symbol"], "signature": result["signature"],
             "doc": result["doc"], "score": result["score"],
-            "freshness": freshness(result["path"], edited, state)}
+            "freshness": freshness(result["path"], edited, state),
+            **({"matched_summary_by": result["matched_summary_by"]}
+               if result.get("matched_summary_by") else {})}
 
 
 def encode_cursor(kind: str, key: str, offset: int) -> str:
@@ -4108,6 +4845,7 @@ def tool_outline(server: McpServer, args: dict, meta: dict, request_id) -> dict:
         raise ToolError(f"{path} is not a file of this repository (see the files tool)")
     entries = doc["entries"][:capped(doc["entries"])]
     return {"path": path, "language": doc["language"], "summary": doc["summary"],
+            "summary_by": doc["summary_by"],
             "freshness": freshness(path, overlay.edited, state), "entries": entries,
             **public_state(state)}
 
@@ -4149,7 +4887,11 @@ def tool_status(server: McpServer, args: dict, meta: dict, request_id) -> dict:
                           "failed": counts["failed"]})
     this = next((w for w in worktrees if w["git_dir"] == server.repo.git_dir), worktrees[0])
     catching_up = this["head"] != this["indexed_commit"] or this["pending"] > 0
+    summaries = summary_progress(index, server.repo.git_dir, server.config())
+    if summaries:
+        summaries = {k: v for k, v in summaries.items() if k != "failed_files"}
     return {"worktrees": worktrees, "worker": probe_worker(server.repo).state,
+            "summaries": summaries,
             "indexed_commit": this["indexed_commit"], "head": this["head"],
             "catching_up": catching_up,
             "note": f"{this['pending']} files still to document" if this["pending"] else ""}
@@ -4369,6 +5111,14 @@ def human_seconds(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+def local_time(when: float) -> str:
+    """A moment in local time: the time of day when it is today, else date and time."""
+    shown = time.localtime(when)
+    if time.strftime("%Y-%m-%d", shown) == time.strftime("%Y-%m-%d"):
+        return time.strftime("%H:%M:%S", shown)
+    return time.strftime("%Y-%m-%d %H:%M", shown)
+
+
 def decode_current(value: object) -> list:
     """The heartbeat's list of tasks in flight (json is imported only when there are some)."""
     if not isinstance(value, str) or value in ("", "[]"):
@@ -4402,6 +5152,9 @@ def worker_status_report(repo: Repo, state: WorkerState) -> dict:
         "current": decode_current(hb.get("current")),
         "problem": {"at": hb["problem_at"], "message": hb["problem"]}
         if "problem" in hb and state.alive else None,
+        "documenter_paused": {"until": hb["documenter_paused_until"],
+                              "reason": str(hb.get("documenter_pause_reason", ""))}
+        if "documenter_paused_until" in hb and state.alive else None,
         "last_hook_problem": last_hook_problem(repo),
         "state_dir": repo.state_dir,
     }
@@ -4425,6 +5178,9 @@ def print_worker_status(report: dict, verbose: bool) -> None:
         print(f"worker: {report['state']}: {report['detail']}")
     if report["state"] in ("hung", "blocked"):
         print(f"warning: {report['detail']}")
+    if report["documenter_paused"]:
+        print(display(f"documenter: paused until {local_time(report['documenter_paused']['until'])}"
+                      f" ({report['documenter_paused']['reason']})"))
     if report["problem"]:
         age = human_seconds(time.time() - report["problem"]["at"])
         print(display(f"problem ({age} ago): {report['problem']['message']}"))
@@ -4528,6 +5284,38 @@ def index_progress(repo: Repo, problems: bool = False) -> tuple[dict, bool]:
     return counts, known and indexed == counts["head"] and counts["pending"] == 0
 
 
+def summary_progress(index: Index, git_dir: str, config: Config) -> dict | None:
+    """The external documenter's progress in a worktree, its calls, cost and pause (None
+    when no external documenter is set): for `cq index status` and MCP's status tool."""
+    documenter = external_documenter(config)
+    if documenter is None:
+        return None
+    counts = index.summary_status(git_dir, documenter.key, config.documenter_max_bytes)
+    until, why = documenter_pause(index, config, documenter, time.time())
+    return {"name": documenter.name, **counts, "paused_until": until or None,
+            "pause_reason": why or None}
+
+
+def read_summary_progress(repo: Repo) -> dict | None:
+    """summary_progress for this worktree, from a fresh read of the index and settings."""
+    with Index(repo, readonly=True) as index:
+        return summary_progress(index, repo.git_dir, config_or_defaults(repo))
+
+
+def print_summary_progress(counts: dict) -> None:
+    """The external documenter's lines of `cq index status`."""
+    print(display(f"documenter {counts['name']}: {counts['done']} summarised, "
+                  f"{counts['pending']} pending, {counts['failed']} failed, "
+                  f"{counts['too_large']} over cq.documenterMaxBytes (built-in record only)"))
+    print(f"calls: {counts['calls_today']} today (${counts['cost_usd_today']:.2f}), "
+          f"{counts['calls']} in all (${counts['cost_usd']:.2f})")
+    if counts["paused_until"]:
+        print(display(f"paused until {local_time(counts['paused_until'])}: "
+                      f"{counts['pause_reason']}"))
+    for item in counts["failed_files"][:20]:
+        print(display(f"failed summary: {item['path']}: {item['error']}"))
+
+
 def wait_for_index(repo: Repo, timeout: float | None = None) -> dict:
     """Block until the index matches HEAD, drawing a progress bar on a terminal."""
     tty = sys.stdout.isatty()
@@ -4555,6 +5343,78 @@ def wait_for_index(repo: Repo, timeout: float | None = None) -> dict:
         state = probe_worker(repo)
         if not state.alive:
             raise CqError(f"the worker stopped while indexing ({state.detail}); "
+                          "see: cq worker logs")
+        time.sleep(0.2)
+
+
+def estimate_summaries(repo: Repo, config: Config) -> str:
+    """What the external documenter (or the Claude Code preset, when none is set) would be
+    sent for HEAD of this worktree: files and bytes, less what it summarised before."""
+    documenter = external_documenter(config) or ExternalDocumenter(
+        Config({"cq.documenter": "claude", "cq.documenterModel": config.documenter_model}))
+    head = head_commit(repo.git_dir)
+    listing = run_git(["ls-tree", "-r", "-l", "-z", head], git_dir=repo.git_dir).stdout \
+        if head else b""
+    known: dict = {}
+    try:
+        with Index(repo, readonly=True) as index:
+            known = dict(index.db.execute(
+                "SELECT d.blob, CASE WHEN d.llm_key = ? OR s.blob IS NOT NULL THEN 'done' "
+                "WHEN d.status IN ('ok', 'error') THEN 'text' ELSE d.status END FROM docs d "
+                "LEFT JOIN summaries s ON s.blob = d.blob AND s.documenter = ? AND "
+                "s.status = 'ok'", (documenter.key, documenter.key)).fetchall())
+    except NotIndexed:
+        pass
+    counts = {"send": 0, "bytes": 0, "done": 0, "large": 0, "other": 0}
+    for item in listing.split(b"\0"):
+        meta, _, raw_path = item.partition(b"\t")
+        fields = meta.split()
+        if len(fields) != 4 or fields[1] != b"blob":
+            continue
+        mode, blob, size = fields[0].decode(), fields[2].decode(), fields[3].decode()
+        state = known.get(blob, "text")
+        if skip_reason(os.fsdecode(raw_path), mode, config) or state not in ("text", "done"):
+            counts["other"] += 1
+        elif state == "done":
+            counts["done"] += 1
+        elif int(size) > config.documenter_max_bytes:
+            counts["large"] += 1
+        else:
+            counts["send"] += 1
+            counts["bytes"] += int(size)
+    unset = "" if config.documenter.strip() else " (not set: git config cq.documenter claude)"
+    lines = [f"documenter: {documenter.name}{unset}",
+             (f"would send {counts['send']} files, {counts['bytes']} bytes (about "
+              f"{counts['bytes'] // 4} tokens of file content, plus a prompt for each)"),
+             (f"not sent: {counts['done']} summarised before with these settings, "
+              f"{counts['large']} over cq.documenterMaxBytes ({config.documenter_max_bytes} "
+              f"bytes), {counts['other']} binary, excluded or not regular files")]
+    if not known and counts["send"]:
+        lines.append("(nothing is indexed yet: binary files are counted as text)")
+    return "\n".join(lines)
+
+
+def wait_for_summaries(repo: Repo) -> dict | None:
+    """After the built-in pass: block until the external documenter has summarised every
+    file it takes, or is paused (a limit, the breaker, the budget), with its own bar."""
+    tty = sys.stdout.isatty()
+    while True:
+        counts = read_summary_progress(repo)
+        if counts is None:
+            return None
+        total = counts["done"] + counts["pending"] + counts["failed"]
+        if tty:
+            bar = "#" * (30 * (total - counts["pending"]) // max(total, 1))
+            sys.stdout.write(f"\rsummaries [{bar:<30}] {total - counts['pending']}/{total} "
+                             f"files, {counts['calls_today']} calls today ")
+            sys.stdout.flush()
+        if counts["pending"] == 0 or counts["paused_until"]:
+            if tty:
+                sys.stdout.write("\n")
+            return counts
+        state = probe_worker(repo)
+        if not state.alive:
+            raise CqError(f"the worker stopped while summarising ({state.detail}); "
                           "see: cq worker logs")
         time.sleep(0.2)
 
@@ -4608,7 +5468,8 @@ def cmd_index(args, repo: Repo) -> int:
             print_json({"schema": 1, "indexed": False, "complete": False, "message": str(exc)})
             return EXIT_FAILURE
         problems = counts
-        counts.update(schema=1, indexed=True, complete=complete)
+        counts.update(schema=1, indexed=True, complete=complete,
+                      documenter=read_summary_progress(repo))
         if args.json:
             print_json(counts)
             return EXIT_OK
@@ -4626,6 +5487,11 @@ def cmd_index(args, repo: Repo) -> int:
             print(display(f"failed: {item['path']}: {item['error']}"))
         if counts["failed"] > 20:
             print(f"... and {counts['failed'] - 20} more failed (see: cq queue list)")
+        if counts["documenter"]:
+            print_summary_progress(counts["documenter"])
+        return EXIT_OK
+    if args.estimate:
+        print(estimate_summaries(repo, config_or_defaults(repo)))
         return EXIT_OK
     if args.repair:
         done = repair_databases(repo)
@@ -4642,6 +5508,14 @@ def cmd_index(args, repo: Repo) -> int:
         counts = wait_for_index(repo)
         print(f"index complete: {counts['documented']} files documented, "
               f"{counts['failed']} failed" + (" (see: cq queue list)" if counts["failed"] else ""))
+        summaries = wait_for_summaries(repo)
+        if summaries and summaries["paused_until"]:
+            print(display(f"summaries: {summaries['done']} done, {summaries['pending']} "
+                          f"waiting: paused until {local_time(summaries['paused_until'])} "
+                          f"({summaries['pause_reason']})"))
+        elif summaries:
+            print(f"summaries complete: {summaries['done']} done, {summaries['failed']} failed"
+                  f", {summaries['too_large']} too large")
     else:
         print("queued; the worker is bringing the index to HEAD (see: cq index status)")
     return EXIT_OK
@@ -4664,6 +5538,15 @@ def cmd_queue(args, repo: Repo) -> int:
         print(f"{len(failures)} failed file(s)")
         for blob, path, error, _ in failures:
             print(display(f"  {path} ({blob[:12]}): {error}"))
+        try:
+            summaries = read_summary_progress(repo)
+        except NotIndexed:
+            summaries = None
+        if summaries:
+            print(f"{summaries['failed']} failed summar{'y' if summaries['failed'] == 1 else 'ies'}"
+                  f" by {summaries['name']}")
+            for item in summaries["failed_files"]:
+                print(display(f"  {item['path']}: {item['error']}"))
         return EXIT_OK
     ensure_state_dir(repo)
     huey = task_queue(repo)
@@ -4672,6 +5555,11 @@ def cmd_queue(args, repo: Repo) -> int:
             rows = index.clear_failures()
             queue_documents(huey, rows)
             print(f"queued {len(rows)} failed file(s) again")
+            summaries = index.clear_summary_failures()
+            if summaries:
+                print(f"{len(summaries)} failed summar{'y' if len(summaries) == 1 else 'ies'} "
+                      "will be asked for again")
+            poke_worker(repo)  # which wakes the summarizer too
             return EXIT_OK
     count = huey.pending_count()
     if not args.yes:
@@ -4772,8 +5660,10 @@ def cmd_search(args, repo: Repo) -> int:
         return EXIT_OK
     for r in results:
         edited = " (edited, not committed)" if r.get("edited") else ""
+        by = f" (from the summary by {r['matched_summary_by']})" \
+            if r.get("matched_summary_by") else ""
         print(display(f"{r['path']}:{r['line']}: {r['kind']} {r['symbol']}  {r['snippet']}"
-                      f"{edited}"))
+                      f"{by}{edited}"))
     if not results:
         print("no results")
     return EXIT_OK
@@ -4796,14 +5686,16 @@ def cmd_show(args, repo: Repo) -> int:
         return EXIT_OK
     print(display(f"{doc['path']} ({doc['language'] or 'unknown'}, {doc['status']})"))
     if doc["summary"]:
-        print(display(doc["summary"], keep_newlines=True))
+        by = "" if doc["summary_by"] == "built-in" else f" (summary by {doc['summary_by']})"
+        print(display(doc["summary"] + by, keep_newlines=True))
     if doc["error"]:
         print(display(f"parse error: {doc['error']}"))
     for item in doc["entries"]:
         print(display(f"  {item['line']:>5}  {item['kind']:<9} "
                       f"{item['signature'] or item['name']}"))
-        if item["doc"]:
-            print(f"{'':18}{display(item['doc'].splitlines()[0])}")
+        for text in (item["doc"], item["note"]):
+            if text:
+                print(f"{'':18}{display(text.splitlines()[0])}")
     return EXIT_OK
 
 
@@ -4904,8 +5796,12 @@ def cli_spec(argparse) -> dict:
             "run": ("what the hook scripts call", [
                 (("name",), {}), (("args",), {"nargs": argparse.REMAINDER})])}),
         "index": ("bring the index to HEAD, or show its status", [
-            (("--wait",), {"action": "store_true", "help": "wait until complete"}),
-            (("--rebuild",), {"action": "store_true", "help": "forget everything and redo"}),
+            (("--wait",), {"action": "store_true", "help": "wait until complete (and for the "
+                           "external documenter's summaries, unless it is paused)"}),
+            (("--rebuild",), {"action": "store_true", "help": "forget everything and redo "
+                              "(the external documenter's answers are kept)"}),
+            (("--estimate",), {"action": "store_true", "help": "print what the external "
+                               "documenter would be sent, and send nothing"}),
             (("--repair",), {"action": "store_true", "help": "check the index and the queue; "
                              "move a damaged one aside and rebuild it"})], {
             "status": ("indexed versus HEAD", [json_flag])}),

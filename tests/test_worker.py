@@ -320,21 +320,22 @@ def test_cleanup_kills_a_leftover_worker_process_that_lost_its_lock(repo, tmp_pa
 
 
 def start_slow_task(repo, documenter: str, shutdown_timeout: str) -> None:
-    """Start a worker whose documenter is slow, and wait until it is documenting slow.py."""
+    """Start a worker whose external documenter is slow, and wait until it is summarising
+    slow.py."""
     repo.git("config", "cq.documenter", documenter)
     repo.git("config", "cq.shutdownTimeout", shutdown_timeout)
     assert repo.cq("worker", "start").returncode == 0
     repo.commit({"slow.py": "x = 1\n"})
     assert repo.cq("index").returncode == 0
-    wait_until(lambda: any(c["task"] == "document" for c in repo.status()["current"]),
-               what="the slow task to start")
+    wait_until(lambda: any(c["task"] == "summarize" and c["detail"] == "slow.py"
+                           for c in repo.status()["current"]), what="the slow call to start")
 
 
 def start_stuck_task(repo) -> None:
     start_slow_task(repo, "sleep 30", "60")
 
 
-def test_stop_lets_the_task_in_flight_finish(repo):
+def test_stop_lets_the_call_in_flight_finish(repo):
     start_slow_task(repo, "sleep 2; echo documented-slowly", "10")
     proc = repo.cq("worker", "stop")
     assert proc.returncode == 0, proc.stderr
@@ -343,13 +344,15 @@ def test_stop_lets_the_task_in_flight_finish(repo):
     assert json.loads(shown.stdout)["summary"] == "documented-slowly"
 
 
-def test_task_cut_short_by_the_shutdown_timeout_is_queued_again_and_finished(repo):
+def test_a_call_cut_short_by_the_shutdown_timeout_is_made_again_and_finished(repo):
     start_slow_task(repo, "sleep 3; echo finally", "0.5")
     assert repo.cq("worker", "stop").returncode == 0
-    assert "interrupted; queued again" in repo.cq("worker", "logs", "-n", "50").stdout
+    assert documenters_of(repo) == []
+    assert "summary of slow.py cut short by the stop" in \
+        repo.cq("worker", "logs", "-n", "50").stdout
     assert repo.cq("worker", "start").returncode == 0
-    repo.wait_indexed()
-    assert json.loads(repo.cq("show", "slow.py", "--json").stdout)["summary"] == "finally"
+    wait_until(lambda: json.loads(repo.cq("show", "slow.py", "--json").stdout)["summary"]
+               == "finally", what="the summary")
 
 
 def test_stop_that_times_out_says_how_to_go_on_and_leaves_the_worker_running(repo):
@@ -359,13 +362,13 @@ def test_stop_that_times_out_says_how_to_go_on_and_leaves_the_worker_running(rep
     assert repo.status()["state"] == "running"
 
 
-def test_a_second_stop_interrupts_the_task_which_is_queued_again(repo):
+def test_a_second_stop_cuts_the_call_short_to_be_made_again_later(repo):
     start_stuck_task(repo)
     assert repo.cq("worker", "stop", "--timeout", "0.5").returncode == 1
     again = repo.cq("worker", "stop", "--timeout", "5")
     assert again.returncode == 0, again.stderr
     assert repo.status()["returncode"] == 3
-    assert "interrupted; queued again" in repo.cq("worker", "logs", "-n", "50").stdout
+    assert "cut short by the stop" in repo.cq("worker", "logs", "-n", "50").stdout
 
 
 def test_stop_force_kills_a_worker_that_will_not_finish(repo):
