@@ -985,11 +985,17 @@ def repair_if_damaged(repo: Repo, work, *args) -> None:
     try:
         work(*args)
     except Exception as exc:
-        if (is_damage(exc) or isinstance(exc, DatabaseDamaged)) and not Problems.repairing:
-            Problems.repairing = True  # once per worker: the repair restarts it
-            log(f"a database is damaged ({exc}); starting cq index --repair", error=True)
-            start_repair(repo)
+        repair_once(repo, exc)
         raise
+
+
+def repair_once(repo: Repo, exc: Exception) -> None:
+    """Start `cq index --repair` if exc says a database is damaged (once per worker: the
+    repair restarts it)."""
+    if (is_damage(exc) or isinstance(exc, DatabaseDamaged)) and not Problems.repairing:
+        Problems.repairing = True
+        log(f"a database is damaged ({exc}); starting cq index --repair", error=True)
+        start_repair(repo)
 
 
 def start_repair(repo: Repo) -> None:
@@ -1702,33 +1708,49 @@ MOST_NOTES = 100
 BACKOFF_CAP = 3600.0  # seconds: the longest pause when a limit gives no reset time
 STATED_RESET_CAP = 8 * 86400.0  # a stated reset further away than this is not believed
 
-# Usage and rate limits as Claude Code and HTTP APIs word them (see DESIGN-NOTES).
+# Usage, spend and rate limits as Claude Code and HTTP APIs word them (see DESIGN-NOTES),
+# looked for in the last lines a failing documenter printed only.
 LIMIT_EPOCH = r"usage limit reached\|(\d{9,11})"
-LIMIT_CLOCK = (r"(?:limit|quota)[^\n]*?\bresets?\s+(?:at\s+)?(\d{1,2})(?::(\d{2}))?\s*"
-               r"(am|pm)?(?:\s*\(([^)\n]+)\))?")
-LIMIT_RETRY_AFTER = r"retry[- ]after\W{0,3}(\d{1,6})\b"
-LIMIT_WORDS = (r"hit your limit|usage limit|spend(?:ing)? limit|rate[ _-]?limit|"
-               r"too many requests|overloaded|quota|\b(?:429|529)\b")
+MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+LIMIT_CLOCK = (r"limit[^\n]*?\bresets?\s+(?:on\s+)?(?:(" + "|".join(MONTHS) +
+               r")[a-z]*\.?\s+(\d{1,2}),?\s+)?(?:at\s+)?(\d{1,2})(?::(\d{2}))?\s*(am|pm)?"
+               r"(?:\s*\(([^)\n]+)\))?")
+LIMIT_RETRY_AFTER = r"retry[- ]after\W{1,3}(\d{1,6})\b"
+LIMIT_WORDS = (r"\b(?:hit|reached) (?:your |the )?(?:\w+ )?limit\b|\blimit reached\b|"
+               r"usage limit|spend(?:ing)? limit|rate[ _-]?limit|too many requests|"
+               r"credit balance is too low|\boverloaded\b|"
+               r"\b(?:status|http|error|code)\W{0,3}(?:429|529)\b|^\s*(?:429|529)\b")
+LIMIT_LINES = 3  # of the documenter's output, from the end
+JUST_PASSED = 7200.0  # seconds: a stated reset this recent means now, not the same time tomorrow
 
 
 class LimitReached(Exception):
     """The documenter hit a usage, spend or rate limit: no call can succeed until `until`
     (None when the message names no time)."""
 
-    def __init__(self, message: str, until: float | None):
+    def __init__(self, message: str, until: float | None, cost: float | None = None):
         super().__init__(message)
-        self.until = until
+        self.until, self.cost = until, cost
 
 
-class DocumenterBroken(CqError):
+class DocumenterFailed(CqError):
+    """The external documenter failed on one file (what the call cost, if it said)."""
+
+    def __init__(self, message: str, cost: float | None = None):
+        super().__init__(message)
+        self.cost = cost
+
+
+class DocumenterBroken(DocumenterFailed):
     """The external documenter cannot run at all (not any one file's fault)."""
 
 
 class Answer:
-    """What an external documenter said about one file."""
+    """What an external documenter said about one file, and what the call cost (in US
+    dollars and tokens, where it reports them)."""
 
-    def __init__(self, summary: str, notes: dict, cost: float | None):
-        self.summary, self.notes, self.cost = summary, notes, cost
+    def __init__(self, summary: str, notes: dict, cost: float | None, tokens: int = 0):
+        self.summary, self.notes, self.cost, self.tokens = summary, notes, cost, tokens
 
 
 class ExternalDocumenter:
@@ -1741,8 +1763,10 @@ class ExternalDocumenter:
 
         command = config.documenter.strip()
         program = os.path.expanduser(command)
-        self.preset = os.path.basename(program) == "claude" and not any(
-            c.isspace() for c in command)
+        # `claude`, or the path to it (spaces and all): a path to any other file, or words
+        # after the program, make a shell command.
+        self.preset = command == "claude" or (os.path.basename(program) == "claude" and
+                                              os.path.isfile(program))
         self.program, self.command, self.model = program, command, config.documenter_model
         self.name = f"claude ({self.model or 'its default model'})" if self.preset else \
             command if len(command) <= 48 else command[:47] + "\u2026"
@@ -1754,9 +1778,9 @@ class ExternalDocumenter:
 
     def argv(self) -> list[str]:
         """The program and its arguments."""
-        if self.preset:
+        if self.preset:  # one turn: an answer, no tool calls on the content's say-so
             model = ["--model", self.model] if self.model else []
-            return [self.program, "-p", "--output-format", "json", *model]
+            return [self.program, "-p", "--output-format", "json", "--max-turns", "1", *model]
         return ["/bin/sh", "-c", self.command]
 
     def stdin(self, path: str, language: str, data: bytes) -> bytes:
@@ -1774,24 +1798,32 @@ def external_documenter(config: Config) -> ExternalDocumenter | None:
 def call_documenter(repo: Repo, config: Config, documenter: ExternalDocumenter, path: str,
                     language: str, data: bytes) -> Answer:
     """Run the external documenter on one file and parse its answer.  Raises LimitReached
-    for a usage limit, WorkerStopping when the worker stops under it, CqError otherwise."""
-    import time as clock
+    for a limit, WorkerStopping when the worker stops under it, DocumenterFailed otherwise."""
+    import shutil
+    import tempfile
 
     # CQ_STATE_DIR and CQ_WORKER_PID mark it as ours for `cq worker cleanup` after a kill -9.
     env = dict(scrubbed_env(), CQ_PATH=path, CQ_LANGUAGE=language, CQ_MODEL=documenter.model,
                CQ_STATE_DIR=repo.state_dir, CQ_WORKER_PID=str(os.getpid()))
-    code, out, err = run_bounded(documenter.argv(), documenter.stdin(path, language, data),
-                                 env, repo.state_dir, config.documenter_timeout)
-    # The end of the output only: a limit is the CLI's last word, and the file a failing
-    # command may echo back can hold any words.
-    text = (out[-2000:] + b"\n" + err[-2000:]).decode(errors="replace")
+    # An empty directory of its own, outside the repository: an agent CLI reads instructions
+    # (CLAUDE.md, settings) from where it runs and above, and those must not come from the
+    # working tree of a stranger's clone.
+    room = tempfile.mkdtemp(prefix="cq-documenter-")
+    try:
+        code, out, err = run_bounded(documenter.argv(), documenter.stdin(path, language, data),
+                                     env, room, config.documenter_timeout)
+    finally:
+        shutil.rmtree(room, ignore_errors=True)
     if code != 0:
-        limit = limit_in(text, clock.time())
-        if limit is not None:
-            raise LimitReached(last_line(text), limit or None)
-        raise CqError(f"cq.documenter exited with status {code}"
-                      + (f": {last_line(err.decode(errors='replace'))}" if err.strip() else ""))
-    return parse_answer(out.decode(errors="replace"), clock.time())
+        for stream in (out, err):  # a limit is the CLI's last word on one of them
+            limit = limit_in(stream[-4000:].decode(errors="replace"), time.time())
+            if limit is not None:
+                raise LimitReached(last_line(stream[-4000:].decode(errors="replace")),
+                                   limit or None)
+        detail = last_line(err[-4000:].decode(errors="replace"))
+        raise DocumenterFailed(f"cq.documenter exited with status {code}"
+                               + (f": {detail}" if detail else ""))
+    return parse_answer(out.decode(errors="replace"), time.time())
 
 
 def last_line(text: str) -> str:
@@ -1803,9 +1835,8 @@ def last_line(text: str) -> str:
 def run_bounded(argv: list[str], data: bytes, env: dict, cwd: str,
                 timeout: float) -> tuple[int, bytes, bytes]:
     """Run a documenter in its own session: feed it data, collect at most
-    DOCUMENTER_OUTPUT_CAP bytes of output within timeout, and kill it (and whatever it
-    started) past either."""
-    import selectors
+    DOCUMENTER_OUTPUT_CAP bytes of output within timeout, and kill it past either.  Whatever
+    it started in the background goes with it when it ends."""
     import subprocess
     import threading
 
@@ -1814,31 +1845,21 @@ def run_bounded(argv: list[str], data: bytes, env: dict, cwd: str,
                                 stderr=subprocess.PIPE, env=env, cwd=cwd,
                                 start_new_session=True)
     except OSError as exc:
-        raise DocumenterBroken(f"cannot run cq.documenter ({argv[0]}): {exc.strerror}") from exc
+        raise DocumenterBroken(f"cannot run cq.documenter ({argv[0]}): {exc.strerror}") \
+            from exc
     RUNNING_DOCUMENTERS.add(proc.pid)
     if Shutdown.requested:  # set after the caller looked: the stop may have missed us
         kill_process_group(proc.pid)
     threading.Thread(target=feed, args=(proc.stdin, data), daemon=True).start()
-    chunks = {proc.stdout: [], proc.stderr: []}
+    chunks: dict = {proc.stdout: [], proc.stderr: []}
     deadline = time.monotonic() + timeout
-    problem = ""
     try:
-        with selectors.DefaultSelector() as selector:
-            for stream in chunks:
-                selector.register(stream, selectors.EVENT_READ)
-            while selector.get_map() and not problem:
-                left = deadline - time.monotonic()
-                for key, _ in selector.select(max(left, 0)):
-                    chunk = os.read(key.fileobj.fileno(), 65536)
-                    if not chunk:
-                        selector.unregister(key.fileobj)
-                    chunks[key.fileobj].append(chunk)
-                if sum(len(c) for part in chunks.values() for c in part) > DOCUMENTER_OUTPUT_CAP:
-                    problem = f"printed more than {DOCUMENTER_OUTPUT_CAP >> 20} MiB"
-                elif left <= 0:
-                    problem = f"timed out after {timeout:g}s"
-        if problem:
-            kill_process_group(proc.pid)
+        problem = collect_output(chunks, deadline, timeout)
+        while not problem and not exited(proc.pid):  # it closed its output but runs on
+            if time.monotonic() > deadline:
+                problem = f"timed out after {timeout:g}s"
+            time.sleep(0.02)
+        kill_process_group(proc.pid)  # the leader, dead or alive, still holds the group id
         code = proc.wait()
     finally:
         RUNNING_DOCUMENTERS.discard(proc.pid)
@@ -1847,8 +1868,35 @@ def run_bounded(argv: list[str], data: bytes, env: dict, cwd: str,
     if Shutdown.requested:
         raise WorkerStopping
     if problem:
-        raise CqError(f"cq.documenter {problem}")
+        raise DocumenterFailed(f"cq.documenter {problem}")
     return code, b"".join(chunks[proc.stdout]), b"".join(chunks[proc.stderr])
+
+
+def collect_output(chunks: dict, deadline: float, timeout: float) -> str:
+    """Read the streams in chunks (stream -> list) until both end; what went wrong if the
+    output passed DOCUMENTER_OUTPUT_CAP or the deadline came first, else ''."""
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        for stream in chunks:
+            selector.register(stream, selectors.EVENT_READ)
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return f"timed out after {timeout:g}s"
+            for key, _ in selector.select(left):
+                chunk = os.read(key.fileobj.fileno(), 65536)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                chunks[key.fileobj].append(chunk)
+            if sum(len(c) for part in chunks.values() for c in part) > DOCUMENTER_OUTPUT_CAP:
+                return f"printed more than {DOCUMENTER_OUTPUT_CAP >> 20} MiB"
+    return ""
+
+
+def exited(pid: int) -> bool:
+    """True once a child has ended (it stays a zombie, unreaped, so its id stays ours)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
 def feed(stream, data: bytes) -> None:
@@ -1875,17 +1923,24 @@ def parse_answer(text: str, now: float) -> Answer:
             raise CqError("cq.documenter printed nothing")
         return summary_of(text, None)
     if "result" in obj or obj.get("type") == "result":
-        result = str(obj.get("result") or obj.get("subtype") or "")
+        result = obj.get("result") if isinstance(obj.get("result"), str) else ""
+        subtype = str(obj.get("subtype") or "")
         cost = obj.get("total_cost_usd")
         cost = float(cost) if isinstance(cost, (int, float)) else None
-        if obj.get("is_error"):
+        if obj.get("is_error") or subtype.startswith("error"):
             limit = limit_in(result, now)
             if limit is not None:
-                raise LimitReached(last_line(result), limit or None)
-            raise CqError(f"cq.documenter reported an error: {last_line(result)}")
+                raise LimitReached(last_line(result), limit or None, cost)
+            raise DocumenterFailed(f"cq.documenter reported an error: "
+                                   f"{last_line(result) or subtype or 'no detail'}", cost)
         if not result.strip():
-            raise CqError("cq.documenter answered with an empty result")
-        return summary_of(result, cost)
+            raise DocumenterFailed(f"cq.documenter answered with an empty result "
+                                   f"({subtype or 'no subtype'})", cost)
+        answer = summary_of(result, cost)
+        usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+        answer.tokens = sum(v for k, v in usage.items() if k.endswith("tokens") and
+                            isinstance(v, int) and not isinstance(v, bool))
+        return answer
     if isinstance(obj.get("summary"), str):
         return summary_of(json.dumps(obj), obj.get("cost_usd")
                           if isinstance(obj.get("cost_usd"), (int, float)) else None)
@@ -1924,31 +1979,35 @@ def summary_of(text: str, cost: float | None) -> Answer:
 
 
 def limit_in(text: str, now: float) -> float | None:
-    """If text reports a usage, spend or rate limit: when it resets (epoch seconds), or 0.0
-    when it names no time.  None if it is not about a limit."""
+    """If the last lines of text report a usage, spend or rate limit: when it resets (epoch
+    seconds), or 0.0 when that is not said (or not believable).  None if not a limit."""
     import re
 
-    match = re.search(LIMIT_EPOCH, text, re.IGNORECASE)
+    lines = [line for line in text.splitlines() if line.strip()][-LIMIT_LINES:]
+    tail = "\n".join(lines)
+    match = re.search(LIMIT_EPOCH, tail, re.IGNORECASE)
     if match and now < int(match.group(1)) <= now + STATED_RESET_CAP:
         return float(match.group(1))
-    match = re.search(LIMIT_CLOCK, text, re.IGNORECASE)
+    match = re.search(LIMIT_CLOCK, tail, re.IGNORECASE)
     if match:
-        hour, minute, half, zone = match.groups()
-        until = next_clock_time(int(hour), int(minute or 0), (half or "").lower(), zone, now)
+        month, day, hour, minute, half, zone = match.groups()
+        until = next_clock_time(now, int(hour), int(minute or 0), (half or "").lower(), zone,
+                                MONTHS.index(month.lower()[:3]) + 1 if month else None,
+                                int(day) if day else None)
         if until is not None:
             return until
-    match = re.search(LIMIT_RETRY_AFTER, text, re.IGNORECASE)
-    if match and re.search(LIMIT_WORDS, text, re.IGNORECASE):
+    limited = re.search(LIMIT_WORDS, tail, re.IGNORECASE | re.MULTILINE)
+    match = re.search(LIMIT_RETRY_AFTER, tail, re.IGNORECASE)
+    if limited and match:
         return now + min(float(match.group(1)), STATED_RESET_CAP)
-    if match or re.search(LIMIT_WORDS, text, re.IGNORECASE):
-        return 0.0
-    return None
+    return 0.0 if limited else None
 
 
-def next_clock_time(hour: int, minute: int, half: str, zone: str | None,
-                    now: float) -> float | None:
-    """The next moment after now that a clock in zone (local time if unknown) shows
-    hour:minute, with am/pm if given; None for a time no clock shows."""
+def next_clock_time(now: float, hour: int, minute: int, half: str, zone: str | None,
+                    month: int | None = None, day: int | None = None) -> float | None:
+    """The next moment after now that a clock in zone (local time if none is named) shows
+    hour:minute (with am/pm, on month/day if given).  None where that is no time, the zone
+    is unknown here, or the moment has only just passed (the limit has just reset)."""
     import datetime
 
     if half:
@@ -1964,12 +2023,19 @@ def next_clock_time(hour: int, minute: int, half: str, zone: str | None,
 
             tz = zoneinfo.ZoneInfo(zone.strip())
         except (ImportError, ValueError, KeyError, OSError):
-            tz = None  # no tz database here: local time is the best guess
+            return None  # a guess in the wrong zone could be a day off: back off instead
     current = datetime.datetime.fromtimestamp(now, tz)
-    at = current.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    try:
+        at = current.replace(month=month or current.month, day=day or current.day, hour=hour,
+                             minute=minute, second=0, microsecond=0)
+    except ValueError:  # February 30th
+        return None
     if at <= current:
-        at += datetime.timedelta(days=1)
-    return at.timestamp()
+        if current.timestamp() - at.timestamp() < JUST_PASSED:
+            return None
+        at = at.replace(year=at.year + 1) if month else at + datetime.timedelta(days=1)
+    until = at.timestamp()
+    return until if until - now <= STATED_RESET_CAP else None
 
 
 RUNNING_DOCUMENTERS: set = set()
@@ -2000,7 +2066,7 @@ def kill_process_group(pid: int) -> None:
 # each worktree has its own path -> blob map, so results always match the worktree that asks.
 # ---------------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 5  # PRAGMA user_version; an index of another version is rebuilt from git
+SCHEMA_VERSION = 6  # PRAGMA user_version; an index of another version is rebuilt from git
 # Words are stemmed (porter over unicode61, diacritics folded) on both sides, so `parsing`
 # finds `parse`.  entries_fts holds definitions: the name as written, its words (split
 # identifier parts and the squashed name), its container's words, and signature and doc.
@@ -2017,20 +2083,27 @@ CREATE TABLE docs (id INTEGER PRIMARY KEY, blob TEXT UNIQUE, status TEXT, langua
                    summary TEXT, error TEXT, size INTEGER, documented_at REAL, orphaned_at REAL,
                    llm_summary TEXT, llm_key TEXT, llm_by TEXT);
 CREATE TABLE entries (id INTEGER PRIMARY KEY, blob TEXT, kind TEXT, name TEXT, container TEXT,
-                      line INTEGER, signature TEXT, doc TEXT, note TEXT DEFAULT '');
+                      line INTEGER, signature TEXT, doc TEXT, note TEXT DEFAULT '',
+                      squashed TEXT);
 CREATE INDEX entries_blob ON entries (blob);
+CREATE INDEX entries_squashed ON entries (squashed);
 CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, container, body,
                                              tokenize = 'porter unicode61 remove_diacritics 2');
 CREATE VIRTUAL TABLE files_fts USING fts5 (words, detail = none,
                                            tokenize = 'porter unicode61 remove_diacritics 2');
 CREATE TABLE failures (blob TEXT PRIMARY KEY, path BLOB, error TEXT, failed_at REAL);
 CREATE TABLE attempts (blob TEXT PRIMARY KEY, path BLOB, crashes INTEGER, started_at REAL);
-CREATE TABLE summaries (blob TEXT, documenter TEXT, status TEXT, summary TEXT, notes TEXT,
-                        error TEXT, path BLOB, made_at REAL, PRIMARY KEY (blob, documenter));
-CREATE TABLE calls (day TEXT, documenter TEXT, calls INTEGER, cost REAL,
-                    PRIMARY KEY (day, documenter));
-CREATE TABLE pauses (documenter TEXT PRIMARY KEY, until REAL, reason TEXT, strikes INTEGER);
 """
+# Paid for, so kept when the rest of the index is rebuilt for a new schema (or --rebuild).
+KEPT_SCHEMA = {
+    "summaries": "CREATE TABLE summaries (blob TEXT, documenter TEXT, status TEXT, summary TEXT, "
+                 "notes TEXT, error TEXT, path BLOB, made_at REAL, PRIMARY KEY (blob, documenter))",
+    "calls": "CREATE TABLE calls (day TEXT, documenter TEXT, calls INTEGER, cost REAL, "
+             "tokens INTEGER, PRIMARY KEY (day, documenter))",
+    "pauses": "CREATE TABLE pauses (documenter TEXT PRIMARY KEY, until REAL, reason TEXT, "
+              "strikes INTEGER)",
+}
+SUMMARY_GRACE = 90 * 86400.0  # seconds an answer no worktree references is kept
 
 
 def fnmatch_exclude(path: str, patterns: tuple) -> str:
@@ -2206,14 +2279,18 @@ class Index:
         with self.transaction():
             if self.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
                 return
-            old = self.db.execute("SELECT type, name FROM sqlite_master WHERE type IN "
+            old = self.db.execute("SELECT type, name, sql FROM sqlite_master WHERE type IN "
                                   "('table', 'view') AND name NOT LIKE 'sqlite_%' AND "
                                   "sql NOT LIKE 'CREATE TABLE ''%'").fetchall()
-            for kind, name in old:
-                if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = ?",
-                                   (name,)).fetchone():
+            kept = set()
+            for kind, name, sql in old:
+                if KEPT_SCHEMA.get(name) == sql:
+                    kept.add(name)
+                elif self.db.execute("SELECT 1 FROM sqlite_master WHERE name = ?",
+                                     (name,)).fetchone():
                     self.db.execute(f'DROP {kind.upper()} "{name}"')
-            for statement in SCHEMA.split(";"):
+            for statement in [*SCHEMA.split(";"), *(sql for name, sql in KEPT_SCHEMA.items()
+                                                    if name not in kept)]:
                 if statement.strip():
                     self.db.execute(statement)
             # FTS5's own `rank` then orders by the weighted BM25, so `ORDER BY rank LIMIT n`
@@ -2323,10 +2400,10 @@ class Index:
             first = self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM entries").fetchone()[0]
             ids = range(first, first + len(items))
             self.db.executemany(
-                "INSERT INTO entries (id, blob, kind, name, container, line, signature, doc) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO entries (id, blob, kind, name, container, line, signature, doc, "
+                "squashed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(i, blob, e["kind"], e["name"], e["container"], e["line"], e["signature"],
-                  e["doc"]) for i, e in zip(ids, items)])
+                  e["doc"], squash(e["name"])) for i, e in zip(ids, items)])
             self.db.executemany(
                 "INSERT INTO entries_fts (rowid, name, words, container, body) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -2398,7 +2475,9 @@ class Index:
                 (now - grace_seconds,))]
             for blob in doomed:
                 self._forget_blob(blob)
-                self.db.execute("DELETE FROM summaries WHERE blob = ?", (blob,))
+            self.db.execute("DELETE FROM summaries WHERE made_at <= ? AND blob NOT IN "
+                            "(SELECT blob FROM files)", (now - max(grace_seconds,
+                                                                   SUMMARY_GRACE),))
             self.db.execute("DELETE FROM failures WHERE blob NOT IN (SELECT blob FROM files)")
         return len(doomed)
 
@@ -2449,12 +2528,12 @@ class Index:
         """The stored documentation of one path in a worktree."""
         row = self.db.execute(
             "SELECT f.blob, f.excluded, d.status, d.language, d.summary, d.error, "
-            "d.llm_summary, d.llm_by FROM files f LEFT JOIN docs d ON d.blob = f.blob "
+            "d.llm_summary, d.llm_by, d.size FROM files f LEFT JOIN docs d ON d.blob = f.blob "
             "WHERE f.git_dir = ? AND f.path = ?",
             (os.fsencode(git_dir), os.fsencode(path))).fetchone()
         if row is None:
             return None
-        blob, excluded, status, language, summary, error, llm_summary, llm_by = row
+        blob, excluded, status, language, summary, error, llm_summary, llm_by, size = row
         entries = [dict(zip(("kind", "name", "container", "line", "signature", "doc", "note"),
                             r)) for r in self.db.execute(
                        "SELECT kind, name, container, line, signature, doc, note FROM entries "
@@ -2462,7 +2541,8 @@ class Index:
         state = excluded or status or "pending"
         return {"path": path, "blob": blob, "status": state, "language": language or "",
                 "summary": llm_summary or summary or "", "summary_by": llm_by or "built-in",
-                "built_in_summary": summary or "", "error": error or "", "entries": entries}
+                "built_in_summary": summary or "", "error": error or "", "size": size or 0,
+                "entries": entries}
 
 
     def pending_summaries(self, key: str, max_bytes: int, most: int) -> list[tuple]:
@@ -2529,11 +2609,12 @@ class Index:
         self.db.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?, 'failed', '', '', ?, ?, ?)",
                         (blob, key, error[:2000], os.fsencode(path), time.time()))
 
-    def count_call(self, key: str, cost: float | None) -> None:
-        """Add one call (and its cost, if the documenter reported one) to today's tally."""
-        self.db.execute("INSERT INTO calls VALUES (?, ?, 1, ?) ON CONFLICT (day, documenter) "
-                        "DO UPDATE SET calls = calls + 1, cost = cost + excluded.cost",
-                        (today(), key, cost or 0.0))
+    def count_call(self, key: str, cost: float | None, tokens: int = 0) -> None:
+        """Add one call (and its cost and tokens, where the documenter reported them) to
+        today's tally."""
+        self.db.execute("INSERT INTO calls VALUES (?, ?, 1, ?, ?) ON CONFLICT (day, documenter) "
+                        "DO UPDATE SET calls = calls + 1, cost = cost + excluded.cost, "
+                        "tokens = tokens + excluded.tokens", (today(), key, cost or 0.0, tokens))
 
     def spent_today(self) -> float:
         """US dollars reported by every external documenter today."""
@@ -2567,25 +2648,30 @@ class Index:
             counts[name] += n
         day = today()
         calls = self.db.execute(
-            "SELECT COALESCE(SUM(calls), 0), COALESCE(SUM(cost), 0), "
+            "SELECT COALESCE(SUM(calls), 0), COALESCE(SUM(cost), 0), COALESCE(SUM(tokens), 0), "
             "COALESCE(SUM(CASE WHEN day = ? THEN calls END), 0), "
             "COALESCE(SUM(CASE WHEN day = ? THEN cost END), 0) FROM calls WHERE documenter = ?",
             (day, day, key)).fetchone()
-        counts.update(zip(("calls", "cost_usd", "calls_today", "cost_usd_today"), calls))
+        counts.update(zip(("calls", "cost_usd", "tokens", "calls_today", "cost_usd_today"),
+                          calls))
         counts["cost_usd"] = round(counts["cost_usd"], 6)
         counts["cost_usd_today"] = round(counts["cost_usd_today"], 6)
-        counts["failed_files"] = [
+        counts["failed_files"] = [  # path by path, as counted above
             {"path": os.fsdecode(p), "error": e} for p, e in self.db.execute(
-                "SELECT MIN(f.path), s.error FROM summaries s JOIN files f ON f.blob = s.blob "
-                "WHERE f.git_dir = ? AND s.documenter = ? AND s.status = 'failed' "
-                "GROUP BY s.blob ORDER BY 1", (os.fsencode(git_dir), key))]
+                "SELECT f.path, s.error FROM summaries s JOIN files f ON f.blob = s.blob "
+                "JOIN docs d ON d.blob = s.blob WHERE f.git_dir = ? AND f.excluded = '' AND "
+                "s.documenter = ? AND s.status = 'failed' AND d.size <= ? AND "
+                "d.status IN ('ok', 'error') AND d.llm_key IS NOT ? ORDER BY 1",
+                (os.fsencode(git_dir), key, max_bytes, key))]
         return counts
 
     def clear_summary_failures(self) -> list[str]:
-        """Forget the external documenter's failures, so their files are sent again."""
+        """Forget the external documenters' failures, so their files are sent again, and
+        close any open circuit breaker (a usage limit stays)."""
         with self.transaction():
             rows = self.db.execute("SELECT path FROM summaries WHERE status = 'failed'").fetchall()
             self.db.execute("DELETE FROM summaries WHERE status = 'failed'")
+            self.db.execute("DELETE FROM pauses WHERE reason LIKE 'circuit breaker:%'")
         return [os.fsdecode(p) for (p,) in rows]
 
 
@@ -2705,19 +2791,6 @@ class SearchQuery:
         self.whole = squash("".join(t.rstrip("*") for t in tokens))
         self.last = squash(tokens[-1].rstrip("*")) if tokens else ""
         self.qualifiers = [p for t in tokens[:-1] for p in split_identifier(t.rstrip("*"))]
-
-    def exact_names(self) -> str:
-        """An FTS5 expression for the definitions the query may name exactly: the whole
-        query as one identifier, or its last word inside containers named by the others."""
-        options = [f'words : "{self.whole}"']
-        if self.qualifiers and self.last:
-            options.append(" AND ".join([f'words : "{self.last}"',
-                                         *(f'container : "{q}"' for q in self.qualifiers)]))
-        return " OR ".join(f"({o})" for o in options)
-
-    def any_term(self) -> str:
-        """An FTS5 expression matching any term."""
-        return " OR ".join(t.entries for t in self.terms)
 
 
 def split_words(text: str) -> list[str]:
@@ -2845,20 +2918,15 @@ def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | N
     every = range(len(query.terms))
     candidates = entry_candidates(db, " AND ".join(t.entries for t in query.terms), where)
     if query.whole:
-        exact = entry_candidates(db, query.exact_names(), where)
-        candidates += [c for c in exact if c.exact(query)]
+        candidates += [c for c in exact_candidates(db, query, where) if c.exact(query)]
     if len(source_paths(candidates, demote)) < limit:
         candidates += file_candidates(db, " AND ".join(t.files for t in query.terms), where)
     for c in candidates:
         c.covered.update(every)
     if len(source_paths(candidates, demote)) < limit:
         seen = {(c.kind == "file", c.rowid, c.path) for c in candidates}
-        more = [] if len(query.terms) == 1 else \
-            entry_candidates(db, query.any_term(), where) + file_candidates(
-                db, " OR ".join(t.files for t in query.terms), where)
-        more = [c for c in more if (c.kind == "file", c.rowid, c.path) not in seen]
-        measure_coverage(db, query, more)
-        candidates += more
+        candidates += [c for c in any_term_candidates(db, query, where)
+                       if (c.kind == "file", c.rowid, c.path) not in seen]
         candidates += path_candidates(db, query, where,
                                       {c.path for c in candidates if c.kind == "file"})
     for c in candidates:
@@ -2901,18 +2969,29 @@ def entry_candidates(db, expression: str, where: tuple) -> list[Candidate]:
 
 # The best matches come from FTS5 first (its `rank` is the weighted BM25), then are joined
 # with the worktree's files and filtered; where filters leave too few, the search widens.
+# Ranking costs FTS5 a lookup per match, so a word matched by more than POOL rows is ranked
+# within a pool: its first POOL matches in a definition's name (or, in file-level records,
+# its first POOL matches), which holds the best of them (the name weighs most in the BM25).
+POOL = 2000
+HITS_SQL = "SELECT rowid, rank FROM {table} WHERE {table} MATCH ? ORDER BY rank LIMIT ?"
+POOLED_HITS_SQL = (f"SELECT rowid, rank FROM (SELECT rowid, rank FROM {{table}} WHERE {{table}} "
+                   f"MATCH ? LIMIT {POOL}) ORDER BY rank LIMIT ?")
+ENTRY_COLUMNS = ("e.id, e.kind, e.name, e.container, e.line, e.signature, "
+                 "CASE WHEN e.doc = '' THEN e.note ELSE e.doc END, f.path, d.language")
 ENTRY_SQL = (
-    "SELECT e.id, e.kind, e.name, e.container, e.line, e.signature, "
-    "CASE WHEN e.doc = '' THEN e.note ELSE e.doc END, f.path, d.language, "
-    "hits.rank FROM (SELECT rowid, rank FROM entries_fts WHERE entries_fts MATCH ? "
-    "ORDER BY rank LIMIT ?) AS hits JOIN entries e ON e.id = hits.rowid "
+    f"SELECT {ENTRY_COLUMNS}, hits.rank FROM ({{hits}}) AS hits "
+    "JOIN entries e ON e.id = hits.rowid "
     "JOIN files f ON f.blob = e.blob AND f.git_dir = ? JOIN docs d ON d.blob = e.blob "
     "WHERE (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) "
     "ORDER BY hits.rank LIMIT ?")
+EXACT_SQL = (  # an index lookup: an exact name is found however common its words are
+    f"SELECT {ENTRY_COLUMNS}, 0.0 FROM entries e "  # CROSS JOIN: entries first, by the index
+    "CROSS JOIN files f ON f.blob = e.blob AND f.git_dir = ? JOIN docs d ON d.blob = e.blob "
+    "WHERE e.squashed IN (?, ?) AND (? IS NULL OR path_matches(f.path)) "
+    "AND (? IS NULL OR d.language = ?) LIMIT ?")
 FILE_SQL = (
     "SELECT d.id, f.path, d.language, COALESCE(d.llm_summary, d.summary), d.llm_by, hits.rank "
-    "FROM (SELECT rowid, rank "
-    "FROM files_fts WHERE files_fts MATCH ? ORDER BY rank LIMIT ?) AS hits "
+    "FROM ({hits}) AS hits "
     "JOIN docs d ON d.id = hits.rowid JOIN files f ON f.blob = d.blob AND f.git_dir = ? "
     "WHERE (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) "
     "ORDER BY hits.rank LIMIT ?")
@@ -2926,16 +3005,78 @@ PATH_SQL = (  # instr() narrows in C; path_has_word() decides on the few paths l
 
 def best_rows(db, table: str, expression: str, where: tuple, limit: int) -> list:
     """The first `limit` rows of a ranked query within the filters: FTS5 hands over a few
-    times that many, and all of its matches if the filters left too few."""
+    times that many (from a pool, for a common word), and all of its matches, fully ranked,
+    if the filters left too few."""
     git_dir, path, language, _ = where
     sql = ENTRY_SQL if table == "entries_fts" else FILE_SQL
-    rows = db.execute(sql, (expression, WIDER * limit, git_dir, path, language, language,
-                            limit)).fetchall()
-    if len(rows) < limit and db.execute(f"SELECT COUNT(*) FROM {table} WHERE {table} MATCH ?",
-                                        (expression,)).fetchone()[0] > WIDER * limit:
-        rows = db.execute(sql, (expression, -1, git_dir, path, language, language,
-                                limit)).fetchall()
+    hits, ranked = HITS_SQL, expression
+    if matches_more_than(db, table, expression, POOL):
+        hits = POOLED_HITS_SQL
+        if table == "entries_fts":
+            named = f"{{name words}} : ({expression})"
+            ranked = named if matches_more_than(db, table, named, limit) else expression
+    rows = db.execute(sql.format(hits=hits.format(table=table)), (
+        ranked, WIDER * limit, git_dir, path, language, language, limit)).fetchall()
+    if len(rows) < limit and (path or language) and \
+            matches_more_than(db, table, expression, WIDER * limit):
+        rows = db.execute(sql.format(hits=HITS_SQL.format(table=table)), (
+            expression, -1, git_dir, path, language, language, limit)).fetchall()
     return rows
+
+
+def matches_more_than(db, table: str, expression: str, count: int) -> bool:
+    """True if an FTS expression matches more than count rows (reading at most count + 1)."""
+    return db.execute(f"SELECT COUNT(*) FROM (SELECT rowid FROM {table} WHERE {table} MATCH ? "
+                      "LIMIT ?)", (expression, count + 1)).fetchone()[0] > count
+
+
+def exact_candidates(db, query: SearchQuery, where: tuple) -> list[Candidate]:
+    """Definitions whose squashed name is the whole query or its last word (qualified by the
+    others), by index lookup."""
+    return named_candidates(db, query.whole, query.last or query.whole, where)
+
+
+def named_candidates(db, whole: str, last: str, where: tuple) -> list[Candidate]:
+    """Definitions whose squashed name is whole or last, by index lookup."""
+    git_dir, path, language, _ = where
+    return [Candidate(kind, rowid, os.fsdecode(raw), lang or "", line, name, container or "",
+                      signature or "", doc or "")
+            for rowid, kind, name, container, line, signature, doc, raw, lang, _ in db.execute(
+                EXACT_SQL, (git_dir, whole, last, path, language, language, POOL))]
+
+
+def term_candidates(db, term: Term, where: tuple) -> list[Candidate]:
+    """A term's best definitions and file-level records; definitions named by the term are
+    looked up (and ranked) as well, since a pool of a common word may not hold them."""
+    found = entry_candidates(db, term.entries, where)
+    known = {c.rowid for c in found}
+    named = [c for c in named_candidates(db, *[squash("".join(term.words))] * 2, where)
+             if c.rowid not in known][:CANDIDATES]
+    if named:
+        marks = ",".join("?" * len(named))
+        ranks = dict(db.execute(f"SELECT rowid, rank FROM entries_fts WHERE entries_fts MATCH ? "
+                                f"AND rowid IN ({marks})", (term.entries,
+                                                            *(c.rowid for c in named))))
+        for c in named:
+            c.bm25 = -ranks.get(c.rowid, 0.0)
+    return found + named + file_candidates(db, term.files, where)
+
+
+def any_term_candidates(db, query: SearchQuery, where: tuple) -> list[Candidate]:
+    """Definitions and file-level records that match some of the terms, each term's best
+    found on its own (so a common word cannot crowd out a rare one), with the terms each
+    covers and their BM25 summed, as one OR query would."""
+    if len(query.terms) < 2:
+        return []
+    found: dict = {}
+    for number, term in enumerate(query.terms):
+        for c in term_candidates(db, term, where):
+            key = (c.kind == "file", c.rowid, c.path)
+            if key in found:
+                found[key].bm25 += c.bm25
+            found.setdefault(key, c).covered.add(number)
+    measure_coverage(db, query, list(found.values()))
+    return list(found.values())
 
 
 def file_candidates(db, expression: str, where: tuple) -> list[Candidate]:
@@ -2968,18 +3109,26 @@ def path_candidates(db, query: SearchQuery, where: tuple, known: set) -> list[Ca
 
 
 def measure_coverage(db, query: SearchQuery, candidates: list[Candidate]) -> None:
-    """Set the terms each candidate covers in its text.  Each term's matching rows are read
-    once, as a set: a lookup per candidate would rescan the term's doclist every time."""
+    """Add the terms a candidate covers in its text but was not found by: a rare term's
+    matching rows are read as a set; a common one is asked about these rows alone."""
     groups = {"entries_fts": [c for c in candidates if c.kind != "file"],
               "files_fts": [c for c in candidates if c.kind == "file"]}
     for table, group in groups.items():
-        if not group:
-            continue
         for number, term in enumerate(query.terms):
+            unknown = [c for c in group if number not in c.covered]
+            if not unknown:
+                continue
             expression = term.entries if table == "entries_fts" else term.files
-            matching = {rowid for (rowid,) in db.execute(
-                f"SELECT rowid FROM {table} WHERE {table} MATCH ?", (expression,))}
-            for c in group:
+            if matches_more_than(db, table, expression, POOL):
+                marks = ",".join("?" * len(unknown))
+                rows = db.execute(f"SELECT rowid FROM {table} WHERE {table} MATCH ? AND "
+                                  f"rowid IN ({marks})", (expression, *(c.rowid for c in
+                                                                        unknown)))
+            else:
+                rows = db.execute(f"SELECT rowid FROM {table} WHERE {table} MATCH ?",
+                                  (expression,))
+            matching = {rowid for (rowid,) in rows}
+            for c in unknown:
                 if c.rowid in matching:
                     c.covered.add(number)
 
@@ -3036,32 +3185,62 @@ def matched_summary_by(c: Candidate, query: SearchQuery) -> str:
 class WorktreeOverlay:
     """The files of a worktree that differ from HEAD (modified, added, untracked and not
     ignored), documented in memory with the built-in documenter, and the deleted ones: what
-    an assistant changed a minute ago is found, and what it deleted is not."""
+    an assistant changed a minute ago is found, and what it deleted is not.  `git status`
+    starts at once and runs while the caller searches the index; the first look at what it
+    found waits for it."""
 
     def __init__(self, repo: Repo, config: Config, cwd: str):
-        top = work_tree(cwd)
-        self.edited: set[str] = set()
-        self.deleted: set[str] = set()
-        self.index = Index.in_memory(repo)
-        self.complete = True
-        if top is None:
-            return
-        proc = run_git(["status", "--porcelain=v1", "-z", "--untracked-files=all",
-                        "--no-renames"], cwd=top, check=False)
-        for record in proc.stdout.split(b"\0"):
-            if len(record) < 4:
-                continue
-            status, path = record[:2].decode(errors="replace"), os.fsdecode(record[3:])
-            (self.deleted if "D" in status else self.edited).add(path)
-        self.complete = len(self.edited) <= config.overlay_max_files
-        if self.complete:
-            self.document(repo, top, config)
+        import subprocess
 
-    def document(self, repo: Repo, top: str, config: Config) -> None:
+        self.repo, self.config, self.top = repo, config, work_tree(cwd)
+        self.status = None if self.top is None else subprocess.Popen(
+            ["git", "-C", self.top, "status", "--porcelain=v1", "-z", "--untracked-files=all",
+             "--no-renames"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, env=scrubbed_env())
+        self.found: tuple | None = None  # (edited, deleted, index, complete)
+
+    def finish(self) -> tuple:
+        """Wait for `git status` and document what it lists (once)."""
+        if self.found is None:
+            edited, deleted = set(), set()
+            if self.status is not None:
+                out, _ = self.status.communicate()
+                for record in out.split(b"\0"):
+                    if len(record) >= 4:
+                        path = os.fsdecode(record[3:])
+                        (deleted if b"D" in record[:2] else edited).add(path)
+            index = Index.in_memory(self.repo)
+            complete = len(edited) <= self.config.overlay_max_files
+            if complete and self.top is not None:
+                self.document(index, edited)
+            self.found = (edited, deleted, index, complete)
+        return self.found
+
+    @property
+    def edited(self) -> set:
+        """Paths modified, added or untracked (and not ignored)."""
+        return self.finish()[0]
+
+    @property
+    def deleted(self) -> set:
+        """Paths deleted in the working tree."""
+        return self.finish()[1]
+
+    @property
+    def index(self) -> Index:
+        """The in-memory index of the edited files (empty when there are too many)."""
+        return self.finish()[2]
+
+    @property
+    def complete(self) -> bool:
+        """False when more files are edited than cq.overlayMaxFiles: they are marked only."""
+        return self.finish()[3]
+
+    def document(self, index: Index, edited: set) -> None:
         """Document the edited files into the in-memory index."""
-        entries = {}
-        for path in sorted(self.edited):
-            full = os.path.join(top, path)
+        config, entries = self.config, {}
+        for path in sorted(edited):
+            full = os.path.join(self.top, path)
             try:
                 st = os.lstat(full)
                 if not stat.S_ISREG(st.st_mode) or st.st_size > config.max_file_size:
@@ -3073,20 +3252,22 @@ class WorktreeOverlay:
             blob = f"worktree:{path}"
             entries[path] = ("100644", blob)
             if not looks_binary(data):
-                self.index.store(blob, "ok", len(data), document_text(path, data,
-                                                                      config.parse_budget),
-                                 path)
-        with self.index.transaction():
-            self.index.replace_worktree(repo.git_dir, None, entries, config)
+                index.store(blob, "ok", len(data), document_text(path, data,
+                                                                 config.parse_budget), path)
+        with index.transaction():
+            index.replace_worktree(self.repo.git_dir, None, entries, config)
 
 
 def search_worktree(index: Index, repo: Repo, text: str, overlay: WorktreeOverlay,
                     limit: int = 10, **filters) -> list[dict]:
     """search() over the index with the working tree laid over it: edited files answer from
     the overlay, deleted ones not at all."""
+    slack = PER_FILE * (overlay.config.overlay_max_files + 10)  # room for what is hidden
+    found = search(index, repo.git_dir, text, limit + slack, **filters)  # while git runs
     hidden = overlay.edited | overlay.deleted if overlay.complete else overlay.deleted
-    base = [r for r in search(index, repo.git_dir, text, limit + PER_FILE * len(hidden),
-                              **filters) if r["path"] not in hidden]
+    if PER_FILE * len(hidden) > slack:
+        found = search(index, repo.git_dir, text, limit + PER_FILE * len(hidden), **filters)
+    base = [r for r in found if r["path"] not in hidden]
     extra = search(overlay.index, repo.git_dir, text, limit, **filters)
     lifted, demote = bool(filters.get("path") or filters.get("tests")), filters.get("demote", ())
     merged = sorted(base + extra, key=lambda r: (
@@ -3376,6 +3557,7 @@ class Summarizer:
         self.queue_key = ""
         self.failures_in_row = 0
         self.half_open = False  # the breaker closed again: one more failure reopens it
+        self.trial = False  # a half-open breaker's one call is in flight
         SummaryWork.arrived = threading.Event()
         self.threads = [threading.Thread(target=self.run, name=f"summarizer-{n}", daemon=True)
                         for n in range(config.documenter_jobs)]
@@ -3393,23 +3575,23 @@ class Summarizer:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def run(self) -> None:
-        """One thread: summarise until the worker stops."""
-        reader = LazyBlobReader(self.repo.common_dir)
-        try:
-            with Index(self.repo) as index:
-                while not self.stop_taking.is_set():
-                    try:
+        """One thread: summarise until the worker stops; an error (logged) costs a pause and
+        a fresh connection and git reader, never the thread."""
+        while not self.stop_taking.is_set():
+            reader = LazyBlobReader(self.repo.common_dir)
+            try:
+                with Index(self.repo) as index:
+                    while not self.stop_taking.is_set():
                         wait = self.step(index, reader)
-                    except Exception as exc:  # noqa: BLE001 - logged; the thread carries on
-                        if is_damage(exc):
-                            start_repair(self.repo)
-                        log(f"summarizer: {type(exc).__name__}: {exc}", error=True)
-                        wait = 5.0
-                    if wait and SummaryWork.arrived.wait(wait):
-                        SummaryWork.arrived.clear()
-                        self.queue = []  # new records go ahead of the rest
-        finally:
-            reader.close()
+                        if wait and SummaryWork.arrived.wait(wait):
+                            SummaryWork.arrived.clear()
+                            self.queue = []  # new records go ahead of the rest
+            except Exception as exc:  # noqa: BLE001 - logged; the thread carries on
+                repair_once(self.repo, exc)
+                log(f"summarizer: {type(exc).__name__}: {exc}", error=True)
+                self.stop_taking.wait(5.0)
+            finally:
+                reader.close()
 
     def step(self, index: Index, reader: LazyBlobReader) -> float:
         """Summarise one file; how long to wait before the next (0 to go on at once)."""
@@ -3423,15 +3605,21 @@ class Summarizer:
         self.activity.paused = (until, why) if until else None
         if until:
             return min(until - now, 5.0)
-        job = self.claim(index, documenter, config)
-        if job is None:
-            return 15.0  # new records and pokes wake it sooner
+        with self.lock:
+            if self.trial:
+                return 0.5  # the breaker's trial call decides first
+            trial = self.trial = self.half_open
+        job = None
         try:
+            job = self.claim(index, documenter, config)
+            if job is None:
+                return 15.0  # new records and pokes wake it sooner
             self.summarize(index, reader, config, documenter, *job)
         finally:
             with self.lock:
-                self.claimed.discard(job[0])
-        return 0.0
+                self.claimed.discard(job and job[0])
+                self.trial = self.trial and not trial
+        return 0.0 if self.failures_in_row == 0 else 0.5  # no spinning on failures
 
     def claim(self, index: Index, documenter: ExternalDocumenter,
               config: Config) -> tuple | None:
@@ -3459,32 +3647,37 @@ class Summarizer:
                 index.use_summary(blob, documenter.key, documenter.name, *known)
             return
         size, data = reader.read(blob, config.documenter_max_bytes)
-        if data is None:
-            return  # gone from git, or grown past the limit: the next look sees why
+        if data is None:  # the pending query saw it fit: so it is gone from git
+            index.record_summary_failure(blob, documenter.key, path,
+                                         f"blob {blob} is missing from the object database")
+            return
         self.activity.calling(path)
         try:
             answer = call_documenter(self.repo, config, documenter, path, language, data)
             if not answer.summary:
-                raise CqError("cq.documenter answered with an empty summary")
-        except WorkerStopping:
+                raise DocumenterFailed("cq.documenter answered with an empty summary",
+                                       answer.cost)
+        except WorkerStopping:  # the call was made: it counts, though nothing came of it
+            self.count(index, documenter, None)
             log(f"summary of {path} cut short by the stop; it is asked for again later")
             return
         except LimitReached as exc:
-            self.count(index, documenter, None)
+            self.count(index, documenter, exc.cost)
             self.limited(index, config, documenter, exc)
             return
-        except CqError as exc:
-            self.count(index, documenter, None)
+        except DocumenterFailed as exc:
+            self.count(index, documenter, exc.cost)
             self.failed(index, config, documenter, blob, path, exc)
             return
         finally:
             self.activity.called(path)
         with index.transaction():
-            index.count_call(documenter.key, answer.cost)
+            index.count_call(documenter.key, answer.cost, answer.tokens)
             index.store_summary(blob, documenter.key, documenter.name, path, answer)
-        with self.lock:
+        with self.lock, index.transaction():
             self.failures_in_row, self.half_open = 0, False
-            if index.pause(documenter.key)[2]:
+            until, _, strikes = index.pause(documenter.key)
+            if strikes and until <= time.time():  # a pause still running stays
                 index.set_pause(documenter.key, 0.0, "", 0)
         log(f"summarised {path} ({size} bytes) with {documenter.name}")
         WorkerActivity.progress()
@@ -3500,15 +3693,15 @@ class Summarizer:
         with self.lock, index.transaction():
             until, _, strikes = index.pause(documenter.key)
             now = time.time()
-            if until > now:
-                return  # another thread's call met the same limit
+            if until > now and (exc.until or 0) <= until:
+                return  # paused as long already (another call met the same limit)
             until = exc.until or now + backoff_seconds(config, strikes + 1)
             index.set_pause(documenter.key, until, f"usage limit: {exc}", strikes + 1)
         log(f"{documenter.name} hit a usage limit ({exc}); paused until "
             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))}", error=True)
 
     def failed(self, index: Index, config: Config, documenter: ExternalDocumenter, blob: str,
-               path: str, exc: CqError) -> None:
+               path: str, exc: DocumenterFailed) -> None:
         """Record one failure (not the file's when the documenter cannot run at all); open
         the breaker after cq.documenterFailures in a row, or one after it closed again."""
         if not isinstance(exc, DocumenterBroken):
@@ -3790,6 +3983,8 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
             summarizer.stop(stopping.get("deadline", time.monotonic()))
         except KeyboardInterrupt:  # a second stop signal: stop now
             pass
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)  # from here on, the stop is quick anyway
         Shutdown.requested = True  # tasks still running abandon their batch, start nothing
         for pid in list(RUNNING_DOCUMENTERS):  # tasks cut short leave no orphans behind
             kill_process_group(pid)
@@ -3810,7 +4005,8 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
 def stop_summarizer_on_signals(summarizer: Summarizer) -> dict:
     """Chain Huey's stop signal handlers so that the summarizer stops taking calls the moment
     a stop begins; returns the dict where the deadline for the calls in flight is written
-    (the shutdown timeout after a first SIGTERM; at once after SIGINT or a second signal)."""
+    (the shutdown timeout after a first SIGTERM or SIGHUP; at once after SIGINT or a second
+    signal)."""
     import signal
 
     stopping: dict = {}
@@ -3820,7 +4016,7 @@ def stop_summarizer_on_signals(summarizer: Summarizer) -> dict:
 
         def handler(number, frame):
             summarizer.stop_taking.set()
-            graceful = number == signal.SIGTERM and "deadline" not in stopping
+            graceful = number != signal.SIGINT and "deadline" not in stopping
             timeout = summarizer.config.last().shutdown_timeout if graceful else 0.0
             stopping["deadline"] = time.monotonic() + timeout
             if callable(inner):
@@ -3830,7 +4026,7 @@ def stop_summarizer_on_signals(summarizer: Summarizer) -> dict:
 
         signal.signal(signum, handler)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # as Huey's are set
         install(signum)
     return stopping
 
@@ -4791,8 +4987,8 @@ def tool_search(server: McpServer, args: dict, meta: dict, request_id) -> dict:
     language = canonical_language(args["language"]) if args.get("language") else None
     key = json_key([query, args.get("path"), language])
     offset = decode_cursor(args.get("cursor"), "search", key)
+    overlay = server.overlay()  # its git status runs while the index is consulted
     state = server.fresh_state(meta, request_id)
-    overlay = server.overlay()
     config = server.config()
     results = search_worktree(server.open_index(), server.repo, query, overlay,
                               offset + limit + 1, path=args.get("path"), language=language,
@@ -5349,47 +5545,46 @@ def wait_for_index(repo: Repo, timeout: float | None = None) -> dict:
 
 def estimate_summaries(repo: Repo, config: Config) -> str:
     """What the external documenter (or the Claude Code preset, when none is set) would be
-    sent for HEAD of this worktree: files and bytes, less what it summarised before."""
+    sent for HEAD of this worktree, content by content: files and bytes, less what it
+    answered before (or failed on, until `cq queue retry`)."""
     documenter = external_documenter(config) or ExternalDocumenter(
         Config({"cq.documenter": "claude", "cq.documenterModel": config.documenter_model}))
     head = head_commit(repo.git_dir)
     listing = run_git(["ls-tree", "-r", "-l", "-z", head], git_dir=repo.git_dir).stdout \
         if head else b""
-    known: dict = {}
+    kinds: dict = {}
     try:
         with Index(repo, readonly=True) as index:
-            known = dict(index.db.execute(
-                "SELECT d.blob, CASE WHEN d.llm_key = ? OR s.blob IS NOT NULL THEN 'done' "
-                "WHEN d.status IN ('ok', 'error') THEN 'text' ELSE d.status END FROM docs d "
-                "LEFT JOIN summaries s ON s.blob = d.blob AND s.documenter = ? AND "
-                "s.status = 'ok'", (documenter.key, documenter.key)).fetchall())
+            kinds = dict(index.db.execute(
+                "SELECT d.blob, CASE WHEN d.status NOT IN ('ok', 'error') THEN 'other' END "
+                "FROM docs d"))
+            kinds.update(index.db.execute(
+                "SELECT blob, CASE status WHEN 'ok' THEN 'done' ELSE 'failed' END "
+                "FROM summaries WHERE documenter = ?", (documenter.key,)))
     except NotIndexed:
         pass
-    counts = {"send": 0, "bytes": 0, "done": 0, "large": 0, "other": 0}
+    sizes: dict = {}
     for item in listing.split(b"\0"):
         meta, _, raw_path = item.partition(b"\t")
         fields = meta.split()
-        if len(fields) != 4 or fields[1] != b"blob":
-            continue
-        mode, blob, size = fields[0].decode(), fields[2].decode(), fields[3].decode()
-        state = known.get(blob, "text")
-        if skip_reason(os.fsdecode(raw_path), mode, config) or state not in ("text", "done"):
-            counts["other"] += 1
-        elif state == "done":
-            counts["done"] += 1
-        elif int(size) > config.documenter_max_bytes:
-            counts["large"] += 1
-        else:
-            counts["send"] += 1
-            counts["bytes"] += int(size)
+        if len(fields) == 4 and fields[1] == b"blob" and not skip_reason(
+                os.fsdecode(raw_path), fields[0].decode(), config):
+            sizes[fields[2].decode()] = int(fields[3])
+    counts = {"send": 0, "done": 0, "failed": 0, "large": 0, "other": 0}
+    sent = 0
+    for blob, size in sizes.items():
+        kind = kinds.get(blob) or ("large" if size > config.documenter_max_bytes else "send")
+        counts[kind] += 1
+        sent += size if kind == "send" else 0
     unset = "" if config.documenter.strip() else " (not set: git config cq.documenter claude)"
     lines = [f"documenter: {documenter.name}{unset}",
-             (f"would send {counts['send']} files, {counts['bytes']} bytes (about "
-              f"{counts['bytes'] // 4} tokens of file content, plus a prompt for each)"),
+             (f"would send {counts['send']} files, {sent} bytes (about {sent // 4} tokens of "
+              f"file content, plus a prompt for each)"),
              (f"not sent: {counts['done']} summarised before with these settings, "
-              f"{counts['large']} over cq.documenterMaxBytes ({config.documenter_max_bytes} "
-              f"bytes), {counts['other']} binary, excluded or not regular files")]
-    if not known and counts["send"]:
+              f"{counts['failed']} failed (sent again after cq queue retry), {counts['large']} "
+              f"over cq.documenterMaxBytes ({config.documenter_max_bytes} bytes), "
+              f"{counts['other']} binary or skipped")]
+    if not kinds and counts["send"]:
         lines.append("(nothing is indexed yet: binary files are counted as text)")
     return "\n".join(lines)
 
@@ -5688,6 +5883,10 @@ def cmd_show(args, repo: Repo) -> int:
     if doc["summary"]:
         by = "" if doc["summary_by"] == "built-in" else f" (summary by {doc['summary_by']})"
         print(display(doc["summary"] + by, keep_newlines=True))
+    config = config_or_defaults(repo)
+    if config.documenter.strip() and doc["size"] > config.documenter_max_bytes:
+        print(f"not sent to the external documenter: {doc['size']} bytes, over "
+              f"cq.documenterMaxBytes ({config.documenter_max_bytes})")
     if doc["error"]:
         print(display(f"parse error: {doc['error']}"))
     for item in doc["entries"]:

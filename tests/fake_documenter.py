@@ -2,8 +2,8 @@
 
     fake_documenter.py MODE CALLS_FILE [claude's own arguments...]
 
-Each call appends one line to CALLS_FILE (the file's path, from CQ_PATH, and the arguments)
-before it answers.  MODE is one of:
+Each call appends one line to CALLS_FILE before it answers: the file's path (from CQ_PATH),
+the arguments, whether stdin began with cq's prompt, and the working directory.  MODE is one of:
 
   claude      Claude Code's `--output-format json` answer, with a cq-shaped JSON result
   cost=X      the same, reporting X US dollars
@@ -12,6 +12,8 @@ before it answers.  MODE is one of:
   limit-until=F  Claude Code's old usage-limit line, resetting at the epoch file F holds,
               and exit 1, while that epoch is in the future; then like claude
   limit-clock Claude Code's new usage-limit line ("resets 1pm (Europe/Berlin)"), exit 1
+  slow-or-limit  README.md: plain text; slow.py: plain text after 3 seconds; any other
+              file: the limit line, resetting in an hour, and exit 1
   hang        sleep for an hour
   flood       print without end
   fail        an error on stderr and exit 3
@@ -36,9 +38,10 @@ def answer(cost: float) -> None:
 
 def main() -> int:
     mode, calls = sys.argv[1], sys.argv[2]
-    sys.stdin.buffer.read()
+    prompted = sys.stdin.buffer.read().startswith(b"You are writing the entry")
     with open(calls, "a") as f:
-        f.write(f"{os.environ.get('CQ_PATH', '?')} {' '.join(sys.argv[3:])}\n")
+        f.write(f"{os.environ.get('CQ_PATH', '?')} {' '.join(sys.argv[3:])} "
+                f"prompted={prompted} cwd={os.getcwd()}\n")
     name, _, value = mode.partition("=")
     if name == "claude":
         answer(0.0)
@@ -59,6 +62,13 @@ def main() -> int:
     elif name == "limit-clock":
         print("You've hit your limit · resets 1pm (Europe/Berlin)")
         return 1
+    elif name == "slow-or-limit":
+        if os.environ.get("CQ_PATH") in ("slow.py", "README.md"):
+            time.sleep(3 if os.environ["CQ_PATH"] == "slow.py" else 0)
+            print(f"plain summary of {os.environ['CQ_PATH']}")
+        else:
+            print(f"Claude AI usage limit reached|{int(time.time()) + 3600}")
+            return 1
     elif name == "hang":
         time.sleep(3600)
     elif name == "flood":

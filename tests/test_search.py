@@ -342,3 +342,32 @@ def test_demoted_paths_rank_below_the_rest(polyglot):
         assert top(polyglot, "open", "engine")["path"] != "storage/engine.py"
     finally:
         polyglot.git("config", "--unset", "cq.demote")
+
+
+# More definitions share a word than search ranks in full (cq.POOL is 2000): it ranks a pool.
+CROWD = {f"crowd/c{i}.py": "".join(f"def load_part_{i}_{j}():\n    return {j}\n"
+                                   for j in range(60)) for i in range(40)}
+CROWD.update({
+    "exact/loader.py": "def load():\n    \"\"\"The one function named exactly load.\"\"\"\n",
+    "rare/zebra.py": "def zebra_stripes():\n    \"\"\"Counts stripes.\"\"\"\n",
+})
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory, cq_pyz):
+    with indexed_repository(tmp_path_factory, cq_pyz, "crowded", CROWD) as repo:
+        yield repo
+
+
+def test_an_exact_name_is_found_first_however_common_its_word(crowded):
+    assert crowded.search("load")[0]["symbol"] == "load"
+
+
+def test_a_rare_word_is_not_crowded_out_by_a_common_one(crowded):
+    paths = [r["path"] for r in crowded.search("load", "zebra")]
+    assert "rare/zebra.py" in paths and "exact/loader.py" in paths
+
+
+def test_a_common_word_still_ranks_definitions_named_by_it(crowded):
+    results = crowded.search("load", "part", "7")
+    assert results and all("load_part" in r["symbol"] for r in results)

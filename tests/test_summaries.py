@@ -6,10 +6,12 @@ No test calls a model: `fake_documenter.py` is a real program that answers like 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -65,7 +67,9 @@ def test_the_claude_preset_sends_prompt_and_file_and_keeps_summary_notes_and_cos
     assert repo.cq("init").returncode == 0
     status = wait_summarised(repo)
     assert status["name"] == "claude (haiku)"
-    assert "-p --output-format json --model haiku" in calls.read_text()
+    line = calls.read_text().splitlines()[0]
+    assert "-p --output-format json --max-turns 1 --model haiku prompted=True" in line
+    assert str(repo.path) not in line.split("cwd=")[1]  # it runs outside the repository
     doc = show(repo, "widget.py")
     assert doc["summary"].startswith("llm summary of widget.py")
     assert doc["summary_by"] == "claude (haiku)"
@@ -193,6 +197,46 @@ def test_a_documenter_that_floods_stdout_is_cut_off(repo):
     assert repo.status()["state"] == "running"
 
 
+def test_a_documenter_that_closes_its_output_and_lingers_is_killed_at_its_timeout(repo):
+    use_fake(repo, "plain", documenterTimeout="1")
+    repo.git("config", "cq.documenter", "exec >&- 2>&-; sleep 60")
+    assert repo.cq("init").returncode == 0
+    status = wait_until(lambda: (s := summaries(repo))["failed"] and s, what="the timeout")
+    assert "timed out after 1s" in status["failed_files"][0]["error"]
+    wait_until(lambda: documenters_of(repo) == [], what="the documenter to be gone")
+
+
+def test_what_a_documenter_leaves_running_in_the_background_is_killed(repo):
+    repo.git("config", "cq.documenter", "(sleep 60 &); echo summarised")
+    assert repo.cq("init").returncode == 0
+    wait_summarised(repo)
+    wait_until(lambda: documenters_of(repo) == [], what="the background sleep to be gone")
+
+
+def test_a_call_that_succeeds_during_a_limit_does_not_lift_it(repo):
+    use_fake(repo, "slow-or-limit", documenterJobs="2")
+    assert repo.cq("init").returncode == 0
+    repo.commit({"slow.py": module(1)})
+    wait_until(lambda: documenters_of(repo), what="slow.py in flight")
+    repo.commit({"other.py": module(2)})  # meets the limit while slow.py is in flight
+    wait_until(lambda: show(repo, "slow.py")["summary_by"] != "built-in", what="slow.py")
+    status = summaries(repo)
+    assert status["paused_until"] and status["paused_until"] > time.time() + 3000
+
+
+def test_a_new_index_schema_keeps_the_answers_paid_for(repo):
+    calls = use_fake(repo, "plain")
+    assert repo.cq("init").returncode == 0
+    wait_summarised(repo)
+    with contextlib.closing(sqlite3.connect(repo.state / "index.db")) as db:
+        db.execute("PRAGMA user_version = 1")  # as if an older cq had made it
+        db.commit()
+    proc = repo.cq("index", "--wait")
+    assert proc.returncode == 0 and "summaries complete: 1 done" in proc.stdout
+    assert calls_in(calls) == ["README.md"]
+    assert summaries(repo)["calls"] == 1
+
+
 def test_the_daily_budget_stops_calls_until_tomorrow(repo):
     calls = use_fake(repo, "cost=0.4", documenterJobs="1", documenterBudget="1")
     repo.commit({f"m{i}.py": module(i) for i in range(5)})
@@ -283,6 +327,13 @@ NOW = 1_800_000_000.0  # 2027-01-15 08:00 UTC
     ("Error: rate limit exceeded", 0.0),
     ("SyntaxError: invalid syntax at line 429x", None),
     ("the model is unavailable", None),
+    ('Traceback (most recent call last):\n  File "x.py", line 429, in f\nKeyError: x', None),
+    ("could not parse foo/429.txt", None),
+    ("retry after 3 attempts failed", None),
+    ("Weekly limit reached", 0.0),
+    ("Credit balance is too low", 0.0),
+    ("You've hit your limit · resets 1pm (Mars/Olympus)", 0.0),  # no such zone: back off
+    ("usage limit exceeded\nsee the docs\nmore text\nand more", None),  # not the last lines
 ])
 def test_limits_are_told_apart_from_failures(text, expected):
     assert load_cq().limit_in(text, NOW) == expected
@@ -297,9 +348,15 @@ def test_a_limit_that_resets_at_a_clock_time_means_the_next_such_time_in_its_zon
     until = load_cq().limit_in("You've hit your limit · resets 1pm (Europe/Berlin)", NOW)
     assert datetime.datetime.fromtimestamp(until, berlin) == \
         datetime.datetime(2027, 1, 15, 13, 0, tzinfo=berlin)
-    later = load_cq().limit_in("You've hit your limit · resets 8am (Europe/Berlin)", NOW)
+    later = load_cq().limit_in("You've hit your limit · resets 3am (Europe/Berlin)", NOW)
     assert datetime.datetime.fromtimestamp(later, berlin) == \
-        datetime.datetime(2027, 1, 16, 8, 0, tzinfo=berlin)  # 8am there has passed today
+        datetime.datetime(2027, 1, 16, 3, 0, tzinfo=berlin)  # 3am there has passed today
+    weekly = load_cq().limit_in("Opus weekly limit reached ∙ resets Jan 20, 1pm "
+                                "(Europe/Berlin)", NOW)
+    assert datetime.datetime.fromtimestamp(weekly, berlin) == \
+        datetime.datetime(2027, 1, 20, 13, 0, tzinfo=berlin)
+    assert load_cq().limit_in("You've hit your limit · resets 8am (Europe/Berlin)", NOW) == 0.0
+    # 8am there was an hour ago: the limit has just reset, so back off, do not wait a day
 
 
 def test_claude_answers_give_summary_notes_and_cost_or_a_limit():
@@ -314,4 +371,10 @@ def test_claude_answers_give_summary_notes_and_cost_or_a_limit():
                                     f"reached|{int(NOW) + 60}"}), NOW)
     with pytest.raises(cq.CqError, match="reported an error: boom"):
         cq.parse_answer(json.dumps({"is_error": True, "result": "boom"}), NOW)
+    with pytest.raises(cq.CqError, match="error_max_turns"):
+        cq.parse_answer(json.dumps({"is_error": False, "subtype": "error_max_turns",
+                                    "result": ""}), NOW)
+    with pytest.raises(cq.CqError, match="empty result"):
+        cq.parse_answer(json.dumps({"is_error": False, "subtype": "success", "result": ""}),
+                        NOW)
     assert cq.parse_answer("A plain summary.\n", NOW).summary == "A plain summary."
