@@ -490,6 +490,27 @@ def head_commit(git_dir: str) -> str | None:
     return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
 
 
+def head_signature(repo: Repo) -> tuple:
+    """What changes whenever HEAD or git's index may have moved, read with a few stat calls
+    (a cache key: no git process)."""
+    def mark(path: str) -> tuple:
+        try:
+            st = os.stat(path)
+            return (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            return ()
+
+    try:
+        with open(os.path.join(repo.git_dir, "HEAD"), "rb") as f:
+            head = f.read(4096).strip()
+    except OSError:
+        head = b""
+    ref = os.fsdecode(head[5:].strip()) if head.startswith(b"ref:") else ""
+    return (head, mark(os.path.join(repo.common_dir, ref)) if ref else (),
+            mark(os.path.join(repo.common_dir, "packed-refs")),
+            mark(os.path.join(repo.git_dir, "index")))
+
+
 def commit_exists(common_dir: str, commit: str) -> bool:
     """True if the object database still has this commit."""
     proc = run_git(["cat-file", "-e", f"{commit}^{{commit}}"], git_dir=common_dir, check=False)
@@ -1039,11 +1060,16 @@ def sync_worktree(repo: Repo, huey) -> None:
                 return
             # git runs outside the write lock; the map changes only if no other sync of this
             # worktree (several worker threads) moved it meanwhile, else we start over.
+            among = None  # the blobs that may be new: all, unless a diff says which
             if head is None:
                 apply = functools.partial(index.replace_worktree, repo.git_dir, None, {}, config)
             elif indexed and commit_exists(repo.common_dir, indexed):
-                apply = functools.partial(index.apply_changes, repo.git_dir, head,
-                                          changed_blobs(repo.common_dir, indexed, head), config)
+                changes = changed_blobs(repo.common_dir, indexed, head)
+                # (a diff of more than 500 scans the whole map: SQLite limits variables)
+                among = sorted({sha for _, _, sha in changes if sha}) \
+                    if len(changes) <= 500 and known else None
+                apply = functools.partial(index.apply_changes, repo.git_dir, head, changes,
+                                          config)
             else:
                 apply = functools.partial(index.replace_worktree, repo.git_dir, head,
                                           tree_blobs(repo.common_dir, head), config)
@@ -1052,7 +1078,7 @@ def sync_worktree(repo: Repo, huey) -> None:
                         (indexed, known):
                     apply()
                     break
-        missing = index.missing_blobs(repo.git_dir)
+        missing = index.missing_blobs(repo.git_dir, among)
     queue_documents(huey, missing)
 
 
@@ -2066,7 +2092,7 @@ def kill_process_group(pid: int) -> None:
 # each worktree has its own path -> blob map, so results always match the worktree that asks.
 # ---------------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 6  # PRAGMA user_version; an index of another version is rebuilt from git
+SCHEMA_VERSION = 7  # PRAGMA user_version; an index of another version is rebuilt from git
 # Words are stemmed (porter over unicode61, diacritics folded) on both sides, so `parsing`
 # finds `parse`.  entries_fts holds definitions: the name as written, its words (split
 # identifier parts and the squashed name), its container's words, and signature and doc.
@@ -2363,15 +2389,21 @@ class Index:
             self.db.execute("DELETE FROM files WHERE git_dir = ?", (key,))
             self.db.execute("DELETE FROM worktrees WHERE git_dir = ?", (key,))
 
-    def missing_blobs(self, git_dir: str | None) -> list[tuple[str, str]]:
-        """(blob, path) pairs referenced but neither documented nor failed."""
+    def missing_blobs(self, git_dir: str | None, among: list | None = None) -> list[tuple]:
+        """(blob, path) pairs referenced (in one worktree, or any) but neither documented nor
+        failed; only of the blobs `among`, if given (a commit's: no scan of the whole map)."""
         where = "AND f.git_dir = ?" if git_dir else ""
+        params: tuple = (os.fsencode(git_dir),) if git_dir else ()
+        if among is not None:
+            if not among:
+                return []
+            where += f" AND f.blob IN ({','.join('?' * len(among))})"
+            params += tuple(among)
         sql = ("SELECT f.blob, MIN(f.path) FROM files f "
                "LEFT JOIN docs d ON d.blob = f.blob LEFT JOIN failures x ON x.blob = f.blob "
                f"WHERE f.excluded = '' AND d.blob IS NULL AND x.blob IS NULL {where} "
                "GROUP BY f.blob ORDER BY MIN(f.path)")
-        rows = self.db.execute(sql, (os.fsencode(git_dir),) if git_dir else ()).fetchall()
-        return [(blob, os.fsdecode(path)) for blob, path in rows]
+        return [(blob, os.fsdecode(path)) for blob, path in self.db.execute(sql, params)]
 
     def is_documented(self, blob: str) -> bool:
         """True if this blob already has a record."""
@@ -3015,8 +3047,9 @@ def best_rows(db, table: str, expression: str, where: tuple, limit: int) -> list
         if table == "entries_fts":
             named = f"{{name words}} : ({expression})"
             ranked = named if matches_more_than(db, table, named, limit) else expression
-    rows = db.execute(sql.format(hits=hits.format(table=table)), (
-        ranked, WIDER * limit, git_dir, path, language, language, limit)).fetchall()
+    wanted = WIDER * limit if path or language else limit + limit // 4  # few rows are lost
+    rows = db.execute(sql.format(hits=hits.format(table=table)), (  # to joins unfiltered
+        ranked, wanted, git_dir, path, language, language, limit)).fetchall()
     if len(rows) < limit and (path or language) and \
             matches_more_than(db, table, expression, WIDER * limit):
         rows = db.execute(sql.format(hits=HITS_SQL.format(table=table)), (
@@ -3193,10 +3226,11 @@ class WorktreeOverlay:
         import subprocess
 
         self.repo, self.config, self.top = repo, config, work_tree(cwd)
+        # --no-optional-locks: no index refresh, so never an index.lock in the user's way.
         self.status = None if self.top is None else subprocess.Popen(
-            ["git", "-C", self.top, "status", "--porcelain=v1", "-z", "--untracked-files=all",
-             "--no-renames"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL, env=scrubbed_env())
+            ["git", "--no-optional-locks", "-C", self.top, "status", "--porcelain=v1", "-z",
+             "--untracked-files=all", "--no-renames"], stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=scrubbed_env())
         self.found: tuple | None = None  # (edited, deleted, index, complete)
 
     def finish(self) -> tuple:
@@ -3256,6 +3290,91 @@ class WorktreeOverlay:
                                                                  config.parse_budget), path)
         with index.transaction():
             index.replace_worktree(self.repo.git_dir, None, entries, config)
+
+
+class WorktreeWatch:
+    """Linux inotify on every directory of a work tree (but .git), through ctypes: a
+    long-lived reader (the MCP server) asks `git status` again only when something there
+    changed, which at 50,000 files saves a tenth of a second a query.  Watches are set up by
+    a background thread; until then, or where inotify is missing or its watch limit is
+    reached, `changed()` says yes every time."""
+
+    MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800  # writes, moves...
+    CREATE, ISDIR, OVERFLOW = 0x100, 0x40000000, 0x4000
+
+    def __init__(self, top: str, repo: Repo):
+        import threading
+
+        self.top, self.repo, self.fd, self.ready = top, repo, -1, False
+        self.first = True  # the first look once ready: what changed while watches were set?
+        self.dirs: dict = {}  # watch descriptor -> directory
+        self.lock = threading.Lock()
+        threading.Thread(target=self.start, name="worktree-watch", daemon=True).start()
+
+    def start(self) -> None:
+        """Open inotify and watch every directory (logged, and left off, on failure)."""
+        import ctypes
+
+        try:
+            self.libc = ctypes.CDLL(None, use_errno=True)
+            fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd < 0:
+                raise OSError(ctypes.get_errno(), "inotify_init1")
+            self.fd = fd
+            for directory, subdirs, _ in os.walk(self.top):
+                subdirs[:] = [d for d in subdirs if d != ".git"]
+                self.add(directory)
+            self.ready = True
+        except (OSError, AttributeError) as exc:
+            print(f"cq: note: not watching the work tree ({exc}); every query runs git status",
+                  file=sys.stderr)
+
+    def add(self, directory: str) -> None:
+        """Watch one directory (OSError past the system's watch limit)."""
+        import ctypes
+
+        wd = self.libc.inotify_add_watch(self.fd, os.fsencode(directory), self.MASK)
+        if wd < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
+        with self.lock:
+            self.dirs[wd] = directory
+
+    def changed(self) -> bool:
+        """True if anything in the work tree may have changed since the last call (always,
+        while the watch is not ready); new directories are watched as they appear."""
+        import struct
+
+        if not self.ready:
+            return True
+        changed, self.first = self.first, False
+        try:
+            while True:
+                data = os.read(self.fd, 65536)
+                offset = 0
+                while offset + 16 <= len(data):
+                    wd, mask, _, length = struct.unpack_from("iIII", data, offset)
+                    name = data[offset + 16:offset + 16 + length].rstrip(b"\0")
+                    offset += 16 + length
+                    changed = True
+                    if mask & self.OVERFLOW:
+                        self.ready = False  # events were lost: status every time from now
+                    elif mask & self.CREATE and mask & self.ISDIR and name != b".git":
+                        self.watch_new(os.path.join(self.dirs.get(wd, self.top),
+                                                    os.fsdecode(name)))
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            print(f"cq: note: the work tree watch failed ({exc})", file=sys.stderr)
+            self.ready = False
+        return changed or not self.ready
+
+    def watch_new(self, directory: str) -> None:
+        """Watch a directory that appeared, and any it already holds."""
+        try:
+            for inner, _, _ in os.walk(directory):
+                self.add(inner)
+        except OSError:
+            self.ready = False  # past the limit: git status every time
 
 
 def search_worktree(index: Index, repo: Repo, text: str, overlay: WorktreeOverlay,
@@ -4676,6 +4795,8 @@ class McpServer:
         self.cancelled: set = set()
         self.index: Index | None = None
         self.index_identity: tuple | None = None  # (device, inode) of the file it reads
+        self.watch: WorktreeWatch | None = None
+        self.last_overlay: tuple | None = None  # (what it reflects, WorktreeOverlay)
         self.client_roots = False
         self.roots_answered = threading.Event()  # set once the client's roots/list answer came
         self.version = MCP_VERSIONS[0]
@@ -4884,8 +5005,19 @@ class McpServer:
         return count
 
     def overlay(self) -> WorktreeOverlay:
-        """The working tree's edited files, documented now."""
-        return WorktreeOverlay(self.repo, self.config(), self.cwd)
+        """The working tree's edited files, documented now: the last overlay again when
+        nothing in the work tree, HEAD or git's index changed since it was made."""
+        if self.watch is None or self.watch.repo is not self.repo:
+            top = work_tree(self.cwd)
+            if top is None:
+                return WorktreeOverlay(self.repo, self.config(), self.cwd)
+            self.watch, self.last_overlay = WorktreeWatch(top, self.repo), None
+        config = self.config()
+        key = (head_signature(self.repo), config.overlay_max_files, config.max_file_size,
+               config.parse_budget)
+        if self.watch.changed() or self.last_overlay is None or self.last_overlay[0] != key:
+            self.last_overlay = (key, WorktreeOverlay(self.repo, self.config(), self.cwd))
+        return self.last_overlay[1]
 
     def config(self) -> Config:
         """The settings, read at most every 2 seconds (each read is a git process)."""

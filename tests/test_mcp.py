@@ -3,8 +3,10 @@ by raw JSON-RPC lines on its stdin, and over HTTP on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -154,6 +156,32 @@ def test_an_edited_file_is_found_and_a_deleted_one_is_not(served):
     finally:
         (repo.path / "web/fresh.ts").unlink()
         repo.git("checkout", "--", "config/loader.py")
+
+
+def test_edits_between_queries_of_one_session_are_seen_every_time(served):
+    repo = served
+
+    async def body(client):
+        async def paths(query):
+            found = structured(await client.call_tool("search", {"query": query}))
+            return [r["path"] for r in found["results"]]
+
+        seen = [await paths("zqxwvmarker")]  # nothing yet; the watch gets ready
+        await asyncio.sleep(1)
+        seen.append(await paths("zqxwvmarker"))  # the same again, from the cache
+        repo.write("late/deep/new_dir.py", "def zqxwvmarker():\n    pass\n")
+        seen.append(await paths("zqxwvmarker"))
+        repo.write("late/deep/new_dir.py", "def unrelated_name():\n    pass\n")
+        seen.append(await paths("zqxwvmarker"))
+        return seen
+
+    try:
+        seen = with_client(repo, body)
+    finally:
+        shutil.rmtree(repo.path / "late")
+    assert seen[0] == seen[1] and "late/deep/new_dir.py" not in seen[0]
+    assert seen[2][0] == "late/deep/new_dir.py"
+    assert "late/deep/new_dir.py" not in seen[3]
 
 
 def test_a_head_that_moved_without_hooks_is_caught_up_within_the_wait(served):
