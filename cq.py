@@ -491,8 +491,8 @@ def head_commit(git_dir: str) -> str | None:
 
 
 def head_signature(repo: Repo) -> tuple:
-    """What changes whenever HEAD or git's index may have moved, read with a few stat calls
-    (a cache key: no git process)."""
+    """What changes whenever HEAD, git's index or the repository's exclude file may have
+    changed, read with a few stat calls (a cache key: no git process)."""
     def mark(path: str) -> tuple:
         try:
             st = os.stat(path)
@@ -508,7 +508,8 @@ def head_signature(repo: Repo) -> tuple:
     ref = os.fsdecode(head[5:].strip()) if head.startswith(b"ref:") else ""
     return (head, mark(os.path.join(repo.common_dir, ref)) if ref else (),
             mark(os.path.join(repo.common_dir, "packed-refs")),
-            mark(os.path.join(repo.git_dir, "index")))
+            mark(os.path.join(repo.git_dir, "index")),
+            mark(os.path.join(repo.common_dir, "info", "exclude")))
 
 
 def commit_exists(common_dir: str, commit: str) -> bool:
@@ -2399,7 +2400,8 @@ class Index:
                 return []
             where += f" AND f.blob IN ({','.join('?' * len(among))})"
             params += tuple(among)
-        sql = ("SELECT f.blob, MIN(f.path) FROM files f "
+        files = "files f INDEXED BY files_blob" if among else "files f"  # not the whole map
+        sql = (f"SELECT f.blob, MIN(f.path) FROM {files} "
                "LEFT JOIN docs d ON d.blob = f.blob LEFT JOIN failures x ON x.blob = f.blob "
                f"WHERE f.excluded = '' AND d.blob IS NULL AND x.blob IS NULL {where} "
                "GROUP BY f.blob ORDER BY MIN(f.path)")
@@ -2415,9 +2417,11 @@ class Index:
                                (blob,)).fetchone() is not None
 
     def store(self, blob: str, status: str, size: int, doc: dict | None, path: str) -> None:
-        """Record a blob's documentation (or why it was skipped) and make it searchable."""
+        """Record a blob's documentation (or why it was skipped) and make it searchable; the
+        attempt at it ends in the same transaction (one commit a file)."""
         doc = doc or {"language": "", "summary": "", "entries": [], "error": "", "words": ""}
         with self.transaction():
+            self.db.execute("DELETE FROM attempts WHERE blob = ?", (blob,))
             if self.is_documented(blob):
                 return  # another task documented it meanwhile
             self.db.execute("DELETE FROM failures WHERE blob = ?", (blob,))
@@ -2935,12 +2939,13 @@ def names_exactly(query: SearchQuery, name: str, container: str) -> bool:
 
 def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | None = None,
            language: str | None = None, tests: bool = False, all_entries: bool = False,
-           demote: tuple = ()) -> list[dict]:
+           demote: tuple = (), spare: int = 0) -> list[dict]:
     """Ranked results for a query in one worktree: what the CLI prints and MCP returns.
 
     Definitions that cover every term come from an AND query, which is selective and fast;
     only where they fill fewer than `limit` source files does the search take in file-level
-    records, then any term (OR) with what each candidate covers, then paths."""
+    records, then any term (OR) with what each candidate covers, then paths.  `spare` more
+    results are returned, without widening for them (for a caller that drops some)."""
     query = SearchQuery(text)
     matches = path_matcher(path)
     db = index.db
@@ -2974,7 +2979,7 @@ def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | N
     # A file's own record adds nothing where one of its definitions covers as much.
     kept = [c for c in unique if c.kind != "file" or c.coverage > best_entry.get(c.path, -9)]
     ranked = sorted(kept, key=lambda c: (-c.coverage, -c.score, c.path, c.line))
-    return [result(c, query) for c in grouped(ranked, limit, all_entries)]
+    return [result(c, query) for c in grouped(ranked, limit + spare, all_entries)]
 
 
 def coverage_penalty(path: str, lifted: bool, demote: tuple) -> float:
@@ -3001,13 +3006,15 @@ def entry_candidates(db, expression: str, where: tuple) -> list[Candidate]:
 
 # The best matches come from FTS5 first (its `rank` is the weighted BM25), then are joined
 # with the worktree's files and filtered; where filters leave too few, the search widens.
-# Ranking costs FTS5 a lookup per match, so a word matched by more than POOL rows is ranked
-# within a pool: its first POOL matches in a definition's name (or, in file-level records,
-# its first POOL matches), which holds the best of them (the name weighs most in the BM25).
-POOL = 2000
+# Ranking costs FTS5 a lookup per match, so an expression matched by more than POOL rows is
+# ranked within a pool: its newest POOL matches (the current versions of files come last),
+# with, for definitions, all its matches in a name (which weighs most in the BM25) ranked too;
+# where those are more than POOL / 4, the newest POOL of them alone.  If the worktree and
+# the filters leave too few rows, every match is ranked.
+POOL = 1500
 HITS_SQL = "SELECT rowid, rank FROM {table} WHERE {table} MATCH ? ORDER BY rank LIMIT ?"
 POOLED_HITS_SQL = (f"SELECT rowid, rank FROM (SELECT rowid, rank FROM {{table}} WHERE {{table}} "
-                   f"MATCH ? LIMIT {POOL}) ORDER BY rank LIMIT ?")
+                   f"MATCH ? ORDER BY rowid DESC LIMIT {POOL}) ORDER BY rank LIMIT ?")
 ENTRY_COLUMNS = ("e.id, e.kind, e.name, e.container, e.line, e.signature, "
                  "CASE WHEN e.doc = '' THEN e.note ELSE e.doc END, f.path, d.language")
 ENTRY_SQL = (
@@ -3019,7 +3026,7 @@ ENTRY_SQL = (
 EXACT_SQL = (  # an index lookup: an exact name is found however common its words are
     f"SELECT {ENTRY_COLUMNS}, 0.0 FROM entries e "  # CROSS JOIN: entries first, by the index
     "CROSS JOIN files f ON f.blob = e.blob AND f.git_dir = ? JOIN docs d ON d.blob = e.blob "
-    "WHERE e.squashed IN (?, ?) AND (? IS NULL OR path_matches(f.path)) "
+    "WHERE e.squashed = ? AND (? IS NULL OR path_matches(f.path)) "
     "AND (? IS NULL OR d.language = ?) LIMIT ?")
 FILE_SQL = (
     "SELECT d.id, f.path, d.language, COALESCE(d.llm_summary, d.summary), d.llm_by, hits.rank "
@@ -3041,19 +3048,25 @@ def best_rows(db, table: str, expression: str, where: tuple, limit: int) -> list
     if the filters left too few."""
     git_dir, path, language, _ = where
     sql = ENTRY_SQL if table == "entries_fts" else FILE_SQL
-    hits, ranked = HITS_SQL, expression
-    if matches_more_than(db, table, expression, POOL):
-        hits = POOLED_HITS_SQL
-        if table == "entries_fts":
-            named = f"{{name words}} : ({expression})"
-            ranked = named if matches_more_than(db, table, named, limit) else expression
     wanted = WIDER * limit if path or language else limit + limit // 4  # few rows are lost
-    rows = db.execute(sql.format(hits=hits.format(table=table)), (  # to joins unfiltered
-        ranked, wanted, git_dir, path, language, language, limit)).fetchall()
-    if len(rows) < limit and (path or language) and \
-            matches_more_than(db, table, expression, WIDER * limit):
-        rows = db.execute(sql.format(hits=HITS_SQL.format(table=table)), (
-            expression, -1, git_dir, path, language, language, limit)).fetchall()
+
+    def ranked(hits: str, text: str, count: int) -> list:
+        return db.execute(sql.format(hits=hits.format(table=table)), (
+            text, count, git_dir, path, language, language, limit)).fetchall()
+
+    named = f"{{name words}} : ({expression})"
+    if not matches_more_than(db, table, expression, POOL):
+        rows = ranked(HITS_SQL, expression, wanted)
+    elif table == "entries_fts" and matches_more_than(db, table, named, POOL // 4):
+        rows = ranked(POOLED_HITS_SQL, named, wanted)  # so common in names: those are best
+    else:
+        rows = ranked(POOLED_HITS_SQL, expression, wanted)
+        if table == "entries_fts":  # and every match in a name, ranked
+            rows = sorted({row[0]: row for row in reversed(
+                rows + ranked(HITS_SQL, named, wanted))}.values(), key=lambda row: row[-1])
+            rows = rows[:limit]
+    if len(rows) < limit and matches_more_than(db, table, expression, len(rows)):
+        rows = ranked(HITS_SQL, expression, -1)  # rare: most matches are elsewhere
     return rows
 
 
@@ -3066,16 +3079,19 @@ def matches_more_than(db, table: str, expression: str, count: int) -> bool:
 def exact_candidates(db, query: SearchQuery, where: tuple) -> list[Candidate]:
     """Definitions whose squashed name is the whole query or its last word (qualified by the
     others), by index lookup."""
-    return named_candidates(db, query.whole, query.last or query.whole, where)
+    found = named_candidates(db, query.whole, where)
+    if query.last and query.last != query.whole:
+        found += named_candidates(db, query.last, where)
+    return found
 
 
-def named_candidates(db, whole: str, last: str, where: tuple) -> list[Candidate]:
-    """Definitions whose squashed name is whole or last, by index lookup."""
+def named_candidates(db, squashed: str, where: tuple) -> list[Candidate]:
+    """Definitions whose squashed name is this, by index lookup."""
     git_dir, path, language, _ = where
     return [Candidate(kind, rowid, os.fsdecode(raw), lang or "", line, name, container or "",
                       signature or "", doc or "")
             for rowid, kind, name, container, line, signature, doc, raw, lang, _ in db.execute(
-                EXACT_SQL, (git_dir, whole, last, path, language, language, POOL))]
+                EXACT_SQL, (git_dir, squashed, path, language, language, POOL))]
 
 
 def term_candidates(db, term: Term, where: tuple) -> list[Candidate]:
@@ -3083,8 +3099,8 @@ def term_candidates(db, term: Term, where: tuple) -> list[Candidate]:
     looked up (and ranked) as well, since a pool of a common word may not hold them."""
     found = entry_candidates(db, term.entries, where)
     known = {c.rowid for c in found}
-    named = [c for c in named_candidates(db, *[squash("".join(term.words))] * 2, where)
-             if c.rowid not in known][:CANDIDATES]
+    named = [c for c in named_candidates(db, squash("".join(term.words)), where)
+             if c.rowid not in known][:50]  # each is ranked by a lookup of its own
     if named:
         marks = ",".join("?" * len(named))
         ranks = dict(db.execute(f"SELECT rowid, rank FROM entries_fts WHERE entries_fts MATCH ? "
@@ -3102,13 +3118,14 @@ def any_term_candidates(db, query: SearchQuery, where: tuple) -> list[Candidate]
     if len(query.terms) < 2:
         return []
     found: dict = {}
-    for number, term in enumerate(query.terms):
+    terms = rarest_terms(db, query)
+    for number, term in terms:
         for c in term_candidates(db, term, where):
             key = (c.kind == "file", c.rowid, c.path)
             if key in found:
                 found[key].bm25 += c.bm25
             found.setdefault(key, c).covered.add(number)
-    measure_coverage(db, query, list(found.values()))
+    measure_coverage(db, terms, list(found.values()))
     return list(found.values())
 
 
@@ -3141,26 +3158,44 @@ def path_candidates(db, query: SearchQuery, where: tuple, known: set) -> list[Ca
     return candidates
 
 
-def measure_coverage(db, query: SearchQuery, candidates: list[Candidate]) -> None:
-    """Add the terms a candidate covers in its text but was not found by: a rare term's
-    matching rows are read as a set; a common one is asked about these rows alone."""
+PROBE_RATIO = 100  # a term with this many matches per candidate is asked row by row
+
+
+MOST_TERMS = 8  # a longer query widens by its rarest terms only (each costs a few lookups)
+
+
+def rarest_terms(db, query: SearchQuery) -> list[tuple[int, Term]]:
+    """(number, term) of the query's rarest MOST_TERMS terms (all, for a shorter query)."""
+    numbered = list(enumerate(query.terms))
+    if len(numbered) <= MOST_TERMS:
+        return numbered
+    return sorted(numbered, key=lambda item: sum(
+        matches_more_than(db, "entries_fts", item[1].entries, n) for n in (10, 100, POOL)))[
+            :MOST_TERMS]
+
+
+def measure_coverage(db, terms: list[tuple[int, Term]], candidates: list[Candidate]) -> None:
+    """Add the terms a candidate covers in its text but was not found by: a term's matching
+    rows are read as a set, unless it has so many that asking about these rows is cheaper."""
     groups = {"entries_fts": [c for c in candidates if c.kind != "file"],
               "files_fts": [c for c in candidates if c.kind == "file"]}
     for table, group in groups.items():
-        for number, term in enumerate(query.terms):
+        for number, term in terms:
             unknown = [c for c in group if number not in c.covered]
             if not unknown:
                 continue
             expression = term.entries if table == "entries_fts" else term.files
-            if matches_more_than(db, table, expression, POOL):
-                marks = ",".join("?" * len(unknown))
-                rows = db.execute(f"SELECT rowid FROM {table} WHERE {table} MATCH ? AND "
-                                  f"rowid IN ({marks})", (expression, *(c.rowid for c in
-                                                                        unknown)))
+            matching: set = set()
+            # A lookup per row costs FTS5 about a hundred times what reading a match does.
+            if matches_more_than(db, table, expression, PROBE_RATIO * len(unknown)):
+                for i in range(0, len(unknown), 500):  # within SQLite's limit on variables
+                    chunk = [c.rowid for c in unknown[i:i + 500]]
+                    matching.update(rowid for (rowid,) in db.execute(
+                        f"SELECT rowid FROM {table} WHERE {table} MATCH ? AND rowid IN "
+                        f"({','.join('?' * len(chunk))})", (expression, *chunk)))
             else:
-                rows = db.execute(f"SELECT rowid FROM {table} WHERE {table} MATCH ?",
-                                  (expression,))
-            matching = {rowid for (rowid,) in rows}
+                matching.update(rowid for (rowid,) in db.execute(
+                    f"SELECT rowid FROM {table} WHERE {table} MATCH ?", (expression,)))
             for c in unknown:
                 if c.rowid in matching:
                     c.covered.add(number)
@@ -3232,6 +3267,7 @@ class WorktreeOverlay:
              "--untracked-files=all", "--no-renames"], stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=scrubbed_env())
         self.found: tuple | None = None  # (edited, deleted, index, complete)
+        self.failed = False  # git status failed: nothing is known to be edited
 
     def finish(self) -> tuple:
         """Wait for `git status` and document what it lists (once)."""
@@ -3239,6 +3275,7 @@ class WorktreeOverlay:
             edited, deleted = set(), set()
             if self.status is not None:
                 out, _ = self.status.communicate()
+                self.failed = self.status.returncode != 0
                 for record in out.split(b"\0"):
                     if len(record) >= 4:
                         path = os.fsdecode(record[3:])
@@ -3294,50 +3331,94 @@ class WorktreeOverlay:
 
 class WorktreeWatch:
     """Linux inotify on every directory of a work tree (but .git), through ctypes: a
-    long-lived reader (the MCP server) asks `git status` again only when something there
-    changed, which at 50,000 files saves a tenth of a second a query.  Watches are set up by
-    a background thread; until then, or where inotify is missing or its watch limit is
-    reached, `changed()` says yes every time."""
+    long-lived reader (the MCP server over stdio) asks `git status` again only when something
+    there changed, which at 50,000 files saves a tenth of a second a query.  Watches are set
+    up by a background thread; until then `changed()` says yes every time, and for good where
+    inotify is missing or its limits are reached.  A directory moved away or renamed, or a
+    queue overflow, starts the watch over (its paths would be stale)."""
 
     MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800  # writes, moves...
-    CREATE, ISDIR, OVERFLOW = 0x100, 0x40000000, 0x4000
+    MOVED_FROM, MOVED_TO, CREATE, OVERFLOW, ISDIR = 0x40, 0x80, 0x100, 0x4000, 0x40000000
 
     def __init__(self, top: str, repo: Repo):
         import threading
 
-        self.top, self.repo, self.fd, self.ready = top, repo, -1, False
-        self.first = True  # the first look once ready: what changed while watches were set?
-        self.dirs: dict = {}  # watch descriptor -> directory
+        self.top, self.repo = top, repo
         self.lock = threading.Lock()
-        threading.Thread(target=self.start, name="worktree-watch", daemon=True).start()
+        self.fd, self.dirs, self.ready, self.first = -1, {}, False, True
+        self.generation, self.broken, self.libc = 0, False, None
+        self.restart()
 
-    def start(self) -> None:
-        """Open inotify and watch every directory (logged, and left off, on failure)."""
+    def restart(self) -> None:
+        """Drop every watch and set them up again in the background."""
+        import threading
+
+        with self.lock:
+            self.generation += 1
+            old, self.fd, self.dirs, self.ready, self.first = self.fd, -1, {}, False, True
+            generation = self.generation
+        if old >= 0:
+            os.close(old)
+        if not self.broken:
+            threading.Thread(target=self.start, args=(generation,), name="worktree-watch",
+                             daemon=True).start()
+
+    def close(self) -> None:
+        """Release the inotify descriptor and its watches for good."""
+        self.broken = True
+        self.restart()
+
+    def start(self, generation: int) -> None:
+        """Open inotify and watch every directory; give up (noted on stderr) on failure."""
         import ctypes
 
         try:
-            self.libc = ctypes.CDLL(None, use_errno=True)
-            fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
             if fd < 0:
                 raise OSError(ctypes.get_errno(), "inotify_init1")
-            self.fd = fd
-            for directory, subdirs, _ in os.walk(self.top):
-                subdirs[:] = [d for d in subdirs if d != ".git"]
-                self.add(directory)
-            self.ready = True
         except (OSError, AttributeError) as exc:
-            print(f"cq: note: not watching the work tree ({exc}); every query runs git status",
-                  file=sys.stderr)
+            self.give_up(exc)
+            return
+        dirs: dict = {}
+        try:
+            self.watch_tree(libc, fd, self.top, dirs)
+        except OSError as exc:
+            os.close(fd)
+            self.give_up(exc)
+            return
+        with self.lock:
+            if generation != self.generation:  # started over (or closed) meanwhile
+                os.close(fd)
+                return
+            self.libc, self.fd, self.dirs, self.ready = libc, fd, dirs, True
 
-    def add(self, directory: str) -> None:
-        """Watch one directory (OSError past the system's watch limit)."""
+    def give_up(self, exc: OSError | AttributeError) -> None:
+        """No watching from here on: every query runs git status."""
+        self.broken = True
+        print(f"cq: note: not watching the work tree ({exc}); every query runs git status",
+              file=sys.stderr)
+
+    def watch_tree(self, libc, fd: int, top: str, dirs: dict) -> None:
+        """Watch top and every directory under it, each before it is listed, so nothing made
+        in it meanwhile is missed (OSError past the system's watch limit)."""
         import ctypes
 
-        wd = self.libc.inotify_add_watch(self.fd, os.fsencode(directory), self.MASK)
-        if wd < 0:
-            raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
-        with self.lock:
-            self.dirs[wd] = directory
+        stack = [top]
+        while stack:
+            directory = stack.pop()
+            wd = libc.inotify_add_watch(fd, os.fsencode(directory), self.MASK)
+            if wd < 0:
+                if ctypes.get_errno() in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+                    continue  # gone meanwhile (its parent's event says so), or unreadable
+                raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
+            dirs[wd] = directory
+            try:
+                with os.scandir(directory) as entries:
+                    stack.extend(e.path for e in entries
+                                 if e.name != ".git" and e.is_dir(follow_symlinks=False))
+            except OSError:
+                continue  # gone or unreadable: as above
 
     def changed(self) -> bool:
         """True if anything in the work tree may have changed since the last call (always,
@@ -3356,25 +3437,19 @@ class WorktreeWatch:
                     name = data[offset + 16:offset + 16 + length].rstrip(b"\0")
                     offset += 16 + length
                     changed = True
-                    if mask & self.OVERFLOW:
-                        self.ready = False  # events were lost: status every time from now
-                    elif mask & self.CREATE and mask & self.ISDIR and name != b".git":
-                        self.watch_new(os.path.join(self.dirs.get(wd, self.top),
-                                                    os.fsdecode(name)))
+                    if mask & self.OVERFLOW or (mask & self.ISDIR and mask & self.MOVED_FROM):
+                        self.restart()
+                        return True
+                    if mask & self.ISDIR and mask & (self.CREATE | self.MOVED_TO) and \
+                            name != b".git":
+                        self.watch_tree(self.libc, self.fd, os.path.join(
+                            self.dirs.get(wd, self.top), os.fsdecode(name)), self.dirs)
         except BlockingIOError:
             pass
         except OSError as exc:
-            print(f"cq: note: the work tree watch failed ({exc})", file=sys.stderr)
-            self.ready = False
+            self.close()
+            self.give_up(exc)
         return changed or not self.ready
-
-    def watch_new(self, directory: str) -> None:
-        """Watch a directory that appeared, and any it already holds."""
-        try:
-            for inner, _, _ in os.walk(directory):
-                self.add(inner)
-        except OSError:
-            self.ready = False  # past the limit: git status every time
 
 
 def search_worktree(index: Index, repo: Repo, text: str, overlay: WorktreeOverlay,
@@ -3382,10 +3457,11 @@ def search_worktree(index: Index, repo: Repo, text: str, overlay: WorktreeOverla
     """search() over the index with the working tree laid over it: edited files answer from
     the overlay, deleted ones not at all."""
     slack = PER_FILE * (overlay.config.overlay_max_files + 10)  # room for what is hidden
-    found = search(index, repo.git_dir, text, limit + slack, **filters)  # while git runs
+    found = search(index, repo.git_dir, text, limit, spare=slack, **filters)  # while git runs
     hidden = overlay.edited | overlay.deleted if overlay.complete else overlay.deleted
     if PER_FILE * len(hidden) > slack:
-        found = search(index, repo.git_dir, text, limit + PER_FILE * len(hidden), **filters)
+        found = search(index, repo.git_dir, text, limit, spare=PER_FILE * len(hidden),
+                       **filters)
     base = [r for r in found if r["path"] not in hidden]
     extra = search(overlay.index, repo.git_dir, text, limit, **filters)
     lifted, demote = bool(filters.get("path") or filters.get("tests")), filters.get("demote", ())
@@ -3433,12 +3509,12 @@ def document_blob(repo: Repo, config: Config, index: Index, reader: LazyBlobRead
             log(f"{path} ({blob[:12]}) was being documented when the worker died "
                 f"{CRASH_LIMIT + 1} times; it keeps its names only", error=True)
             index.store(blob, CRASHED, size, minimal_record(path, data, CRASHED), path)
-            index.end_attempt(blob)
         else:
             try:
                 document_with(repo, config, index, blob, path, data, size)
-            finally:
-                index.end_attempt(blob)
+            except BaseException:
+                index.end_attempt(blob)  # ended, not by a crash (store ends it otherwise)
+                raise
     except WorkerStopping:
         return False
     except sqlite3.OperationalError:
@@ -3457,7 +3533,8 @@ def document_with(repo: Repo, config: Config, index: Index, blob: str, path: str
     follows later, from the summarizer threads)."""
     doc = document_text(path, data, config.parse_budget)
     index.store(blob, "error" if doc["error"] else "ok", size, doc, path)
-    SummaryWork.wake()
+    if config.documenter:
+        SummaryWork.wake()  # only then: a wake costs the documenting threads the GIL
 
 
 def minimal_record(path: str, data: bytes, reason: str) -> dict:
@@ -4016,16 +4093,16 @@ class WorkerLoop:
 
     def drain(self, fifo: int) -> None:
         """Empty the FIFO, then wait briefly for a burst of commits to settle."""
-        quiet_until = time.monotonic() + 0.1
+        quiet_until = time.monotonic() + 0.05
         give_up = time.monotonic() + 1.0
         while time.monotonic() < min(quiet_until, give_up):
             try:
                 if os.read(fifo, 4096):
-                    quiet_until = time.monotonic() + 0.1
+                    quiet_until = time.monotonic() + 0.05
                     continue
             except BlockingIOError:
                 pass
-            time.sleep(0.02)
+            time.sleep(0.01)
 
     def sync_pending(self) -> None:
         """Queue a sync for every worktree a hook marked as moved."""
@@ -4078,7 +4155,7 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
         consumer = huey.create_consumer(
             workers=config.workers, worker_type="thread", periodic=False, flush_locks=True,
             graceful_signal="TERM", shutdown_timeout=config.shutdown_timeout,
-            initial_delay=0.05, backoff=1.5, max_delay=0.25, check_worker_health=True)
+            initial_delay=0.02, backoff=1.5, max_delay=0.1, check_worker_health=True)
         # Huey restarts on SIGHUP with os.execl, which would drop our lock: stop gracefully.
         consumer._signal_actions[signal.SIGHUP] = (False, True)
         loop = WorkerLoop(repo, config, huey, activity)
@@ -4788,10 +4865,11 @@ class ToolError(Exception):
 class McpServer:
     """One MCP session: a JSON-RPC dispatcher over the tools, on one read connection."""
 
-    def __init__(self, repo: Repo | None, cwd: str, send):
+    def __init__(self, repo: Repo | None, cwd: str, send, watch_tree: bool = True):
         import threading
 
         self.repo, self.cwd, self.send = repo, cwd, send
+        self.watch_tree = watch_tree  # a session of its own (stdio): worth an inotify watch
         self.cancelled: set = set()
         self.index: Index | None = None
         self.index_identity: tuple | None = None  # (device, inode) of the file it reads
@@ -5007,7 +5085,11 @@ class McpServer:
     def overlay(self) -> WorktreeOverlay:
         """The working tree's edited files, documented now: the last overlay again when
         nothing in the work tree, HEAD or git's index changed since it was made."""
+        if not self.watch_tree:
+            return WorktreeOverlay(self.repo, self.config(), self.cwd)
         if self.watch is None or self.watch.repo is not self.repo:
+            if self.watch is not None:
+                self.watch.close()
             top = work_tree(self.cwd)
             if top is None:
                 return WorktreeOverlay(self.repo, self.config(), self.cwd)
@@ -5015,7 +5097,8 @@ class McpServer:
         config = self.config()
         key = (head_signature(self.repo), config.overlay_max_files, config.max_file_size,
                config.parse_budget)
-        if self.watch.changed() or self.last_overlay is None or self.last_overlay[0] != key:
+        if self.watch.changed() or self.last_overlay is None or self.last_overlay[0] != key \
+                or self.last_overlay[1].failed:
             self.last_overlay = (key, WorktreeOverlay(self.repo, self.config(), self.cwd))
         return self.last_overlay[1]
 
@@ -5346,7 +5429,8 @@ def serve_http(repo: Repo | None, cwd: str, address: str, token: str | None) -> 
             if isinstance(message, dict) and message.get("method") == "server/discover":
                 return self.answer(200, rpc_error(message.get("id"), -32601,
                                                   "method not found: server/discover"))
-            reply = McpServer(repo, cwd, lambda notification: None).dispatch(message)
+            reply = McpServer(repo, cwd, lambda notification: None,
+                              watch_tree=False).dispatch(message)
             return self.answer(202, None) if reply is None else self.answer(200, reply)
 
         def do_GET(self) -> None:  # no server-sent events stream here

@@ -305,8 +305,9 @@ def test_an_invalid_setting_does_not_stall_the_worker_and_status_shows_it(initia
     repo.git("config", "cq.workers", "lots")
     repo.commit({"still.py": "def still_indexed():\n    pass\n"})
     wait_until(lambda: repo.search("still_indexed"), what="indexing with the last settings")
-    status = repo.cq("worker", "status")
-    assert status.returncode == 0 and "problem" in status.stdout and "cq.workers" in status.stdout
+    status = wait_until(lambda: "problem" in (proc := repo.cq("worker", "status")).stdout and
+                        proc, what="the next heartbeat to carry the problem")
+    assert status.returncode == 0 and "cq.workers" in status.stdout
     stop = repo.cq("worker", "stop")  # a typo in git config must not trap the worker
     assert stop.returncode == 0 and "warning" in stop.stderr
 

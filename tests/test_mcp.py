@@ -173,6 +173,19 @@ def test_edits_between_queries_of_one_session_are_seen_every_time(served):
         seen.append(await paths("zqxwvmarker"))
         repo.write("late/deep/new_dir.py", "def unrelated_name():\n    pass\n")
         seen.append(await paths("zqxwvmarker"))
+        outside = repo.path.parent / "made_elsewhere"
+        (outside / "inner").mkdir(parents=True)
+        (outside / "inner" / "a.py").write_text("def qvbnmone():\n    pass\n")
+        outside.rename(repo.path / "late" / "moved_in")  # a directory moved into the tree
+        seen.append(await paths("qvbnmone"))
+        repo.write("late/moved_in/inner/a.py", "def qvbnmtwo():\n    pass\n")
+        seen.append(await paths("qvbnmtwo"))
+        (repo.path / "late" / "moved_in").rename(repo.path / "late" / "renamed")
+        await asyncio.sleep(1)  # the watch starts over
+        await paths("qvbnmtwo")
+        await asyncio.sleep(1)
+        repo.write("late/renamed/sub/b.py", "def qvbnmthree():\n    pass\n")
+        seen.append(await paths("qvbnmthree"))
         return seen
 
     try:
@@ -182,6 +195,8 @@ def test_edits_between_queries_of_one_session_are_seen_every_time(served):
     assert seen[0] == seen[1] and "late/deep/new_dir.py" not in seen[0]
     assert seen[2][0] == "late/deep/new_dir.py"
     assert "late/deep/new_dir.py" not in seen[3]
+    assert seen[4][0] == "late/moved_in/inner/a.py" and seen[5][0] == "late/moved_in/inner/a.py"
+    assert seen[6][0] == "late/renamed/sub/b.py"
 
 
 def test_a_head_that_moved_without_hooks_is_caught_up_within_the_wait(served):

@@ -350,7 +350,12 @@ CROWD = {f"crowd/c{i}.py": "".join(f"def load_part_{i}_{j}():\n    return {j}\n"
 CROWD.update({
     "exact/loader.py": "def load():\n    \"\"\"The one function named exactly load.\"\"\"\n",
     "rare/zebra.py": "def zebra_stripes():\n    \"\"\"Counts stripes.\"\"\"\n",
+    # Documented first (lowest row ids), named by a word 2,400 docstrings mention.
+    "aa/gizmos.py": "".join(f"def gizmo_{i}():\n    pass\n" for i in range(20)),
 })
+CROWD.update({f"mentions/m{i}.py": "".join(
+    f"def helper_{i}_{j}():\n    \"\"\"Calls the gizmo.\"\"\"\n" for j in range(60))
+    for i in range(40)})
 
 
 @pytest.fixture(scope="module")
@@ -366,6 +371,10 @@ def test_an_exact_name_is_found_first_however_common_its_word(crowded):
 def test_a_rare_word_is_not_crowded_out_by_a_common_one(crowded):
     paths = [r["path"] for r in crowded.search("load", "zebra")]
     assert "rare/zebra.py" in paths and "exact/loader.py" in paths
+
+
+def test_definitions_named_by_a_word_rank_above_its_many_mentions(crowded):
+    assert crowded.search("gizmo")[0]["symbol"].startswith("gizmo_")
 
 
 def test_a_common_word_still_ranks_definitions_named_by_it(crowded):

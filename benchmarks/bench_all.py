@@ -1,0 +1,242 @@
+"""Benchmark: cq against the tools a user would pick instead, in one run, as one table.
+
+    python3 benchmarks/bench_all.py [--sizes 1000,10000,50000] [--runs 7] [--pyz PATH]
+
+For generated trees of each size (`bench_search_latency.generate`) and for this Python's own
+`Lib/`, it measures, with the anchors in the same run and interleaved with cq:
+
+- the initial index: `cq init` (until complete) against `ctags -R`;
+- `cq search` as a whole process (median and p95), rare word, common word and three words,
+  on the largest tree, against `rg` and `git grep` for the same words;
+- commit -> searchable for one-file commits at every size, against a `ctags -R` rebuild;
+- the worker's resident memory at the largest size, idle and at its peak;
+- the index on disk against the source and against ctags' tags file.
+
+Anchors come from Debian's packages (`apt-get install universal-ctags ripgrep`); a missing
+one is reported as such in the table.  Prints the date, the core count and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+from bench_search_latency import generate
+from common import build, cq, git, new_repo
+
+QUERIES = {"rare word": ["xylophonist"], "common word": ["parse"],
+           "three words": ["retry", "timeout", "handler"]}
+
+
+def seconds(argv: list[str], cwd: Path) -> float:
+    """Wall seconds of one command (its output thrown away)."""
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=False)
+    return time.perf_counter() - start
+
+
+def p95(values: list[float]) -> float:
+    """The 95th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def ms(value: float | None) -> str:
+    """Seconds as milliseconds for the table."""
+    return "n/a" if value is None else f"{1000 * value:,.0f} ms"
+
+
+def source_bytes(repo: Path) -> int:
+    """Bytes of the committed files."""
+    out = git(repo, "ls-tree", "-r", "-l", "HEAD")
+    return sum(int(line.split()[3]) for line in out.splitlines() if line.split()[3] != "-")
+
+
+def index_bytes(repo: Path) -> int:
+    """Bytes of cq's index on disk (with its WAL)."""
+    return sum(p.stat().st_size for p in (repo / ".git" / "cq").glob("index.db*"))
+
+
+def worker_memory(repo: Path) -> tuple[int, int]:
+    """The worker's resident and peak resident memory, in bytes."""
+    record = (repo / ".git" / "cq" / "worker.pid").read_text()
+    pid = next(line.split("=")[1] for line in record.splitlines() if line.startswith("pid="))
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                  .splitlines() if ":" in line)
+    return (int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024)
+
+
+def searchable_after(repo: Path, marker: str, deadline: float) -> float:
+    """Seconds until the index has a definition named marker."""
+    db = sqlite3.connect(f"file:{repo / '.git' / 'cq' / 'index.db'}?mode=ro", uri=True)
+    start = time.perf_counter()
+    try:
+        while time.perf_counter() - start < deadline:
+            if db.execute("SELECT 1 FROM entries WHERE name = ? LIMIT 1", (marker,)).fetchone():
+                return time.perf_counter() - start
+            time.sleep(0.005)
+    finally:
+        db.close()
+    return float("inf")
+
+
+def commit_to_searchable(pyz: Path, repo: Path, commits: int, ctags: str | None) -> dict:
+    """Medians of one-file commits until searchable, and of a ctags rebuild after each."""
+    cq_times, ctags_times = [], []
+    for number in range(commits):
+        marker = f"fresh_function_{number}"
+        (repo / "hot.py").write_text(f"def {marker}():\n    pass\n")
+        git(repo, "add", "hot.py")
+        git(repo, "commit", "-q", "-m", marker)
+        cq_times.append(searchable_after(repo, marker, 60))
+        if ctags:
+            ctags_times.append(seconds([ctags, "-R", "-f", "/dev/null", "--exclude=.git",
+                                        "."], repo))
+        time.sleep(0.2)
+    return {"cq": statistics.median(cq_times),
+            "ctags": statistics.median(ctags_times) if ctags_times else None}
+
+
+def python_lib(tmp: Path) -> Path:
+    """This Python's Lib/ committed into a repository."""
+    repo = new_repo(tmp / "pylib")
+    shutil.copytree(sysconfig.get_paths()["stdlib"], repo, dirs_exist_ok=True, symlinks=True,
+                    ignore=shutil.ignore_patterns("site-packages", "__pycache__"))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "import")
+    return repo
+
+
+def measure_tree(pyz: Path, repo: Path, ctags: str | None, commits: int) -> dict:
+    """Initial index against ctags, commit -> searchable, sizes and memory of one tree."""
+    files = len(git(repo, "ls-files", "-z").split("\0")) - 1
+    ctags_runs = []
+    if ctags:
+        ctags_runs.append(seconds([ctags, "-R", "-f", "tags", "--exclude=.git", "."], repo))
+    start = time.perf_counter()
+    cq(pyz, repo, "init")
+    cq_seconds = time.perf_counter() - start
+    if ctags:
+        ctags_runs.append(seconds([ctags, "-R", "-f", "tags", "--exclude=.git", "."], repo))
+    peak = worker_memory(repo)[1]
+    result = {"files": files, "cq_index": cq_seconds,
+              "ctags_index": statistics.median(ctags_runs) if ctags_runs else None,
+              "source": source_bytes(repo), "index": index_bytes(repo),
+              "tags": (repo / "tags").stat().st_size if (repo / "tags").exists() else None,
+              "first_peak": peak}
+    (repo / "tags").unlink(missing_ok=True)
+    if commits:
+        result["commit"] = commit_to_searchable(pyz, repo, commits, ctags)
+    time.sleep(2)
+    result["idle"], result["peak"] = worker_memory(repo)
+    return result
+
+
+def measure_search(pyz: Path, repo: Path, runs: int) -> dict:
+    """Per query: cq, rg and git grep, interleaved, each a whole process."""
+    rg = shutil.which("rg")
+    timings: dict = {}
+    for name, words in QUERIES.items():
+        tools = {"cq": [sys.executable, "-I", "-S", str(pyz), "-C", str(repo), "search",
+                        "--", *words],
+                 "rg": [rg, "-i", "-l", "-e", "|".join(words), "."] if rg else None,
+                 "git grep": ["git", "grep", "-i", "-l", "-w",
+                              *(arg for w in words for arg in ("-e", w))]}
+        found: dict = {tool: [] for tool in tools}
+        for _ in range(runs):
+            for tool, argv in tools.items():
+                if argv:
+                    found[tool].append(seconds(argv, repo))
+        timings[name] = {tool: (statistics.median(v), p95(v)) if v else None
+                         for tool, v in found.items()}
+    return timings
+
+
+def table(sizes: list[int], trees: dict, lib: dict, search: dict, cores: int) -> str:
+    """The Markdown table of everything measured."""
+    def ratio(a, b):
+        return f"{a / b:.1f}x" if a and b else "n/a"
+
+    sizes_text = " / ".join(f"{s // 1000}k" if s >= 1000 else str(s) for s in sizes)
+    initial = " / ".join(f"{trees[s]['cq_index']:.1f} s" for s in sizes)
+    anchor = " / ".join("n/a" if trees[s]["ctags_index"] is None else
+                        f"{trees[s]['ctags_index']:.1f} s" for s in sizes)
+    ratios = " / ".join(ratio(trees[s]["cq_index"], trees[s]["ctags_index"]) for s in sizes)
+    rates = " / ".join(f"{trees[s]['files'] / trees[s]['cq_index']:.0f}" for s in sizes)
+    largest = trees[sizes[-1]]
+    rows = [
+        "| | cq | anchor | cq / anchor |", "|---|---|---|---|",
+        (f"| initial index, {sizes_text} generated files | {initial} ({rates} files/s) | "
+        f"`ctags -R` {anchor} | {ratios} |"),
+        (f"| initial index, Python {sys.version.split()[0]} `Lib/` ({lib['files']:,} files) | "
+        f"{lib['cq_index']:.1f} s | `ctags -R` "
+        f"{'n/a' if lib['ctags_index'] is None else format(lib['ctags_index'], '.1f') + ' s'} "
+        f"| {ratio(lib['cq_index'], lib['ctags_index'])} |")]
+    for name, tools in search.items():
+        cq_median, cq_p95 = tools["cq"]
+        rg = tools.get("rg")
+        grep = tools.get("git grep")
+        rows.append(f"| `cq search` whole process at {sizes[-1] // 1000}k, {name} "
+                    f"(median / p95) | {ms(cq_median)} / {ms(cq_p95)} | rg "
+                    f"{ms(rg[0]) if rg else 'not installed'}; git grep "
+                    f"{ms(grep[0]) if grep else 'n/a'} | "
+                    f"{ratio(cq_median, rg[0] if rg else None)} of rg |")
+    commit = " / ".join(ms(trees[s]["commit"]["cq"]) for s in sizes)
+    rebuild = " / ".join(ms(trees[s]["commit"]["ctags"]) for s in sizes)
+    rows += [
+        (f"| commit -> searchable, {sizes_text} (median) | {commit} | a `ctags -R` per commit "
+        f"{rebuild} | |"),
+        (f"| worker memory at {sizes[-1] // 1000}k | idle {largest['idle'] / 2**20:.0f} MB, "
+        f"peak {largest['peak'] / 2**20:.0f} MB | | |"),
+        (f"| index on disk at {sizes[-1] // 1000}k | {largest['index'] / 2**20:.0f} MB for "
+        f"{largest['source'] / 2**20:.0f} MB of source "
+        f"({largest['index'] / largest['source']:.1f}x) | tags file "
+        f"{'n/a' if largest['tags'] is None else format(largest['tags'] / 2**20, '.0f') + ' MB'}"
+        f" | |")]
+    header = (f"{time.strftime('%Y-%m-%d')}, {cores} cores, Python {sys.version.split()[0]}, "
+              f"medians of interleaved runs")
+    return header + "\n\n" + "\n".join(rows)
+
+
+def main() -> int:
+    """Build, measure every tree and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,50000")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--commits", type=int, default=9)
+    parser.add_argument("--pyz", type=Path)
+    args = parser.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    ctags = shutil.which("ctags")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        pyz = build(tmp_path, args.pyz)
+        trees = {}
+        for size in sizes:
+            repo = new_repo(tmp_path / f"tree{size}")
+            generate(repo, size)
+            trees[size] = measure_tree(pyz, repo, ctags, args.commits)
+            if size != sizes[-1]:
+                cq(pyz, repo, "worker", "stop", check=False)
+            print(f"measured {size} files", file=sys.stderr)
+        search = measure_search(pyz, tmp_path / f"tree{sizes[-1]}", args.runs)
+        cq(pyz, tmp_path / f"tree{sizes[-1]}", "worker", "stop", check=False)
+        lib_repo = python_lib(tmp_path)
+        lib = measure_tree(pyz, lib_repo, ctags, 0)
+        cq(pyz, lib_repo, "worker", "stop", check=False)
+    print(table(sizes, trees, lib, search, os.cpu_count() or 1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
