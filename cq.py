@@ -2729,11 +2729,6 @@ class _Transaction:
         self.db.execute("ROLLBACK" if kind else "COMMIT")
 
 
-def printable(text: str) -> str:
-    """Text safe to store as SQLite TEXT: undecodable file-name bytes become U+FFFD."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
 def squash(text: str) -> str:
     """An identifier reduced to lowercase letters and digits, so its spellings compare equal."""
     import re
