@@ -520,13 +520,21 @@ def commit_exists(common_dir: str, commit: str) -> bool:
 
 def tree_blobs(common_dir: str, commit: str) -> dict[str, tuple[str, str]]:
     """Every path in a commit's tree, mapped to (mode, object id)."""
-    out = run_git(["ls-tree", "-r", "-z", "--full-tree", commit], git_dir=common_dir).stdout
-    entries = {}
+    return {path: (mode, sha) for path, mode, sha, _ in tree_entries(common_dir, commit)}
+
+
+def tree_entries(common_dir: str, commit: str, sizes: bool = False) -> list[tuple]:
+    """(path, mode, object id, size) of every entry of a commit's tree; the size (None for
+    what is not a blob) only if asked, since git then reads every object's header."""
+    out = run_git(["ls-tree", "-r", "-z", "--full-tree", *(["-l"] if sizes else []), commit],
+                  git_dir=common_dir).stdout
+    entries = []
     for record in out.split(b"\0"):
         if record:
             meta, _, path = record.partition(b"\t")
-            mode, _, sha = meta.decode().split(" ")
-            entries[os.fsdecode(path)] = (mode, sha)
+            mode, kind, sha, *size = meta.decode().split()
+            entries.append((os.fsdecode(path), mode, sha,
+                            int(size[0]) if size and kind == "blob" else None))
     return entries
 
 
@@ -1843,10 +1851,10 @@ def call_documenter(repo: Repo, config: Config, documenter: ExternalDocumenter, 
         shutil.rmtree(room, ignore_errors=True)
     if code != 0:
         for stream in (out, err):  # a limit is the CLI's last word on one of them
-            limit = limit_in(stream[-4000:].decode(errors="replace"), time.time())
+            tail = stream[-4000:].decode(errors="replace")
+            limit = limit_in(tail, time.time())
             if limit is not None:
-                raise LimitReached(last_line(stream[-4000:].decode(errors="replace")),
-                                   limit or None)
+                raise LimitReached(last_line(tail), limit or None)
         detail = last_line(err[-4000:].decode(errors="replace"))
         raise DocumenterFailed(f"cq.documenter exited with status {code}"
                                + (f": {detail}" if detail else ""))
@@ -5094,7 +5102,7 @@ class McpServer:
                config.parse_budget)
         if self.watch.changed() or self.last_overlay is None or self.last_overlay[0] != key \
                 or self.last_overlay[1].failed:
-            self.last_overlay = (key, WorktreeOverlay(self.repo, self.config(), self.cwd))
+            self.last_overlay = (key, WorktreeOverlay(self.repo, config, self.cwd))
         return self.last_overlay[1]
 
     def config(self) -> Config:
@@ -5736,22 +5744,30 @@ def wait_for_index(repo: Repo, timeout: float | None = None) -> dict:
         total = counts["files"]
         done = total - counts["pending"]  # documented, failed, or skipped for a reason
         first_done = done if first_done is None else first_done
-        if tty:
-            rate = (done - first_done) / max(time.monotonic() - started, 1e-3)
-            bar = "#" * (30 * done // max(total, 1))
-            sys.stdout.write(f"\rindexing [{bar:<30}] {done}/{total} files, {rate:.0f} files/s ")
-            sys.stdout.flush()
+        rate = (done - first_done) / max(time.monotonic() - started, 1e-3)
+        draw_progress(tty, "indexing", done, total, f"{rate:.0f} files/s", complete)
         if complete:
-            if tty:
-                sys.stdout.write("\n")
             return counts
         if timeout is not None and time.monotonic() - started > timeout:
             raise CqError("the index did not catch up in time (see: cq worker status)")
-        state = probe_worker(repo)
-        if not state.alive:
-            raise CqError(f"the worker stopped while indexing ({state.detail}); "
-                          "see: cq worker logs")
+        require_worker(repo, "indexing")
         time.sleep(0.2)
+
+
+def draw_progress(tty: bool, label: str, done: int, total: int, rate: str, last: bool) -> None:
+    """One progress bar line on a terminal (ended after the last one), nothing elsewhere."""
+    if tty:
+        bar = "#" * (30 * done // max(total, 1))
+        sys.stdout.write(f"\r{label} [{bar:<30}] {done}/{total} files, {rate} " +
+                         ("\n" if last else ""))
+        sys.stdout.flush()
+
+
+def require_worker(repo: Repo, doing: str) -> None:
+    """Raise CqError if the worker, which a wait depends on, is no longer alive."""
+    state = probe_worker(repo)
+    if not state.alive:
+        raise CqError(f"the worker stopped while {doing} ({state.detail}); see: cq worker logs")
 
 
 def estimate_summaries(repo: Repo, config: Config) -> str:
@@ -5761,8 +5777,6 @@ def estimate_summaries(repo: Repo, config: Config) -> str:
     documenter = external_documenter(config) or ExternalDocumenter(
         Config({"cq.documenter": "claude", "cq.documenterModel": config.documenter_model}))
     head = head_commit(repo.git_dir)
-    listing = run_git(["ls-tree", "-r", "-l", "-z", head], git_dir=repo.git_dir).stdout \
-        if head else b""
     kinds: dict = {}
     try:
         with Index(repo, readonly=True) as index:
@@ -5774,13 +5788,9 @@ def estimate_summaries(repo: Repo, config: Config) -> str:
                 "FROM summaries WHERE documenter = ?", (documenter.key,)))
     except NotIndexed:
         pass
-    sizes: dict = {}
-    for item in listing.split(b"\0"):
-        meta, _, raw_path = item.partition(b"\t")
-        fields = meta.split()
-        if len(fields) == 4 and fields[1] == b"blob" and not skip_reason(
-                os.fsdecode(raw_path), fields[0].decode(), config):
-            sizes[fields[2].decode()] = int(fields[3])
+    sizes = {sha: size for path, mode, sha, size in (
+        tree_entries(repo.common_dir, head, sizes=True) if head else [])
+        if size is not None and not skip_reason(path, mode, config)}
     counts = {"send": 0, "done": 0, "failed": 0, "large": 0, "other": 0}
     sent = 0
     for blob, size in sizes.items():
@@ -5809,19 +5819,12 @@ def wait_for_summaries(repo: Repo) -> dict | None:
         if counts is None:
             return None
         total = counts["done"] + counts["pending"] + counts["failed"]
-        if tty:
-            bar = "#" * (30 * (total - counts["pending"]) // max(total, 1))
-            sys.stdout.write(f"\rsummaries [{bar:<30}] {total - counts['pending']}/{total} "
-                             f"files, {counts['calls_today']} calls today ")
-            sys.stdout.flush()
-        if counts["pending"] == 0 or counts["paused_until"]:
-            if tty:
-                sys.stdout.write("\n")
+        last = counts["pending"] == 0 or bool(counts["paused_until"])
+        draw_progress(tty, "summaries", total - counts["pending"], total,
+                      f"{counts['calls_today']} calls today", last)
+        if last:
             return counts
-        state = probe_worker(repo)
-        if not state.alive:
-            raise CqError(f"the worker stopped while summarising ({state.detail}); "
-                          "see: cq worker logs")
+        require_worker(repo, "summarising")
         time.sleep(0.2)
 
 
