@@ -581,16 +581,38 @@ class BlobReader:
     def __init__(self, common_dir: str):
         import subprocess
 
+        self.common_dir = common_dir
         self.proc = subprocess.Popen(["git", "--git-dir", common_dir, "cat-file", "--batch"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, env=scrubbed_env())
 
     def read(self, sha: str, limit: int) -> tuple[int, bytes | None]:
         """(size, content) of a blob; content is None when missing or larger than limit."""
-        self.proc.stdin.write(sha.encode() + b"\n")
+        return next(self.read_all([sha], limit))
+
+    def read_all(self, shas: list[str], limit: int):
+        """(size, content) of each blob in turn, as read: every request is sent at once, so
+        git works ahead instead of waiting for a round trip per blob.  Left unfinished, the
+        process is ended (its answers are out of step): `alive` then says False."""
+        self.proc.stdin.write(b"".join(sha.encode() + b"\n" for sha in shas))
         self.proc.stdin.flush()
+        answered = 0
+        try:
+            for _ in shas:
+                answer = self._answer(limit)
+                answered += 1
+                yield answer
+        finally:
+            if answered < len(shas):
+                self.proc.kill()  # it may be blocked writing answers nobody will read
+                self.close()
+
+    def _answer(self, limit: int) -> tuple[int, bytes | None]:
+        """The next answer of git cat-file."""
         header = self.proc.stdout.readline().split()
         if len(header) != 3:
+            if not header:
+                raise CqError("git cat-file ended early")
             return -1, None
         size = int(header[2])
         remaining, chunks = size + 1, []
@@ -603,10 +625,29 @@ class BlobReader:
                 chunks.append(chunk)
         return size, b"".join(chunks)[:-1] if size <= limit else None
 
+    def alive(self) -> bool:
+        """True while the git process can still answer."""
+        return self.proc.poll() is None and not self.proc.stdin.closed
+
     def close(self) -> None:
         """End the git process."""
-        self.proc.stdin.close()
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
         self.proc.wait()
+
+
+def thread_blob_reader(common_dir: str) -> BlobReader:
+    """This thread's long-lived BlobReader (a worker thread reads every batch through one
+    `git cat-file`), replaced when it has ended."""
+    import threading
+
+    thread = threading.current_thread()
+    reader = getattr(thread, "cq_blob_reader", None)
+    if reader is None or not reader.alive() or reader.common_dir != common_dir:
+        reader = thread.cq_blob_reader = BlobReader(common_dir)
+    return reader
 
 
 class LazyBlobReader:
@@ -943,7 +984,7 @@ class WorkerHandle:
 # or run.  Tasks are hints; the index decides what is missing, so a lost task loses nothing.
 # ---------------------------------------------------------------------------------------------
 
-DOCUMENT_BATCH = 32
+DOCUMENT_BATCH = 128
 _QUEUES: dict = {}
 
 
@@ -2419,40 +2460,79 @@ class Index:
         """True if this blob already has a record."""
         return self.db.execute("SELECT 1 FROM docs WHERE blob = ?", (blob,)).fetchone() is not None
 
-    def is_referenced(self, blob: str) -> bool:
-        """True if some worktree's HEAD still has this blob."""
-        return self.db.execute("SELECT 1 FROM files WHERE blob = ? LIMIT 1",
-                               (blob,)).fetchone() is not None
+    def to_document(self, blobs: list) -> list:
+        """The (blob, path) pairs still referenced by a worktree and not yet documented."""
+        shas = sorted({blob for blob, _ in blobs})
+        marks = ",".join("?" * len(shas))
+        done = {r[0] for r in self.db.execute(f"SELECT blob FROM docs WHERE blob IN ({marks})",
+                                              shas)}
+        referenced = {r[0] for r in self.db.execute(
+            f"SELECT DISTINCT blob FROM files WHERE blob IN ({marks})", shas)}
+        return [(blob, path) for blob, path in blobs if blob in referenced - done]
+
+    def crash_counts(self, blobs: list) -> dict:
+        """How often the worker has died while documenting each of these blobs, where it has."""
+        shas = [blob for blob, _ in blobs]
+        return dict(self.db.execute(
+            f"SELECT blob, crashes FROM attempts WHERE crashes > 0 AND blob IN "
+            f"({','.join('?' * len(shas))})", shas))
 
     def store(self, blob: str, status: str, size: int, doc: dict | None, path: str) -> None:
-        """Record a blob's documentation (or why it was skipped) and make it searchable; the
-        attempt at it ends in the same transaction (one commit a file)."""
-        doc = doc or {"language": "", "summary": "", "entries": [], "error": "", "words": ""}
+        """Record one blob's documentation (or why it was skipped); see store_all."""
+        self.store_all([(blob, status, size, doc, path)])
+
+    def store_all(self, records: list, failures: list = ()) -> None:
+        """Record each (blob, status, size, doc, path) and make it searchable, and each
+        (blob, path, error) that failed, in one transaction that also ends their attempts:
+        FTS5 writes a segment at every commit, so a batch costs one commit, not one a file."""
+        empty = {"language": "", "summary": "", "entries": [], "error": "", "words": ""}
+        blobs = [r[0] for r in records] + [f[0] for f in failures]
         with self.transaction():
-            self.db.execute("DELETE FROM attempts WHERE blob = ?", (blob,))
-            if self.is_documented(blob):
-                return  # another task documented it meanwhile
-            self.db.execute("DELETE FROM failures WHERE blob = ?", (blob,))
-            doc_id = self.db.execute(
-                "INSERT INTO docs (blob, status, language, summary, error, size, documented_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", (blob, status, doc["language"], doc["summary"],
-                                                 doc["error"], size, time.time())).lastrowid
-            if doc["summary"] or doc["words"]:
-                self.db.execute("INSERT INTO files_fts (rowid, words) VALUES (?, ?)",
-                                (doc_id, f"{doc['summary']}\n{doc['words']}"))
-            items = doc["entries"]
+            self.db.executemany("DELETE FROM attempts WHERE blob = ?", [(b,) for b in blobs])
+            self.db.executemany("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
+                                [(blob, os.fsencode(path), error[:2000], time.time())
+                                 for blob, path, error in failures])
+            done = {r[0] for r in self.db.execute(
+                f"SELECT blob FROM docs WHERE blob IN ({','.join('?' * len(records))})",
+                [r[0] for r in records])}  # documented by another task meanwhile
+            fresh = [r for r in records if r[0] not in done]
+            self.db.executemany("DELETE FROM failures WHERE blob = ?", [(r[0],) for r in fresh])
+            files, entries = [], []
+            for blob, status, size, record, _ in fresh:
+                doc = record or empty
+                doc_id = self.db.execute(
+                    "INSERT INTO docs (blob, status, language, summary, error, size, "
+                    "documented_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (blob, status, doc["language"], doc["summary"], doc["error"], size,
+                     time.time())).lastrowid
+                if doc["summary"] or doc["words"]:
+                    files.append((doc_id, f"{doc['summary']}\n{doc['words']}"))
+                entries += [(blob, e) for e in doc["entries"]]
+            self.db.executemany("INSERT INTO files_fts (rowid, words) VALUES (?, ?)", files)
             first = self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM entries").fetchone()[0]
-            ids = range(first, first + len(items))
+            ids = range(first, first + len(entries))
             self.db.executemany(
                 "INSERT INTO entries (id, blob, kind, name, container, line, signature, doc, "
                 "squashed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(i, blob, e["kind"], e["name"], e["container"], e["line"], e["signature"],
-                  e["doc"], squash(e["name"])) for i, e in zip(ids, items)])
+                  e["doc"], squash(e["name"])) for i, (blob, e) in zip(ids, entries)])
             self.db.executemany(
                 "INSERT INTO entries_fts (rowid, name, words, container, body) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [(i, e["name"], name_words(e["name"]), " ".join(split_identifier(e["container"])),
-                  f"{e['signature']}\n{e['doc']}") for i, e in zip(ids, items)])
+                  f"{e['signature']}\n{e['doc']}") for i, (_, e) in zip(ids, entries)])
+
+    def begin_attempts(self, blobs: list) -> None:
+        """Note durably, in one commit, that documenting these (blob, path) pairs starts."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO attempts VALUES (?, ?, COALESCE((SELECT crashes FROM "
+                "attempts WHERE blob = ?), 0), ?)",
+                [(blob, os.fsencode(path), blob, time.time()) for blob, path in blobs])
+
+    def end_attempts(self, blobs: list) -> None:
+        """Documenting these (blob, path) pairs ended, not by a crash."""
+        self.db.executemany("DELETE FROM attempts WHERE blob = ?", [(b,) for b, _ in blobs])
 
     def begin_attempt(self, blob: str, path: str) -> int:
         """Note durably that documenting blob starts, so that a crash in it is remembered;
@@ -2465,10 +2545,6 @@ class Index:
                             (blob, os.fsencode(path), crashes, time.time()))
         return crashes
 
-    def end_attempt(self, blob: str) -> None:
-        """Documenting blob ended, well or with an error (not a crash)."""
-        self.db.execute("DELETE FROM attempts WHERE blob = ?", (blob,))
-
     def close_attempts(self, crashed: bool) -> int:
         """Close the attempts left open: at a worker's start they were cut short by its
         predecessor's death (crashed); at a clean stop, by the stop.  Returns their number."""
@@ -2476,11 +2552,6 @@ class Index:
             return self.db.execute(
                 "UPDATE attempts SET crashes = crashes + ?, started_at = NULL "
                 "WHERE started_at IS NOT NULL", (int(crashed),)).rowcount
-
-    def record_failure(self, blob: str, path: str, error: str) -> None:
-        """Remember a blob that could not be documented, with the reason."""
-        self.db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
-                        (blob, os.fsencode(path), error[:2000], time.time()))
 
     def failures(self) -> list[tuple[str, str, str, float]]:
         """Blobs whose documenting failed."""
@@ -3476,68 +3547,97 @@ def search_worktree(index: Index, repo: Repo, text: str, overlay: WorktreeOverla
 
 
 def document_blobs(repo: Repo, blobs: list, huey) -> None:
-    """Document each (blob, path) that is still referenced and not yet documented."""
+    """Document each (blob, path) that is still referenced and not yet documented: as one
+    batch, except blobs in flight when the worker died, which go one at a time, so that a
+    file that kills the worker is told apart from its batch and skipped after CRASH_LIMIT."""
     config = task_config(repo, huey)
-    reader = LazyBlobReader(repo.common_dir)
+    reader = thread_blob_reader(repo.common_dir)
     with Index(repo) as index:
-        try:
-            for blob, path in blobs:
-                if Shutdown.requested:
-                    return  # what is left is found missing by the next reconciliation
-                if index.is_documented(blob) or not index.is_referenced(blob):
-                    continue
-                if not document_blob(repo, config, index, reader, blob, path):
-                    return
-                WorkerActivity.progress()
-        finally:
-            reader.close()
+        todo = index.to_document(blobs)
+        crashes = index.crash_counts(todo)
+        fresh = [(blob, path) for blob, path in todo if blob not in crashes]
+        if fresh and not document_batch(config, index, reader, fresh):
+            return
+        for blob, path in todo:
+            if blob in crashes and not document_blob(config, index, reader, blob, path):
+                return
+    if todo and config.documenter:
+        SummaryWork.wake()  # only then: a wake costs the documenting threads the GIL
 
 
-def document_blob(repo: Repo, config: Config, index: Index, reader: LazyBlobReader, blob: str,
+def document_batch(config: Config, index: Index, reader: BlobReader, blobs: list) -> bool:
+    """Document blobs with one commit to note the attempts and one to store the records;
+    False if the worker is stopping (what is left is found missing later)."""
+    index.begin_attempts(blobs)
+    records, failures = [], []
+    contents = reader.read_all([blob for blob, _ in blobs], config.max_file_size)
+    try:
+        for (blob, path), (size, data) in zip(blobs, contents):
+            if Shutdown.requested:
+                break
+            try:
+                records.append(built_in_record(config, blob, path, size, data))
+            except Exception as exc:  # noqa: BLE001 - logged; one bad file must not stop the batch
+                log(f"failed to document {path} ({blob[:12]}): {exc}", error=True)
+                failures.append((blob, path, f"{type(exc).__name__}: {exc}"))
+            WorkerActivity.progress()
+        index.store_all(records, failures)
+    except BaseException:
+        index.end_attempts(blobs)  # ended by an error, not a crash
+        raise
+    finally:
+        contents.close()
+    if len(records) + len(failures) < len(blobs):
+        index.end_attempts(blobs)
+        return False
+    return True
+
+
+def document_blob(config: Config, index: Index, reader: BlobReader, blob: str,
                   path: str) -> bool:
     """Document one blob and store the result, or the failure; False if the worker is
-    stopping under it.  A blob that was being documented when the worker died more than
-    CRASH_LIMIT times gets a minimal record instead, so no file can keep killing the worker."""
+    stopping.  A blob that was being documented when the worker died more than CRASH_LIMIT
+    times gets a minimal record instead, so no file can keep killing the worker."""
     import sqlite3
 
+    if Shutdown.requested:
+        return False
     try:
         size, data = reader.read(blob, config.max_file_size)
-        if size < 0:
-            raise CqError(f"blob {blob} is missing from the object database")
-        if data is None:
-            index.store(blob, "too large", size, None, path)
-        elif looks_binary(data):
-            index.store(blob, "binary", size, None, path)
-        elif index.begin_attempt(blob, path) > CRASH_LIMIT:
+        if size >= 0 and data is not None and not looks_binary(data) and \
+                index.begin_attempt(blob, path) > CRASH_LIMIT:
             log(f"{path} ({blob[:12]}) was being documented when the worker died "
                 f"{CRASH_LIMIT + 1} times; it keeps its names only", error=True)
             index.store(blob, CRASHED, size, minimal_record(path, data, CRASHED), path)
         else:
             try:
-                document_with(repo, config, index, blob, path, data, size)
+                index.store(*built_in_record(config, blob, path, size, data))
             except BaseException:
-                index.end_attempt(blob)  # ended, not by a crash (store ends it otherwise)
+                index.end_attempts([(blob, path)])  # ended, not by a crash
                 raise
-    except WorkerStopping:
-        return False
     except sqlite3.OperationalError:
         raise  # the index is busy or broken, not this file: the task fails
     except Exception as exc:  # one bad file must not stop the batch
         if is_damage(exc):
             raise
         log(f"failed to document {path} ({blob[:12]}): {exc}", error=True)
-        index.record_failure(blob, path, f"{type(exc).__name__}: {exc}")
+        index.store_all([], [(blob, path, f"{type(exc).__name__}: {exc}")])
+    WorkerActivity.progress()
     return True
 
 
-def document_with(repo: Repo, config: Config, index: Index, blob: str, path: str, data: bytes,
-                  size: int) -> None:
-    """Run the built-in documenter and store its record (an external documenter's summary
-    follows later, from the summarizer threads)."""
+def built_in_record(config: Config, blob: str, path: str, size: int,
+                    data: bytes | None) -> tuple:
+    """The record (blob, status, size, doc, path) the built-in documenter makes of a blob;
+    an external documenter's summary follows later, from the summarizer threads."""
+    if size < 0:
+        raise CqError(f"blob {blob} is missing from the object database")
+    if data is None:
+        return blob, "too large", size, None, path
+    if looks_binary(data):
+        return blob, "binary", size, None, path
     doc = document_text(path, data, config.parse_budget)
-    index.store(blob, "error" if doc["error"] else "ok", size, doc, path)
-    if config.documenter:
-        SummaryWork.wake()  # only then: a wake costs the documenting threads the GIL
+    return blob, "error" if doc["error"] else "ok", size, doc, path
 
 
 def minimal_record(path: str, data: bytes, reason: str) -> dict:

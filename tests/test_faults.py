@@ -143,6 +143,26 @@ def test_a_file_in_flight_at_three_deaths_of_the_worker_is_skipped_with_the_reas
     assert repo.search("victim_function")  # its names stay searchable
 
 
+def test_a_file_that_kills_the_worker_spares_the_rest_of_its_batch(repo):
+    repo.git("config", "cq.maxFileSize", "4m")
+    assert repo.cq("init").returncode == 0
+    mates = {f"mate{n:02}.py": f"def mate_function_{n}():\n    pass\n" for n in range(20)}
+    repo.commit({**mates, "victim.py": "@a\n" * 400_000 + "def victim_function():\n    pass\n"})
+    for _ in range(3):
+        wait_until(lambda: being_documented(repo, "victim.py"), interval=0.01,
+                   what="victim.py to be in flight")
+        os.kill(repo.worker_pid(), signal.SIGKILL)
+        wait_until(lambda: repo.status()["state"] == "dead", what="the worker to be dead")
+        assert repo.cq("worker", "cleanup").returncode == 0
+        assert repo.cq("worker", "start").returncode == 0
+    status = repo.wait_indexed()
+    assert status["skipped"] == {"crashed the documenter": 1}
+    assert status["skipped_files"] == [{"path": "victim.py", "reason": "crashed the documenter"}]
+    for n in (0, 7, 19):
+        assert repo.search(f"mate_function_{n}")[0]["path"] == f"mate{n:02}.py"
+        assert json.loads(repo.cq("show", "--json", f"mate{n:02}.py").stdout)["status"] == "ok"
+
+
 def test_status_never_calls_a_worker_busy_documenting_hung(repo):
     repo.git("config", "cq.workers", "4")
     repo.git("config", "cq.heartbeatInterval", "1")
