@@ -984,7 +984,9 @@ class WorkerHandle:
 # or run.  Tasks are hints; the index decides what is missing, so a lost task loses nothing.
 # ---------------------------------------------------------------------------------------------
 
-DOCUMENT_BATCH = 128
+DOCUMENT_BATCH = 128  # files a task documents with one commit
+LEXICAL_BATCH = 512  # files a task of the lexical pass indexes with one commit
+LEXICAL_FIRST = 200  # more files missing than this get the lexical pass before the full one
 _QUEUES: dict = {}
 
 
@@ -1015,11 +1017,16 @@ def task_queue(repo: Repo):
     def document(blobs: list) -> None:
         repair_if_damaged(repo, document_blobs, Repo(common, common), blobs, huey)
 
+    @huey.task(name="lexical")
+    def lexical(blobs: list) -> None:
+        repair_if_damaged(repo, index_words, Repo(common, common), blobs, huey)
+
     @huey.task(name="reconcile")
     def reconcile() -> None:
         repair_if_damaged(repo, reconcile_index, Repo(common, common), huey)
 
-    huey.cq_tasks = {"sync": sync, "document": document, "reconcile": reconcile}
+    huey.cq_tasks = {"sync": sync, "document": document, "lexical": lexical,
+                     "reconcile": reconcile}
     huey.cq_config = Config()  # the worker sets the settings it started with
     _QUEUES[repo.common_dir] = huey
     return huey
@@ -1075,19 +1082,53 @@ def start_repair(repo: Repo) -> None:
     spawn_detached([*self_command(), "-C", repo.common_dir, "index", "--repair"], repo)
 
 
+CONFIG_RECHECK = 10.0  # seconds a task trusts unchanged config files (includes are not seen)
+
+
 def task_config(repo: Repo, huey) -> Config:
     """The settings as they are now; while they are invalid, the last valid ones, with the
-    problem shown by `cq worker status` (a typo in git config must not stall the index)."""
+    problem shown by `cq worker status` (a typo in git config must not stall the index).
+    They are read again (a git process) only when a config file changed, or after
+    CONFIG_RECHECK seconds: a task of the initial index would otherwise spend more time
+    reading them than documenting."""
+    files, now = config_files_state(repo), time.monotonic()
+    if getattr(huey, "cq_config_read", None) == files and \
+            now - getattr(huey, "cq_config_at", 0.0) < CONFIG_RECHECK:
+        return huey.cq_config
     try:
         huey.cq_config = load_config(repo)
+        huey.cq_config_read, huey.cq_config_at = files, now
         Problems.clear("config")
     except CqError as exc:
         Problems.report("config", f"{exc}; using the last valid settings")
     return huey.cq_config
 
 
+def config_files_state(repo: Repo) -> tuple:
+    """The size and modification time of every file git reads settings from by default."""
+    home = os.environ.get("HOME", "")
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    state = []
+    for path in (os.path.join(repo.common_dir, "config"),
+                 os.path.join(repo.git_dir, "config.worktree"),
+                 os.environ.get("GIT_CONFIG_GLOBAL") or os.path.join(home, ".gitconfig"),
+                 os.path.join(xdg, "git", "config"),
+                 os.environ.get("GIT_CONFIG_SYSTEM") or "/etc/gitconfig"):
+        try:
+            info = os.stat(path)
+            state.append((info.st_mtime_ns, info.st_size, info.st_ino))
+        except OSError:
+            state.append(None)
+    return tuple(state)
+
+
 def queue_documents(huey, blobs: list[tuple[str, str]]) -> None:
-    """Queue (blob, path) pairs for documenting, in batches."""
+    """Queue (blob, path) pairs for documenting, in batches; where there are many, the
+    lexical pass over all of them goes first, so the whole tree is soon searchable by its
+    words (tasks run in the order queued)."""
+    if len(blobs) > LEXICAL_FIRST:
+        for i in range(0, len(blobs), LEXICAL_BATCH):
+            huey.cq_tasks["lexical"](blobs[i:i + LEXICAL_BATCH])
     for i in range(0, len(blobs), DOCUMENT_BATCH):
         huey.cq_tasks["document"](blobs[i:i + DOCUMENT_BATCH])
 
@@ -1185,18 +1226,37 @@ def detect_language(path: str, text: str) -> str:
     return "text"
 
 
+IDENTIFIER_WORDS: dict = {}  # identifier -> its words, for the life of a process (they repeat)
+IDENTIFIER_WORDS_MAX = 50_000  # about 6 MB: the worker's memory is bounded
+IDENTIFIER_PATTERNS: list = []  # the separators, and the words of an ASCII part, compiled once
+
+
 def split_identifier(name: str) -> list[str]:
     """The lowercase words of an identifier: parse_config, ParseConfig, HTTPServer2 -> words;
     in any script (größeBerechnen -> größe, berechnen; 関数 -> 関数)."""
+    words = IDENTIFIER_WORDS.get(name)
+    if words is None:
+        if len(IDENTIFIER_WORDS) >= IDENTIFIER_WORDS_MAX:
+            IDENTIFIER_WORDS.clear()
+        words = IDENTIFIER_WORDS[name] = identifier_parts(name)
+    return list(words)
+
+
+def identifier_parts(name: str) -> tuple:
+    """split_identifier, computed."""
     import re
 
+    if not IDENTIFIER_PATTERNS:
+        IDENTIFIER_PATTERNS[:] = [re.compile(r"[\W_]+"), re.compile(
+            r"[A-Z]+(?=[A-Z][a-z]|\d|\b)|[A-Z]?[a-z]+|[A-Z]+|\d+")]
+    separators, ascii_words = IDENTIFIER_PATTERNS
     words = []
-    for part in re.split(r"[\W_]+", name):
+    for part in separators.split(name):
         if part.isascii():
-            words += re.findall(r"[A-Z]+(?=[A-Z][a-z]|\d|\b)|[A-Z]?[a-z]+|[A-Z]+|\d+", part)
+            words += ascii_words.findall(part)
         else:
             words += case_runs(part)
-    return [w.lower() for w in words if w]
+    return tuple(w.lower() for w in words if w)
 
 
 def case_runs(part: str) -> list[str]:
@@ -1705,10 +1765,12 @@ def document_markdown(lines: list[str], deadline: Deadline) -> tuple[str, list[d
     return summary, entries
 
 
-def document_text(path: str, data: bytes, budget: float = PARSE_BUDGET) -> dict:
+def document_text(path: str, data: bytes, budget: float = PARSE_BUDGET,
+                  words: bool = True) -> dict:
     """The built-in documenter: a summary and entries for one file; never raises.  Past its
     time budget, or where the parser would crash, a file keeps a minimal record: its
-    language, leading comment and identifiers, with the reason."""
+    language, leading comment and identifiers, with the reason.  Without `words` its
+    identifiers are left out (None): the lexical pass has them already."""
     text = data.decode("utf-8", errors="replace")
     lines = text.split("\n")  # as git counts lines (str.splitlines also breaks at \f, \x1c...)
     language = detect_language(path, text)
@@ -1729,7 +1791,7 @@ def document_text(path: str, data: bytes, budget: float = PARSE_BUDGET) -> dict:
         summary, entries, error = "", [], str(exc)
     summary = summary or leading_comment(lines, COMMENT_PREFIXES.get(language, ("#",)))
     return {"language": language, "summary": summary[:2000], "entries": entries,
-            "error": error, "words": file_words(text)}
+            "error": error, "words": file_words(text) if words else None}
 
 
 def fallback_definitions(lines: list[str], deadline: Deadline) -> list[dict]:
@@ -1741,6 +1803,7 @@ def fallback_definitions(lines: list[str], deadline: Deadline) -> list[dict]:
 
 
 FILE_WORDS_MAX = 20_000
+WORD_PATTERNS: list = []  # the words of an ASCII text, and of any text, compiled once
 
 
 def file_words(text: str) -> str:
@@ -1749,7 +1812,9 @@ def file_words(text: str) -> str:
     the file-level record, so that any word `git grep -w` finds in a file finds the file."""
     import re
 
-    tokens = dict.fromkeys(re.findall(r"\w+", text))
+    if not WORD_PATTERNS:  # an ASCII text (most code) is split by the faster ASCII pattern
+        WORD_PATTERNS[:] = [re.compile(r"[A-Za-z0-9_]+"), re.compile(r"\w+")]
+    tokens = dict.fromkeys(WORD_PATTERNS[0 if text.isascii() else 1].findall(text))
     words = dict.fromkeys(token.lower() for token in tokens)
     for token in tokens:
         if not token.islower() and not token.isdigit():
@@ -2215,6 +2280,7 @@ def skip_reason(path: str, mode: str, config: Config) -> str:
 DAMAGED_SUFFIX = ".damaged"
 CRASH_LIMIT = 2  # a file in flight at more unexpected deaths of the worker than this is skipped
 CRASHED = "crashed the documenter"
+LEXICAL = "lexical"  # the status of a record of the lexical pass only: its words, not its entries
 URI_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-_.~")
 
 
@@ -2440,8 +2506,9 @@ class Index:
             self.db.execute("DELETE FROM worktrees WHERE git_dir = ?", (key,))
 
     def missing_blobs(self, git_dir: str | None, among: list | None = None) -> list[tuple]:
-        """(blob, path) pairs referenced (in one worktree, or any) but neither documented nor
-        failed; only of the blobs `among`, if given (a commit's: no scan of the whole map)."""
+        """(blob, path) pairs referenced (in one worktree, or any) but neither documented
+        (beyond the lexical pass) nor failed; only of the blobs `among`, if given (a commit's:
+        no scan of the whole map)."""
         where = "AND f.git_dir = ?" if git_dir else ""
         params: tuple = (os.fsencode(git_dir),) if git_dir else ()
         if among is not None:
@@ -2451,7 +2518,8 @@ class Index:
             params += tuple(among)
         files = "files f INDEXED BY files_blob" if among else "files f"  # not the whole map
         sql = (f"SELECT f.blob, MIN(f.path) FROM {files} "
-               "LEFT JOIN docs d ON d.blob = f.blob LEFT JOIN failures x ON x.blob = f.blob "
+               f"LEFT JOIN docs d ON d.blob = f.blob AND d.status != '{LEXICAL}' "
+               "LEFT JOIN failures x ON x.blob = f.blob "
                f"WHERE f.excluded = '' AND d.blob IS NULL AND x.blob IS NULL {where} "
                "GROUP BY f.blob ORDER BY MIN(f.path)")
         return [(blob, os.fsdecode(path)) for blob, path in self.db.execute(sql, params)]
@@ -2460,15 +2528,25 @@ class Index:
         """True if this blob already has a record."""
         return self.db.execute("SELECT 1 FROM docs WHERE blob = ?", (blob,)).fetchone() is not None
 
-    def to_document(self, blobs: list) -> list:
-        """The (blob, path) pairs still referenced by a worktree and not yet documented."""
+    def to_document(self, blobs: list, lexical: bool = False) -> list:
+        """The (blob, path) pairs still referenced by a worktree and not yet documented (by
+        either pass, for the lexical pass)."""
         shas = sorted({blob for blob, _ in blobs})
         marks = ",".join("?" * len(shas))
-        done = {r[0] for r in self.db.execute(f"SELECT blob FROM docs WHERE blob IN ({marks})",
-                                              shas)}
+        done = {r[0] for r in self.db.execute(
+            f"SELECT blob FROM docs WHERE blob IN ({marks}) AND (? OR status != ?)",
+            [*shas, lexical, LEXICAL])}
         referenced = {r[0] for r in self.db.execute(
             f"SELECT DISTINCT blob FROM files WHERE blob IN ({marks})", shas)}
-        return [(blob, path) for blob, path in blobs if blob in referenced - done]
+        wanted = referenced - done
+        return [(blob, path) for blob, path in blobs if blob in wanted]
+
+    def lexical_only(self, blobs: list) -> set:
+        """The blobs among (blob, path) pairs whose record is of the lexical pass only."""
+        shas = [blob for blob, _ in blobs]
+        return {r[0] for r in self.db.execute(
+            f"SELECT blob FROM docs WHERE status = ? AND blob IN ({','.join('?' * len(shas))})",
+            [LEXICAL, *shas])}
 
     def crash_counts(self, blobs: list) -> dict:
         """How often the worker has died while documenting each of these blobs, where it has."""
@@ -2484,29 +2562,36 @@ class Index:
     def store_all(self, records: list, failures: list = ()) -> None:
         """Record each (blob, status, size, doc, path) and make it searchable, and each
         (blob, path, error) that failed, in one transaction that also ends their attempts:
-        FTS5 writes a segment at every commit, so a batch costs one commit, not one a file."""
-        empty = {"language": "", "summary": "", "entries": [], "error": "", "words": ""}
+        FTS5 writes a segment at every commit, so a batch costs one commit, not one a file.
+        A full record replaces one of the lexical pass, and takes its words where the doc
+        has none (they were not computed twice)."""
         blobs = [r[0] for r in records] + [f[0] for f in failures]
         with self.transaction():
             self.db.executemany("DELETE FROM attempts WHERE blob = ?", [(b,) for b in blobs])
             self.db.executemany("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
                                 [(blob, os.fsencode(path), error[:2000], time.time())
                                  for blob, path, error in failures])
-            done = {r[0] for r in self.db.execute(
-                f"SELECT blob FROM docs WHERE blob IN ({','.join('?' * len(records))})",
-                [r[0] for r in records])}  # documented by another task meanwhile
-            fresh = [r for r in records if r[0] not in done]
+            marks = ",".join("?" * len(records))
+            earlier = dict(self.db.execute(  # stored by another task meanwhile, or lexical
+                f"SELECT blob, status = '{LEXICAL}' FROM docs WHERE blob IN ({marks})",
+                [r[0] for r in records]))
+            fresh = [r for r in records if earlier.get(r[0]) is None or
+                     (earlier[r[0]] and r[1] != LEXICAL)]
             self.db.executemany("DELETE FROM failures WHERE blob = ?", [(r[0],) for r in fresh])
             files, entries = [], []
             for blob, status, size, record, _ in fresh:
-                doc = record or empty
+                doc = record or {"language": "", "summary": "", "entries": [], "error": "",
+                                 "words": ""}
+                words = doc["words"] if not earlier.get(blob) else self._drop_lexical(blob)
+                if words is None:
+                    continue  # its lexical record went meanwhile (--rebuild): found missing
                 doc_id = self.db.execute(
                     "INSERT INTO docs (blob, status, language, summary, error, size, "
                     "documented_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (blob, status, doc["language"], doc["summary"], doc["error"], size,
                      time.time())).lastrowid
-                if doc["summary"] or doc["words"]:
-                    files.append((doc_id, f"{doc['summary']}\n{doc['words']}"))
+                if doc["summary"] or words:
+                    files.append((doc_id, f"{doc['summary']}\n{doc['words'] or words}"))
                 entries += [(blob, e) for e in doc["entries"]]
             self.db.executemany("INSERT INTO files_fts (rowid, words) VALUES (?, ?)", files)
             first = self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM entries").fetchone()[0]
@@ -2521,6 +2606,14 @@ class Index:
                 "VALUES (?, ?, ?, ?, ?)",
                 [(i, e["name"], name_words(e["name"]), " ".join(split_identifier(e["container"])),
                   f"{e['signature']}\n{e['doc']}") for i, (_, e) in zip(ids, entries)])
+
+    def _drop_lexical(self, blob: str) -> str:
+        """Delete a blob's record of the lexical pass (inside a transaction); its words."""
+        doc_id = self.db.execute("SELECT id FROM docs WHERE blob = ?", (blob,)).fetchone()[0]
+        row = self.db.execute("SELECT words FROM files_fts WHERE rowid = ?", (doc_id,)).fetchone()
+        self.db.execute("DELETE FROM files_fts WHERE rowid = ?", (doc_id,))
+        self.db.execute("DELETE FROM docs WHERE id = ?", (doc_id,))
+        return row[0].partition("\n")[2] if row else ""
 
     def begin_attempts(self, blobs: list) -> None:
         """Note durably, in one commit, that documenting these (blob, path) pairs starts."""
@@ -2604,24 +2697,28 @@ class Index:
                 self.db.execute(f"DELETE FROM {table}")
 
     def status(self, git_dir: str) -> dict:
-        """Counts for one worktree: files, documented, pending, skipped by reason, failed."""
+        """Counts for one worktree: files, documented, pending (with those of the lexical
+        pass only, already searchable by their words), skipped by reason, failed."""
         rows = self.db.execute(
             "SELECT f.excluded, d.status, x.blob IS NOT NULL, COUNT(*) FROM files f "
             "LEFT JOIN docs d ON d.blob = f.blob LEFT JOIN failures x ON x.blob = f.blob "
             "WHERE f.git_dir = ? GROUP BY 1, 2, 3", (os.fsencode(git_dir),)).fetchall()
-        counts = {"files": 0, "documented": 0, "pending": 0, "failed": 0, "skipped": {}}
+        counts = {"files": 0, "documented": 0, "pending": 0, "lexical": 0, "failed": 0,
+                  "skipped": {}}
         for excluded, status, failed, n in rows:
             counts["files"] += n
-            reason = excluded or (status if status not in (None, "ok", "error") else "")
+            reason = excluded or (status if status not in (None, "ok", "error", LEXICAL)
+                                  else "")
             if reason:
                 key = "excluded" if reason.startswith("excluded") else reason
                 counts["skipped"][key] = counts["skipped"].get(key, 0) + n
             elif failed:
                 counts["failed"] += n
-            elif status:
+            elif status and status != LEXICAL:
                 counts["documented"] += n
             else:
                 counts["pending"] += n
+                counts["lexical"] += n if status else 0
         return counts
 
     def problem_files(self, git_dir: str) -> dict:
@@ -2630,8 +2727,8 @@ class Index:
         skipped = self.db.execute(
             "SELECT f.path, CASE WHEN f.excluded != '' THEN f.excluded ELSE d.status END "
             "FROM files f LEFT JOIN docs d ON d.blob = f.blob WHERE f.git_dir = ? AND "
-            "(f.excluded != '' OR d.status NOT IN ('ok', 'error')) ORDER BY f.path",
-            (os.fsencode(git_dir),)).fetchall()
+            "(f.excluded != '' OR d.status NOT IN ('ok', 'error', ?)) ORDER BY f.path",
+            (os.fsencode(git_dir), LEXICAL)).fetchall()
         failed = self.db.execute(
             "SELECT f.path, x.error FROM files f JOIN failures x ON x.blob = f.blob "
             "WHERE f.git_dir = ? AND f.excluded = '' ORDER BY f.path",
@@ -3569,6 +3666,7 @@ def document_batch(config: Config, index: Index, reader: BlobReader, blobs: list
     """Document blobs with one commit to note the attempts and one to store the records;
     False if the worker is stopping (what is left is found missing later)."""
     index.begin_attempts(blobs)
+    lexical = index.lexical_only(blobs)  # their words are in the index already
     records, failures = [], []
     contents = reader.read_all([blob for blob, _ in blobs], config.max_file_size)
     try:
@@ -3576,7 +3674,8 @@ def document_batch(config: Config, index: Index, reader: BlobReader, blobs: list
             if Shutdown.requested:
                 break
             try:
-                records.append(built_in_record(config, blob, path, size, data))
+                records.append(built_in_record(config, blob, path, size, data,
+                                               words=blob not in lexical))
             except Exception as exc:  # noqa: BLE001 - logged; one bad file must not stop the batch
                 log(f"failed to document {path} ({blob[:12]}): {exc}", error=True)
                 failures.append((blob, path, f"{type(exc).__name__}: {exc}"))
@@ -3626,22 +3725,61 @@ def document_blob(config: Config, index: Index, reader: BlobReader, blob: str,
     return True
 
 
-def built_in_record(config: Config, blob: str, path: str, size: int,
-                    data: bytes | None) -> tuple:
-    """The record (blob, status, size, doc, path) the built-in documenter makes of a blob;
-    an external documenter's summary follows later, from the summarizer threads."""
+def built_in_record(config: Config, blob: str, path: str, size: int, data: bytes | None,
+                    words: bool = True) -> tuple:
+    """The record (blob, status, size, doc, path) the built-in documenter makes of a blob
+    (without its words, which the lexical pass stored, unless `words`); an external
+    documenter's summary follows later, from the summarizer threads."""
     if size < 0:
         raise CqError(f"blob {blob} is missing from the object database")
+    skipped = skipped_record(blob, path, size, data)
+    if skipped:
+        return skipped
+    doc = document_text(path, data, config.parse_budget, words)
+    return blob, "error" if doc["error"] else "ok", size, doc, path
+
+
+def skipped_record(blob: str, path: str, size: int, data: bytes | None) -> tuple | None:
+    """The record of a blob too large or binary to document (by either pass), else None."""
     if data is None:
         return blob, "too large", size, None, path
     if looks_binary(data):
         return blob, "binary", size, None, path
-    doc = document_text(path, data, config.parse_budget)
-    return blob, "error" if doc["error"] else "ok", size, doc, path
+    return None
+
+
+def index_words(repo: Repo, blobs: list, huey) -> None:
+    """The lexical pass: a record of each blob's language and words, with one commit for
+    the batch, so that a large tree is searchable by its words long before every file is
+    documented.  No parser runs, so no attempt is noted: nothing here can crash the worker."""
+    config = task_config(repo, huey)
+    reader = thread_blob_reader(repo.common_dir)
+    with Index(repo) as index:
+        todo = index.to_document(blobs, lexical=True)
+        records = []
+        contents = reader.read_all([blob for blob, _ in todo], config.max_file_size)
+        try:
+            for (blob, path), (size, data) in zip(todo, contents):
+                if Shutdown.requested:
+                    break
+                if size >= 0:  # a missing blob fails in the full pass, with the reason
+                    records.append(lexical_record(blob, path, size, data))
+                WorkerActivity.progress()
+        finally:
+            contents.close()
+        index.store_all(records)
+
+
+def lexical_record(blob: str, path: str, size: int, data: bytes | None) -> tuple:
+    """The record of the lexical pass: the file's language and words (or, for a file too
+    large or binary, the final record: there is nothing more to do)."""
+    return skipped_record(blob, path, size, data) or \
+        (blob, LEXICAL, size, minimal_record(path, data, ""), path)
 
 
 def minimal_record(path: str, data: bytes, reason: str) -> dict:
-    """A file's language and words, for a file the full documenter cannot take."""
+    """A file's language and words: all the lexical pass records, and all a file the full
+    documenter cannot take keeps."""
     text = data.decode("utf-8", errors="replace")
     return {"language": detect_language(path, text), "summary": "", "error": reason,
             "entries": [], "words": file_words(text)}
@@ -5796,7 +5934,9 @@ def index_progress(repo: Repo, problems: bool = False) -> tuple[dict, bool]:
             counts.update(index.problem_files(repo.git_dir))
     counts["head"] = head_commit(repo.git_dir)
     counts["indexed_commit"] = indexed
-    return counts, known and indexed == counts["head"] and counts["pending"] == 0
+    current = known and indexed == counts["head"]
+    counts["searchable"] = current and counts["pending"] == counts["lexical"]
+    return counts, current and counts["pending"] == 0
 
 
 def summary_progress(index: Index, git_dir: str, config: Config) -> dict | None:
@@ -5831,21 +5971,33 @@ def print_summary_progress(counts: dict) -> None:
         print(display(f"failed summary: {item['path']}: {item['error']}"))
 
 
+PASSES = ("searchable", "documented")  # the progress bars of `cq index --wait`, in order
+
+
 def wait_for_index(repo: Repo, timeout: float | None = None) -> dict:
-    """Block until the index matches HEAD, drawing a progress bar on a terminal."""
+    """Block until the index matches HEAD, drawing a progress bar on a terminal for each
+    pass: until every file is searchable (by its words, at least), then documented."""
     tty = sys.stdout.isatty()
     started = time.monotonic()
-    first_done = None
+    first, phase = None, "searchable"
     while True:
         try:
             counts, complete = index_progress(repo)
         except NotIndexed:  # a moment before the worker has made the schema
-            counts, complete = {"files": 0, "pending": 0}, False
+            counts, complete = {"files": 0, "pending": 0, "lexical": 0, "searchable": False}, \
+                False
         total = counts["files"]
         done = total - counts["pending"]  # documented, failed, or skipped for a reason
-        first_done = done if first_done is None else first_done
-        rate = (done - first_done) / max(time.monotonic() - started, 1e-3)
-        draw_progress(tty, "indexing", done, total, f"{rate:.0f} files/s", complete)
+        progress = {"searchable": done + counts["lexical"], "documented": done}
+        first = first or progress
+        elapsed = max(time.monotonic() - started, 1e-3)
+        last = {"searchable": complete or counts["searchable"], "documented": complete}
+        for name in PASSES[PASSES.index(phase):]:  # a finished pass's bar is drawn no more
+            rate = (progress[name] - first[name]) / elapsed
+            draw_progress(tty, name, progress[name], total, f"{rate:.0f} files/s", last[name])
+            if not last[name]:
+                break
+            phase = "documented"
         if complete:
             return counts
         if timeout is not None and time.monotonic() - started > timeout:
@@ -5881,8 +6033,8 @@ def estimate_summaries(repo: Repo, config: Config) -> str:
     try:
         with Index(repo, readonly=True) as index:
             kinds = dict(index.db.execute(
-                "SELECT d.blob, CASE WHEN d.status NOT IN ('ok', 'error') THEN 'other' END "
-                "FROM docs d"))
+                "SELECT d.blob, CASE WHEN d.status NOT IN ('ok', 'error', ?) THEN 'other' END "
+                "FROM docs d", (LEXICAL,)))
             kinds.update(index.db.execute(
                 "SELECT blob, CASE status WHEN 'ok' THEN 'done' ELSE 'failed' END "
                 "FROM summaries WHERE documenter = ?", (documenter.key,)))
@@ -5987,6 +6139,9 @@ def cmd_index(args, repo: Repo) -> int:
               f"{'' if complete else ' (catching up)'}")
         print(f"{counts['files']} files: {counts['documented']} documented, "
               f"{counts['pending']} pending, {counts['failed']} failed")
+        if counts["lexical"]:
+            print(f"lexical pass only: {counts['lexical']} of the pending files (searchable by "
+                  "their words; definitions come with the full pass)")
         for reason, n in sorted(counts["skipped"].items()):
             paths = [f["path"] for f in problems["skipped_files"] if f["reason"] == reason or
                      (reason == "excluded" and f["reason"].startswith("excluded"))]

@@ -353,3 +353,64 @@ def test_filters_apply_before_the_candidate_limit(initialised):
     assert {h["path"] for h in initialised.search("widget", extra=["--path", "docs/*"])} == \
         {"docs/guide.md"}
     assert initialised.search("widget", extra=["--lang", "markdown"])
+
+
+def slow_to_parse(n: int) -> str:
+    """About a second of CPython's own parser (distinct content for each n)."""
+    return f"# slow {n}\n" + "@a\n" * 400_000 + "def slow_function():\n    pass\n"
+
+
+def test_a_large_commit_is_searchable_by_its_words_before_it_is_documented(initialised):
+    repo = initialised
+    repo.git("config", "cq.maxFileSize", "4m")
+    files = {f"bulk/f{i:03}.py": f"def bulk_{i}():\n    return 'w{i}'\n" for i in range(300)}
+    files["bulk/f299.py"] = "def bulk_299():\n    return 'zebrafinch'\n"
+    # one slow file in each batch of the full pass, ahead of f299.py in the last
+    files.update({f"bulk/f{i:03}a.py": slow_to_parse(i) for i in (0, 130, 260)})
+    repo.commit(files)
+    wait_until(lambda: repo.index_status()["searchable"], interval=0.02,
+               what="the lexical pass over the commit")
+    os.kill(repo.worker_pid(), signal.SIGKILL)
+    status = repo.index_status()
+    assert not status["complete"] and status["lexical"] > 0
+    hits = repo.search("zebrafinch")
+    assert (hits[0]["path"], hits[0]["kind"]) == ("bulk/f299.py", "file")
+    assert show(repo, "bulk/f299.py")["status"] == "lexical"
+    assert "lexical pass only: " in repo.cq("index", "status").stdout
+    assert repo.cq("worker", "cleanup").returncode == 0
+    assert repo.cq("worker", "start").returncode == 0
+    status = repo.wait_indexed(timeout=120)
+    assert status["lexical"] == 0 and status["documented"] == len(head_paths(repo))
+    assert (repo.search("bulk_299")[0]["kind"], show(repo, "bulk/f299.py")["status"]) == \
+        ("function", "ok")
+    assert repo.search("zebrafinch")[0]["path"] == "bulk/f299.py"  # its words were kept
+
+
+def test_index_wait_draws_a_bar_for_each_pass_on_a_terminal(initialised):
+    import pty
+    import subprocess
+    import sys
+
+    repo = initialised
+    repo.commit({f"many/m{i}.py": f"def many_{i}():\n    pass\n" for i in range(400)})
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-I", "-S", str(repo.pyz), "-C", str(repo.path),
+                             "index", "--rebuild", "--wait"], stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert proc.wait(timeout=120) == 0
+    text = output.decode()
+    files = len(head_paths(repo))
+    assert "searchable [" in text and "documented [" in text
+    assert text.index("searchable [") < text.index("documented [")
+    assert f"{files}/{files} files" in text.rpartition("searchable [")[2]
+    assert f"index complete: {files} files documented" in text
