@@ -26,11 +26,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUTPUT = os.path.join(HERE, "dist", "cq.pyz")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # The archive's entry point.  zipimport never writes .pyc files, so importing cq.py from the
-# archive would compile it on every run (about 40 ms, most of `cq worker status`).  This loads
-# it through a per-user bytecode cache keyed by the source's hash (computed at build time, so a
-# cache hit does not even read the source), the archive's own path (compiled code names the
-# file it came from in tracebacks) and the interpreter's magic number; where the cache cannot
-# be used it simply compiles.  Entries unused for CACHE_DAYS are removed when one is written.
+# archive would compile it on every run (about 40 ms, most of `cq worker status`), and Huey's
+# modules at every start of the worker (about 200 ms).  This loads them through a per-user
+# bytecode cache keyed by a hash of the sources (computed at build time, so a cache hit does
+# not even read a source), the module's path in the archive (compiled code names the file it
+# came from in tracebacks) and the interpreter's magic number; where the cache cannot be used
+# it simply compiles.  Entries unused for CACHE_DAYS are removed when one is written.
 # It must run, far enough to say what is wrong, on any Python: no f-strings before the check.
 MAIN = b'''"""cq.pyz entry point: run cq.py from this archive, through a bytecode cache."""
 import sys
@@ -46,8 +47,11 @@ import time
 import zlib
 from importlib.util import MAGIC_NUMBER
 
-SOURCE_KEY = "@SOURCE_KEY@"  # filled in by build_zipapp.py: a hash of cq.py
+SOURCE_KEY = "@SOURCE_KEY@"  # filled in by build_zipapp.py: a hash of cq.py and of Huey
+BUNDLED = @BUNDLED@  # filled in too: Huey's module names -> whether each is a package
 CACHE_DAYS = 30
+PRUNED = []  # the cache is pruned once per process, at its first write
+ARCHIVE = os.path.dirname(os.path.abspath(__file__))
 
 
 def cache_path(filename):
@@ -57,8 +61,9 @@ def cache_path(filename):
     return os.path.join(base, "cq", "cq-%s-%08x-%s.bin" % (SOURCE_KEY, where, MAGIC_NUMBER.hex()))
 
 
-def cached_code(filename):
-    """cq.py's code object, from the cache when an intact entry of ours is there."""
+def cached_code(filename, inner):
+    """The code object of a module of the archive (inner: its name there, filename: its path),
+    from the cache when an intact entry of ours is there."""
     path = cache_path(filename)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -74,10 +79,12 @@ def cached_code(filename):
     except (OSError, ValueError, EOFError, TypeError):
         pass
     # get_data takes the name inside the archive: the archive's own path may be relative.
-    code = compile(__loader__.get_data("cq.py"), filename, "exec")
+    code = compile(__loader__.get_data(inner), filename, "exec")
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        prune(os.path.dirname(path))
+        if not PRUNED:
+            PRUNED.append(path)
+            prune(os.path.dirname(path))
         tmp = "%s.%d.tmp" % (path, os.getpid())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -100,18 +107,51 @@ def prune(folder):
             pass
 
 
+class BundledLoader:
+    """Runs one of Huey's modules from the archive, through the bytecode cache."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        exec(cached_code(module.__file__, self.inner), module.__dict__)
+
+
+class BundledFinder:
+    """Finds Huey's modules in this archive (ahead of zipimport, which would compile them)."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        package = BUNDLED.get(name)
+        if package is None:
+            return None
+        from importlib.machinery import ModuleSpec
+
+        folder = name.replace(".", "/")
+        inner = folder + ("/__init__.py" if package else ".py")
+        spec = ModuleSpec(name, BundledLoader(inner), origin=os.path.join(ARCHIVE, inner),
+                          is_package=package)
+        spec.has_location = True
+        if package:
+            spec.submodule_search_locations = [os.path.join(ARCHIVE, folder)]
+        return spec
+
+
 def load_cq():
     """Import cq from this archive as the module `cq` (tasks are registered under that name)."""
-    archive = os.path.dirname(os.path.abspath(__file__))
-    filename = os.path.join(archive, "cq.py")
+    filename = os.path.join(ARCHIVE, "cq.py")
     module = type(sys)("cq")
     module.__file__ = filename
     module.__loader__ = __loader__
     sys.modules["cq"] = module
-    exec(cached_code(filename), module.__dict__)
+    exec(cached_code(filename, "cq.py"), module.__dict__)
     return module
 
 
+sys.meta_path.insert(0, BundledFinder)
 sys.exit(load_cq().main())
 '''
 HOOK_NAMES = ("post-commit", "post-merge", "post-checkout", "post-rewrite")
@@ -159,14 +199,17 @@ def huey_members(wheel: bytes) -> dict[str, bytes]:
     return members
 
 
-def project_members() -> dict[str, bytes]:
-    """cq.py, the entry point, the hook scripts and cq's licence."""
+def project_members(huey: dict[str, bytes]) -> dict[str, bytes]:
+    """cq.py, the entry point (knowing Huey's modules), the hook scripts and cq's licence."""
     members = {}
     for name in ["cq.py", "LICENSE"] + [f"hooks/{h}" for h in HOOK_NAMES]:
         with open(os.path.join(HERE, name), "rb") as f:
             members[name] = f.read()
-    key = hashlib.sha256(members["cq.py"]).hexdigest()[:24]
-    members["__main__.py"] = MAIN.replace(b"@SOURCE_KEY@", key.encode())
+    key = hashlib.sha256(members["cq.py"] + HUEY_SHA256.encode()).hexdigest()[:24]
+    modules = {name[:-len(".py")].replace("/", ".").removesuffix(".__init__"):
+               name.endswith("/__init__.py") for name in sorted(huey) if name.endswith(".py")}
+    members["__main__.py"] = MAIN.replace(b"@SOURCE_KEY@", key.encode()).replace(
+        b"@BUNDLED@", repr(modules).encode())
     return members
 
 
@@ -194,8 +237,9 @@ def build(output: str, wheel_path: str | None) -> None:
     """Build cq.pyz at output from the given wheel, or from one pip downloads."""
     with tempfile.TemporaryDirectory() as tmp:
         wheel = verified_wheel(wheel_path or fetch_wheel(tmp))
-    members = project_members()
-    members.update(huey_members(wheel))
+    huey = huey_members(wheel)
+    members = project_members(huey)
+    members.update(huey)
     write_archive(output, members)
 
 

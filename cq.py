@@ -271,7 +271,7 @@ class Config:
 
     KEYS = {
         # git key, as documented: (attribute, parser, default, hint)
-        "cq.workers": ("workers", "int:1:64", 1, "a whole number from 1 to 64"),
+        "cq.workers": ("workers", "int:1:64", 2, "a whole number from 1 to 64"),
         "cq.autostart": ("autostart", "bool", True, "true or false"),
         "cq.shutdownTimeout": ("shutdown_timeout", "float:0.1:3600", 30.0,
                                "seconds, from 0.1 to 3600"),
@@ -3666,30 +3666,79 @@ def document_batch(config: Config, index: Index, reader: BlobReader, blobs: list
     """Document blobs with one commit to note the attempts and one to store the records;
     False if the worker is stopping (what is left is found missing later)."""
     index.begin_attempts(blobs)
-    lexical = index.lexical_only(blobs)  # their words are in the index already
-    records, failures = [], []
-    contents = reader.read_all([blob for blob, _ in blobs], config.max_file_size)
+    reused = index.lexical_only(blobs)  # their words are in the index already
     try:
-        for (blob, path), (size, data) in zip(blobs, contents):
-            if Shutdown.requested:
-                break
-            try:
-                records.append(built_in_record(config, blob, path, size, data,
-                                               words=blob not in lexical))
-            except Exception as exc:  # noqa: BLE001 - logged; one bad file must not stop the batch
-                log(f"failed to document {path} ({blob[:12]}): {exc}", error=True)
-                failures.append((blob, path, f"{type(exc).__name__}: {exc}"))
-            WorkerActivity.progress()
-        index.store_all(records, failures)
+        made = batch_records(config, reader, blobs, False, reused)
+        if made is not None:
+            index.store_all(*made)
     except BaseException:
         index.end_attempts(blobs)  # ended by an error, not a crash
         raise
-    finally:
-        contents.close()
-    if len(records) + len(failures) < len(blobs):
+    if made is None:
         index.end_attempts(blobs)
         return False
     return True
+
+
+def batch_records(config: Config, reader: BlobReader, blobs: list, lexical: bool,
+                  reused: set = frozenset()) -> tuple | None:
+    """The records of the lexical or the full pass for (blob, path) pairs, and the (blob,
+    path, error) failures (reused: blobs whose words the lexical pass stored); None if the
+    worker is stopping.  Blobs are read in chunks of at most CHUNK_BYTES, and each chunk's
+    documenting runs in this thread's pool of processes where it holds enough files."""
+    records, failures = [], []
+    contents = reader.read_all([blob for blob, _ in blobs], config.max_file_size)
+    try:
+        for chunk in byte_chunks(zip(blobs, contents)):
+            jobs, files = [], []
+            for (blob, path), (size, data) in chunk:
+                if size < 0:  # the full pass records why; the lexical pass leaves it to it
+                    failures += [] if lexical else [failure(blob, path, missing_blob(blob))]
+                elif skipped_record(blob, path, size, data):
+                    records.append(skipped_record(blob, path, size, data))
+                else:
+                    jobs.append((LEXICAL if lexical else "full", path, data,
+                                 config.parse_budget, blob not in reused))
+                    files.append((blob, path, size))
+            answers = run_jobs(jobs, config.workers)
+            if answers is None:
+                return None
+            for (blob, path, size), doc in zip(files, answers):
+                if isinstance(doc, Exception):
+                    log(f"failed to document {path} ({blob[:12]}): {doc}", error=True)
+                    failures.append(failure(blob, path, doc))
+                else:
+                    status = LEXICAL if lexical else "error" if doc["error"] else "ok"
+                    records.append((blob, status, size, doc, path))
+    finally:
+        contents.close()
+    return records, failures
+
+
+CHUNK_BYTES = 4 << 20  # blob bytes a batch holds in memory at once
+
+
+def byte_chunks(items):
+    """((blob, path), (size, data)) items in lists of at most CHUNK_BYTES of data (or one)."""
+    chunk, held = [], 0
+    for item in items:
+        chunk.append(item)
+        held += len(item[1][1] or b"")
+        if held >= CHUNK_BYTES:
+            yield chunk
+            chunk, held = [], 0
+    if chunk:
+        yield chunk
+
+
+def failure(blob: str, path: str, exc: Exception) -> tuple:
+    """A (blob, path, error) failure to store."""
+    return blob, path, f"{type(exc).__name__}: {exc}"
+
+
+def missing_blob(blob: str) -> CqError:
+    """The error of a blob the object database does not have."""
+    return CqError(f"blob {blob} is missing from the object database")
 
 
 def document_blob(config: Config, index: Index, reader: BlobReader, blob: str,
@@ -3720,7 +3769,7 @@ def document_blob(config: Config, index: Index, reader: BlobReader, blob: str,
         if is_damage(exc):
             raise
         log(f"failed to document {path} ({blob[:12]}): {exc}", error=True)
-        index.store_all([], [(blob, path, f"{type(exc).__name__}: {exc}")])
+        index.store_all([], [failure(blob, path, exc)])
     WorkerActivity.progress()
     return True
 
@@ -3731,7 +3780,7 @@ def built_in_record(config: Config, blob: str, path: str, size: int, data: bytes
     (without its words, which the lexical pass stored, unless `words`); an external
     documenter's summary follows later, from the summarizer threads."""
     if size < 0:
-        raise CqError(f"blob {blob} is missing from the object database")
+        raise missing_blob(blob)
     skipped = skipped_record(blob, path, size, data)
     if skipped:
         return skipped
@@ -3755,26 +3804,9 @@ def index_words(repo: Repo, blobs: list, huey) -> None:
     config = task_config(repo, huey)
     reader = thread_blob_reader(repo.common_dir)
     with Index(repo) as index:
-        todo = index.to_document(blobs, lexical=True)
-        records = []
-        contents = reader.read_all([blob for blob, _ in todo], config.max_file_size)
-        try:
-            for (blob, path), (size, data) in zip(todo, contents):
-                if Shutdown.requested:
-                    break
-                if size >= 0:  # a missing blob fails in the full pass, with the reason
-                    records.append(lexical_record(blob, path, size, data))
-                WorkerActivity.progress()
-        finally:
-            contents.close()
-        index.store_all(records)
-
-
-def lexical_record(blob: str, path: str, size: int, data: bytes | None) -> tuple:
-    """The record of the lexical pass: the file's language and words (or, for a file too
-    large or binary, the final record: there is nothing more to do)."""
-    return skipped_record(blob, path, size, data) or \
-        (blob, LEXICAL, size, minimal_record(path, data, ""), path)
+        made = batch_records(config, reader, index.to_document(blobs, lexical=True), True)
+        if made is not None:
+            index.store_all(made[0])
 
 
 def minimal_record(path: str, data: bytes, reason: str) -> dict:
@@ -3783,6 +3815,197 @@ def minimal_record(path: str, data: bytes, reason: str) -> dict:
     text = data.decode("utf-8", errors="replace")
     return {"language": detect_language(path, text), "summary": "", "error": reason,
             "entries": [], "words": file_words(text)}
+
+
+# A batch's CPU-bound work (the documenters) runs in child processes, one job each at a time,
+# so that every core works while the worker reads git and writes SQLite; the index keeps one
+# writer.  A process leaves after POOL_IDLE seconds without work, or when the worker is gone.
+POOL_MIN_FILES = 24  # a batch with fewer files to document is documented in the worker itself
+POOL_GROUP = 16  # files sent to a process at once (a round trip each)
+POOL_MAX = 4  # processes at most, one per core up to this
+POOL_IDLE = 60.0
+DOCUMENTING_PROCESS = "--documenting-process"  # argv of a child: `worker --documenting-process`
+
+
+class DocumentingPool:
+    """The documenting processes of one worker thread, started when first needed."""
+
+    def __init__(self, size: int):
+        self.size, self.procs = size, []
+
+    def run(self, jobs: list) -> list | None:
+        """The answers to each job (a list of (kind, path, data, budget, words)), in order: a
+        list of docs, or None where a process died twice on the job.  None if the worker is
+        stopping meanwhile."""
+        import selectors
+
+        answers: list = [None] * len(jobs)
+        self.waiting = list(range(len(jobs) - 1, -1, -1))  # popped from the end: in order
+        self.deaths = [0] * len(jobs)
+        self.procs = [p for p in self.procs if p.poll() is None]
+        while len(self.procs) < min(self.size, len(jobs)):
+            self.procs.append(start_documenting_process())
+        busy: dict = {}  # stdout's descriptor -> the process, which has a job
+        try:
+            with selectors.DefaultSelector() as selector:
+                while self.waiting or busy:
+                    if Shutdown.requested:
+                        self.close()
+                        return None
+                    for proc in [p for p in self.procs if p not in busy.values()]:
+                        if self.waiting and self.give(proc, jobs):
+                            busy[proc.stdout.fileno()] = proc
+                            selector.register(proc.stdout, selectors.EVENT_READ)
+                    for key, _ in selector.select(timeout=0.25):
+                        proc = busy.pop(key.fd)
+                        selector.unregister(proc.stdout)
+                        answer = receive_message(proc.stdout)
+                        if answer is None:
+                            self.died(proc, jobs)
+                        else:
+                            answers[proc.job] = answer
+                            WorkerActivity.progress()
+        except BaseException:
+            self.close()  # answers still due would come out of step
+            raise
+        return answers
+
+    def give(self, proc, jobs: list) -> bool:
+        """Send a process the next job; False if it had left (idle) just before: it is
+        replaced, and the job waits for the next one free."""
+        proc.job = self.waiting.pop()
+        try:
+            send_message(proc.stdin, jobs[proc.job])
+            return True
+        except BrokenPipeError:
+            self.waiting.append(proc.job)
+            self.replace(proc)
+            return False
+
+    def died(self, proc, jobs: list) -> None:
+        """A process ended on its job: replace it, and give the job once more."""
+        self.deaths[proc.job] += 1
+        log(f"a documenting process ended on one of {len(jobs[proc.job])} files from "
+            f"{jobs[proc.job][0][1]}; "
+            + ("trying once more" if self.deaths[proc.job] < 2 else "documenting it here"),
+            error=True)
+        if self.deaths[proc.job] < 2:
+            self.waiting.append(proc.job)
+        self.replace(proc)
+
+    def replace(self, proc) -> None:
+        """Start a new process in place of one that ended."""
+        proc.kill()
+        proc.wait()
+        self.procs[self.procs.index(proc)] = start_documenting_process()
+
+    def close(self) -> None:
+        """End every process now (answers still due would come out of step)."""
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+        self.procs = []
+
+
+def start_documenting_process():
+    """A child that answers documenting jobs (see serve_documenting)."""
+    import subprocess
+
+    return subprocess.Popen([*self_command(), "worker", DOCUMENTING_PROCESS],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=scrubbed_env())
+
+
+def thread_pool(workers: int) -> DocumentingPool:
+    """This worker thread's DocumentingPool: the cores shared among the worker threads."""
+    import threading
+
+    thread = threading.current_thread()
+    if getattr(thread, "cq_pool", None) is None:
+        thread.cq_pool = DocumentingPool(min(POOL_MAX, max(1, (os.cpu_count() or 1) // workers)))
+    return thread.cq_pool
+
+
+def run_jobs(jobs: list, workers: int) -> list | None:
+    """The answer to each documenting job, or the exception it raised: in this thread's pool
+    where there are enough jobs, else (or where no process could answer) here.  None if the
+    worker is stopping."""
+    answers: list | None = [None] * len(jobs)
+    if len(jobs) >= POOL_MIN_FILES:
+        groups = [jobs[i:i + POOL_GROUP] for i in range(0, len(jobs), POOL_GROUP)]
+        try:
+            grouped = thread_pool(workers).run(groups)
+            answers = None if grouped is None else [
+                answer for group, answered in zip(groups, grouped)
+                for answer in (answered or [None] * len(group))]
+        except OSError as exc:
+            log(f"documenting in this process: no documenting process could start ({exc})",
+                error=True)
+    if answers is None:
+        return None
+    for n, job in enumerate(jobs):
+        if answers[n] is None:
+            WorkerActivity.progress()
+            try:
+                answers[n] = answer_job(job)
+            except Exception as exc:  # noqa: BLE001 - logged by the caller, as the file's failure
+                answers[n] = exc
+    return answers
+
+
+def answer_job(job: tuple) -> dict:
+    """A documenter's doc for one job (kind, path, data, parse budget, words wanted)."""
+    kind, path, data, budget, words = job
+    return minimal_record(path, data, "") if kind == LEXICAL else \
+        document_text(path, data, budget, words)
+
+
+def serve_documenting() -> int:
+    """A documenting process: answer each group of jobs read from stdin on stdout, until
+    stdin ends or POOL_IDLE seconds pass without one."""
+    import select
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C in the worker's terminal is its to take
+    try:
+        while select.select([sys.stdin], [], [], POOL_IDLE)[0]:
+            job = receive_message(sys.stdin.buffer.raw)
+            if job is None:
+                break
+            send_message(sys.stdout.buffer.raw, [answer_job(one) for one in job])
+    except BrokenPipeError:  # the worker is gone, or gave up on this answer
+        pass
+    return EXIT_OK
+
+
+def send_message(stream, value) -> None:
+    """Write one value (marshal, after its length) to a pipe."""
+    import marshal
+
+    body = marshal.dumps(value)
+    view = memoryview(len(body).to_bytes(8, "big") + body)
+    while view:
+        view = view[os.write(stream.fileno(), view):]
+
+
+def receive_message(stream):
+    """Read one value written by send_message; None if the pipe ended first."""
+    import marshal
+
+    header = read_exactly(stream.fileno(), 8)
+    body = header and read_exactly(stream.fileno(), int.from_bytes(header, "big"))
+    return None if body is None else marshal.loads(body)
+
+
+def read_exactly(fd: int, size: int) -> bytes | None:
+    """size bytes from a file descriptor, or None if it ends first."""
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -5292,9 +5515,12 @@ class McpServer:
                 start_worker(self.repo)
                 poke_worker(self.repo)
             deadline = time.monotonic() + config.mcp_wait_ms / 1000
-            token, step = meta.get("progressToken"), 0
-            while indexed != head and time.monotonic() < deadline and \
-                    json_key(request_id) not in self.cancelled:
+            token, step, before, changed = meta.get("progressToken"), 0, indexed, None
+            while time.monotonic() < deadline and json_key(request_id) not in self.cancelled:
+                if indexed == head:  # and then the files of the move documented too
+                    changed = self.changed_blobs(before, head) if changed is None else changed
+                    if not changed or not index.missing_blobs(self.repo.git_dir, changed):
+                        break
                 if token is not None:
                     step += 1
                     self.send({"jsonrpc": "2.0", "method": "notifications/progress",
@@ -5314,6 +5540,14 @@ class McpServer:
             note = (note + "; " if note else "") + f"{pending} files are still being indexed"
         return {"indexed_commit": indexed, "head": head, "catching_up": catching_up,
                 "stale": stale, "note": note}
+
+    def changed_blobs(self, before: str | None, head: str | None) -> list:
+        """The blobs a move of HEAD brought in, to wait for (none to wait for when the move
+        is unknown or too large to be documented within the wait)."""
+        if not (before and head and commit_exists(self.repo.common_dir, before)):
+            return []
+        blobs = {sha for _, _, sha in changed_blobs(self.repo.common_dir, before, head) if sha}
+        return sorted(blobs) if len(blobs) <= LEXICAL_FIRST else []
 
     def pending_files(self, index: Index) -> int:
         """Files of this worktree not documented yet (counted at most every 2 seconds)."""
@@ -6619,6 +6853,8 @@ def main(argv: list[str] | None = None) -> int:
     # File names are bytes to git; write undecodable ones back out as the same bytes.
     sys.stdout.reconfigure(errors="surrogateescape")
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["worker", DOCUMENTING_PROCESS]:
+        return serve_documenting()
     args = parse_hot_path(argv) or build_parser(argv).parse_args(argv)
     os.umask(0o077)  # SQLite's -wal and -shm files and every other file cq creates: 0600
     if args.version:

@@ -21,6 +21,7 @@ from conftest import (
     documenters_of,
     find_python,
     kill_workers_of,
+    live_processes,
     make_repo,
     wait_until,
 )
@@ -141,6 +142,33 @@ def test_a_file_in_flight_at_three_deaths_of_the_worker_is_skipped_with_the_reas
     assert {"path": "victim.py", "reason": "crashed the documenter"} in status["skipped_files"]
     assert "skipped (crashed the documenter): 1: victim.py" in repo.cq("index", "status").stdout
     assert repo.search("victim_function")  # its names stay searchable
+
+
+def documenting_processes(repo) -> list[int]:
+    """The worker's documenting processes (its pool) in this repository."""
+    needle = str(repo.path).encode()
+    return [pid for pid, read in live_processes()
+            if b"--documenting-process" in (cmd := read("cmdline")) and needle in cmd]
+
+
+def test_a_large_batch_is_documented_in_processes_that_are_replaced_when_killed(repo):
+    repo.git("config", "cq.maxFileSize", "4m")
+    assert repo.cq("init").returncode == 0
+    slow = {f"slow{n}.py": f"# {n}\n" + "@a\n" * 400_000 + f"def slow_{n}():\n    pass\n"
+            for n in range(3)}  # about a second of the parser each
+    repo.commit({**slow, **{f"fast{n:02}.py": f"def fast_{n}():\n    pass\n" for n in range(40)}})
+    killed = wait_until(lambda: documenting_processes(repo), interval=0.01,
+                        what="the documenting processes")
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    status = repo.wait_indexed()
+    assert status["failed"] == 0 and status["skipped"] == {}
+    assert status["documented"] == len(head_paths(repo))
+    for n in range(3):
+        assert repo.search(f"slow_{n}")[0]["path"] == f"slow{n}.py"
+    assert any("a documenting process ended on" in line for line in errors_in_log(repo))
+    assert repo.worker_pid() is not None and repo.status()["state"] == "running"
+    assert set(documenting_processes(repo)).isdisjoint(killed)
 
 
 def test_a_file_that_kills_the_worker_spares_the_rest_of_its_batch(repo):
