@@ -1949,7 +1949,7 @@ def call_documenter(repo: Repo, config: Config, documenter: ExternalDocumenter, 
     # An empty directory of its own, outside the repository: an agent CLI reads instructions
     # (CLAUDE.md, settings) from where it runs and above, and those must not come from the
     # working tree of a stranger's clone.
-    room = tempfile.mkdtemp(prefix="cq-documenter-")
+    room = tempfile.mkdtemp(prefix=f"{ROOM_PREFIX}{os.getpid()}-")
     try:
         code, out, err = run_bounded(documenter.argv(), documenter.stdin(path, language, data),
                                      env, room, config.documenter_timeout)
@@ -1965,6 +1965,45 @@ def call_documenter(repo: Repo, config: Config, documenter: ExternalDocumenter, 
         raise DocumenterFailed(f"cq.documenter exited with status {code}"
                                + (f": {detail}" if detail else ""))
     return parse_answer(out.decode(errors="replace"), time.time())
+
+
+ROOM_PREFIX = "cq-documenter-"  # + the worker's PID: the empty directory a call runs in
+
+
+def remove_stale_rooms() -> None:
+    """Remove the directories calls of workers now dead ran in (a kill -9 leaves them)."""
+    import shutil
+    import tempfile
+
+    base = tempfile.gettempdir()
+    for name in os.listdir(base):
+        pid = name[len(ROOM_PREFIX):].split("-", 1)[0] if name.startswith(ROOM_PREFIX) else ""
+        if not pid.isdigit() or process_exists(int(pid)):
+            continue
+        path = os.path.join(base, name)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def process_exists(pid: int) -> bool:
+    """True if a live process of this PID exists, whoever owns it (a zombie is dead)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[:1] not in ([b"Z"], [b"X"])
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc here: ask the kernel whether the PID is taken
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 def last_line(text: str) -> str:
@@ -4612,6 +4651,7 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
 
         for done in repair_at_start(repo):
             log(done, error=True)
+        remove_stale_rooms()
         huey = task_queue(repo)
         huey.cq_config = config
         activity = WorkerActivity()

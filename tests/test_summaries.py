@@ -13,6 +13,7 @@ import os
 import signal
 import sqlite3
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -298,10 +299,14 @@ def test_a_kill_9_during_calls_loses_nothing_and_repeats_only_the_calls_in_fligh
     assert repo.cq("init").returncode == 0
     wait_until(lambda: summaries(repo)["done"] >= 2, what="some summaries")
     wait_until(lambda: documenters_of(repo), what="a call in flight")
-    os.kill(repo.worker_pid(), signal.SIGKILL)
+    killed = repo.worker_pid()
+    os.kill(killed, signal.SIGKILL)
     wait_until(lambda: repo.status()["state"] == "dead", what="the worker to be dead")
+    rooms = list(Path(tempfile.gettempdir()).glob(f"cq-documenter-{killed}-*"))
+    assert rooms  # the directories its calls ran in: nobody removed them
     assert repo.cq("worker", "cleanup").returncode == 0
     assert repo.cq("worker", "start").returncode == 0
+    assert not any(room.exists() for room in rooms)  # the next worker did
     status = wait_summarised(repo)
     assert status["done"] == 9 and status["failed"] == 0
     made = calls_in(calls)
