@@ -3731,11 +3731,12 @@ def batch_records(config: Config, reader: BlobReader, blobs: list, lexical: bool
         for chunk in byte_chunks(zip(blobs, contents)):
             jobs, files = [], []
             for (blob, path), (size, data) in chunk:
-                if size < 0:  # the full pass records why; the lexical pass leaves it to it
-                    failures += [] if lexical else [failure(blob, path, missing_blob(blob))]
-                elif skipped_record(blob, path, size, data):
-                    records.append(skipped_record(blob, path, size, data))
-                else:
+                skipped = None if size < 0 else skipped_record(blob, path, size, data)
+                if size < 0 and not lexical:  # the lexical pass leaves it to the full one
+                    failures.append(failure(blob, path, missing_blob(blob)))
+                elif skipped:
+                    records.append(skipped)
+                elif size >= 0:
                     jobs.append((LEXICAL if lexical else "full", path, data,
                                  config.parse_budget, blob not in reused))
                     files.append((blob, path, size))
