@@ -1227,7 +1227,7 @@ def detect_language(path: str, text: str) -> str:
 
 
 IDENTIFIER_WORDS: dict = {}  # identifier -> its words, for the life of a process (they repeat)
-IDENTIFIER_WORDS_MAX = 50_000  # about 6 MB: the worker's memory is bounded
+IDENTIFIER_WORDS_MAX = 20_000  # about 3 MB: the worker's memory is bounded
 IDENTIFIER_PATTERNS: list = []  # the separators, and the words of an ASCII part, compiled once
 
 
@@ -2247,6 +2247,9 @@ def kill_process_group(pid: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 SCHEMA_VERSION = 7  # PRAGMA user_version; an index of another version is rebuilt from git
+# The WAL grows while readers hold old snapshots (a long indexing with searches running); a
+# checkpoint that empties it cuts the file back to this size, not to keep it at its largest.
+WAL_LIMIT = 4 << 20
 # Words are stemmed (porter over unicode61, diacritics folded) on both sides, so `parsing`
 # finds `parse`.  entries_fts holds definitions: the name as written, its words (split
 # identifier parts and the squashed name), its container's words, and signature and doc.
@@ -2443,6 +2446,7 @@ class Index:
                 # NORMAL skips an fsync per commit; a power cut can lose the last few
                 # records, which reconciliation finds missing and documents again.
                 self.db.execute("PRAGMA synchronous = NORMAL")
+                self.db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
         except sqlite3.DatabaseError as exc:
             self.db.close()
             if is_damage(exc):
@@ -2457,6 +2461,7 @@ class Index:
         (it is derived from git: the worker rebuilds it); once, whoever gets there first."""
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
+        self.db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
         with self.transaction():
             if self.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
                 return
@@ -4653,6 +4658,7 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
         for done in repair_at_start(repo):
             log(done, error=True)
         remove_stale_rooms()
+        limit_malloc_arenas()
         huey = task_queue(repo)
         huey.cq_config = config
         activity = WorkerActivity()
@@ -4701,6 +4707,17 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
         return EXIT_OK
     finally:
         os.close(lock_fd)
+
+
+def limit_malloc_arenas() -> None:
+    """Let glibc's malloc keep two arenas at most: it gives each thread one of its own, and
+    the worker's threads would hold more resident memory in them than they use."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX (glibc only; elsewhere nothing to do)
+    except (OSError, AttributeError):
+        pass
 
 
 def stop_summarizer_on_signals(summarizer: Summarizer) -> dict:
