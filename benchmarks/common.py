@@ -30,6 +30,7 @@ def new_repo(path: Path) -> Path:
     subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
     git(path, "config", "user.email", "bench@example.com")
     git(path, "config", "user.name", "Bench")
+    git(path, "config", "gc.auto", "0")  # no gc in the background of a measurement
     return path
 
 
