@@ -273,6 +273,12 @@ def find_python(version: str) -> str | None:
     return None
 
 
+def slow_to_parse(name: str) -> str:
+    """A Python file that takes CPython's own parser about a second (distinct per name),
+    defining the function `name`: long enough to catch its documenting in flight."""
+    return f"# {name}\n" + "@a\n" * 400_000 + f"def {name}():\n    pass\n"
+
+
 def documenters_of(repo) -> list[int]:
     """Live processes carrying this repository's documenter mark."""
     mark = f"CQ_STATE_DIR={repo.state}".encode()

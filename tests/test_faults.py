@@ -23,6 +23,7 @@ from conftest import (
     kill_workers_of,
     live_processes,
     make_repo,
+    slow_to_parse,
     wait_until,
 )
 
@@ -125,18 +126,22 @@ def being_documented(repo, path: str) -> bool:
         return False
 
 
-def test_a_file_in_flight_at_three_deaths_of_the_worker_is_skipped_with_the_reason(repo):
-    repo.git("config", "cq.maxFileSize", "4m")
-    assert repo.cq("init").returncode == 0
-    # About a second of CPython's own parser, in the worker: long enough to kill it there.
-    repo.commit({"victim.py": "@a\n" * 400_000 + "def victim_function():\n    pass\n"})
-    for _ in range(3):
-        wait_until(lambda: being_documented(repo, "victim.py"), interval=0.01,
-                   what="victim.py to be in flight")
+def kill_the_worker_while_in_flight(repo, path: str, times: int = 3) -> None:
+    """SIGKILL the worker each time path is being documented, and start it again."""
+    for _ in range(times):
+        wait_until(lambda: being_documented(repo, path), interval=0.01,
+                   what=f"{path} to be in flight")
         os.kill(repo.worker_pid(), signal.SIGKILL)
         wait_until(lambda: repo.status()["state"] == "dead", what="the worker to be dead")
         assert repo.cq("worker", "cleanup").returncode == 0
         assert repo.cq("worker", "start").returncode == 0
+
+
+def test_a_file_in_flight_at_three_deaths_of_the_worker_is_skipped_with_the_reason(repo):
+    repo.git("config", "cq.maxFileSize", "4m")
+    assert repo.cq("init").returncode == 0
+    repo.commit({"victim.py": slow_to_parse("victim_function")})  # killed in the parser
+    kill_the_worker_while_in_flight(repo, "victim.py")
     status = repo.wait_indexed()
     assert status["skipped"] == {"crashed the documenter": 1}
     assert {"path": "victim.py", "reason": "crashed the documenter"} in status["skipped_files"]
@@ -154,8 +159,7 @@ def documenting_processes(repo) -> list[int]:
 def test_a_large_batch_is_documented_in_processes_that_are_replaced_when_killed(repo):
     repo.git("config", "cq.maxFileSize", "4m")
     assert repo.cq("init").returncode == 0
-    slow = {f"slow{n}.py": f"# {n}\n" + "@a\n" * 400_000 + f"def slow_{n}():\n    pass\n"
-            for n in range(3)}  # about a second of the parser each
+    slow = {f"slow{n}.py": slow_to_parse(f"slow_{n}") for n in range(3)}
     repo.commit({**slow, **{f"fast{n:02}.py": f"def fast_{n}():\n    pass\n" for n in range(40)}})
     killed = wait_until(lambda: documenting_processes(repo), interval=0.01,
                         what="the documenting processes")
@@ -175,14 +179,8 @@ def test_a_file_that_kills_the_worker_spares_the_rest_of_its_batch(repo):
     repo.git("config", "cq.maxFileSize", "4m")
     assert repo.cq("init").returncode == 0
     mates = {f"mate{n:02}.py": f"def mate_function_{n}():\n    pass\n" for n in range(20)}
-    repo.commit({**mates, "victim.py": "@a\n" * 400_000 + "def victim_function():\n    pass\n"})
-    for _ in range(3):
-        wait_until(lambda: being_documented(repo, "victim.py"), interval=0.01,
-                   what="victim.py to be in flight")
-        os.kill(repo.worker_pid(), signal.SIGKILL)
-        wait_until(lambda: repo.status()["state"] == "dead", what="the worker to be dead")
-        assert repo.cq("worker", "cleanup").returncode == 0
-        assert repo.cq("worker", "start").returncode == 0
+    repo.commit({**mates, "victim.py": slow_to_parse("victim_function")})
+    kill_the_worker_while_in_flight(repo, "victim.py")
     status = repo.wait_indexed()
     assert status["skipped"] == {"crashed the documenter": 1}
     assert status["skipped_files"] == [{"path": "victim.py", "reason": "crashed the documenter"}]

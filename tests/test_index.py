@@ -9,7 +9,7 @@ import sqlite3
 import time
 
 import pytest
-from conftest import wait_until
+from conftest import slow_to_parse, wait_until
 
 
 def paths_indexed(repo) -> set[str]:
@@ -355,18 +355,13 @@ def test_filters_apply_before_the_candidate_limit(initialised):
     assert initialised.search("widget", extra=["--lang", "markdown"])
 
 
-def slow_to_parse(n: int) -> str:
-    """About a second of CPython's own parser (distinct content for each n)."""
-    return f"# slow {n}\n" + "@a\n" * 400_000 + "def slow_function():\n    pass\n"
-
-
 def test_a_large_commit_is_searchable_by_its_words_before_it_is_documented(initialised):
     repo = initialised
     repo.git("config", "cq.maxFileSize", "4m")
     files = {f"bulk/f{i:03}.py": f"def bulk_{i}():\n    return 'w{i}'\n" for i in range(300)}
     files["bulk/f299.py"] = "def bulk_299():\n    return 'zebrafinch'\n"
     # one slow file in each batch of the full pass, ahead of f299.py in the last
-    files.update({f"bulk/f{i:03}a.py": slow_to_parse(i) for i in (0, 130, 260)})
+    files.update({f"bulk/f{i:03}a.py": slow_to_parse(f"slow_{i}") for i in (0, 130, 260)})
     repo.commit(files)
     wait_until(lambda: repo.index_status()["searchable"], interval=0.02,
                what="the lexical pass over the commit")
