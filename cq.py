@@ -2582,8 +2582,12 @@ class Index:
             [*shas, lexical, LEXICAL])}
         referenced = {r[0] for r in self.db.execute(
             f"SELECT DISTINCT blob FROM files WHERE blob IN ({marks})", shas)}
-        wanted = referenced - done
-        return [(blob, path) for blob, path in blobs if blob in wanted]
+        wanted, todo = referenced - done, []
+        for blob, path in blobs:
+            if blob in wanted:  # each blob once, at its first path
+                wanted.discard(blob)
+                todo.append((blob, path))
+        return todo
 
     def lexical_only(self, blobs: list) -> set:
         """The blobs among (blob, path) pairs whose record is of the lexical pass only."""
