@@ -71,9 +71,10 @@ def cached_code(filename, inner):
             st = os.fstat(fd)
             if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
                 code = marshal.loads(os.read(fd, st.st_size + 1))
-                if time.time() - st.st_mtime > 86400:
-                    os.utime(fd)  # in use: keep it from being pruned
-                return code
+                if getattr(code, "co_filename", None) == filename:  # not another's (crc32)
+                    if time.time() - st.st_mtime > 86400:
+                        os.utime(fd)  # in use: keep it from being pruned
+                    return code
         finally:
             os.close(fd)
     except (OSError, ValueError, EOFError, TypeError):

@@ -2613,7 +2613,8 @@ class Index:
         FTS5 writes a segment at every commit, so a batch costs one commit, not one a file.
         A full record replaces one of the lexical pass, and takes its words where the doc
         has none (they were not computed twice)."""
-        blobs = [r[0] for r in records] + [f[0] for f in failures]
+        # A record of the lexical pass ends no attempt: a crash count must survive it.
+        blobs = [r[0] for r in records if r[1] != LEXICAL] + [f[0] for f in failures]
         with self.transaction():
             self.db.executemany("DELETE FROM attempts WHERE blob = ?", [(b,) for b in blobs])
             self.db.executemany("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
@@ -2625,7 +2626,8 @@ class Index:
                 [r[0] for r in records]))
             fresh = [r for r in records if earlier.get(r[0]) is None or
                      (earlier[r[0]] and r[1] != LEXICAL)]
-            self.db.executemany("DELETE FROM failures WHERE blob = ?", [(r[0],) for r in fresh])
+            self.db.executemany("DELETE FROM failures WHERE blob = ?",
+                                [(r[0],) for r in fresh if r[1] != LEXICAL])
             files, entries = [], []
             for blob, status, size, record, _ in fresh:
                 doc = record or {"language": "", "summary": "", "entries": [], "error": "",
@@ -3808,10 +3810,12 @@ def document_blob(config: Config, index: Index, reader: BlobReader, blob: str,
             index.store(blob, CRASHED, size, minimal_record(path, data, CRASHED), path)
         else:
             try:
-                index.store(*built_in_record(config, blob, path, size, data))
+                index.store(*suspect_record(config, blob, path, size, data))
             except BaseException:
                 index.end_attempts([(blob, path)])  # ended, not by a crash
                 raise
+    except WorkerStopping:
+        return False
     except sqlite3.OperationalError:
         raise  # the index is busy or broken, not this file: the task fails
     except Exception as exc:  # one bad file must not stop the batch
@@ -3821,6 +3825,34 @@ def document_blob(config: Config, index: Index, reader: BlobReader, blob: str,
         index.store_all([], [failure(blob, path, exc)])
     WorkerActivity.progress()
     return True
+
+
+def suspect_record(config: Config, blob: str, path: str, size: int,
+                   data: bytes | None) -> tuple:
+    """built_in_record for a blob in flight at a death of the worker, parsed in a documenting
+    process: if it kills the parser, only that process dies, and the worker's other files
+    are not blamed; where two processes die on it, it keeps its names only.  Here, in the
+    worker, where no process can start."""
+    if size < 0 or skipped_record(blob, path, size, data):
+        return built_in_record(config, blob, path, size, data)
+    try:
+        answers = thread_pool(config.workers).run([[("full", path, data,
+                                                      config.parse_budget, True)]])
+        if answers is None:
+            raise WorkerStopping
+        answered = answers[0]
+    except OSError as exc:
+        log(f"documenting {path} in the worker: no documenting process could start ({exc})",
+            error=True)
+        answered = None
+    if answered == DIED_TWICE:
+        log(f"{path} ({blob[:12]}) ended two documenting processes; it keeps its names only",
+            error=True)
+        return blob, CRASHED, size, minimal_record(path, data, CRASHED), path
+    if answered is None:
+        return built_in_record(config, blob, path, size, data)
+    doc = answered[0]
+    return blob, "error" if doc["error"] else "ok", size, doc, path
 
 
 def built_in_record(config: Config, blob: str, path: str, size: int, data: bytes | None,
@@ -3873,6 +3905,8 @@ POOL_MIN_FILES = 24  # a batch with fewer files to document is documented in the
 POOL_GROUP = 16  # files sent to a process at once (a round trip each)
 POOL_MAX = 4  # processes at most, one per core up to this
 POOL_IDLE = 60.0
+POOL_REST = 60.0  # seconds without processes after they kept ending
+DIED_TWICE = "died twice"  # the answer to a job two processes ended on
 DOCUMENTING_PROCESS = "--documenting-process"  # argv of a child: `worker --documenting-process`
 
 
@@ -3881,14 +3915,17 @@ class DocumentingPool:
 
     def __init__(self, size: int):
         self.size, self.procs = size, []
+        self.resting_until = 0.0  # after processes kept ending, none is started until then
 
     def run(self, jobs: list) -> list | None:
         """The answers to each job (a list of (kind, path, data, budget, words)), in order: a
-        list of docs, or None where a process died twice on the job.  None if the worker is
-        stopping meanwhile."""
+        list of docs, DIED_TWICE where a process died twice on the job, or None where none was
+        run (processes kept ending).  None if the worker is stopping meanwhile."""
         import selectors
 
         answers: list = [None] * len(jobs)
+        if time.monotonic() < self.resting_until:
+            return answers
         self.waiting = list(range(len(jobs) - 1, -1, -1))  # popped from the end: in order
         self.deaths = [0] * len(jobs)
         self.procs = [p for p in self.procs if p.poll() is None]
@@ -3901,6 +3938,12 @@ class DocumentingPool:
                     if Shutdown.requested:
                         self.close()
                         return None
+                    if sum(self.deaths) > self.size + 2:  # they keep ending: the rest here
+                        log("documenting processes keep ending; the worker documents alone "
+                            f"for {POOL_REST:g} s", error=True)
+                        self.close()
+                        self.resting_until = time.monotonic() + POOL_REST
+                        return answers
                     for proc in [p for p in self.procs if p not in busy.values()]:
                         if self.waiting and self.give(proc, jobs):
                             busy[proc.stdout.fileno()] = proc
@@ -3917,18 +3960,16 @@ class DocumentingPool:
         except BaseException:
             self.close()  # answers still due would come out of step
             raise
-        return answers
+        return [DIED_TWICE if self.deaths[n] >= 2 else answer for n, answer in enumerate(answers)]
 
     def give(self, proc, jobs: list) -> bool:
-        """Send a process the next job; False if it had left (idle) just before: it is
-        replaced, and the job waits for the next one free."""
+        """Send a process the next job; False if it had ended (see died)."""
         proc.job = self.waiting.pop()
         try:
             send_message(proc.stdin, jobs[proc.job])
             return True
-        except BrokenPipeError:
-            self.waiting.append(proc.job)
-            self.replace(proc)
+        except BrokenPipeError:  # it ended before taking the job (or could not start)
+            self.died(proc, jobs)
             return False
 
     def died(self, proc, jobs: list) -> None:
@@ -3985,7 +4026,7 @@ def run_jobs(jobs: list, workers: int) -> list | None:
             grouped = thread_pool(workers).run(groups)
             answers = None if grouped is None else [
                 answer for group, answered in zip(groups, grouped)
-                for answer in (answered or [None] * len(group))]
+                for answer in (answered if isinstance(answered, list) else [None] * len(group))]
         except OSError as exc:
             log(f"documenting in this process: no documenting process could start ({exc})",
                 error=True)
@@ -4435,7 +4476,7 @@ class Summarizer:
 def describe_task(task) -> str:
     """A short human description of a queued task."""
     args = task.args or ()
-    if task.name == "document" and args:
+    if task.name in ("document", "lexical") and args:
         paths = [p for _, p in args[0]]
         return f"{len(paths)} file(s): {', '.join(paths[:3])}{' ...' if len(paths) > 3 else ''}"
     if task.name == "sync" and args:
@@ -4716,11 +4757,11 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
 def limit_malloc_arenas() -> None:
     """Let glibc's malloc keep two arenas at most: it gives each thread one of its own, and
     the worker's threads would hold more resident memory in them than they use."""
-    import ctypes
-
     try:
+        import ctypes
+
         ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX (glibc only; elsewhere nothing to do)
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         pass
 
 

@@ -175,6 +175,31 @@ def test_a_large_batch_is_documented_in_processes_that_are_replaced_when_killed(
     assert set(documenting_processes(repo)).isdisjoint(killed)
 
 
+def test_the_lexical_pass_keeps_the_crash_count_of_a_file(repo):
+    repo.commit({"victim.py": "x = 1\n"})
+    assert repo.cq("init").returncode == 0
+    assert repo.cq("worker", "stop").returncode == 0
+    blob = repo.git("rev-parse", "HEAD:victim.py").strip()
+    with cq.Index(cq.locate_repo(str(repo.path))) as index:
+        index.begin_attempts([(blob, "victim.py")])
+        index.close_attempts(crashed=True)  # as a worker does at start after a death
+        index.store_all([(blob, cq.LEXICAL, 6, cq.minimal_record("victim.py", b"x = 1\n", ""),
+                          "victim.py")])
+        assert index.crash_counts([(blob, "victim.py")]) == {blob: 1}
+
+
+def test_documenting_processes_that_cannot_start_leave_the_work_to_the_worker(repo):
+    assert repo.cq("init").returncode == 0
+    (repo.state / "cq.pyz").unlink()  # the archive the worker runs, and would start them from
+    repo.commit({f"f{n:02}.py": f"def function_{n}():\n    return {'x' * 9000!r}\n"
+                 for n in range(60)})
+    assert repo.cq("index").returncode == 0  # the hooks ran the archive just removed
+    status = repo.wait_indexed()
+    assert status["documented"] == len(head_paths(repo)) and status["failed"] == 0
+    assert repo.search("function_59")[0]["path"] == "f59.py"
+    assert any("documenting processes keep ending" in line for line in errors_in_log(repo))
+
+
 def test_a_file_that_kills_the_worker_spares_the_rest_of_its_batch(repo):
     repo.git("config", "cq.maxFileSize", "4m")
     assert repo.cq("init").returncode == 0
