@@ -538,6 +538,11 @@ def tree_entries(common_dir: str, commit: str, sizes: bool = False) -> list[tupl
     return entries
 
 
+def new_blobs(changes: list[tuple[str, str, str]]) -> list[str]:
+    """The blobs a diff of changed_blobs brings in, sorted, each once."""
+    return sorted({sha for _, _, sha in changes if sha})
+
+
 def changed_blobs(common_dir: str, old: str, new: str) -> list[tuple[str, str, str]]:
     """(path, new mode, new blob) for every path that differs; deleted paths have blob ''."""
     out = run_git(["diff-tree", "-r", "-z", "--raw", "--no-renames", old, new],
@@ -1157,8 +1162,7 @@ def sync_worktree(repo: Repo, huey) -> None:
             elif indexed and commit_exists(repo.common_dir, indexed):
                 changes = changed_blobs(repo.common_dir, indexed, head)
                 # (a diff of more than 500 scans the whole map: SQLite limits variables)
-                among = sorted({sha for _, _, sha in changes if sha}) \
-                    if len(changes) <= 500 and known else None
+                among = new_blobs(changes) if len(changes) <= 500 and known else None
                 apply = functools.partial(index.apply_changes, repo.git_dir, head, changes,
                                           config)
             else:
@@ -2568,10 +2572,6 @@ class Index:
                "GROUP BY f.blob ORDER BY MIN(f.path)")
         return [(blob, os.fsdecode(path)) for blob, path in self.db.execute(sql, params)]
 
-    def is_documented(self, blob: str) -> bool:
-        """True if this blob already has a record."""
-        return self.db.execute("SELECT 1 FROM docs WHERE blob = ?", (blob,)).fetchone() is not None
-
     def to_document(self, blobs: list, lexical: bool = False) -> list:
         """The (blob, path) pairs still referenced by a worktree and not yet documented (by
         either pass, for the lexical pass)."""
@@ -3759,8 +3759,8 @@ def batch_records(config: Config, reader: BlobReader, blobs: list, lexical: bool
                     log(f"failed to document {path} ({blob[:12]}): {doc}", error=True)
                     failures.append(failure(blob, path, doc))
                 else:
-                    status = LEXICAL if lexical else "error" if doc["error"] else "ok"
-                    records.append((blob, status, size, doc, path))
+                    records.append((blob, LEXICAL, size, doc, path) if lexical else
+                                   full_record(blob, path, size, doc))
     finally:
         contents.close()
     return records, failures
@@ -3851,8 +3851,7 @@ def suspect_record(config: Config, blob: str, path: str, size: int,
         return blob, CRASHED, size, minimal_record(path, data, CRASHED), path
     if answered is None:
         return built_in_record(config, blob, path, size, data)
-    doc = answered[0]
-    return blob, "error" if doc["error"] else "ok", size, doc, path
+    return full_record(blob, path, size, answered[0])
 
 
 def built_in_record(config: Config, blob: str, path: str, size: int, data: bytes | None,
@@ -3865,7 +3864,11 @@ def built_in_record(config: Config, blob: str, path: str, size: int, data: bytes
     skipped = skipped_record(blob, path, size, data)
     if skipped:
         return skipped
-    doc = document_text(path, data, config.parse_budget, words)
+    return full_record(blob, path, size, document_text(path, data, config.parse_budget, words))
+
+
+def full_record(blob: str, path: str, size: int, doc: dict) -> tuple:
+    """The record of the full pass for a doc of the built-in documenter."""
     return blob, "error" if doc["error"] else "ok", size, doc, path
 
 
@@ -5621,7 +5624,7 @@ class McpServer:
             token, step, before, changed = meta.get("progressToken"), 0, indexed, None
             while time.monotonic() < deadline and json_key(request_id) not in self.cancelled:
                 if indexed == head:  # and then the files of the move documented too
-                    changed = self.changed_blobs(before, head) if changed is None else changed
+                    changed = self.blobs_to_await(before, head) if changed is None else changed
                     if not changed or not index.missing_blobs(self.repo.git_dir, changed):
                         break
                 if token is not None:
@@ -5644,13 +5647,13 @@ class McpServer:
         return {"indexed_commit": indexed, "head": head, "catching_up": catching_up,
                 "stale": stale, "note": note}
 
-    def changed_blobs(self, before: str | None, head: str | None) -> list:
+    def blobs_to_await(self, before: str | None, head: str | None) -> list:
         """The blobs a move of HEAD brought in, to wait for (none to wait for when the move
         is unknown or too large to be documented within the wait)."""
         if not (before and head and commit_exists(self.repo.common_dir, before)):
             return []
-        blobs = {sha for _, _, sha in changed_blobs(self.repo.common_dir, before, head) if sha}
-        return sorted(blobs) if len(blobs) <= LEXICAL_FIRST else []
+        blobs = new_blobs(changed_blobs(self.repo.common_dir, before, head))
+        return blobs if len(blobs) <= LEXICAL_FIRST else []
 
     def pending_files(self, index: Index) -> int:
         """Files of this worktree not documented yet (counted at most every 2 seconds)."""
