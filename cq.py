@@ -2250,13 +2250,18 @@ def kill_process_group(pid: int) -> None:
 # each worktree has its own path -> blob map, so results always match the worktree that asks.
 # ---------------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 7  # PRAGMA user_version; an index of another version is rebuilt from git
+SCHEMA_VERSION = 8  # PRAGMA user_version; an index of another version is rebuilt from git
 # The WAL grows while readers hold old snapshots (a long indexing with searches running); a
 # checkpoint that empties it cuts the file back to this size, not to keep it at its largest.
 WAL_LIMIT = 4 << 20
 # Words are stemmed (porter over unicode61, diacritics folded) on both sides, so `parsing`
 # finds `parse`.  entries_fts holds definitions: the name as written, its words (split
-# identifier parts and the squashed name), its container's words, and signature and doc.
+# identifier parts and the squashed name), its container's words, and signature, doc and
+# note.  It keeps no copy of that text (content=''), so deleting a row takes its text again:
+# entry_text computes it from the entry, and what it yields may change only with
+# SCHEMA_VERSION.  (Word positions stay: with detail=column, a contentless table's BM25 is
+# always 0.)  An entry's id is its doc's id shifted by ENTRY_SLOT_BITS plus its number in the
+# file, so a blob's entries are one range of ids, with no index.
 # files_fts holds one row per blob (rowid = docs.id): its summary and every distinct word.
 # An external documenter's answers live in `summaries`, keyed by blob and by the documenter's
 # settings, so no content is sent twice: --rebuild keeps them, with `calls` and `pauses`.  The
@@ -2269,12 +2274,11 @@ CREATE INDEX files_blob ON files (blob);
 CREATE TABLE docs (id INTEGER PRIMARY KEY, blob TEXT UNIQUE, status TEXT, language TEXT,
                    summary TEXT, error TEXT, size INTEGER, documented_at REAL, orphaned_at REAL,
                    llm_summary TEXT, llm_key TEXT, llm_by TEXT);
-CREATE TABLE entries (id INTEGER PRIMARY KEY, blob TEXT, kind TEXT, name TEXT, container TEXT,
+CREATE TABLE entries (id INTEGER PRIMARY KEY, kind TEXT, name TEXT, container TEXT,
                       line INTEGER, signature TEXT, doc TEXT, note TEXT DEFAULT '',
                       squashed TEXT);
-CREATE INDEX entries_blob ON entries (blob);
 CREATE INDEX entries_squashed ON entries (squashed);
-CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, container, body,
+CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, container, body, content = '',
                                              tokenize = 'porter unicode61 remove_diacritics 2');
 CREATE VIRTUAL TABLE files_fts USING fts5 (words, detail = none,
                                            tokenize = 'porter unicode61 remove_diacritics 2');
@@ -2291,6 +2295,23 @@ KEPT_SCHEMA = {
               "strikes INTEGER)",
 }
 SUMMARY_GRACE = 90 * 86400.0  # seconds an answer no worktree references is kept
+ENTRY_SLOT_BITS = 24  # a file keeps at most 2**24 definitions (the rest are dropped)
+ENTRY_OF_DOC = f"e.id BETWEEN d.id << {ENTRY_SLOT_BITS} AND ((d.id + 1) << {ENTRY_SLOT_BITS}) - 1"
+# A contentless table forgets a row by being told its text again.
+ENTRY_FTS_DELETE = ("INSERT INTO entries_fts (entries_fts, rowid, name, words, container, body) "
+                    "VALUES ('delete', ?, ?, ?, ?, ?)")
+
+
+def entry_ids(doc_id: int) -> tuple[int, int]:
+    """The first and last entry id a doc's definitions may take."""
+    return doc_id << ENTRY_SLOT_BITS, ((doc_id + 1) << ENTRY_SLOT_BITS) - 1
+
+
+def entry_text(name: str, container: str, signature: str, doc: str, note: str) -> tuple:
+    """The columns of a definition's entries_fts row (name, words, container, body), the same
+    when it is written and when it is deleted."""
+    return (name, name_words(name), " ".join(split_identifier(container or "")),
+            f"{signature}\n{doc}\n{note}")
 
 
 def fnmatch_exclude(path: str, patterns: tuple) -> str:
@@ -2628,7 +2649,7 @@ class Index:
                      (earlier[r[0]] and r[1] != LEXICAL)]
             self.db.executemany("DELETE FROM failures WHERE blob = ?",
                                 [(r[0],) for r in fresh if r[1] != LEXICAL])
-            files, entries = [], []
+            files, entries, fts = [], [], []
             for blob, status, size, record, _ in fresh:
                 doc = record or {"language": "", "summary": "", "entries": [], "error": "",
                                  "words": ""}
@@ -2642,20 +2663,18 @@ class Index:
                      time.time())).lastrowid
                 if doc["summary"] or words:
                     files.append((doc_id, f"{doc['summary']}\n{doc['words'] or words}"))
-                entries += [(blob, e) for e in doc["entries"]]
+                first, last = entry_ids(doc_id)
+                for entry_id, e in zip(range(first, last + 1), doc["entries"]):
+                    entries.append((entry_id, e["kind"], e["name"], e["container"], e["line"],
+                                    e["signature"], e["doc"], squash(e["name"])))
+                    fts.append((entry_id, *entry_text(e["name"], e["container"],
+                                                      e["signature"], e["doc"], "")))
             self.db.executemany("INSERT INTO files_fts (rowid, words) VALUES (?, ?)", files)
-            first = self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM entries").fetchone()[0]
-            ids = range(first, first + len(entries))
             self.db.executemany(
-                "INSERT INTO entries (id, blob, kind, name, container, line, signature, doc, "
-                "squashed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(i, blob, e["kind"], e["name"], e["container"], e["line"], e["signature"],
-                  e["doc"], squash(e["name"])) for i, (blob, e) in zip(ids, entries)])
-            self.db.executemany(
-                "INSERT INTO entries_fts (rowid, name, words, container, body) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(i, e["name"], name_words(e["name"]), " ".join(split_identifier(e["container"])),
-                  f"{e['signature']}\n{e['doc']}") for i, (_, e) in zip(ids, entries)])
+                "INSERT INTO entries (id, kind, name, container, line, signature, doc, "
+                "squashed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", entries)
+            self.db.executemany("INSERT INTO entries_fts (rowid, name, words, container, body) "
+                                "VALUES (?, ?, ?, ?, ?)", fts)
 
     def _drop_lexical(self, blob: str) -> str:
         """Delete a blob's record of the lexical pass (inside a transaction); its words."""
@@ -2713,12 +2732,16 @@ class Index:
 
     def _forget_blob(self, blob: str) -> None:
         """Delete a blob's documentation and search entries (inside a transaction)."""
-        self.db.execute("DELETE FROM entries_fts WHERE rowid IN "
-                        "(SELECT id FROM entries WHERE blob = ?)", (blob,))
-        self.db.execute("DELETE FROM entries WHERE blob = ?", (blob,))
-        self.db.execute("DELETE FROM files_fts WHERE rowid IN "
-                        "(SELECT id FROM docs WHERE blob = ?)", (blob,))
-        self.db.execute("DELETE FROM docs WHERE blob = ?", (blob,))
+        row = self.db.execute("SELECT id FROM docs WHERE blob = ?", (blob,)).fetchone()
+        if row is None:
+            return
+        first, last = entry_ids(row[0])
+        rows = self.db.execute("SELECT id, name, container, signature, doc, note FROM entries "
+                               "WHERE id BETWEEN ? AND ?", (first, last)).fetchall()
+        self.db.executemany(ENTRY_FTS_DELETE, [(i, *entry_text(*text)) for i, *text in rows])
+        self.db.execute("DELETE FROM entries WHERE id BETWEEN ? AND ?", (first, last))
+        self.db.execute("DELETE FROM files_fts WHERE rowid = ?", (row[0],))
+        self.db.execute("DELETE FROM docs WHERE id = ?", (row[0],))
 
     def prune(self, grace_seconds: float) -> int:
         """Forget documentation no worktree has referenced for grace_seconds; returns count."""
@@ -2742,9 +2765,9 @@ class Index:
     def clear(self) -> None:
         """Forget everything but the external documenter's answers (for --rebuild)."""
         with self.transaction():
-            for table in ("worktrees", "files", "docs", "entries", "entries_fts", "files_fts",
-                          "failures"):
+            for table in ("worktrees", "files", "docs", "entries", "files_fts", "failures"):
                 self.db.execute(f"DELETE FROM {table}")
+            self.db.execute("INSERT INTO entries_fts (entries_fts) VALUES ('delete-all')")
 
     def status(self, git_dir: str) -> dict:
         """Counts for one worktree: files, documented, pending (with those of the lexical
@@ -2798,8 +2821,9 @@ class Index:
         blob, excluded, status, language, summary, error, llm_summary, llm_by, size = row
         entries = [dict(zip(("kind", "name", "container", "line", "signature", "doc", "note"),
                             r)) for r in self.db.execute(
-                       "SELECT kind, name, container, line, signature, doc, note FROM entries "
-                       "WHERE blob = ? ORDER BY line, id", (blob,))]
+                       "SELECT e.kind, e.name, e.container, e.line, e.signature, e.doc, e.note "
+                       f"FROM docs d JOIN entries e ON {ENTRY_OF_DOC} WHERE d.blob = ? "
+                       "ORDER BY e.line, e.id", (blob,))]
         state = excluded or status or "pending"
         return {"path": path, "blob": blob, "status": state, "language": language or "",
                 "summary": llm_summary or summary or "", "summary_by": llm_by or "built-in",
@@ -2852,19 +2876,19 @@ class Index:
                         (doc_id, f"{summary}\n{words}"))
         self.db.execute("UPDATE docs SET llm_summary = ?, llm_key = ?, llm_by = ? WHERE id = ?",
                         (summary, key, name, doc_id))
+        first, last = entry_ids(doc_id)
         for entry_id, entry_name, container, signature, doc, old_note in self.db.execute(
-                "SELECT id, name, container, signature, doc, note FROM entries WHERE blob = ?",
-                (blob,)).fetchall():
+                "SELECT id, name, container, signature, doc, note FROM entries "
+                "WHERE id BETWEEN ? AND ?", (first, last)).fetchall():
             note = notes.get(entry_name) or notes.get(f"{container}.{entry_name}") or ""
             if note == old_note:
                 continue
             self.db.execute("UPDATE entries SET note = ? WHERE id = ?", (note, entry_id))
-            self.db.execute("DELETE FROM entries_fts WHERE rowid = ?", (entry_id,))
-            self.db.execute(
-                "INSERT INTO entries_fts (rowid, name, words, container, body) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (entry_id, entry_name, name_words(entry_name),
-                 " ".join(split_identifier(container or "")), f"{signature}\n{doc}\n{note}"))
+            self.db.execute(ENTRY_FTS_DELETE, (entry_id, *entry_text(
+                entry_name, container, signature, doc, old_note)))
+            self.db.execute("INSERT INTO entries_fts (rowid, name, words, container, body) "
+                            "VALUES (?, ?, ?, ?, ?)", (entry_id, *entry_text(
+                                entry_name, container, signature, doc, note)))
 
     def record_summary_failure(self, blob: str, key: str, path: str, error: str) -> None:
         """Remember that the external documenter failed on this content (until a retry)."""
@@ -3241,12 +3265,14 @@ ENTRY_COLUMNS = ("e.id, e.kind, e.name, e.container, e.line, e.signature, "
 ENTRY_SQL = (
     f"SELECT {ENTRY_COLUMNS}, hits.rank FROM ({{hits}}) AS hits "
     "JOIN entries e ON e.id = hits.rowid "
-    "JOIN files f ON f.blob = e.blob AND f.git_dir = ? JOIN docs d ON d.blob = e.blob "
+    f"JOIN docs d ON d.id = e.id >> {ENTRY_SLOT_BITS} "
+    "JOIN files f ON f.blob = d.blob AND f.git_dir = ? "
     "WHERE (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) "
     "ORDER BY hits.rank LIMIT ?")
 EXACT_SQL = (  # an index lookup: an exact name is found however common its words are
     f"SELECT {ENTRY_COLUMNS}, 0.0 FROM entries e "  # CROSS JOIN: entries first, by the index
-    "CROSS JOIN files f ON f.blob = e.blob AND f.git_dir = ? JOIN docs d ON d.blob = e.blob "
+    f"CROSS JOIN docs d ON d.id = e.id >> {ENTRY_SLOT_BITS} "
+    "CROSS JOIN files f ON f.blob = d.blob AND f.git_dir = ? "
     "WHERE e.squashed = ? AND (? IS NULL OR path_matches(f.path)) "
     "AND (? IS NULL OR d.language = ?) LIMIT ?")
 FILE_SQL = (

@@ -98,7 +98,8 @@ def searchable_after(repo: Path, marker: str, deadline: float) -> float:
     start = time.perf_counter()
     try:
         while time.perf_counter() - start < deadline:
-            if db.execute("SELECT 1 FROM entries WHERE name = ? LIMIT 1", (marker,)).fetchone():
+            if db.execute("SELECT 1 FROM entries WHERE squashed = ? LIMIT 1",  # by its index
+                          (marker.replace("_", "").lower(),)).fetchone():
                 return time.perf_counter() - start
             time.sleep(0.005)
     finally:

@@ -62,14 +62,13 @@ def hook_overhead(pyz: Path, tmp: Path, commits: int) -> None:
 
 
 def searchable_after(repo: Path, marker: str, deadline: float) -> float:
-    """Seconds until the index has an entry named marker for this worktree."""
+    """Seconds until the index has a definition named marker."""
     db = sqlite3.connect(f"file:{repo / '.git' / 'cq' / 'index.db'}?mode=ro", uri=True)
     start = time.perf_counter()
     try:
         while time.perf_counter() - start < deadline:
-            row = db.execute("SELECT 1 FROM entries e JOIN files f ON f.blob = e.blob "
-                             "WHERE e.name = ? LIMIT 1", (marker,)).fetchone()
-            if row:
+            if db.execute("SELECT 1 FROM entries WHERE squashed = ? LIMIT 1",  # by its index
+                          (marker.replace("_", "").lower(),)).fetchone():
                 return time.perf_counter() - start
             time.sleep(0.005)
     finally:

@@ -218,17 +218,31 @@ def test_each_worktree_searches_its_own_head(initialised, tmp_path):
     assert repo.search("only_on_side") == []  # the main worktree does not have it
 
 
-def test_documentation_no_worktree_references_is_pruned(initialised):
+def test_documentation_no_worktree_references_is_pruned_with_its_words(initialised):
     repo = initialised
     repo.git("config", "cq.pruneAfter", "0")
     repo.git("config", "cq.reconcileInterval", "0.3")
     repo.cq("worker", "restart")
-    repo.commit({"temp.py": "def temporary():\n    pass\n"})
+    repo.commit({"temp.py": "def temporary(ephemeral):\n    \"\"\"Fleeting.\"\"\"\n"})
     wait_until(lambda: repo.search("temporary"))
     count = documented_blobs(repo)
+    assert full_text_matches(repo, "temporary ephemeral fleeting") == (1, 1)
     repo.git("rm", "-q", "temp.py")
     repo.commit(message="drop temp")
     wait_until(lambda: documented_blobs(repo) == count - 1, what="the orphan to be pruned")
+    # The definitions' table keeps no text: a row is deleted by its words, given again.
+    assert full_text_matches(repo, "temporary OR ephemeral OR fleeting") == (0, 0)
+
+
+def full_text_matches(repo, expression: str) -> tuple[int, int]:
+    """Rows of the definitions' and the files' full-text tables that match an expression."""
+    db = sqlite3.connect(repo.state / "index.db")
+    try:
+        return tuple(db.execute(f"SELECT COUNT(*) FROM {table} WHERE {table} MATCH ?",
+                                (expression,)).fetchone()[0]
+                     for table in ("entries_fts", "files_fts"))
+    finally:
+        db.close()
 
 
 def test_queue_storage_keeps_no_results(initialised):
