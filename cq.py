@@ -46,6 +46,10 @@ import stat
 import sys
 import time
 
+TYPE_CHECKING = False  # typing is not imported at run time: hooks start lean
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
 VERSION = "0.2.0"  # the index schema changed: workers of 0.1.0 are replaced by init
 
 EXIT_OK = 0
@@ -518,24 +522,26 @@ def commit_exists(common_dir: str, commit: str) -> bool:
     return proc.returncode == 0
 
 
-def tree_blobs(common_dir: str, commit: str) -> dict[str, tuple[str, str]]:
-    """Every path in a commit's tree, mapped to (mode, object id)."""
-    return {path: (mode, sha) for path, mode, sha, _ in tree_entries(common_dir, commit)}
+def tree_listing(common_dir: str, commit: str, sizes: bool = False) -> bytes:
+    """A commit's whole tree as `git ls-tree -r -z` lists it, for tree_entries; with each
+    blob's size only if asked, since git then reads every object's header."""
+    return run_git(["ls-tree", "-r", "-z", "--full-tree", *(["-l"] if sizes else []), commit],
+                   git_dir=common_dir).stdout
 
 
-def tree_entries(common_dir: str, commit: str, sizes: bool = False) -> list[tuple]:
-    """(path, mode, object id, size) of every entry of a commit's tree; the size (None for
-    what is not a blob) only if asked, since git then reads every object's header."""
-    out = run_git(["ls-tree", "-r", "-z", "--full-tree", *(["-l"] if sizes else []), commit],
-                  git_dir=common_dir).stdout
-    entries = []
-    for record in out.split(b"\0"):
-        if record:
-            meta, _, path = record.partition(b"\t")
+def tree_entries(listing: bytes) -> Iterator[tuple]:
+    """(path, mode, object id, size) of each entry of a tree listing, the size None unless
+    listed (and for what is not a blob).  One at a time: at 50,000 files the listing is a
+    few MB, but as Python objects all at once it would be the worker's largest peak."""
+    start = 0
+    while start < len(listing):
+        end = listing.find(b"\0", start)
+        end = len(listing) if end < 0 else end
+        meta, _, path = listing[start:end].partition(b"\t")
+        start = end + 1
+        if path:
             mode, kind, sha, *size = meta.decode().split()
-            entries.append((os.fsdecode(path), mode, sha,
-                            int(size[0]) if size and kind == "blob" else None))
-    return entries
+            yield os.fsdecode(path), mode, sha, int(size[0]) if size and kind == "blob" else None
 
 
 def new_blobs(changes: list[tuple[str, str, str]]) -> list[str]:
@@ -1014,7 +1020,9 @@ def task_queue(repo: Repo):
         raise
     common = repo.common_dir
 
-    @huey.task(name="sync")
+    # Higher priorities run first: a move of HEAD is mapped at once, and the lexical pass of
+    # a large change runs before any full pass, whatever order they were queued in.
+    @huey.task(name="sync", priority=2)
     def sync(git_dir: str) -> None:
         repair_if_damaged(repo, sync_worktree, Repo(common, git_dir), huey)
 
@@ -1022,7 +1030,7 @@ def task_queue(repo: Repo):
     def document(blobs: list) -> None:
         repair_if_damaged(repo, document_blobs, Repo(common, common), blobs, huey)
 
-    @huey.task(name="lexical")
+    @huey.task(name="lexical", priority=1)
     def lexical(blobs: list) -> None:
         repair_if_damaged(repo, index_words, Repo(common, common), blobs, huey)
 
@@ -1127,15 +1135,33 @@ def config_files_state(repo: Repo) -> tuple:
     return tuple(state)
 
 
-def queue_documents(huey, blobs: list[tuple[str, str]]) -> None:
-    """Queue (blob, path) pairs for documenting, in batches; where there are many, the
-    lexical pass over all of them goes first, so the whole tree is soon searchable by its
-    words (tasks run in the order queued)."""
-    if len(blobs) > LEXICAL_FIRST:
-        for i in range(0, len(blobs), LEXICAL_BATCH):
-            huey.cq_tasks["lexical"](blobs[i:i + LEXICAL_BATCH])
-    for i in range(0, len(blobs), DOCUMENT_BATCH):
-        huey.cq_tasks["document"](blobs[i:i + DOCUMENT_BATCH])
+def queue_documents(huey, blobs: Iterable[tuple[str, str]]) -> int:
+    """Queue (blob, path) pairs for documenting, in batches, taking the pairs one at a time
+    (a first index holds no list of them all); returns how many.  Where there are more than
+    LEXICAL_FIRST, the lexical pass goes first: each lexical task queues the full pass of
+    its files when done, and runs before any full pass (its priority is higher), so the
+    whole tree is soon searchable by its words."""
+    import itertools
+
+    blobs = iter(blobs)
+    first = list(itertools.islice(blobs, LEXICAL_FIRST + 1))
+    lexical = len(first) > LEXICAL_FIRST
+    task = huey.cq_tasks["lexical" if lexical else "document"]
+    count = 0
+    for batch in batches(itertools.chain(first, blobs), LEXICAL_BATCH if lexical
+                         else DOCUMENT_BATCH):
+        task(batch)
+        count += len(batch)
+    return count
+
+
+def batches(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of `size` items (the last may be shorter), taken from items as they come."""
+    import itertools
+
+    items = iter(items)
+    while batch := list(itertools.islice(items, size)):
+        yield batch
 
 
 def sync_worktree(repo: Repo, huey) -> None:
@@ -1158,7 +1184,7 @@ def sync_worktree(repo: Repo, huey) -> None:
             # worktree (several worker threads) moved it meanwhile, else we start over.
             among = None  # the blobs that may be new: all, unless a diff says which
             if head is None:
-                apply = functools.partial(index.replace_worktree, repo.git_dir, None, {}, config)
+                apply = functools.partial(index.replace_worktree, repo.git_dir, None, (), config)
             elif indexed and commit_exists(repo.common_dir, indexed):
                 changes = changed_blobs(repo.common_dir, indexed, head)
                 # (a diff of more than 500 scans the whole map: SQLite limits variables)
@@ -1166,15 +1192,15 @@ def sync_worktree(repo: Repo, huey) -> None:
                 apply = functools.partial(index.apply_changes, repo.git_dir, head, changes,
                                           config)
             else:
-                apply = functools.partial(index.replace_worktree, repo.git_dir, head,
-                                          tree_blobs(repo.common_dir, head), config)
+                listing = tree_listing(repo.common_dir, head)
+                apply = functools.partial(index.replace_worktree, repo.git_dir, head, (
+                    (path, mode, sha) for path, mode, sha, _ in tree_entries(listing)), config)
             with index.transaction():
                 if (index.worktree_commit(repo.git_dir), repo.git_dir in index.worktrees()) == \
                         (indexed, known):
                     apply()
                     break
-        missing = index.missing_blobs(repo.git_dir, among)
-    queue_documents(huey, missing)
+        queue_documents(huey, index.missing_blobs(repo.git_dir, among))
 
 
 def reconcile_index(repo: Repo, huey) -> None:
@@ -1187,12 +1213,12 @@ def reconcile_index(repo: Repo, huey) -> None:
             index.forget_worktree(gone)
         behind = [d for d in sorted(live) if index.worktree_commit(d) != head_commit(d)]
         index.prune(config.prune_after_days * 86400)
-        missing = [] if behind or huey.pending_count() else index.missing_blobs(None)
+        missing = 0 if behind or huey.pending_count() else \
+            queue_documents(huey, index.missing_blobs(None))
     for git_dir in behind:
         huey.cq_tasks["sync"](git_dir)
     if missing:
-        log(f"reconcile: {len(missing)} blob(s) were missing from the index; queued again")
-        queue_documents(huey, missing)
+        log(f"reconcile: {missing} blob(s) were missing from the index; queued again")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1231,7 +1257,7 @@ def detect_language(path: str, text: str) -> str:
 
 
 IDENTIFIER_WORDS: dict = {}  # identifier -> its words, for the life of a process (they repeat)
-IDENTIFIER_WORDS_MAX = 20_000  # about 3 MB: the worker's memory is bounded
+IDENTIFIER_WORDS_MAX = 4000  # about 1.5 MB (20,000 held the worker's memory 8 MB higher)
 IDENTIFIER_PATTERNS: list = []  # the separators, and the words of an ASCII part, compiled once
 
 
@@ -2546,13 +2572,14 @@ class Index:
                         (os.fsencode(git_dir), commit, time.time()))
 
     def replace_worktree(self, git_dir: str, commit: str | None,
-                         entries: dict[str, tuple[str, str]], config: Config) -> None:
-        """Set a worktree's whole map from a tree listing (inside the caller's transaction)."""
+                         entries: Iterable[tuple[str, str, str]], config: Config) -> None:
+        """Set a worktree's whole map from (path, mode, object id) of each file, taken one
+        at a time (inside the caller's transaction)."""
         key = os.fsencode(git_dir)
-        rows = [(key, os.fsencode(p), sha, mode, skip_reason(p, mode, config))
-                for p, (mode, sha) in entries.items()]
         self.db.execute("DELETE FROM files WHERE git_dir = ?", (key,))
-        self.db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", rows)
+        self.db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (
+            (key, os.fsencode(path), sha, mode, skip_reason(path, mode, config))
+            for path, mode, sha in entries))
         self._set_commit(git_dir, commit)
 
     def apply_changes(self, git_dir: str, commit: str, changes: list, config: Config) -> None:
@@ -2574,15 +2601,16 @@ class Index:
             self.db.execute("DELETE FROM files WHERE git_dir = ?", (key,))
             self.db.execute("DELETE FROM worktrees WHERE git_dir = ?", (key,))
 
-    def missing_blobs(self, git_dir: str | None, among: list | None = None) -> list[tuple]:
+    def missing_blobs(self, git_dir: str | None,
+                      among: list | None = None) -> Iterator[tuple[str, str]]:
         """(blob, path) pairs referenced (in one worktree, or any) but neither documented
         (beyond the lexical pass) nor failed; only of the blobs `among`, if given (a commit's:
-        no scan of the whole map)."""
+        no scan of the whole map).  One at a time, as SQLite hands them over."""
         where = "AND f.git_dir = ?" if git_dir else ""
         params: tuple = (os.fsencode(git_dir),) if git_dir else ()
         if among is not None:
             if not among:
-                return []
+                return
             where += f" AND f.blob IN ({','.join('?' * len(among))})"
             params += tuple(among)
         files = "files f INDEXED BY files_blob" if among else "files f"  # not the whole map
@@ -2591,7 +2619,8 @@ class Index:
                "LEFT JOIN failures x ON x.blob = f.blob "
                f"WHERE f.excluded = '' AND d.blob IS NULL AND x.blob IS NULL {where} "
                "GROUP BY f.blob ORDER BY MIN(f.path)")
-        return [(blob, os.fsdecode(path)) for blob, path in self.db.execute(sql, params)]
+        for blob, path in self.db.execute(sql, params):
+            yield blob, os.fsdecode(path)
 
     def to_document(self, blobs: list, lexical: bool = False) -> list:
         """The (blob, path) pairs still referenced by a worktree and not yet documented (by
@@ -3573,7 +3602,8 @@ class WorktreeOverlay:
                 index.store(blob, "ok", len(data), document_text(path, data,
                                                                  config.parse_budget), path)
         with index.transaction():
-            index.replace_worktree(self.repo.git_dir, None, entries, config)
+            index.replace_worktree(self.repo.git_dir, None,
+                                   ((p, mode, sha) for p, (mode, sha) in entries.items()), config)
 
 
 class WorktreeWatch:
@@ -3910,13 +3940,17 @@ def skipped_record(blob: str, path: str, size: int, data: bytes | None) -> tuple
 def index_words(repo: Repo, blobs: list, huey) -> None:
     """The lexical pass: a record of each blob's language and words, with one commit for
     the batch, so that a large tree is searchable by its words long before every file is
-    documented.  No parser runs, so no attempt is noted: nothing here can crash the worker."""
+    documented; then the full pass of the batch is queued.  No parser runs, so no attempt
+    is noted: nothing here can crash the worker."""
     config = task_config(repo, huey)
     reader = thread_blob_reader(repo.common_dir)
     with Index(repo) as index:
         made = batch_records(config, reader, index.to_document(blobs, lexical=True), True)
-        if made is not None:
-            index.store_all(made[0])
+        if made is None:
+            return  # the worker is stopping: what is left is found missing later
+        index.store_all(made[0])
+    for batch in batches(blobs, DOCUMENT_BATCH):  # the full pass, behind the lexical one
+        huey.cq_tasks["document"](batch)
 
 
 def minimal_record(path: str, data: bytes, reason: str) -> dict:
@@ -5651,7 +5685,8 @@ class McpServer:
             while time.monotonic() < deadline and json_key(request_id) not in self.cancelled:
                 if indexed == head:  # and then the files of the move documented too
                     changed = self.blobs_to_await(before, head) if changed is None else changed
-                    if not changed or not index.missing_blobs(self.repo.git_dir, changed):
+                    if not changed or next(index.missing_blobs(self.repo.git_dir, changed),
+                                           None) is None:
                         break
                 if token is not None:
                     step += 1
@@ -6407,7 +6442,7 @@ def estimate_summaries(repo: Repo, config: Config) -> str:
     except NotIndexed:
         pass
     sizes = {sha: size for path, mode, sha, size in (
-        tree_entries(repo.common_dir, head, sizes=True) if head else [])
+        tree_entries(tree_listing(repo.common_dir, head, sizes=True)) if head else [])
         if size is not None and not skip_reason(path, mode, config)}
     counts = {"send": 0, "done": 0, "failed": 0, "large": 0, "other": 0}
     sent = 0
