@@ -2276,7 +2276,7 @@ def kill_process_group(pid: int) -> None:
 # each worktree has its own path -> blob map, so results always match the worktree that asks.
 # ---------------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 8  # PRAGMA user_version; an index of another version is rebuilt from git
+SCHEMA_VERSION = 9  # PRAGMA user_version; an index of another version is rebuilt from git
 # The WAL grows while readers hold old snapshots (a long indexing with searches running); a
 # checkpoint that empties it cuts the file back to this size, not to keep it at its largest.
 WAL_LIMIT = 4 << 20
@@ -2289,6 +2289,8 @@ WAL_LIMIT = 4 << 20
 # always 0.)  An entry's id is its doc's id shifted by ENTRY_SLOT_BITS plus its number in the
 # file, so a blob's entries are one range of ids, with no index.
 # files_fts holds one row per blob (rowid = docs.id): its summary and every distinct word.
+# paths_fts holds the words of each path of each worktree (rowid = files.rowid), so a search
+# finds the files a word names without reading every path.
 # An external documenter's answers live in `summaries`, keyed by blob and by the documenter's
 # settings, so no content is sent twice: --rebuild keeps them, with `calls` and `pauses`.  The
 # summary in use is copied to docs.llm_summary (and into files_fts), its notes to entries.note.
@@ -2308,6 +2310,8 @@ CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, container, body, conte
                                              tokenize = 'porter unicode61 remove_diacritics 2');
 CREATE VIRTUAL TABLE files_fts USING fts5 (words, detail = none,
                                            tokenize = 'porter unicode61 remove_diacritics 2');
+CREATE VIRTUAL TABLE paths_fts USING fts5 (words, detail = none,
+                                           tokenize = 'unicode61 remove_diacritics 2');
 CREATE TABLE failures (blob TEXT PRIMARY KEY, path BLOB, error TEXT, failed_at REAL);
 CREATE TABLE attempts (blob TEXT PRIMARY KEY, path BLOB, crashes INTEGER, started_at REAL);
 """
@@ -2576,29 +2580,45 @@ class Index:
         """Set a worktree's whole map from (path, mode, object id) of each file, taken one
         at a time (inside the caller's transaction)."""
         key = os.fsencode(git_dir)
-        self.db.execute("DELETE FROM files WHERE git_dir = ?", (key,))
+        self._drop_worktree_files(key)
         self.db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (
             (key, os.fsencode(path), sha, mode, skip_reason(path, mode, config))
             for path, mode, sha in entries))
+        self.db.executemany("INSERT INTO paths_fts (rowid, words) VALUES (?, ?)", (
+            (rowid, path_words(os.fsdecode(path))) for rowid, path in self.db.execute(
+                "SELECT rowid, path FROM files WHERE git_dir = ?", (key,))))
         self._set_commit(git_dir, commit)
+
+    def _drop_worktree_files(self, key: bytes) -> None:
+        """Delete a worktree's map and its paths' words (inside a transaction)."""
+        self.db.execute("DELETE FROM paths_fts WHERE rowid IN "
+                        "(SELECT rowid FROM files WHERE git_dir = ?)", (key,))
+        self.db.execute("DELETE FROM files WHERE git_dir = ?", (key,))
 
     def apply_changes(self, git_dir: str, commit: str, changes: list, config: Config) -> None:
         """Apply diff-tree changes to a worktree's map (inside the caller's transaction)."""
+        key = os.fsencode(git_dir)
         for path, mode, sha in changes:
-            if sha:
-                self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-                                (os.fsencode(git_dir), os.fsencode(path), sha, mode,
-                                 skip_reason(path, mode, config)))
-            else:
-                self.db.execute("DELETE FROM files WHERE git_dir = ? AND path = ?",
-                                (os.fsencode(git_dir), os.fsencode(path)))
+            row = self.db.execute("SELECT rowid FROM files WHERE git_dir = ? AND path = ?",
+                                  (key, os.fsencode(path))).fetchone()
+            if sha and row:  # the same path, so the same words
+                self.db.execute("UPDATE files SET blob = ?, mode = ?, excluded = ? WHERE "
+                                "rowid = ?", (sha, mode, skip_reason(path, mode, config), row[0]))
+            elif sha:
+                rowid = self.db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (
+                    key, os.fsencode(path), sha, mode, skip_reason(path, mode, config))).lastrowid
+                self.db.execute("INSERT INTO paths_fts (rowid, words) VALUES (?, ?)",
+                                (rowid, path_words(path)))
+            elif row:
+                self.db.execute("DELETE FROM files WHERE rowid = ?", row)
+                self.db.execute("DELETE FROM paths_fts WHERE rowid = ?", row)
         self._set_commit(git_dir, commit)
 
     def forget_worktree(self, git_dir: str) -> None:
         """Drop a worktree that no longer exists."""
         with self.transaction():
             key = os.fsencode(git_dir)
-            self.db.execute("DELETE FROM files WHERE git_dir = ?", (key,))
+            self._drop_worktree_files(key)
             self.db.execute("DELETE FROM worktrees WHERE git_dir = ?", (key,))
 
     def missing_blobs(self, git_dir: str | None,
@@ -2794,7 +2814,8 @@ class Index:
     def clear(self) -> None:
         """Forget everything but the external documenter's answers (for --rebuild)."""
         with self.transaction():
-            for table in ("worktrees", "files", "docs", "entries", "files_fts", "failures"):
+            for table in ("worktrees", "files", "paths_fts", "docs", "entries", "files_fts",
+                          "failures"):
                 self.db.execute(f"DELETE FROM {table}")
             self.db.execute("INSERT INTO entries_fts (entries_fts) VALUES ('delete-all')")
 
@@ -3158,11 +3179,16 @@ def path_matcher(spec: str | None):
 PATH_WORDS: dict = {}  # path -> its words, for the life of a process (paths repeat a lot)
 
 
+def path_words(path: str) -> str:
+    """The text paths_fts holds for a path: the words of its folders and file name."""
+    return " ".join(split_words(os.path.splitext(path)[0]))
+
+
 def words_of_path(path: str) -> set[str]:
     """The words of a path's folders and file name (its extension left out)."""
     words = PATH_WORDS.get(path)
     if words is None:
-        words = PATH_WORDS[path] = set(split_words(os.path.splitext(path)[0]))
+        words = PATH_WORDS[path] = set(path_words(path).split())
         if len(PATH_WORDS) > 200_000:
             PATH_WORDS.clear()
     return words
@@ -3281,10 +3307,10 @@ def entry_candidates(db, expression: str, where: tuple) -> list[Candidate]:
 # The best matches come from FTS5 first (its `rank` is the weighted BM25), then are joined
 # with the worktree's files and filtered; where filters leave too few, the search widens.
 # Ranking costs FTS5 a lookup per match, so an expression matched by more than POOL rows is
-# ranked within a pool: its newest POOL matches (the current versions of files come last),
-# with, for definitions, all its matches in a name (which weighs most in the BM25) ranked too;
-# where those are more than POOL / 4, the newest POOL of them alone.  If the worktree and
-# the filters leave too few rows, every match is ranked.
+# ranked within a pool: its newest POOL matches (the current versions of files come last).
+# For definitions the pool is first of its matches in a name (which weighs most in the BM25),
+# and only where those fill fewer rows than asked, of all its matches as well.  If the
+# worktree and the filters leave too few rows, every match is ranked.
 POOL = 1500
 HITS_SQL = "SELECT rowid, rank FROM {table} WHERE {table} MATCH ? ORDER BY rank LIMIT ?"
 POOLED_HITS_SQL = (f"SELECT rowid, rank FROM (SELECT rowid, rank FROM {{table}} WHERE {{table}} "
@@ -3311,10 +3337,10 @@ FILE_SQL = (
     "WHERE (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) "
     "ORDER BY hits.rank LIMIT ?")
 WIDER = 4  # FTS5 hands over this many times the rows wanted before joins and filters
-PATH_SQL = (  # instr() narrows in C; path_has_word() decides on the few paths left
+PATH_SQL = (  # paths_fts narrows by words' first letters; path_has_word() decides
     "SELECT d.id, f.path, d.language, COALESCE(d.llm_summary, d.summary), d.llm_by, 0.0 "
-    "FROM files f "
-    "JOIN docs d ON d.blob = f.blob WHERE f.git_dir = ? AND ({}) AND path_has_word(f.path) "
+    "FROM paths_fts p CROSS JOIN files f ON f.rowid = p.rowid JOIN docs d ON d.blob = f.blob "
+    "WHERE paths_fts MATCH ? AND f.git_dir = ? AND path_has_word(f.path) "
     "AND (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) LIMIT ?")
 
 
@@ -3330,17 +3356,16 @@ def best_rows(db, table: str, expression: str, where: tuple, limit: int) -> list
         return db.execute(sql.format(hits=hits.format(table=table)), (
             text, count, git_dir, path, language, language, limit)).fetchall()
 
-    named = f"{{name words}} : ({expression})"
     if not matches_more_than(db, table, expression, POOL):
         rows = ranked(HITS_SQL, expression, wanted)
-    elif table == "entries_fts" and matches_more_than(db, table, named, POOL // 4):
-        rows = ranked(POOLED_HITS_SQL, named, wanted)  # so common in names: those are best
-    else:
+    elif table != "entries_fts":
         rows = ranked(POOLED_HITS_SQL, expression, wanted)
-        if table == "entries_fts":  # and every match in a name, ranked
+    else:
+        rows = ranked(POOLED_HITS_SQL, f"{{name words}} : ({expression})", wanted)
+        if len(rows) < limit:  # few are named by it: its other matches count as well
             rows = sorted({row[0]: row for row in reversed(
-                rows + ranked(HITS_SQL, named, wanted))}.values(), key=lambda row: row[-1])
-            rows = rows[:limit]
+                rows + ranked(POOLED_HITS_SQL, expression, wanted))}.values(),
+                key=lambda row: row[-1])[:limit]
     if len(rows) < limit and matches_more_than(db, table, expression, len(rows)):
         rows = ranked(HITS_SQL, expression, -1)  # rare: most matches are elsewhere
     return rows
@@ -3422,11 +3447,11 @@ def path_candidates(db, query: SearchQuery, where: tuple, known: set) -> list[Ca
     db.create_function("path_has_word", 1, lambda raw: any(
         covers_path_word(t, words_of_path(os.fsdecode(raw))) for t in query.terms),
         deterministic=True)
-    stems = sorted({w[:4] for t in query.terms for w in t.words})
-    narrow = " OR ".join("instr(lower(CAST(f.path AS TEXT)), ?)" for _ in stems)
+    # Every path word covers_path_word accepts begins with the query word's first 4 letters.
+    narrow = " OR ".join(sorted({f'"{w[:4]}"*' for t in query.terms for w in t.words}))
     candidates = []
-    for rowid, raw, lang, summary, by, _ in db.execute(PATH_SQL.format(narrow), (
-            git_dir, *stems, path, language, language, CANDIDATES)):
+    for rowid, raw, lang, summary, by, _ in db.execute(PATH_SQL, (
+            narrow, git_dir, path, language, language, CANDIDATES)):
         if os.fsdecode(raw) not in known:
             candidates.append(Candidate("file", rowid, os.fsdecode(raw), lang or "",
                                         doc=summary or ""))

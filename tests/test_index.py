@@ -234,6 +234,26 @@ def test_documentation_no_worktree_references_is_pruned_with_its_words(initialis
     assert full_text_matches(repo, "temporary OR ephemeral OR fleeting") == (0, 0)
 
 
+def test_a_file_is_found_by_the_words_of_its_current_path_only(initialised):
+    repo = initialised
+    repo.commit({"notes/zanzibar_ledger.txt": "plain text\n"})
+    wait_until(lambda: paths_found(repo, "zanzibar") == ["notes/zanzibar_ledger.txt"],
+               what="the file to be found by a word of its path")
+    repo.git("mv", "notes/zanzibar_ledger.txt", "notes/quokka_ledger.txt")
+    repo.commit(message="rename")
+    wait_until(lambda: paths_found(repo, "quokka") == ["notes/quokka_ledger.txt"],
+               what="the file to be found by a word of its new path")
+    assert paths_found(repo, "zanzibar") == []
+    repo.commit({"notes/quokka_ledger.txt": "plain text, edited by marmalade\n"})
+    wait_until(lambda: paths_found(repo, "marmalade"), what="the edit to be indexed")
+    assert paths_found(repo, "quokka") == ["notes/quokka_ledger.txt"]  # its path kept
+
+
+def paths_found(repo, word: str) -> list[str]:
+    """The paths of the results of a one-word search."""
+    return [result["path"] for result in repo.search(word)]
+
+
 def full_text_matches(repo, expression: str) -> tuple[int, int]:
     """Rows of the definitions' and the files' full-text tables that match an expression."""
     db = sqlite3.connect(repo.state / "index.db")
