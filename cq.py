@@ -2337,11 +2337,27 @@ def entry_ids(doc_id: int) -> tuple[int, int]:
     return doc_id << ENTRY_SLOT_BITS, ((doc_id + 1) << ENTRY_SLOT_BITS) - 1
 
 
-def entry_text(name: str, container: str, signature: str, doc: str, note: str) -> tuple:
+def with_search_words(e: dict) -> dict:
+    """An entry with the words the index keeps for it (its squashed name, its name's and its
+    container's words), computed once: by the documenting process that made it, where one
+    did, so that the worker's writing thread does not."""
+    if "words" not in e:
+        e["squashed"] = squash(e["name"])
+        e["words"] = name_words(e["name"])
+        e["container_words"] = " ".join(split_identifier(e["container"] or ""))
+    return e
+
+
+def entry_text(e: dict, note: str) -> tuple:
     """The columns of a definition's entries_fts row (name, words, container, body), the same
     when it is written and when it is deleted."""
-    return (name, name_words(name), " ".join(split_identifier(container or "")),
-            f"{signature}\n{doc}\n{note}")
+    e = with_search_words(e)
+    return e["name"], e["words"], e["container_words"], f"{e['signature']}\n{e['doc']}\n{note}"
+
+
+def stored_entry(name: str, container: str, signature: str, doc: str) -> dict:
+    """An entry as read back from the index (to compute its entries_fts text again)."""
+    return {"name": name, "container": container, "signature": signature, "doc": doc}
 
 
 def fnmatch_exclude(path: str, patterns: tuple) -> str:
@@ -2681,8 +2697,9 @@ class Index:
         """Record each (blob, status, size, doc, path) and make it searchable, and each
         (blob, path, error) that failed, in one transaction that also ends their attempts:
         FTS5 writes a segment at every commit, so a batch costs one commit, not one a file.
-        A full record replaces one of the lexical pass, and takes its words where the doc
-        has none (they were not computed twice)."""
+        A full record takes over the row of one of the lexical pass, whose words stay in
+        files_fts (every word of the file, a built-in summary's among them), so they are
+        neither computed nor written twice."""
         # A record of the lexical pass ends no attempt: a crash count must survive it.
         blobs = [r[0] for r in records if r[1] != LEXICAL] + [f[0] for f in failures]
         with self.transaction():
@@ -2691,47 +2708,44 @@ class Index:
                                 [(blob, os.fsencode(path), error[:2000], time.time())
                                  for blob, path, error in failures])
             marks = ",".join("?" * len(records))
-            earlier = dict(self.db.execute(  # stored by another task meanwhile, or lexical
-                f"SELECT blob, status = '{LEXICAL}' FROM docs WHERE blob IN ({marks})",
-                [r[0] for r in records]))
-            fresh = [r for r in records if earlier.get(r[0]) is None or
-                     (earlier[r[0]] and r[1] != LEXICAL)]
+            earlier = {blob: (doc_id, status == LEXICAL) for blob, doc_id, status in  # or by
+                       self.db.execute(f"SELECT blob, id, status FROM docs WHERE blob IN "
+                                       f"({marks})", [r[0] for r in records])}  # another task
+            fresh = [r for r in records if r[0] not in earlier or
+                     (earlier[r[0]][1] and r[1] != LEXICAL)]
             self.db.executemany("DELETE FROM failures WHERE blob = ?",
                                 [(r[0],) for r in fresh if r[1] != LEXICAL])
-            files, entries, fts = [], [], []
+            files, entries, fts, promoted = [], [], [], []
             for blob, status, size, record, _ in fresh:
                 doc = record or {"language": "", "summary": "", "entries": [], "error": "",
                                  "words": ""}
-                words = doc["words"] if not earlier.get(blob) else self._drop_lexical(blob)
-                if words is None:
-                    continue  # its lexical record went meanwhile (--rebuild): found missing
-                doc_id = self.db.execute(
-                    "INSERT INTO docs (blob, status, language, summary, error, size, "
-                    "documented_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (blob, status, doc["language"], doc["summary"], doc["error"], size,
-                     time.time())).lastrowid
-                if doc["summary"] or words:
-                    files.append((doc_id, f"{doc['summary']}\n{doc['words'] or words}"))
+                fields = (status, doc["language"], doc["summary"], doc["error"], size,
+                          time.time())
+                if blob in earlier:  # of the lexical pass: the same row, its words kept
+                    doc_id = earlier[blob][0]
+                    promoted.append((*fields, doc_id))
+                elif doc["words"] is None:
+                    continue  # it was to keep a lexical record's words, gone since: redone
+                else:
+                    doc_id = self.db.execute(
+                        "INSERT INTO docs (status, language, summary, error, size, "
+                        "documented_at, blob) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (*fields, blob)).lastrowid
+                    if doc["summary"] or doc["words"]:
+                        files.append((doc_id, f"{doc['summary']}\n{doc['words']}"))
                 first, last = entry_ids(doc_id)
                 for entry_id, e in zip(range(first, last + 1), doc["entries"]):
+                    fts.append((entry_id, *entry_text(e, "")))
                     entries.append((entry_id, e["kind"], e["name"], e["container"], e["line"],
-                                    e["signature"], e["doc"], squash(e["name"])))
-                    fts.append((entry_id, *entry_text(e["name"], e["container"],
-                                                      e["signature"], e["doc"], "")))
+                                    e["signature"], e["doc"], e["squashed"]))
+            self.db.executemany("UPDATE docs SET status = ?, language = ?, summary = ?, "
+                                "error = ?, size = ?, documented_at = ? WHERE id = ?", promoted)
             self.db.executemany("INSERT INTO files_fts (rowid, words) VALUES (?, ?)", files)
             self.db.executemany(
                 "INSERT INTO entries (id, kind, name, container, line, signature, doc, "
                 "squashed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", entries)
             self.db.executemany("INSERT INTO entries_fts (rowid, name, words, container, body) "
                                 "VALUES (?, ?, ?, ?, ?)", fts)
-
-    def _drop_lexical(self, blob: str) -> str:
-        """Delete a blob's record of the lexical pass (inside a transaction); its words."""
-        doc_id = self.db.execute("SELECT id FROM docs WHERE blob = ?", (blob,)).fetchone()[0]
-        row = self.db.execute("SELECT words FROM files_fts WHERE rowid = ?", (doc_id,)).fetchone()
-        self.db.execute("DELETE FROM files_fts WHERE rowid = ?", (doc_id,))
-        self.db.execute("DELETE FROM docs WHERE id = ?", (doc_id,))
-        return row[0].partition("\n")[2] if row else ""
 
     def begin_attempts(self, blobs: list) -> None:
         """Note durably, in one commit, that documenting these (blob, path) pairs starts."""
@@ -2787,7 +2801,8 @@ class Index:
         first, last = entry_ids(row[0])
         rows = self.db.execute("SELECT id, name, container, signature, doc, note FROM entries "
                                "WHERE id BETWEEN ? AND ?", (first, last)).fetchall()
-        self.db.executemany(ENTRY_FTS_DELETE, [(i, *entry_text(*text)) for i, *text in rows])
+        self.db.executemany(ENTRY_FTS_DELETE, [(i, *entry_text(stored_entry(*text), note))
+                                               for i, *text, note in rows])
         self.db.execute("DELETE FROM entries WHERE id BETWEEN ? AND ?", (first, last))
         self.db.execute("DELETE FROM files_fts WHERE rowid = ?", (row[0],))
         self.db.execute("DELETE FROM docs WHERE id = ?", (row[0],))
@@ -2934,11 +2949,10 @@ class Index:
             if note == old_note:
                 continue
             self.db.execute("UPDATE entries SET note = ? WHERE id = ?", (note, entry_id))
-            self.db.execute(ENTRY_FTS_DELETE, (entry_id, *entry_text(
-                entry_name, container, signature, doc, old_note)))
+            stored = stored_entry(entry_name, container, signature, doc)
+            self.db.execute(ENTRY_FTS_DELETE, (entry_id, *entry_text(stored, old_note)))
             self.db.execute("INSERT INTO entries_fts (rowid, name, words, container, body) "
-                            "VALUES (?, ?, ?, ?, ?)", (entry_id, *entry_text(
-                                entry_name, container, signature, doc, note)))
+                            "VALUES (?, ?, ?, ?, ?)", (entry_id, *entry_text(stored, note)))
 
     def record_summary_failure(self, blob: str, key: str, path: str, error: str) -> None:
         """Remember that the external documenter failed on this content (until a retry)."""
@@ -4133,8 +4147,12 @@ def run_jobs(jobs: list, workers: int) -> list | None:
 def answer_job(job: tuple) -> dict:
     """A documenter's doc for one job (kind, path, data, parse budget, words wanted)."""
     kind, path, data, budget, words = job
-    return minimal_record(path, data, "") if kind == LEXICAL else \
-        document_text(path, data, budget, words)
+    if kind == LEXICAL:
+        return minimal_record(path, data, "")
+    doc = document_text(path, data, budget, words)
+    for e in doc["entries"]:
+        with_search_words(e)
+    return doc
 
 
 def serve_documenting() -> int:
