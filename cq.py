@@ -1272,14 +1272,19 @@ def split_identifier(name: str) -> list[str]:
     return list(words)
 
 
-def identifier_parts(name: str) -> tuple:
-    """split_identifier, computed."""
+def identifier_patterns() -> list:
+    """The separators of an identifier's parts, and the words of an ASCII part, compiled."""
     import re
 
     if not IDENTIFIER_PATTERNS:
         IDENTIFIER_PATTERNS[:] = [re.compile(r"[\W_]+"), re.compile(
             r"[A-Z]+(?=[A-Z][a-z]|\d|\b)|[A-Z]?[a-z]+|[A-Z]+|\d+")]
-    separators, ascii_words = IDENTIFIER_PATTERNS
+    return IDENTIFIER_PATTERNS
+
+
+def identifier_parts(name: str) -> tuple:
+    """split_identifier, computed."""
+    separators, ascii_words = identifier_patterns()
     words = []
     for part in separators.split(name):
         if part.isascii():
@@ -3199,8 +3204,12 @@ PATH_WORDS: dict = {}  # path -> its words, for the life of a process (paths rep
 
 
 def path_words(path: str) -> str:
-    """The text paths_fts holds for a path: the words of its folders and file name."""
-    return " ".join(split_words(os.path.splitext(path)[0]))
+    """The text paths_fts holds for a path: the words of its folders and file name (an ASCII
+    path, most of them, in one pass of the identifier pattern: a first sync maps them all)."""
+    stem = os.path.splitext(path)[0]
+    if stem.isascii():
+        return " ".join(identifier_patterns()[1].findall(stem)).lower()
+    return " ".join(split_words(stem))
 
 
 def words_of_path(path: str) -> set[str]:
