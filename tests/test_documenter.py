@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -134,6 +135,12 @@ def test_identifiers_split_into_words_however_they_are_spelled():
     assert cq.split_identifier("ParseConfig") == ["parse", "config"]
     assert cq.split_identifier("HTTPServer2") == ["http", "server", "2"]
     assert cq.split_identifier("getHTTPResponseCode") == ["get", "http", "response", "code"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=60))
+def test_a_path_has_the_identifier_words_of_its_folders_and_file_name(path):
+    assert cq.path_words(path).split() == cq.split_words(os.path.splitext(path)[0])
 
 
 @settings(max_examples=300, deadline=None)
