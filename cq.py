@@ -50,7 +50,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: hooks start lean
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-VERSION = "0.2.0"  # the index schema changed: workers of 0.1.0 are replaced by init
+VERSION = "0.3.0"  # the index schema changed again (9): init replaces workers of 0.2.0
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -3337,8 +3337,7 @@ def entry_candidates(db, expression: str, where: tuple) -> list[Candidate]:
 # Ranking costs FTS5 a lookup per match, so an expression matched by more than POOL rows is
 # ranked within a pool: its newest POOL matches (the current versions of files come last).
 # For definitions the pool is first of its matches in a name (which weighs most in the BM25),
-# and only where those fill under a quarter of the rows asked, of all its matches as well
-# (ranking a pool costs a lookup a row: 20-30 ms at 50,000 files).  If the
+# and only where those fill fewer rows than asked, of all its matches as well.  If the
 # worktree and the filters leave too few rows, every match is ranked.
 POOL = 1500
 HITS_SQL = "SELECT rowid, rank FROM {table} WHERE {table} MATCH ? ORDER BY rank LIMIT ?"
@@ -3391,7 +3390,7 @@ def best_rows(db, table: str, expression: str, where: tuple, limit: int) -> list
         rows = ranked(POOLED_HITS_SQL, expression, wanted)
     else:
         rows = ranked(POOLED_HITS_SQL, f"{{name words}} : ({expression})", wanted)
-        if len(rows) < limit // 4:  # few are named by it: its other matches count as well
+        if len(rows) < limit:  # too few are named by it: its other matches count as well
             rows = sorted({row[0]: row for row in reversed(
                 rows + ranked(POOLED_HITS_SQL, expression, wanted))}.values(),
                 key=lambda row: row[-1])[:limit]
@@ -3998,13 +3997,14 @@ def index_words(repo: Repo, blobs: list, huey) -> None:
     is noted: nothing here can crash the worker."""
     config = task_config(repo, huey)
     reader = thread_blob_reader(repo.common_dir)
-    with Index(repo) as index:
-        made = batch_records(config, reader, index.to_document(blobs, lexical=True), True)
-        if made is None:
-            return  # the worker is stopping: what is left is found missing later
-        index.store_all(made[0])
-    for batch in batches(blobs, DOCUMENT_BATCH):  # the full pass, behind the lexical one
-        huey.cq_tasks["document"](batch)
+    try:
+        with Index(repo) as index:
+            made = batch_records(config, reader, index.to_document(blobs, lexical=True), True)
+            if made is not None:  # else the worker is stopping
+                index.store_all(made[0])
+    finally:  # the full pass, behind the lexical one, whatever became of this task
+        for batch in batches(blobs, DOCUMENT_BATCH):
+            huey.cq_tasks["document"](batch)
 
 
 def minimal_record(path: str, data: bytes, reason: str) -> dict:
@@ -4259,6 +4259,12 @@ def acquire_worker_lock(repo: Repo) -> int:
         os.close(fd)
         raise CqError("a worker is already running for this repository")
     return fd
+
+
+def runs_this_cq(record: dict) -> bool:
+    """True if a worker's pid record is of this cq and index schema (a worker of another
+    would fight this one over the index, each rebuilding it for its own schema)."""
+    return record.get("version") == VERSION and record.get("schema") == SCHEMA_VERSION
 
 
 def write_pid_record(fd: int, record: dict | None) -> None:
@@ -4817,7 +4823,8 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
     lock_fd = acquire_worker_lock(repo)
     try:
         write_pid_record(lock_fd, dict(process_identity(os.getpid()), started_at=time.time(),
-                                       lock_fd=lock_fd, version=VERSION))
+                                       lock_fd=lock_fd, version=VERSION,
+                                       schema=SCHEMA_VERSION))
         setup_worker_logging(repo, config)
         from huey.consumer import ConsumerStopped
 
@@ -6552,7 +6559,7 @@ def cmd_init(args, repo: Repo) -> int:
             write_state_file(copy, f.read())
     write_state_file(repo.state_path(PYTHON_FILE), os.fsencode(sys.executable) + b"\n")
     state = probe_worker(repo)
-    if state.alive and state.record.get("version") != VERSION:
+    if state.alive and not runs_this_cq(state.record):
         print(stop_worker(repo, None, False))  # before its index is upgraded under it
     Index(repo).db.close()  # the schema exists (or is upgraded) before anyone waits on it
     try:
@@ -6737,7 +6744,7 @@ def open_for_reading(repo: Repo) -> Index:
         if not os.path.isfile(repo.state_path(PYZ_COPY)):
             raise
     state = probe_worker(repo)
-    if state.alive and state.record.get("version") != VERSION:
+    if state.alive and not runs_this_cq(state.record):
         raise CqError(f"the worker running here is cq {state.record.get('version')}, whose "
                       f"index this cq {VERSION} cannot read (upgrade it: cq init)")
     for git_dir in worktree_git_dirs(repo.common_dir):

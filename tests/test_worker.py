@@ -111,6 +111,18 @@ def test_restart_replaces_the_worker(started):
     assert worker_processes(started) == [started.worker_pid()]
 
 
+def test_init_replaces_a_running_worker_of_another_index_schema(initialised):
+    pid = initialised.worker_pid()
+    pid_file = initialised.state / "worker.pid"
+    pid_file.write_text("".join(  # as a worker of an older cq would have written it
+        line.replace(line.partition("=")[2], "7") if line.startswith("schema=") else line
+        for line in pid_file.read_text().splitlines(keepends=True)))
+    proc = initialised.cq("init")
+    assert proc.returncode == 0, proc.stderr
+    assert f"stopped the worker (PID {pid})" in proc.stdout
+    assert initialised.worker_pid() not in (None, pid)
+
+
 def forge_record(repo, pid: int) -> None:
     repo.state.mkdir(mode=0o700, exist_ok=True)
     record = {"pid": pid, "start_time": start_time_of(pid), "boot_id": boot_id(),
