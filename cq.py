@@ -683,18 +683,20 @@ class LazyBlobReader:
 # flock on its pid file; a probe that cannot take a shared lock knows a worker is alive.
 # ---------------------------------------------------------------------------------------------
 
+def proc_stat_fields(pid: int) -> list[bytes]:
+    """The fields of /proc/PID/stat after the command name, its state first (Linux); raises
+    OSError where the process or /proc is not there."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    # The command name may hold spaces and parentheses: fields start after the last ')'.
+    return data[data.rfind(b")") + 2:].split()
+
+
 def proc_start_time(pid: int) -> int | None:
     """Start time of a process in clock ticks since boot (Linux), or None if unknown."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: fields start after the last ')'.
-    fields = data[data.rfind(b")") + 2:].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
+        return int(proc_stat_fields(pid)[19])
+    except (OSError, IndexError, ValueError):
         return None
 
 
@@ -2027,8 +2029,7 @@ def remove_stale_rooms() -> None:
 def process_exists(pid: int) -> bool:
     """True if a live process of this PID exists, whoever owns it (a zombie is dead)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[:1] not in ([b"Z"], [b"X"])
+        return proc_stat_fields(pid)[:1] not in ([b"Z"], [b"X"])
     except FileNotFoundError:
         return False
     except OSError:  # no /proc here: ask the kernel whether the PID is taken
