@@ -2333,7 +2333,6 @@ KEPT_SCHEMA = {
 }
 SUMMARY_GRACE = 90 * 86400.0  # seconds an answer no worktree references is kept
 ENTRY_SLOT_BITS = 24  # a file keeps at most 2**24 definitions (the rest are dropped)
-ENTRY_OF_DOC = f"e.id BETWEEN d.id << {ENTRY_SLOT_BITS} AND ((d.id + 1) << {ENTRY_SLOT_BITS}) - 1"
 # A contentless table forgets a row by being told its text again.
 ENTRY_FTS_DELETE = ("INSERT INTO entries_fts (entries_fts, rowid, name, words, container, body) "
                     "VALUES ('delete', ?, ?, ?, ?, ?)")
@@ -2809,14 +2808,16 @@ class Index:
         row = self.db.execute("SELECT id FROM docs WHERE blob = ?", (blob,)).fetchone()
         if row is None:
             return
-        first, last = entry_ids(row[0])
-        rows = self.db.execute("SELECT id, name, container, signature, doc, note FROM entries "
-                               "WHERE id BETWEEN ? AND ?", (first, last)).fetchall()
         self.db.executemany(ENTRY_FTS_DELETE, [(i, *entry_text(stored_entry(*text), note))
-                                               for i, *text, note in rows])
-        self.db.execute("DELETE FROM entries WHERE id BETWEEN ? AND ?", (first, last))
+                                               for i, *text, note in self._entries(row[0])])
+        self.db.execute("DELETE FROM entries WHERE id BETWEEN ? AND ?", entry_ids(row[0]))
         self.db.execute("DELETE FROM files_fts WHERE rowid = ?", (row[0],))
         self.db.execute("DELETE FROM docs WHERE id = ?", (row[0],))
+
+    def _entries(self, doc_id: int) -> list[tuple]:
+        """(id, name, container, signature, doc, note) of a doc's definitions."""
+        return self.db.execute("SELECT id, name, container, signature, doc, note FROM entries "
+                               "WHERE id BETWEEN ? AND ?", entry_ids(doc_id)).fetchall()
 
     def prune(self, grace_seconds: float) -> int:
         """Forget documentation no worktree has referenced for grace_seconds; returns count."""
@@ -2889,17 +2890,17 @@ class Index:
         """The stored documentation of one path in a worktree."""
         row = self.db.execute(
             "SELECT f.blob, f.excluded, d.status, d.language, d.summary, d.error, "
-            "d.llm_summary, d.llm_by, d.size FROM files f LEFT JOIN docs d ON d.blob = f.blob "
-            "WHERE f.git_dir = ? AND f.path = ?",
+            "d.llm_summary, d.llm_by, d.size, d.id FROM files f "
+            "LEFT JOIN docs d ON d.blob = f.blob WHERE f.git_dir = ? AND f.path = ?",
             (os.fsencode(git_dir), os.fsencode(path))).fetchone()
         if row is None:
             return None
-        blob, excluded, status, language, summary, error, llm_summary, llm_by, size = row
-        entries = [dict(zip(("kind", "name", "container", "line", "signature", "doc", "note"),
-                            r)) for r in self.db.execute(
-                       "SELECT e.kind, e.name, e.container, e.line, e.signature, e.doc, e.note "
-                       f"FROM docs d JOIN entries e ON {ENTRY_OF_DOC} WHERE d.blob = ? "
-                       "ORDER BY e.line, e.id", (blob,))]
+        blob, excluded, status, language, summary, error, llm_summary, llm_by, size, doc_id = row
+        entries = [] if doc_id is None else [
+            dict(zip(("kind", "name", "container", "line", "signature", "doc", "note"), r))
+            for r in self.db.execute("SELECT kind, name, container, line, signature, doc, note "
+                                     "FROM entries WHERE id BETWEEN ? AND ? ORDER BY line, id",
+                                     entry_ids(doc_id))]
         state = excluded or status or "pending"
         return {"path": path, "blob": blob, "status": state, "language": language or "",
                 "summary": llm_summary or summary or "", "summary_by": llm_by or "built-in",
@@ -2952,10 +2953,7 @@ class Index:
                         (doc_id, f"{summary}\n{words}"))
         self.db.execute("UPDATE docs SET llm_summary = ?, llm_key = ?, llm_by = ? WHERE id = ?",
                         (summary, key, name, doc_id))
-        first, last = entry_ids(doc_id)
-        for entry_id, entry_name, container, signature, doc, old_note in self.db.execute(
-                "SELECT id, name, container, signature, doc, note FROM entries "
-                "WHERE id BETWEEN ? AND ?", (first, last)).fetchall():
+        for entry_id, entry_name, container, signature, doc, old_note in self._entries(doc_id):
             note = notes.get(entry_name) or notes.get(f"{container}.{entry_name}") or ""
             if note == old_note:
                 continue
