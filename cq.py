@@ -405,13 +405,15 @@ def config_or_defaults(repo: Repo) -> Config:
 
 def load_config(repo: Repo) -> Config:
     """Read and validate the cq.* settings that apply to this repository."""
-    proc = run_git(["config", "-z", "--get-regexp", r"^cq\."], git_dir=repo.git_dir, check=False)
-    if proc.returncode not in (0, 1):
+    args = ["config", "-z", "--get-regexp", r"^cq\."]
+    code, out = spawn_git(["--git-dir", repo.git_dir, *args], env=scrubbed_env())
+    if code not in (0, 1):  # asked again, for what git says on stderr
+        proc = run_git(args, git_dir=repo.git_dir, check=False)
         detail = os.fsdecode(proc.stderr).strip().splitlines()
         raise CqError(f"cannot read git config: {detail[-1] if detail else proc.returncode}",
                       EXIT_USAGE)
     pairs = []
-    for item in os.fsdecode(proc.stdout).split("\0"):
+    for item in os.fsdecode(out).split("\0"):
         if item:
             key, _, value = item.partition("\n")
             pairs.append((key, value))
@@ -435,15 +437,18 @@ SUBMODULE_MODE = "160000"
 SYMLINK_MODE = "120000"
 
 
-def spawn_git(args: list[str], cwd: str) -> tuple[int, bytes]:
-    """Run `git -C cwd ARGS` in the caller's environment; return (exit code, stdout).
+def spawn_git(args: list[str], cwd: str | None = None,
+              env: dict | None = None) -> tuple[int, bytes]:
+    """Run `git [-C cwd] ARGS` (in the caller's environment unless env is given); return
+    (exit code, stdout).
 
-    The hot paths (`worker status`, `hook run`) use this instead of subprocess, whose import
-    alone costs about 5 ms; stderr is discarded."""
+    The hot paths (`worker status`, `hook run`, `search`) use this instead of subprocess,
+    whose import alone costs 5 to 10 ms; stderr is discarded."""
     read_end, write_end = os.pipe()
     devnull = os.open(os.devnull, os.O_RDWR)
+    argv = ["git", *(["-C", cwd] if cwd else []), *args]
     try:
-        pid = os.posix_spawnp("git", ["git", "-C", cwd, *args], os.environ, file_actions=[
+        pid = os.posix_spawnp("git", argv, os.environ if env is None else env, file_actions=[
             (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, write_end, 1),
             (os.POSIX_SPAWN_DUP2, devnull, 2)])
     except FileNotFoundError as exc:
@@ -489,9 +494,9 @@ def run_git(args: list[str], git_dir: str | None = None, cwd: str | None = None,
 
 def head_commit(git_dir: str) -> str | None:
     """The commit HEAD of this worktree points at, or None on an unborn branch."""
-    proc = run_git(["rev-parse", "-q", "--verify", "HEAD^{commit}"], git_dir=git_dir,
-                   check=False)
-    return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+    code, out = spawn_git(["--git-dir", git_dir, "rev-parse", "-q", "--verify",
+                           "HEAD^{commit}"], env=scrubbed_env())
+    return out.decode().strip() or None if code == 0 else None
 
 
 def head_signature(repo: Repo) -> tuple:
@@ -2282,14 +2287,17 @@ def kill_process_group(pid: int) -> None:
 # each worktree has its own path -> blob map, so results always match the worktree that asks.
 # ---------------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 9  # PRAGMA user_version; an index of another version is rebuilt from git
+SCHEMA_VERSION = 10  # PRAGMA user_version; an index of another version is rebuilt from git
 # The WAL grows while readers hold old snapshots (a long indexing with searches running); a
 # checkpoint that empties it cuts the file back to this size, not to keep it at its largest.
 WAL_LIMIT = 4 << 20
 # Words are stemmed (porter over unicode61, diacritics folded) on both sides, so `parsing`
 # finds `parse`.  entries_fts holds definitions: the name as written, its words (split
-# identifier parts and the squashed name), its container's words, and signature, doc and
-# note.  It keeps no copy of that text (content=''), so deleting a row takes its text again:
+# identifier parts and the squashed name), its container's words, signature, doc and note,
+# and the squashed name alone, by which an exact name is looked up however common its words
+# (that column weighs nothing in the BM25; an FTS5 term costs a few bytes a row where a
+# B-tree index of the names cost 15 MB at 50k files, and a quarter of the writing).
+# It keeps no copy of that text (content=''), so deleting a row takes its text again:
 # entry_text computes it from the entry, and what it yields may change only with
 # SCHEMA_VERSION.  (Word positions stay: with detail=column, a contentless table's BM25 is
 # always 0.)  An entry's id is its doc's id shifted by ENTRY_SLOT_BITS plus its number in the
@@ -2310,10 +2318,9 @@ CREATE TABLE docs (id INTEGER PRIMARY KEY, blob TEXT UNIQUE, status TEXT, langua
                    summary TEXT, error TEXT, size INTEGER, documented_at REAL, orphaned_at REAL,
                    llm_summary TEXT, llm_key TEXT, llm_by TEXT);
 CREATE TABLE entries (id INTEGER PRIMARY KEY, kind TEXT, name TEXT, container TEXT,
-                      line INTEGER, signature TEXT, doc TEXT, note TEXT DEFAULT '',
-                      squashed TEXT);
-CREATE INDEX entries_squashed ON entries (squashed);
-CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, container, body, content = '',
+                      line INTEGER, signature TEXT, doc TEXT, note TEXT DEFAULT '');
+CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, container, body, squashed,
+                                             content = '',
                                              tokenize = 'porter unicode61 remove_diacritics 2');
 CREATE VIRTUAL TABLE files_fts USING fts5 (words, detail = none,
                                            tokenize = 'porter unicode61 remove_diacritics 2');
@@ -2334,8 +2341,10 @@ KEPT_SCHEMA = {
 SUMMARY_GRACE = 90 * 86400.0  # seconds an answer no worktree references is kept
 ENTRY_SLOT_BITS = 24  # a file keeps at most 2**24 definitions (the rest are dropped)
 # A contentless table forgets a row by being told its text again.
-ENTRY_FTS_DELETE = ("INSERT INTO entries_fts (entries_fts, rowid, name, words, container, body) "
-                    "VALUES ('delete', ?, ?, ?, ?, ?)")
+ENTRY_FTS_INSERT = ("INSERT INTO entries_fts (rowid, name, words, container, body, squashed) "
+                    "VALUES (?, ?, ?, ?, ?, ?)")
+ENTRY_FTS_DELETE = ("INSERT INTO entries_fts (entries_fts, rowid, name, words, container, body, "
+                    "squashed) VALUES ('delete', ?, ?, ?, ?, ?, ?)")
 
 
 def entry_ids(doc_id: int) -> tuple[int, int]:
@@ -2355,10 +2364,11 @@ def with_search_words(e: dict) -> dict:
 
 
 def entry_text(e: dict, note: str) -> tuple:
-    """The columns of a definition's entries_fts row (name, words, container, body), the same
-    when it is written and when it is deleted."""
+    """The columns of a definition's entries_fts row (name, words, container, body,
+    squashed), the same when it is written and when it is deleted."""
     e = with_search_words(e)
-    return e["name"], e["words"], e["container_words"], f"{e['signature']}\n{e['doc']}\n{note}"
+    return (e["name"], e["words"], e["container_words"],
+            f"{e['signature']}\n{e['doc']}\n{note}", e["squashed"])
 
 
 def stored_entry(name: str, container: str, signature: str, doc: str) -> dict:
@@ -2747,15 +2757,14 @@ class Index:
                 for entry_id, e in zip(range(first, last + 1), doc["entries"]):
                     fts.append((entry_id, *entry_text(e, "")))
                     entries.append((entry_id, e["kind"], e["name"], e["container"], e["line"],
-                                    e["signature"], e["doc"], e["squashed"]))
+                                    e["signature"], e["doc"]))
             self.db.executemany("UPDATE docs SET status = ?, language = ?, summary = ?, "
                                 "error = ?, size = ?, documented_at = ? WHERE id = ?", promoted)
             self.db.executemany("INSERT INTO files_fts (rowid, words) VALUES (?, ?)", files)
             self.db.executemany(
-                "INSERT INTO entries (id, kind, name, container, line, signature, doc, "
-                "squashed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", entries)
-            self.db.executemany("INSERT INTO entries_fts (rowid, name, words, container, body) "
-                                "VALUES (?, ?, ?, ?, ?)", fts)
+                "INSERT INTO entries (id, kind, name, container, line, signature, doc) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", entries)
+            self.db.executemany(ENTRY_FTS_INSERT, fts)
 
     def begin_attempts(self, blobs: list) -> None:
         """Note durably, in one commit, that documenting these (blob, path) pairs starts."""
@@ -2960,8 +2969,7 @@ class Index:
             self.db.execute("UPDATE entries SET note = ? WHERE id = ?", (note, entry_id))
             stored = stored_entry(entry_name, container, signature, doc)
             self.db.execute(ENTRY_FTS_DELETE, (entry_id, *entry_text(stored, old_note)))
-            self.db.execute("INSERT INTO entries_fts (rowid, name, words, container, body) "
-                            "VALUES (?, ?, ?, ?, ?)", (entry_id, *entry_text(stored, note)))
+            self.db.execute(ENTRY_FTS_INSERT, (entry_id, *entry_text(stored, note)))
 
     def record_summary_failure(self, blob: str, key: str, path: str, error: str) -> None:
         """Remember that the external documenter failed on this content (until a retry)."""
@@ -3081,7 +3089,8 @@ STOP_WORDS = frozenset({
 DEFINITION_WEIGHT = 2.0
 KIND_WEIGHT = {"import": 0.5, "file": 0.5, "property": 1.2, "heading": 1.2, "object": 1.2}
 EXACT_NAME_BONUS = 100.0  # a definition whose (qualified) name is the query; others get 1/5
-ENTRY_COLUMN_WEIGHTS = "10.0, 5.0, 2.0, 1.0"  # bm25 weights: name, words, container, body
+# bm25 weights: name, words, container, body (the squashed name only finds, see EXACT_SQL)
+ENTRY_COLUMN_WEIGHTS = "10.0, 5.0, 2.0, 1.0, 0.0"
 CANDIDATES = 300
 PER_FILE = 3
 # Where code that is not the source itself lives, and how far down it ranks.
@@ -3351,11 +3360,12 @@ ENTRY_SQL = (
     "JOIN files f ON f.blob = d.blob AND f.git_dir = ? "
     "WHERE (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) "
     "ORDER BY hits.rank LIMIT ?")
-EXACT_SQL = (  # an index lookup: an exact name is found however common its words are
-    f"SELECT {ENTRY_COLUMNS}, 0.0 FROM entries e "  # CROSS JOIN: entries first, by the index
+EXACT_SQL = (  # one term's rows: an exact name is found however common its words are
+    f"SELECT {ENTRY_COLUMNS}, 0.0 FROM entries_fts "  # CROSS JOIN: the term's rows first
+    "CROSS JOIN entries e ON e.id = entries_fts.rowid "
     f"CROSS JOIN docs d ON d.id = e.id >> {ENTRY_SLOT_BITS} "
     "CROSS JOIN files f ON f.blob = d.blob AND f.git_dir = ? "
-    "WHERE e.squashed = ? AND (? IS NULL OR path_matches(f.path)) "
+    "WHERE entries_fts MATCH ? AND (? IS NULL OR path_matches(f.path)) "
     "AND (? IS NULL OR d.language = ?) LIMIT ?")
 FILE_SQL = (
     "SELECT d.id, f.path, d.language, COALESCE(d.llm_summary, d.summary), d.llm_by, hits.rank "
@@ -3414,12 +3424,17 @@ def exact_candidates(db, query: SearchQuery, where: tuple) -> list[Candidate]:
 
 
 def named_candidates(db, squashed: str, where: tuple) -> list[Candidate]:
-    """Definitions whose squashed name is this, by index lookup."""
+    """Definitions whose squashed name is this, looked up by its term (which, stemmed, may
+    also be another name's: those are left out)."""
     git_dir, path, language, _ = where
+    if not squashed:
+        return []
     return [Candidate(kind, rowid, os.fsdecode(raw), lang or "", line, name, container or "",
                       signature or "", doc or "")
             for rowid, kind, name, container, line, signature, doc, raw, lang, _ in db.execute(
-                EXACT_SQL, (git_dir, squashed, path, language, language, POOL))]
+                EXACT_SQL, (git_dir, f'squashed : "{squashed}"', path, language, language,
+                            POOL))
+            if squash(name) == squashed]
 
 
 def term_candidates(db, term: Term, where: tuple) -> list[Candidate]:
@@ -6849,12 +6864,21 @@ class HotArgs:
 
 
 def parse_hot_path(argv: list[str]) -> HotArgs | None:
-    """`[-C DIR] worker status [--json|-v|-q]...` and `[-C DIR] hook run NAME [ARGS...]`
-    parsed without argparse, whose import and parser set-up would double the run time of
-    these two commands; None for anything else (argparse then handles it, errors included)."""
+    """`[-C DIR] worker status [--json|-v|-q]...`, `[-C DIR] hook run NAME [ARGS...]` and
+    `[-C DIR] search [--] WORD...` parsed without argparse, whose import and parser set-up
+    would double the run time of the first two and add a sixth to a search; None for
+    anything else (argparse then handles it, errors included)."""
     directory = "."
     if argv[:1] == ["-C"] and len(argv) > 1:
         directory, argv = argv[1], argv[2:]
+    if argv[:1] == ["search"]:
+        marked = argv[1:2] == ["--"]  # after `--`, a word may start with a dash
+        words = argv[2:] if marked else argv[1:]
+        if not words or (not marked and any(w.startswith("-") for w in words)):
+            return None
+        return HotArgs(directory=directory, command="search", query=words, limit=10,
+                       json=False, path=None, lang=None, tests=False, all_entries=False,
+                       worktree=False)
     if argv[:2] == ["worker", "status"]:
         flags = {"--json": "json", "-v": "verbose", "--verbose": "verbose", "-q": "quiet",
                  "--quiet": "quiet"}

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from bench_search_latency import generate
-from common import build, cq, git, new_repo
+from common import build, cq, git, new_repo, searchable_after
 
 QUERIES = {"rare word": ["xylophonist"], "common word": ["parse"],
            "three words": ["retry", "timeout", "handler"]}
@@ -90,21 +90,6 @@ def pool_peaks(repo: Path, peaks: dict) -> None:
         for line in status.splitlines():
             if line.startswith("VmHWM:"):
                 peaks[name] = max(peaks.get(name, 0), int(line.split()[1]) * 1024)
-
-
-def searchable_after(repo: Path, marker: str, deadline: float) -> float:
-    """Seconds until the index has a definition named marker."""
-    db = sqlite3.connect(f"file:{repo / '.git' / 'cq' / 'index.db'}?mode=ro", uri=True)
-    start = time.perf_counter()
-    try:
-        while time.perf_counter() - start < deadline:
-            if db.execute("SELECT 1 FROM entries WHERE squashed = ? LIMIT 1",  # by its index
-                          (marker.replace("_", "").lower(),)).fetchone():
-                return time.perf_counter() - start
-            time.sleep(0.005)
-    finally:
-        db.close()
-    return float("inf")
 
 
 def is_searchable(repo: Path, blobs: int) -> bool:

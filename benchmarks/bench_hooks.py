@@ -15,7 +15,6 @@ polling the index read-only every 5 ms (target: under 1 s median, flat in reposi
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import build, cq, git, new_repo
+from common import build, cq, git, new_repo, searchable_after
 
 
 def timed_commit(repo: Path, name: str, content: str) -> float:
@@ -59,21 +58,6 @@ def hook_overhead(pyz: Path, tmp: Path, commits: int) -> None:
     print(f"hook overhead, {commits} commits each (medians):")
     print(f"  git commit without hooks   {wo:6.1f} ms")
     print(f"  git commit with cq hooks   {w:6.1f} ms   (+{w - wo:.1f} ms; target +15 ms)")
-
-
-def searchable_after(repo: Path, marker: str, deadline: float) -> float:
-    """Seconds until the index has a definition named marker."""
-    db = sqlite3.connect(f"file:{repo / '.git' / 'cq' / 'index.db'}?mode=ro", uri=True)
-    start = time.perf_counter()
-    try:
-        while time.perf_counter() - start < deadline:
-            if db.execute("SELECT 1 FROM entries WHERE squashed = ? LIMIT 1",  # by its index
-                          (marker.replace("_", "").lower(),)).fetchone():
-                return time.perf_counter() - start
-            time.sleep(0.005)
-    finally:
-        db.close()
-    return float("inf")
 
 
 def commit_to_searchable(pyz: Path, tmp: Path, size: int, commits: int) -> list[float]:

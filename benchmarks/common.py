@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,3 +43,23 @@ def cq(pyz: Path, repo: Path, *args: str, check: bool = True) -> str:
     if check and proc.returncode != 0:
         raise SystemExit(f"cq {' '.join(args)} failed: {proc.stderr}")
     return proc.stdout
+
+
+def searchable_after(repo: Path, marker: str, deadline: float) -> float:
+    """Seconds until the index has a definition named marker (looked up by the term of its
+    squashed name, as `cq search` does), polled every 5 ms."""
+    db = sqlite3.connect(f"file:{repo / '.git' / 'cq' / 'index.db'}?mode=ro", uri=True)
+    name = 'squashed : "' + marker.replace("_", "").lower() + '"'
+    start = time.perf_counter()
+    try:
+        while time.perf_counter() - start < deadline:
+            try:
+                if db.execute("SELECT 1 FROM entries_fts WHERE entries_fts MATCH ? LIMIT 1",
+                              (name,)).fetchone():
+                    return time.perf_counter() - start
+            except sqlite3.OperationalError:  # the index is not made yet
+                pass
+            time.sleep(0.005)
+    finally:
+        db.close()
+    return float("inf")
