@@ -2358,7 +2358,7 @@ def with_search_words(e: dict) -> dict:
     did, so that the worker's writing thread does not."""
     if "words" not in e:
         e["squashed"] = squash(e["name"])
-        e["words"] = name_words(e["name"])
+        e["words"] = name_words(e["name"], e["squashed"])
         e["container_words"] = " ".join(split_identifier(e["container"] or ""))
     return e
 
@@ -2735,7 +2735,9 @@ class Index:
                      (earlier[r[0]][1] and r[1] != LEXICAL)]
             self.db.executemany("DELETE FROM failures WHERE blob = ?",
                                 [(r[0],) for r in fresh if r[1] != LEXICAL])
-            files, entries, fts, promoted = [], [], [], []
+            files, entries, fts, promoted, added = [], [], [], [], []
+            # New rows take the ids SQLite would give them, so they go in with executemany.
+            next_id = self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM docs").fetchone()[0]
             for blob, status, size, record, _ in fresh:
                 doc = record or {"language": "", "summary": "", "entries": [], "error": "",
                                  "words": ""}
@@ -2747,10 +2749,8 @@ class Index:
                 elif doc["words"] is None:
                     continue  # it was to keep a lexical record's words, gone since: redone
                 else:
-                    doc_id = self.db.execute(
-                        "INSERT INTO docs (status, language, summary, error, size, "
-                        "documented_at, blob) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (*fields, blob)).lastrowid
+                    doc_id, next_id = next_id, next_id + 1
+                    added.append((doc_id, *fields, blob))
                     if doc["summary"] or doc["words"]:
                         files.append((doc_id, f"{doc['summary']}\n{doc['words']}"))
                 first, last = entry_ids(doc_id)
@@ -2758,6 +2758,8 @@ class Index:
                     fts.append((entry_id, *entry_text(e, "")))
                     entries.append((entry_id, e["kind"], e["name"], e["container"], e["line"],
                                     e["signature"], e["doc"]))
+            self.db.executemany("INSERT INTO docs (id, status, language, summary, error, size, "
+                                "documented_at, blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", added)
             self.db.executemany("UPDATE docs SET status = ?, language = ?, summary = ?, "
                                 "error = ?, size = ?, documented_at = ? WHERE id = ?", promoted)
             self.db.executemany("INSERT INTO files_fts (rowid, words) VALUES (?, ?)", files)
@@ -3062,15 +3064,12 @@ class _Transaction:
 
 def squash(text: str) -> str:
     """An identifier reduced to lowercase letters and digits, so its spellings compare equal."""
-    import re
-
-    return re.sub(r"[\W_]+", "", text.lower())
+    return identifier_patterns()[0].sub("", text.lower())
 
 
-def name_words(name: str) -> str:
+def name_words(name: str, whole: str) -> str:
     """The words column of a definition: its identifier parts and its squashed name."""
     parts = split_identifier(name)
-    whole = squash(name)
     return " ".join([*parts, whole] if whole and [whole] != parts else parts)
 
 
