@@ -591,6 +591,11 @@ def rebase_in_progress(git_dir: str) -> bool:
     return any(os.path.isdir(os.path.join(git_dir, d)) for d in ("rebase-merge", "rebase-apply"))
 
 
+# Requests sent to `git cat-file` before its answers are read: they must fit in the pipe
+# (64 KiB, 41 bytes each), since git, blocked writing answers not yet read, stops reading them.
+READ_AHEAD = 1000
+
+
 class BlobReader:
     """Streams blob contents through one long-lived `git cat-file --batch` process."""
 
@@ -607,14 +612,18 @@ class BlobReader:
         return next(self.read_all([sha], limit))
 
     def read_all(self, shas: list[str], limit: int):
-        """(size, content) of each blob in turn, as read: every request is sent at once, so
-        git works ahead instead of waiting for a round trip per blob.  Left unfinished, the
-        process is ended (its answers are out of step): `alive` then says False."""
-        self.proc.stdin.write(b"".join(sha.encode() + b"\n" for sha in shas))
-        self.proc.stdin.flush()
-        answered = 0
+        """(size, content) of each blob in turn, as read: up to READ_AHEAD requests are sent
+        at once, so git works ahead instead of waiting for a round trip per blob.  Left
+        unfinished, the process is ended (its answers are out of step): `alive` then says
+        False."""
+        answered = sent = 0
         try:
             for _ in shas:
+                if sent == answered:
+                    sent = min(len(shas), answered + READ_AHEAD)
+                    self.proc.stdin.write(b"".join(sha.encode() + b"\n"
+                                                   for sha in shas[answered:sent]))
+                    self.proc.stdin.flush()
                 answer = self._answer(limit)
                 answered += 1
                 yield answer

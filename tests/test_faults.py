@@ -97,6 +97,23 @@ def test_indexing_and_rebuilding_with_several_threads_keeps_the_index_sound(repo
     assert errors_in_log(repo) == []
 
 
+def test_reading_more_blobs_at_once_than_the_pipe_holds_finishes(repo):
+    sha = repo.git("hash-object", "-w", "--stdin", input=b"print('hello')\n").strip()
+    shas = [sha] * 3000  # 123 KB of requests: twice what a pipe holds
+    reader = cq.BlobReader(str(repo.path / ".git"))
+    answers: list = []
+    thread = threading.Thread(target=lambda: answers.extend(reader.read_all(shas, 1 << 20)),
+                              daemon=True)  # a deadlock must fail the test, not hang it
+    thread.start()
+    thread.join(60)
+    try:
+        assert not thread.is_alive(), "git cat-file and cq wait for each other"
+        assert answers == [(15, b"print('hello')\n")] * 3000
+    finally:
+        reader.proc.kill()
+        reader.close()
+
+
 CHAIN = "x = " + "+".join(["1"] * 150_000) + "\n"
 
 
