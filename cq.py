@@ -50,7 +50,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: hooks start lean
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-VERSION = "0.3.0"  # the index schema changed again (9): init replaces workers of 0.2.0
+VERSION = "0.4.0"  # the index schema changed again (10): init replaces workers of 0.3.0
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

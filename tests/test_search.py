@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
-from conftest import indexed_repository
+from conftest import ROOT, indexed_repository
+
+sys.path.insert(0, str(ROOT))
+import cq  # the command-line parser, from the source
 
 FILES = {
     "config/loader.py": '''"""Loading of configuration files."""
@@ -380,3 +384,16 @@ def test_definitions_named_by_a_word_rank_above_its_many_mentions(crowded):
 def test_a_common_word_still_ranks_definitions_named_by_it(crowded):
     results = crowded.search("load", "part", "7")
     assert results and all("load_part" in r["symbol"] for r in results)
+
+
+@pytest.mark.parametrize("argv", [["search", "parse", "config"],
+                                  ["-C", "elsewhere", "search", "--", "-x", "y"]])
+def test_a_plain_search_command_line_is_parsed_as_argparse_parses_it(argv):
+    hot = cq.parse_hot_path(argv)  # the fast path a search takes, without argparse
+    assert hot is not None and vars(hot) == vars(cq.build_parser(argv).parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", [["search", "-n", "3", "x"], ["search", "x", "--json"],
+                                  ["search"], ["search", "--"]])
+def test_a_search_command_line_with_options_is_left_to_argparse(argv):
+    assert cq.parse_hot_path(argv) is None
