@@ -2305,7 +2305,9 @@ WAL_LIMIT = 4 << 20
 # identifier parts and the squashed name), its container's words, signature, doc and note,
 # and the squashed name alone, by which an exact name is looked up however common its words
 # (that column weighs nothing in the BM25; an FTS5 term costs a few bytes a row where a
-# B-tree index of the names cost 15 MB at 50k files, and a quarter of the writing).
+# B-tree index of the names cost 15 MB at 50k files, and a quarter of the writing).  It ends
+# in NAME_MARK, a private-use character unicode61 keeps in the token: the term is then the
+# name's own, neither stemmed nor shared with other columns, whose rows a lookup would scan.
 # It keeps no copy of that text (content=''), so deleting a row takes its text again:
 # entry_text computes it from the entry, and what it yields may change only with
 # SCHEMA_VERSION.  (Word positions stay: with detail=column, a contentless table's BM25 is
@@ -2349,6 +2351,7 @@ KEPT_SCHEMA = {
 }
 SUMMARY_GRACE = 90 * 86400.0  # seconds an answer no worktree references is kept
 ENTRY_SLOT_BITS = 24  # a file keeps at most 2**24 definitions (the rest are dropped)
+NAME_MARK = "\ue000"  # ends the term of a squashed name (see above)
 # A contentless table forgets a row by being told its text again.
 ENTRY_FTS_INSERT = ("INSERT INTO entries_fts (rowid, name, words, container, body, squashed) "
                     "VALUES (?, ?, ?, ?, ?, ?)")
@@ -2377,7 +2380,7 @@ def entry_text(e: dict, note: str) -> tuple:
     squashed), the same when it is written and when it is deleted."""
     e = with_search_words(e)
     return (e["name"], e["words"], e["container_words"],
-            f"{e['signature']}\n{e['doc']}\n{note}", e["squashed"])
+            f"{e['signature']}\n{e['doc']}\n{note}", e["squashed"] + NAME_MARK)
 
 
 def stored_entry(name: str, container: str, signature: str, doc: str) -> dict:
@@ -3432,16 +3435,16 @@ def exact_candidates(db, query: SearchQuery, where: tuple) -> list[Candidate]:
 
 
 def named_candidates(db, squashed: str, where: tuple) -> list[Candidate]:
-    """Definitions whose squashed name is this, looked up by its term (which, stemmed, may
-    also be another name's: those are left out)."""
+    """Definitions whose squashed name is this, looked up by its term (which, with its
+    diacritics folded, may also be another name's: those are left out)."""
     git_dir, path, language, _ = where
     if not squashed:
         return []
     return [Candidate(kind, rowid, os.fsdecode(raw), lang or "", line, name, container or "",
                       signature or "", doc or "")
             for rowid, kind, name, container, line, signature, doc, raw, lang, _ in db.execute(
-                EXACT_SQL, (git_dir, f'squashed : "{squashed}"', path, language, language,
-                            POOL))
+                EXACT_SQL, (git_dir, f'squashed : "{squashed}{NAME_MARK}"', path, language,
+                            language, POOL))
             if squash(name) == squashed]
 
 

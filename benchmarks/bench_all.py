@@ -249,7 +249,7 @@ def main() -> int:
     """Build, measure every tree and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,50000")
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--commits", type=int, default=9)
     parser.add_argument("--pyz", type=Path)
     args = parser.parse_args()

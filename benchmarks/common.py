@@ -49,7 +49,7 @@ def searchable_after(repo: Path, marker: str, deadline: float) -> float:
     """Seconds until the index has a definition named marker (looked up by the term of its
     squashed name, as `cq search` does), polled every 5 ms."""
     db = sqlite3.connect(f"file:{repo / '.git' / 'cq' / 'index.db'}?mode=ro", uri=True)
-    name = 'squashed : "' + marker.replace("_", "").lower() + '"'
+    name = 'squashed : "' + marker.replace("_", "").lower() + '\ue000"'  # cq's NAME_MARK
     start = time.perf_counter()
     try:
         while time.perf_counter() - start < deadline:
