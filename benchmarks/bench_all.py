@@ -1,6 +1,6 @@
 """Benchmark: cq against the tools a user would pick instead, in one run, as one table.
 
-    python3 benchmarks/bench_all.py [--sizes 1000,10000,50000] [--runs 7] [--pyz PATH]
+    python3 benchmarks/bench_all.py [--sizes 1000,10000,50000] [--runs 20] [--pyz PATH]
 
 For generated trees of each size (`bench_search_latency.generate`) and for this Python's own
 `Lib/`, it measures, with the anchors in the same run and interleaved with cq:
