@@ -410,8 +410,7 @@ def load_config(repo: Repo) -> Config:
     if code not in (0, 1):  # asked again, for what git says on stderr
         proc = run_git(args, git_dir=repo.git_dir, check=False)
         detail = os.fsdecode(proc.stderr).strip().splitlines()
-        raise CqError(f"cannot read git config: {detail[-1] if detail else proc.returncode}",
-                      EXIT_USAGE)
+        raise CqError(f"cannot read git config: {detail[-1] if detail else code}", EXIT_USAGE)
     pairs = []
     for item in os.fsdecode(out).split("\0"):
         if item:
@@ -591,9 +590,10 @@ def rebase_in_progress(git_dir: str) -> bool:
     return any(os.path.isdir(os.path.join(git_dir, d)) for d in ("rebase-merge", "rebase-apply"))
 
 
-# Requests sent to `git cat-file` before its answers are read: they must fit in the pipe
-# (64 KiB, 41 bytes each), since git, blocked writing answers not yet read, stops reading them.
-READ_AHEAD = 1000
+# Bytes of requests sent to `git cat-file` ahead of the answers read: they must fit in its
+# stdin pipe, since git, blocked writing answers not yet read, stops reading them.  A pipe
+# holds at least a page (less than its usual 64 KiB once a user's pipes take too much room).
+READ_AHEAD_BYTES = 4096
 
 
 class BlobReader:
@@ -612,18 +612,20 @@ class BlobReader:
         return next(self.read_all([sha], limit))
 
     def read_all(self, shas: list[str], limit: int):
-        """(size, content) of each blob in turn, as read: up to READ_AHEAD requests are sent
-        at once, so git works ahead instead of waiting for a round trip per blob.  Left
-        unfinished, the process is ended (its answers are out of step): `alive` then says
-        False."""
+        """(size, content) of each blob in turn, as read: requests are kept READ_AHEAD_BYTES
+        ahead of the answers, so git works ahead instead of waiting for a round trip per
+        blob.  Left unfinished, the process is ended (its answers are out of step): `alive`
+        then says False."""
+        ahead = max(2, READ_AHEAD_BYTES // (len(shas[0]) + 1)) if shas else 0
         answered = sent = 0
         try:
             for _ in shas:
-                if sent == answered:
-                    sent = min(len(shas), answered + READ_AHEAD)
+                if sent - answered <= ahead // 2 and sent < len(shas):
+                    end = min(len(shas), answered + ahead)
                     self.proc.stdin.write(b"".join(sha.encode() + b"\n"
-                                                   for sha in shas[answered:sent]))
+                                                   for sha in shas[sent:end]))
                     self.proc.stdin.flush()
+                    sent = end
                 answer = self._answer(limit)
                 answered += 1
                 yield answer
@@ -3100,7 +3102,9 @@ STOP_WORDS = frozenset({
 DEFINITION_WEIGHT = 2.0
 KIND_WEIGHT = {"import": 0.5, "file": 0.5, "property": 1.2, "heading": 1.2, "object": 1.2}
 EXACT_NAME_BONUS = 100.0  # a definition whose (qualified) name is the query; others get 1/5
-# bm25 weights: name, words, container, body (the squashed name only finds, see EXACT_SQL)
+# bm25 weights: name, words, container, body, and the squashed name, which finds (EXACT_SQL)
+# but adds nothing to a rank.  A query's words are not filtered by column (a filter costs
+# FTS5 half as much again), so a prefix (`runni*`) also finds a name by its unstemmed term.
 ENTRY_COLUMN_WEIGHTS = "10.0, 5.0, 2.0, 1.0, 0.0"
 CANDIDATES = 300
 PER_FILE = 3
@@ -3427,7 +3431,7 @@ def matches_more_than(db, table: str, expression: str, count: int) -> bool:
 
 def exact_candidates(db, query: SearchQuery, where: tuple) -> list[Candidate]:
     """Definitions whose squashed name is the whole query or its last word (qualified by the
-    others), by index lookup."""
+    others), looked up by that name's term."""
     found = named_candidates(db, query.whole, where)
     if query.last and query.last != query.whole:
         found += named_candidates(db, query.last, where)
@@ -4843,6 +4847,8 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
     """Run the consumer in the foreground until SIGTERM (graceful) or SIGINT (immediate)."""
     import signal
 
+    if ready_fd is not None:  # no git process the worker starts may hold the handshake open
+        os.set_inheritable(ready_fd, False)
     ensure_state_dir(repo)
     config = load_config(repo)
     lock_fd = acquire_worker_lock(repo)

@@ -5,6 +5,7 @@ and bad input of every kind."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -29,6 +30,8 @@ from conftest import (
 
 sys.path.insert(0, str(ROOT))
 import cq
+
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux's, named by Python 3.10+
 
 
 def integrity(path: Path) -> str:
@@ -97,10 +100,12 @@ def test_indexing_and_rebuilding_with_several_threads_keeps_the_index_sound(repo
     assert errors_in_log(repo) == []
 
 
-def test_reading_more_blobs_at_once_than_the_pipe_holds_finishes(repo):
-    sha = repo.git("hash-object", "-w", "--stdin", input=b"print('hello')\n").strip()
-    shas = [sha] * 3000  # 123 KB of requests: twice what a pipe holds
+def test_reading_more_blobs_at_once_than_a_pipe_holds_finishes(repo):
+    content = b"x = 1\n" * 200  # 3000 answers of 1.2 KB: git waits for them to be read
+    sha = repo.git("hash-object", "-w", "--stdin", input=content).strip()
+    shas = [sha] * 3000  # 123 KB of requests
     reader = cq.BlobReader(str(repo.path / ".git"))
+    fcntl.fcntl(reader.proc.stdin, F_SETPIPE_SZ, 4096)  # the least a pipe may hold: a page
     answers: list = []
     thread = threading.Thread(target=lambda: answers.extend(reader.read_all(shas, 1 << 20)),
                               daemon=True)  # a deadlock must fail the test, not hang it
@@ -108,7 +113,7 @@ def test_reading_more_blobs_at_once_than_the_pipe_holds_finishes(repo):
     thread.join(60)
     try:
         assert not thread.is_alive(), "git cat-file and cq wait for each other"
-        assert answers == [(15, b"print('hello')\n")] * 3000
+        assert answers == [(len(content), content)] * 3000
     finally:
         reader.proc.kill()
         reader.close()
