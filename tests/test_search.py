@@ -348,7 +348,7 @@ def test_demoted_paths_rank_below_the_rest(polyglot):
         polyglot.git("config", "--unset", "cq.demote")
 
 
-# More definitions share a word than search ranks in full (cq.POOL is 2000): it ranks a pool.
+# More definitions share a word than search ranks in full (cq.POOL): it ranks a pool.
 CROWD = {f"crowd/c{i}.py": "".join(f"def load_part_{i}_{j}():\n    return {j}\n"
                                    for j in range(60)) for i in range(40)}
 CROWD.update({
@@ -356,10 +356,12 @@ CROWD.update({
     "rare/zebra.py": "def zebra_stripes():\n    \"\"\"Counts stripes.\"\"\"\n",
     # Documented first (lowest row ids), named by a word 2,400 docstrings mention.
     "aa/gizmos.py": "".join(f"def gizmo_{i}():\n    pass\n" for i in range(20)),
+    # The same, named by a word that begins with a vowel (which the index marks in no name).
+    "aa/patches.py": "".join(f"def apply_patch_{i}():\n    pass\n" for i in range(20)),
 })
 CROWD.update({f"mentions/m{i}.py": "".join(
-    f"def helper_{i}_{j}():\n    \"\"\"Calls the gizmo.\"\"\"\n" for j in range(60))
-    for i in range(40)})
+    f"def helper_{i}_{j}():\n    \"\"\"Calls the gizmo to apply a patch.\"\"\"\n"
+    for j in range(60)) for i in range(40)})
 
 
 @pytest.fixture(scope="module")
@@ -381,6 +383,15 @@ def test_definitions_named_by_a_word_rank_above_its_many_mentions(crowded):
     assert crowded.search("gizmo")[0]["symbol"].startswith("gizmo_")
 
 
+def test_definitions_named_by_common_words_rank_above_their_mentions(crowded):
+    assert crowded.search("apply", "patch")[0]["symbol"].startswith("apply_patch_")
+
+
+def test_common_words_no_definition_is_named_by_still_find_their_mentions(crowded):
+    results = crowded.search("calls", "gizmo", "patch")
+    assert results and all(r["symbol"].startswith("helper_") for r in results)
+
+
 def test_a_common_word_still_ranks_definitions_named_by_it(crowded):
     results = crowded.search("load", "part", "7")
     assert results and all("load_part" in r["symbol"] for r in results)
@@ -397,3 +408,30 @@ def test_a_plain_search_command_line_is_parsed_as_argparse_parses_it(argv):
                                   ["search"], ["search", "--"]])
 def test_a_search_command_line_with_options_is_left_to_argparse(argv):
     assert cq.parse_hot_path(argv) is None
+
+
+def test_marked_name_words_are_stemmed_as_the_words_themselves():
+    """A definition's name words are also indexed behind NAME_MARK (a term only named rows
+    have); that only holds for words the stemmer reduces alike with and without the mark."""
+    import itertools
+    import re
+    import sqlite3
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocabulary = {w.lower() for w in re.findall(r"[^\W_]+", (ROOT / "cq.py").read_text())}
+    vocabulary.update("".join(p) + end for p in itertools.product(letters, repeat=3)
+                      for end in ("", "e", "s", "ing"))
+    vocabulary.update(["größe", "été", "yield", "x" * 61, "parsing", "handlers", "ate"])
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE VIRTUAL TABLE t USING fts5 (plain, marked, "
+               "tokenize = 'porter unicode61 remove_diacritics 2')")
+    words = sorted(w for w in vocabulary if cq.marks_alike(w))
+    db.executemany("INSERT INTO t (rowid, plain, marked) VALUES (?, ?, ?)",
+                   [(i, w, cq.NAME_MARK + w) for i, w in enumerate(words)])
+    db.execute("CREATE VIRTUAL TABLE terms USING fts5vocab (t, 'instance')")
+    stems: dict = {}
+    for term, row, column in db.execute("SELECT term, doc, col FROM terms"):
+        stems.setdefault(row, {})[column] = term
+    assert len(words) > 20000 and len(stems) == len(words)
+    unlike = [words[row] for row, s in stems.items() if cq.NAME_MARK + s["plain"] != s["marked"]]
+    assert unlike == []
