@@ -36,6 +36,20 @@ def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05, what: s
         time.sleep(interval)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_code_cache(tmp_path_factory):
+    """cq.pyz caches its compiled code under $XDG_CACHE_HOME, one entry (half a megabyte)
+    per archive path, kept 30 days; every test repository runs its own copy of the archive,
+    so the session's cq processes cache into a temporary directory, not the user's."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def huey_wheel(tmp_path_factory) -> Path:
     """The pinned Huey wheel: from $CQ_HUEY_WHEEL_DIR if CI fetched it, else from pip."""
