@@ -2310,9 +2310,9 @@ WAL_LIMIT = 4 << 20
 # B-tree index of the names cost 15 MB at 50k files, and a quarter of the writing).  It ends
 # in NAME_MARK, a private-use character unicode61 keeps in the token: the term is then the
 # name's own, neither stemmed nor shared with other columns, whose rows a lookup would scan.
-# The same column holds each word of the name behind NAME_MARK (`\ue000parse`): a term only
-# the definitions named by that word have, so the rows named by a common word (a sixth of its
-# rows at 50k files) are found without reading the word's every row and position.
+# The same column holds the words of the name behind NAME_MARK (`\ue000parse`, those that
+# marked_in_name takes): terms only the definitions named by a word have, so whether any
+# definition is named by a query's words is known without reading their every row.
 # It keeps no copy of that text (content=''), so deleting a row takes its text again:
 # entry_text computes it from the entry, and what it yields may change only with
 # SCHEMA_VERSION.  (Word positions stay: with detail=column, a contentless table's BM25 is
@@ -2372,26 +2372,34 @@ def entry_ids(doc_id: int) -> tuple[int, int]:
 
 def marks_alike(word: str) -> bool:
     """True if the porter stemmer reduces NAME_MARK + word as it does the word (checked on
-    every word of 4 letters and 300,000 of code): not below 3 or above 60 bytes (FTS5 stems
-    neither), not begun by a vowel or `y` (the mark would change what the stemmer counts as
-    a syllable), not a number, not `sses` (a suffix FTS5 leaves whole only unmarked)."""
-    return 3 <= len(word.encode()) <= 60 and word[0] in STEMS_ALIKE_AFTER_MARK \
+    every word of 3 and 4 letters and 300,000 of code): 3 to 61 bytes (FTS5 stems from 3 to
+    64, and the mark takes 3), begun by an ASCII consonant (after a vowel or `y` the mark
+    would change what the stemmer counts as a syllable), not a number, not `sses` (a suffix
+    FTS5 leaves whole only unmarked).  A query word that is not is left out of the check."""
+    return 3 <= len(word.encode()) <= 61 and word[0] in STEMS_ALIKE_AFTER_MARK \
         and not word.isdigit() and word != "sses"
+
+
+def marked_in_name(word: str) -> bool:
+    """True if a word of a definition's name is indexed behind NAME_MARK: every word a query
+    word that marks_alike could match, stemmed (the same first letter, folded), so more than
+    marks_alike takes."""
+    return bool(word) and word[0] not in "aeiouy" and not word.isdigit()
 
 
 def with_search_words(e: dict) -> dict:
     """An entry with the words the index keeps for it (its squashed name, its name's and its
     container's words), computed once: by the documenting process that made it, where one
     did, so that the worker's writing thread does not."""
-    if "words" not in e:
+    if "named" not in e:
         e["squashed"] = squash(e["name"])
         e["words"] = name_words(e["name"], e["squashed"])
         e["container_words"] = " ".join(split_identifier(e["container"] or ""))
-        # With the name column's own tokens (unicode61 keeps `barBaz` of `foo_barBaz` whole),
-        # but not the squashed name, whose term the column has already.
-        words = [*split_identifier(e["name"]), *identifier_patterns()[0].split(e["name"].lower())]
-        e["named"] = " ".join(NAME_MARK + w for w in dict.fromkeys(words)
-                              if w != e["squashed"] and marks_alike(w))
+        # Every word the name and words columns hold: the name column's own tokens as well
+        # (unicode61 keeps `barBaz` of `foo_barBaz` whole) and the squashed name.
+        words = [*split_identifier(e["name"]), *identifier_patterns()[0].split(e["name"].lower()),
+                 e["squashed"]]
+        e["named"] = " ".join(NAME_MARK + w for w in dict.fromkeys(words) if marked_in_name(w))
     return e
 
 
@@ -2496,23 +2504,15 @@ def check_database_files(path: str) -> bool:
     return exists
 
 
-# A search is a new process with a cold page cache: reading the file through a memory map
-# instead of a copy per page took a sixth off the CPU time of its queries at 50k files.
-READER_MMAP_BYTES = 1 << 30
-
-
 def connect_database(path: str, readonly: bool = False):
     """A connection to one of cq's SQLite files, in autocommit mode with a long busy timeout;
-    a read-only one never creates the file (and never checkpoints or deletes its WAL), and
-    maps it into memory."""
+    a read-only one never creates the file (and never checkpoints or deletes its WAL)."""
     import sqlite3
 
     check_database_files(path)
     db = sqlite3.connect(sqlite_uri(path, "ro" if readonly else "rwc"), uri=True, timeout=30,
                          isolation_level=None)
     db.execute("PRAGMA busy_timeout = 30000")
-    if readonly:
-        db.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
     return db
 
 
@@ -2552,6 +2552,12 @@ def move_aside(path: str) -> str:
     return target
 
 
+# A search is a new process with a cold page cache: reading the index through a memory map
+# instead of a copy per page took a sixth off the CPU time of its queries at 50k files.  (The
+# worker's and the repair's connections do not map it: an I/O error would be a signal there.)
+READER_MMAP_BYTES = 1 << 30
+
+
 class Index:
     """The documentation index of one repository (all worktrees share it)."""
 
@@ -2563,6 +2569,8 @@ class Index:
         if readonly and not check_database_files(path):
             raise NotIndexed()
         self.db = connect_database(path, readonly)
+        if readonly:
+            self.db.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
         try:
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             if version != SCHEMA_VERSION:
@@ -3165,8 +3173,8 @@ class Term:
         self.words = words
         quoted = " ".join(words)
         self.entries = f'"{quoted}"' + ("*" if prefix else "")  # a phrase in entries_fts
-        # What a definition named by this term must hold in the squashed column: its words
-        # that are marked there (see marks_alike); "" where none is.
+        # What a definition named by this term must hold in the squashed column: the marked
+        # forms of its words that the stemmer treats alike (see marks_alike); "" if none.
         self.named = " AND ".join(f'"{NAME_MARK}{w}"' + ("*" if prefix and w == words[-1] else "")
                                   for w in words if marks_alike(w))
         self.files = " ".join(f'"{w}"' for w in words) + ("*" if prefix else "")  # no phrases

@@ -358,9 +358,10 @@ CROWD.update({
     "aa/gizmos.py": "".join(f"def gizmo_{i}():\n    pass\n" for i in range(20)),
     # The same, named by a word that begins with a vowel (which the index marks in no name).
     "aa/patches.py": "".join(f"def apply_patch_{i}():\n    pass\n" for i in range(20)),
+    "aa/urls.py": "def get_url():\n    pass\n",  # named geturl only when squashed
 })
 CROWD.update({f"mentions/m{i}.py": "".join(
-    f"def helper_{i}_{j}():\n    \"\"\"Calls the gizmo to apply a patch.\"\"\"\n"
+    f"def helper_{i}_{j}():\n    \"\"\"Calls the gizmo to apply a patch by getUrl.\"\"\"\n"
     for j in range(60)) for i in range(40)})
 
 
@@ -385,6 +386,11 @@ def test_definitions_named_by_a_word_rank_above_its_many_mentions(crowded):
 
 def test_definitions_named_by_common_words_rank_above_their_mentions(crowded):
     assert crowded.search("apply", "patch")[0]["symbol"].startswith("apply_patch_")
+
+
+@pytest.mark.parametrize("query", ["geturls", "getu*"])
+def test_a_common_name_is_found_by_its_stem_or_prefix_among_its_mentions(crowded, query):
+    assert crowded.search(query)[0]["symbol"] == "get_url"
 
 
 def test_common_words_no_definition_is_named_by_still_find_their_mentions(crowded):
