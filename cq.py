@@ -2395,10 +2395,10 @@ def with_search_words(e: dict) -> dict:
         e["squashed"] = squash(e["name"])
         e["words"] = name_words(e["name"], e["squashed"])
         e["container_words"] = " ".join(split_identifier(e["container"] or ""))
-        # Every word the name and words columns hold: the name column's own tokens as well
-        # (unicode61 keeps `barBaz` of `foo_barBaz` whole) and the squashed name.
-        words = [*split_identifier(e["name"]), *identifier_patterns()[0].split(e["name"].lower()),
-                 e["squashed"]]
+        # Every word the name and words columns hold: the words column's (the parts and the
+        # squashed name) and the name column's own tokens (unicode61 keeps `barBaz` of
+        # `foo_barBaz` whole).
+        words = [*e["words"].split(), *identifier_patterns()[0].split(e["name"].lower())]
         e["named"] = " ".join(NAME_MARK + w for w in dict.fromkeys(words) if marked_in_name(w))
     return e
 
@@ -3461,8 +3461,7 @@ def best_rows(db, table: str, expression: str, where: tuple, limit: int,
         rows = ranked(POOLED_HITS_SQL, expression, wanted)
     else:
         rows = []  # the marked name words tell cheaply whether any definition is named so
-        if not named or db.execute("SELECT 1 FROM entries_fts WHERE entries_fts MATCH ? "
-                                   "LIMIT 1", (named,)).fetchone():
+        if not named or matches_more_than(db, table, named, 0):
             rows = ranked(POOLED_HITS_SQL, f"{{name words}} : ({expression})", wanted)
         if len(rows) < limit:  # too few are named by it: its other matches count as well
             rows = sorted({row[0]: row for row in reversed(
