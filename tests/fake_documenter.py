@@ -11,7 +11,8 @@ the arguments, whether stdin began with cq's prompt, and the working directory. 
   slow=S      plain text after S seconds
   limit-until=F  Claude Code's old usage-limit line, resetting at the epoch file F holds,
               and exit 1, while that epoch is in the future; then like claude
-  limit-clock Claude Code's new usage-limit line ("resets 1pm (Europe/Berlin)"), exit 1
+  limit-clock=T  Claude Code's new usage-limit line ("resets T (Europe/Berlin)", T such as
+              1pm), and exit 1
   slow-or-limit  README.md: plain text; slow.py: plain text after 3 seconds; any other
               file: the limit line, resetting in an hour, and exit 1
   hang        sleep for an hour
@@ -60,7 +61,7 @@ def main() -> int:
             return 1
         answer(0.0)
     elif name == "limit-clock":
-        print("You've hit your limit · resets 1pm (Europe/Berlin)")
+        print(f"You've hit your limit · resets {value} (Europe/Berlin)")
         return 1
     elif name == "slow-or-limit":
         if os.environ.get("CQ_PATH") in ("slow.py", "README.md"):

@@ -141,11 +141,14 @@ def test_a_limit_at_a_clock_time_pauses_until_that_time_in_its_zone(repo):
         berlin = zoneinfo.ZoneInfo("Europe/Berlin")
     except zoneinfo.ZoneInfoNotFoundError:
         pytest.skip("no time zone database here")
-    calls = use_fake(repo, "limit-clock")
+    # Three hours ahead on Berlin's clock: a reset stated for a time that passed within the
+    # last two hours (JUST_PASSED) means the limit has just reset, not the same time tomorrow.
+    hour = (datetime.datetime.now(berlin) + datetime.timedelta(hours=3)).hour
+    calls = use_fake(repo, f"limit-clock={(hour - 1) % 12 + 1}{'pm' if hour >= 12 else 'am'}")
     assert repo.cq("init").returncode == 0
     status = wait_until(lambda: (s := summaries(repo))["paused_until"] and s, what="a pause")
     reset = datetime.datetime.fromtimestamp(status["paused_until"], berlin)
-    assert (reset.hour, reset.minute) == (13, 0)
+    assert (reset.hour, reset.minute) == (hour, 0)
     assert 0 < status["paused_until"] - time.time() <= 86400
     time.sleep(2)
     assert len(calls_in(calls)) <= 2  # the documenterJobs calls in flight at the limit
