@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
@@ -141,6 +142,17 @@ def test_identifiers_split_into_words_however_they_are_spelled():
 @given(st.text(alphabet=st.characters(max_codepoint=127), max_size=60))
 def test_a_path_has_the_identifier_words_of_its_folders_and_file_name(path):
     assert cq.path_words(path).split() == cq.split_words(os.path.splitext(path)[0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("aZq_09 \t\n.-/\x00\x7f"), max_size=80))
+def test_an_ascii_text_has_the_words_of_the_word_pattern(text):
+    tokens = dict.fromkeys(re.findall(r"\w+", text, re.ASCII))  # first occurrences first
+    words = dict.fromkeys(token.lower() for token in tokens)
+    for token in tokens:
+        if not token.islower() and not token.isdigit():
+            words.update(dict.fromkeys(cq.split_identifier(token)))
+    assert cq.file_words(text) == " ".join(words)
 
 
 @settings(max_examples=300, deadline=None)

@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -195,6 +196,60 @@ def test_a_large_batch_is_documented_in_processes_that_are_replaced_when_killed(
     assert any("a documenting process ended on" in line for line in errors_in_log(repo))
     assert repo.worker_pid() is not None and repo.status()["state"] == "running"
     assert set(documenting_processes(repo)).isdisjoint(killed)
+
+
+def test_a_documenting_process_that_ends_blames_only_the_job_it_was_working_on(repo, tmp_path):
+    repo.commit({"fine.py": "def innocent_function():\n    pass\n"})
+    blob = repo.git("rev-parse", "HEAD:fine.py").strip()
+    job = ("lexical", "fine.py", blob, 5.0, True, 1 << 20, str(repo.path / ".git"), "")
+    doomed = (*job[:6], str(tmp_path / "no-repository"), "")  # its process cannot read it
+    pool = cq.DocumentingPool(1)  # one process, sent both groups at once
+    try:
+        answers = pool.run([[doomed], [job]])
+    finally:
+        pool.close()
+    assert answers[0] == cq.DIED_TWICE
+    size, doc = answers[1][0]
+    assert size == len("def innocent_function():\n    pass\n")
+    assert "innocent_function" in doc["words"].split()
+    assert pool.deaths == [2, 0]
+
+
+def read_from_work_tree(repo, path: str, blob: str) -> tuple | None:
+    """What cq reads of a blob from its file in the repository's work tree (None: git's)."""
+    job = ("lexical", path, blob, 5.0, True, 1 << 20, str(repo.path / ".git"),
+           cq.main_work_tree(str(repo.path / ".git")))
+    return cq.work_tree_blob(job, {})
+
+
+def test_a_blob_is_read_from_the_work_tree_only_where_its_file_holds_exactly_it(repo, tmp_path):
+    repo.commit({"same.py": "x = 1\n", "edited.py": "y = 2\n", "src/deep.py": "z = 3\n",
+                 "pipe.py": "w = 4\n"})
+    blob = {p: repo.git("rev-parse", f"HEAD:{p}").strip()
+            for p in ("same.py", "edited.py", "src/deep.py", "pipe.py")}
+    assert read_from_work_tree(repo, "same.py", blob["same.py"]) == (6, b"x = 1\n")
+    assert read_from_work_tree(repo, "src/deep.py", blob["src/deep.py"]) == (6, b"z = 3\n")
+    (repo.path / "edited.py").write_text("y = 3\n")
+    assert read_from_work_tree(repo, "edited.py", blob["edited.py"]) is None
+    (repo.path / "pipe.py").unlink()
+    os.mkfifo(repo.path / "pipe.py")  # opening it for reading must not wait for a writer
+    assert read_from_work_tree(repo, "pipe.py", blob["pipe.py"]) is None
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "deep.py").write_text("z = 3\n")  # the very content, through a link
+    shutil.rmtree(repo.path / "src")
+    (repo.path / "src").symlink_to(outside)
+    assert read_from_work_tree(repo, "src/deep.py", blob["src/deep.py"]) is None
+
+
+def test_an_edited_work_tree_leaves_the_index_with_the_committed_content(repo):
+    repo.commit({f"m{n:02}.py": f"def committed_{n}():\n    pass\n" for n in range(40)})
+    for n in range(0, 40, 3):
+        (repo.path / f"m{n:02}.py").write_text(f"def edited_{n}():\n    pass\n")
+    assert repo.cq("init").returncode == 0
+    for n in (0, 1, 39):
+        doc = json.loads(repo.cq("show", "--json", f"m{n:02}.py").stdout)
+        assert [e["name"] for e in doc["entries"]] == [f"committed_{n}"]
 
 
 def test_the_lexical_pass_keeps_the_crash_count_of_a_file(repo):
