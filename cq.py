@@ -603,7 +603,10 @@ class BlobReader:
         import subprocess
 
         self.common_dir = common_dir
-        self.proc = subprocess.Popen(["git", "--git-dir", common_dir, "cat-file", "--batch"],
+        # A blob id means its own content, as in the work tree (see work_tree_blob), whatever
+        # refs/replace says.
+        self.proc = subprocess.Popen(["git", "--no-replace-objects", "--git-dir", common_dir,
+                                      "cat-file", "--batch"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, env=scrubbed_env())
 
@@ -4091,18 +4094,19 @@ def minimal_record(path: str, data: bytes, reason: str) -> dict:
             "entries": [], "words": file_words(text)}
 
 
-# A batch's CPU-bound work (the documenters) runs in child processes, one job each at a time,
-# so that every core works while the worker reads git and writes SQLite; the index keeps one
-# writer.  A process leaves after POOL_IDLE seconds without work, or when the worker is gone.
+# A batch's reading and CPU-bound work (the documenters) runs in child processes, so that
+# every core works while the worker writes SQLite; the index keeps one writer.  A process
+# leaves after POOL_IDLE seconds without work, or when the worker is gone.
 POOL_MIN_FILES = 24  # a batch with fewer files to document is documented in the worker itself
 POOL_GROUP = 16  # files sent to a process at once (a round trip each)
 POOL_MAX = 4  # processes at most, one per core up to this
 POOL_IDLE = 60.0
 POOL_REST = 60.0  # seconds without processes after they kept ending
 POOL_DEPTH = 2  # jobs a process has at once
-# A job sent while the process has another is this small at most: it fits in the pipe, so
-# the write cannot block while the process, blocked writing its answer, reads nothing.
-POOL_AHEAD_BYTES = 32 << 10
+# A job sent while the process has another is this small at most: a pipe holds a page at
+# least, so once the process has read the job before, this one fits whole, and the write
+# cannot block while the process, blocked writing its answer, reads nothing.
+POOL_AHEAD_BYTES = 4096
 DIED_TWICE = "died twice"  # the answer to a job two processes ended on
 DOCUMENTING_PROCESS = "--documenting-process"  # argv of a child: `worker --documenting-process`
 
@@ -4270,7 +4274,11 @@ def read_jobs(jobs: list, reader: BlobReader) -> Iterator[tuple]:
     small blobs, against 0.17 s to read and hash their files."""
     for start in range(0, len(jobs), POOL_GROUP):
         group, folders = jobs[start:start + POOL_GROUP], {}
-        found = [work_tree_blob(job, folders) for job in group]
+        try:
+            found = [work_tree_blob(job, folders) for job in group]
+        finally:
+            for fd in folders.values():
+                os.close(fd)
         missing = [job[2] for job, content in zip(group, found) if content is None]
         contents = reader.read_all(missing, group[0][5])
         try:
@@ -4288,19 +4296,23 @@ def main_work_tree(common_dir: str) -> str:
 
 def work_tree_blob(job: tuple, folders: dict) -> tuple | None:
     """(size, content) of a job's blob from its file in the work tree, or None unless that
-    is a regular file, within the limit, that hashes to the blob: whatever the work tree
-    holds (a local change, a filter's output, a link out of it), only the blob is read.
-    folders: inside_tree's answers so far."""
+    is a regular file within the limit that hashes to the blob: whatever the work tree holds
+    (a local change, a filter's output, a link), only the blob is read, and nothing but a
+    regular file inside the tree is opened.  folders: the open folders (see folder_fd)."""
     import hashlib
     import stat
 
     path, blob, limit, tree = job[1], job[2], job[5], job[7]
-    if not tree or not inside_tree(tree, os.path.dirname(path), folders):
+    folder, _, name = path.rpartition("/")
+    if not tree or name in ("", ".", ".."):
         return None
     try:
-        fd = os.open(os.path.join(tree, path),
-                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        parent = folder_fd(tree, folder, folders)
+        if not stat.S_ISREG(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+            return None  # opening a device acts, and a FIFO waits
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY |
+                     os.O_CLOEXEC, dir_fd=parent)
+    except (OSError, ValueError):  # not there, a link, a path git would not write
         return None
     try:
         st = os.fstat(fd)
@@ -4317,13 +4329,21 @@ def work_tree_blob(job: tuple, folders: dict) -> tuple | None:
     return (len(data), data) if digest.hexdigest() == blob else None
 
 
-def inside_tree(tree: str, folder: str, folders: dict) -> bool:
-    """True if a folder of the work tree is one, not reached through a link (which may lead
-    anywhere, a device's folder say, where merely opening a file acts)."""
+def folder_fd(tree: str, folder: str, folders: dict) -> int:
+    """A descriptor of a folder of the work tree, each of its parts opened in the one before
+    without following a link (none leads out of the tree, even if one is made meanwhile);
+    kept in folders, which the caller closes.  Raises OSError, or ValueError for a part that
+    names no folder below (`..`, `.`, an empty one)."""
     if folder not in folders:
-        real = os.path.realpath(tree)
-        folders[folder] = os.path.realpath(os.path.join(tree, folder)) == \
-            os.path.normpath(os.path.join(real, folder))
+        if not folder:
+            fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        else:
+            parent, _, part = folder.rpartition("/")
+            if part in ("", ".", ".."):
+                raise ValueError(f"no folder below: {part!r}")
+            fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         dir_fd=folder_fd(tree, parent, folders))
+        folders[folder] = fd
     return folders[folder]
 
 
@@ -4365,7 +4385,7 @@ def serve_documenting() -> int:
                 reader = readers[group[0][6]] = BlobReader(group[0][6])
             send_message(sys.stdout.buffer.raw, [answer_job(job, size, data) for job, (size, data)
                                                  in zip(group, read_jobs(group, reader))])
-    except BrokenPipeError:  # the worker is gone, or gave up on this answer
+    except BrokenPipeError:  # the worker is gone or gave up on this answer (or git ended)
         pass
     finally:
         for reader in readers.values():
@@ -6675,7 +6695,8 @@ def wait_for_index(repo: Repo, timeout: float | None = None) -> dict:
 
 
 def pause_after_reading(started: float) -> None:
-    """Sleep between two readings of a wait, so that reading takes at most POLL_SHARE of it."""
+    """Sleep between two readings of a wait, so that reading takes at most POLL_SHARE of it
+    (or a reading at least every POLL_MAX seconds, however long it takes)."""
     time.sleep(min(POLL_MAX, max(POLL_MIN, (time.monotonic() - started) * (1 / POLL_SHARE - 1))))
 
 

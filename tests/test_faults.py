@@ -219,7 +219,12 @@ def read_from_work_tree(repo, path: str, blob: str) -> tuple | None:
     """What cq reads of a blob from its file in the repository's work tree (None: git's)."""
     job = ("lexical", path, blob, 5.0, True, 1 << 20, str(repo.path / ".git"),
            cq.main_work_tree(str(repo.path / ".git")))
-    return cq.work_tree_blob(job, {})
+    folders: dict = {}
+    try:
+        return cq.work_tree_blob(job, folders)
+    finally:
+        for fd in folders.values():
+            os.close(fd)
 
 
 def test_a_blob_is_read_from_the_work_tree_only_where_its_file_holds_exactly_it(repo, tmp_path):
@@ -240,6 +245,10 @@ def test_a_blob_is_read_from_the_work_tree_only_where_its_file_holds_exactly_it(
     shutil.rmtree(repo.path / "src")
     (repo.path / "src").symlink_to(outside)
     assert read_from_work_tree(repo, "src/deep.py", blob["src/deep.py"]) is None
+    (repo.path / "inner").mkdir()  # a path that climbs out (a hand-made tree may hold one)
+    for climbing in ("inner/../../elsewhere/deep.py", "../elsewhere/deep.py",
+                     str(outside / "deep.py")):
+        assert read_from_work_tree(repo, climbing, blob["src/deep.py"]) is None
 
 
 def test_an_edited_work_tree_leaves_the_index_with_the_committed_content(repo):
