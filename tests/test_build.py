@@ -91,6 +91,21 @@ def test_the_bytecode_cache_is_written_once_and_survives_corruption(cq_pyz, tmp_
     assert all(e.read_bytes() != b"not marshal data" for e in entries)  # replaced by good ones
 
 
+def test_a_copy_of_the_archive_runs_the_code_compiled_for_the_first_without_compiling(
+        cq_pyz, tmp_path):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    assert run_version(cq_pyz, env).returncode == 0
+    copy = tmp_path / "repository" / "cq.pyz"  # as cq init makes, but its cq.py would fail
+    copy.parent.mkdir()
+    with zipfile.ZipFile(cq_pyz) as source, zipfile.ZipFile(copy, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            target.writestr(item, b"raise SystemExit('compiled')\n" if item.filename == "cq.py"
+                            else data)
+    proc = run_version(copy, env)
+    assert proc.returncode == 0 and proc.stdout.startswith("cq ")
+
+
 def test_cq_runs_when_the_bytecode_cache_cannot_be_written(cq_pyz, tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
