@@ -58,7 +58,7 @@ ARCHIVE = os.path.dirname(os.path.abspath(__file__))
 
 
 def cache_path(filename):
-    """Where this archive's compiled cq.py is cached for this interpreter."""
+    """Where a module of this archive (filename: its path) is cached for this interpreter."""
     where = "%08x" % zlib.crc32(os.fsencode(filename))
     return os.path.join(cache_folder(), "cq-%s-%s-%s.bin" % (SOURCE_KEY, where, MAGIC_NUMBER.hex()))
 
