@@ -249,6 +249,8 @@ def test_a_blob_is_read_from_the_work_tree_only_where_its_file_holds_exactly_it(
     for climbing in ("inner/../../elsewhere/deep.py", "../elsewhere/deep.py",
                      str(outside / "deep.py")):
         assert read_from_work_tree(repo, climbing, blob["src/deep.py"]) is None
+    repo.git("gc", "-q")  # a packed blob is read by git, in order, not from the work tree
+    assert read_from_work_tree(repo, "same.py", blob["same.py"]) is None
 
 
 def test_an_edited_work_tree_leaves_the_index_with_the_committed_content(repo):
