@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import marshal
 import os
 import re
 import subprocess
 import sys
+import time
 import zipfile
 
 import pytest
@@ -78,7 +80,7 @@ def run_version(cq_pyz, env) -> subprocess.CompletedProcess:
 def test_the_bytecode_cache_is_written_once_and_survives_corruption(cq_pyz, tmp_path):
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
     assert run_version(cq_pyz, env).returncode == 0  # --version imports cq and Huey
-    entries = sorted((tmp_path / "cq").iterdir())
+    entries = sorted((tmp_path / "cq").glob("cq-*.bin"))
     assert len(entries) > 1 and all(e.stat().st_mode & 0o777 == 0o600 for e in entries)
     written = {e: e.stat().st_mtime_ns for e in entries}
     assert run_version(cq_pyz, env).returncode == 0
@@ -87,7 +89,7 @@ def test_the_bytecode_cache_is_written_once_and_survives_corruption(cq_pyz, tmp_
         entry.write_bytes(b"not marshal data")
     proc = run_version(cq_pyz, env)
     assert proc.returncode == 0 and proc.stdout.startswith("cq ")
-    assert sorted((tmp_path / "cq").iterdir()) == entries
+    assert sorted((tmp_path / "cq").glob("cq-*.bin")) == entries
     assert all(e.read_bytes() != b"not marshal data" for e in entries)  # replaced by good ones
 
 
@@ -104,6 +106,30 @@ def test_a_copy_of_the_archive_runs_the_code_compiled_for_the_first_without_comp
                             else data)
     proc = run_version(copy, env)
     assert proc.returncode == 0 and proc.stdout.startswith("cq ")
+
+
+def test_a_new_copy_of_the_archive_prunes_entries_unused_for_30_days_once_a_day(cq_pyz,
+                                                                                tmp_path):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    assert run_version(cq_pyz, env).returncode == 0  # compiles, and prunes
+    folder = tmp_path / "cache" / "cq"
+    old = time.time() - 40 * 86400
+    for entry in folder.glob("cq-*.bin"):
+        os.utime(entry, (old, old))
+    os.utime(folder / "pruned", (time.time() - 2 * 86400,) * 2)  # the last pruning, long ago
+    copies = []
+    for name in ("one", "two"):
+        copies.append(tmp_path / name / "cq.pyz")
+        copies[-1].parent.mkdir()
+        copies[-1].write_bytes(cq_pyz.read_bytes())
+    assert run_version(copies[0], env).returncode == 0  # compiles nothing, but prunes
+    assert not any(str(cq_pyz.parent) in marshal.loads(e.read_bytes()).co_filename
+                   for e in folder.glob("cq-*.bin") if "-any" not in e.name)
+    stale = folder / "cq-0123456789abcdef01234567-deadbeef-00000000.bin"
+    stale.write_bytes(b"old")
+    os.utime(stale, (old, old))
+    assert run_version(copies[1], env).returncode == 0  # pruned less than a day ago
+    assert stale.exists()
 
 
 def test_cq_runs_when_the_bytecode_cache_cannot_be_written(cq_pyz, tmp_path):
