@@ -59,20 +59,18 @@ ARCHIVE = os.path.dirname(os.path.abspath(__file__))
 
 def cache_path(filename):
     """Where a module of this archive (filename: its path) is cached for this interpreter."""
-    where = "%08x" % zlib.crc32(os.fsencode(filename))
-    return os.path.join(cache_folder(), "cq-%s-%s-%s.bin" % (SOURCE_KEY, where, MAGIC_NUMBER.hex()))
-
-
-def cache_folder():
-    """The per-user folder of compiled code."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "cq")
+    return entry_path("%08x" % zlib.crc32(os.fsencode(filename)))
 
 
 def template_path(inner):
     """Where a module of this build is cached for any archive's path (see relocated)."""
-    where = "any%08x" % zlib.crc32(inner.encode())
-    return os.path.join(cache_folder(), "cq-%s-%s-%s.bin" % (SOURCE_KEY, where, MAGIC_NUMBER.hex()))
+    return entry_path("any%08x" % zlib.crc32(inner.encode()))
+
+
+def entry_path(where):
+    """The cache entry of this build and interpreter for `where` (a path's or a module's)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "cq", "cq-%s-%s-%s.bin" % (SOURCE_KEY, where, MAGIC_NUMBER.hex()))
 
 
 def cached_code(filename, inner):

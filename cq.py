@@ -3937,9 +3937,8 @@ def batch_records(config: Config, reader: BlobReader, blobs: list, lexical: bool
     worker is stopping.  Each blob is read and documented in this thread's pool of processes
     where there are enough of them (the worker then holds none of their bytes), else here."""
     kind = LEXICAL if lexical else "full"
-    tree = main_work_tree(reader.common_dir)
     jobs = [(kind, path, blob, config.parse_budget, blob not in reused, config.max_file_size,
-             reader.common_dir, tree) for blob, path in blobs]
+             reader.common_dir) for blob, path in blobs]
     answers = run_jobs(jobs, config.workers, reader)
     if answers is None:
         return None
@@ -3948,11 +3947,10 @@ def batch_records(config: Config, reader: BlobReader, blobs: list, lexical: bool
         if isinstance(answer, Exception):
             log(f"failed to document {path} ({blob[:12]}): {answer}", error=True)
             failures.append(failure(blob, path, answer))
-        elif answer[0] >= 0 or not lexical:  # the lexical pass leaves a missing blob alone
-            try:
-                records.append(answer_record(blob, path, answer, lexical))
-            except CqError as exc:
-                failures.append(failure(blob, path, exc))
+        elif answer[0] >= 0:
+            records.append(answer_record(blob, path, answer, lexical))
+        elif not lexical:  # the lexical pass leaves a missing blob to the full one
+            failures.append(failure(blob, path, missing_blob(blob)))
     return records, failures
 
 
@@ -4023,7 +4021,7 @@ def suspect_record(config: Config, reader: BlobReader, blob: str, path: str, siz
     try:
         answers = thread_pool(config.workers).run([[("full", path, blob, config.parse_budget,
                                                       True, config.max_file_size,
-                                                      reader.common_dir, "")]])
+                                                      reader.common_dir)]])
         if answers is None:
             raise WorkerStopping
         answered = answers[0]
@@ -4276,8 +4274,9 @@ def read_jobs(jobs: list, reader: BlobReader) -> Iterator[tuple]:
     and mapped: 0.55 s for 10,000 small blobs, against 0.17 s to read and hash their files."""
     for start in range(0, len(jobs), POOL_GROUP):
         group, folders = jobs[start:start + POOL_GROUP], {}
+        tree = main_work_tree(group[0][6])  # a batch's jobs are of one repository
         try:
-            found = [work_tree_blob(job, folders) for job in group]
+            found = [work_tree_blob(job, tree, folders) for job in group]
         finally:
             for fd in folders.values():
                 os.close(fd)
@@ -4296,15 +4295,16 @@ def main_work_tree(common_dir: str) -> str:
     return os.path.dirname(common_dir) if os.path.basename(common_dir) == ".git" else ""
 
 
-def work_tree_blob(job: tuple, folders: dict) -> tuple | None:
-    """(size, content) of a job's loose blob from its file in the work tree, or None unless
-    that is a regular file within the limit that hashes to the blob: whatever the work tree
-    holds (a local change, a filter's output, a link), only the blob is read, and nothing but
-    a regular file inside the tree is opened.  folders: the open folders (see folder_fd)."""
+def work_tree_blob(job: tuple, tree: str, folders: dict) -> tuple | None:
+    """(size, content) of a job's loose blob from its file in the work tree (see
+    main_work_tree), or None unless that is a regular file within the limit that hashes to
+    the blob: whatever the work tree holds (a local change, a filter's output, a link), only
+    the blob is read, and nothing but a regular file inside the tree is opened.  folders: the
+    open folders (see folder_fd)."""
     import hashlib
     import stat
 
-    path, blob, limit, tree = job[1], job[2], job[5], job[7]
+    path, blob, limit = job[1], job[2], job[5]
     folder, _, name = path.rpartition("/")
     if not tree or name in ("", ".", ".."):
         return None
@@ -4354,9 +4354,8 @@ def folder_fd(tree: str, folder: str, folders: dict) -> int:
 
 def answer_job(job: tuple, size: int, data: bytes | None) -> tuple:
     """The answer (size, doc) to a job (kind, path, blob, parse budget, words wanted, size
-    limit, git directory, main work tree or '') whose blob was read: doc is the documenter's,
-    or why the blob is not documented (a string: too large, binary), or None where git did
-    not have it."""
+    limit, git directory) whose blob was read: doc is the documenter's, or why the blob is not
+    documented (a string: too large, binary), or None where git did not have it."""
     kind, path, _, budget, words = job[:5]
     if size < 0:
         return size, None

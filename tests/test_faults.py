@@ -201,8 +201,8 @@ def test_a_large_batch_is_documented_in_processes_that_are_replaced_when_killed(
 def test_a_documenting_process_that_ends_blames_only_the_job_it_was_working_on(repo, tmp_path):
     repo.commit({"fine.py": "def innocent_function():\n    pass\n"})
     blob = repo.git("rev-parse", "HEAD:fine.py").strip()
-    job = ("lexical", "fine.py", blob, 5.0, True, 1 << 20, str(repo.path / ".git"), "")
-    doomed = (*job[:6], str(tmp_path / "no-repository"), "")  # its process cannot read it
+    job = ("lexical", "fine.py", blob, 5.0, True, 1 << 20, str(repo.path / ".git"))
+    doomed = (*job[:6], str(tmp_path / "no-repository"))  # its process cannot read the blob
     pool = cq.DocumentingPool(1)  # one process, sent both groups at once
     try:
         answers = pool.run([[doomed], [job]])
@@ -217,11 +217,11 @@ def test_a_documenting_process_that_ends_blames_only_the_job_it_was_working_on(r
 
 def read_from_work_tree(repo, path: str, blob: str) -> tuple | None:
     """What cq reads of a blob from its file in the repository's work tree (None: git's)."""
-    job = ("lexical", path, blob, 5.0, True, 1 << 20, str(repo.path / ".git"),
-           cq.main_work_tree(str(repo.path / ".git")))
+    git_dir = str(repo.path / ".git")
+    job = ("lexical", path, blob, 5.0, True, 1 << 20, git_dir)
     folders: dict = {}
     try:
-        return cq.work_tree_blob(job, folders)
+        return cq.work_tree_blob(job, cq.main_work_tree(git_dir), folders)
     finally:
         for fd in folders.values():
             os.close(fd)
