@@ -1467,7 +1467,8 @@ def comment_step(stripped: str, prefixes: tuple, in_block: bool) -> tuple[str | 
 
 
 class CommentBlock:
-    """The lines of one comment block, of which the first DOC_COMMENT_MAX_CHARS are kept."""
+    """The lines of one comment block (one at least), of which the first
+    DOC_COMMENT_MAX_CHARS are kept."""
 
     def __init__(self):
         self.parts: list[str] = []
@@ -1499,24 +1500,27 @@ def leading_comment(lines: list[str], prefixes: tuple) -> str:
 
 
 def code_lines(lines: list[str], language: str, deadline: Deadline):
-    """(index, line, doc comment) for each line of code, with the comment block directly
-    above it, past attributes and annotations.  One pass over the file: linear."""
+    """(index, line, comment block or None) for each line of code, with the comment block
+    directly above it, past attributes and annotations; the block's text is worked out only
+    for the few lines that define something.  One pass over the file: linear."""
     prefixes = COMMENT_PREFIXES[language]
-    doc, in_block = CommentBlock(), False
+    starts = tuple({prefix[0] for prefix in prefixes} | {"#"})  # of a comment or a shebang
+    doc, in_block = None, False
     for index, line in enumerate(lines):
         if not index & 511:
             deadline.check()
         stripped = line.strip()
         text = None
-        if stripped or in_block:
+        if in_block or stripped.startswith(starts):  # else a line of code, or empty
             text, in_block = comment_step(stripped, prefixes, in_block)
         if text is not None:
+            doc = doc or CommentBlock()
             doc.add(text)
         elif not stripped:
-            doc = CommentBlock()
+            doc = None
         elif not stripped.startswith(ATTRIBUTE_PREFIXES):
-            yield index, line, doc.text()
-            doc = CommentBlock()
+            yield index, line, doc
+            doc = None
 
 
 IDENTIFIER_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
@@ -1608,7 +1612,7 @@ def js_assignment(code: str) -> tuple[str, str] | None:
 
 
 def compile_rules() -> dict:
-    """DEFINITION_RULES with their patterns compiled, and PATTERNS (once, on first use)."""
+    """The rule plans of each language (see rule_plan), and PATTERNS (once, on first use)."""
     import re
 
     function_value = r"(?:async ?)?(?:function\b|\([^)]*\) ?(?::[^=]*)?=>|[A-Za-z_$][\w$]* ?=>)"
@@ -1622,20 +1626,50 @@ def compile_rules() -> dict:
         "js assignment": re.compile(r"((?:[A-Za-z_$][\w$]*\.)+)([A-Za-z_$][\w$]*) ?= ?(.*)"),
         "js function value": re.compile(function_value),
     })
-    return {language: [(kind, pattern_rule(re.compile(rule)) if isinstance(rule, str) else rule,
-                        where) for kind, rule, where in rules]
+    return {language: {(indented, member): rule_plan([
+                rule for rule in rules if not ((rule[2] == "top" and indented) or
+                                               (rule[2] == "member" and not member))])
+                       for indented in (False, True) for member in (False, True)}
             for language, rules in DEFINITION_RULES.items()}
 
 
-def pattern_rule(pattern):
-    """A rule function from a compiled pattern with a `name` and perhaps a `container` group."""
-    def rule(code: str) -> tuple[str, str] | None:
-        found = pattern.match(code)
-        if not found:
-            return None
-        groups = found.groupdict()
-        return groups["name"], groups.get("container") or ""
-    return rule
+def rule_plan(rules: list) -> list:
+    """The rules that apply to a kind of line, as steps tried in turn: a rule function, or
+    one pattern for each run of pattern rules.  That pattern is their alternation, each
+    rule's groups renamed by its place (`r3`, holding `name3` and perhaps `container3`):
+    the first alternative that matches wins, as when the rules were tried one by one, and
+    a line that none matches, most lines, costs one match, not one for each rule."""
+    import re
+
+    steps: list = []  # (kinds, a rule function or the patterns of a run)
+    for kind, rule, _ in rules:
+        if isinstance(rule, str) and steps and isinstance(steps[-1][1], list):
+            steps[-1][0].append(kind)
+            steps[-1][1].append(rule)
+        else:
+            steps.append(([kind], [rule] if isinstance(rule, str) else rule))
+    return [(kinds, rule if callable(rule) else re.compile("|".join(
+        numbered(pattern, n) for n, pattern in enumerate(rule)))) for kinds, rule in steps]
+
+
+def numbered(pattern: str, n: int) -> str:
+    """A rule's pattern as alternative n of its run (see rule_plan)."""
+    groups = pattern.replace("(?P<name>", f"(?P<name{n}>")
+    return f"(?P<r{n}>{groups.replace('(?P<container>', f'(?P<container{n}>')})"
+
+
+def plan_match(step: tuple, code: str) -> tuple[str, str, str] | None:
+    """(kind, name, container) of the rule of a step (see rule_plan) that matches a line."""
+    kinds, rule = step
+    if callable(rule):
+        found = rule(code)
+        return found and (kinds[0], *found)
+    match = rule.match(code)
+    if not match:
+        return None
+    n = match.lastgroup[1:]  # the alternative's own group closes last
+    groups = match.groupdict()
+    return kinds[int(n)], groups[f"name{n}"], groups.get(f"container{n}") or ""
 
 
 # Each rule: (kind, a pattern matched at the start of the line with its runs of white space
@@ -1762,34 +1796,34 @@ def document_by_patterns(language: str, lines: list[str], deadline: Deadline) ->
     is defined in (class, impl, namespace, package, receiver, object literal)."""
     if not COMPILED_RULES:
         COMPILED_RULES.update(compile_rules())
-    rules = COMPILED_RULES[language]
+    plans = COMPILED_RULES[language]
     scopes = Scopes(CONTAINER_SEPARATOR.get(language, "."))
     entries = []
     for index, line, doc in code_lines(lines, language, deadline):
         if len(line) > 4 * LONGEST_LINE_MATCHED:
             continue
-        code = " ".join(line.split())
-        if len(code) > LONGEST_LINE_MATCHED:
-            continue
-        indented = line[:1] in (" ", "\t")
-        member = scopes.at_member_level()
-        opened = None
-        for rule_kind, rule, where in rules:
-            if (where == "top" and indented) or (where == "member" and not member):
+        plan = plans[line[:1] in (" ", "\t"), scopes.at_member_level()]
+        code = line  # made single-spaced only to be matched (most lines of Go have no rule)
+        if plan or len(line) > LONGEST_LINE_MATCHED:
+            code = " ".join(line.split())
+            if len(code) > LONGEST_LINE_MATCHED:
                 continue
-            found = rule(code)
+        opened = None
+        for step in plan:
+            found = plan_match(step, code)
             if found:
-                name, extra = found
+                rule_kind, name, extra = found
                 if rule_kind == "package":  # the container of all that follows, in every file
                     scopes.package = name
                     break
                 kind = "method" if rule_kind == "function" and scopes.open and \
                     scopes.open[-1][1] in ("class", "impl", "trait", "interface") else rule_kind
-                entries.append(entry(kind, name, index + 1, code[:200], doc,
-                                     scopes.container(extra)))
+                entries.append(entry(kind, name, index + 1, code[:200],
+                                     doc.text() if doc else "", scopes.container(extra)))
                 opened = (name, kind)
                 break
-        scopes.advance(code, opened)
+        if opened or "{" in code or "}" in code:  # else the scopes stay as they are
+            scopes.advance(code, opened)
     return entries
 
 
@@ -1872,13 +1906,20 @@ def file_words(text: str) -> str:
     the file-level record, so that any word `git grep -w` finds in a file finds the file."""
     if text.isascii():
         tokens = b" ".join(dict.fromkeys(text.encode().translate(ASCII_WORDS_ONLY).split())) \
-            .decode().split()
-    else:
-        if not WORD_PATTERNS:
-            import re
+            .decode()
+        words = dict.fromkeys(tokens.lower().split())
+        split = [token for token in tokens.split() if not token.islower() and not token.isdigit()]
+        # Their parts in one pass of the pattern for ASCII parts, `_` made a space: the parts
+        # identifier_parts gives, in order (a part ends at a space as at the end of a token),
+        # in a third of the time on Go, whose names are mostly camelCase.
+        parts = identifier_patterns()[1].findall(" ".join(split).replace("_", " "))
+        words.update(dict.fromkeys(" ".join(parts).lower().split()))
+        return " ".join(list(words)[:FILE_WORDS_MAX])
+    if not WORD_PATTERNS:
+        import re
 
-            WORD_PATTERNS.append(re.compile(r"\w+"))
-        tokens = list(dict.fromkeys(WORD_PATTERNS[0].findall(text)))
+        WORD_PATTERNS.append(re.compile(r"\w+"))
+    tokens = list(dict.fromkeys(WORD_PATTERNS[0].findall(text)))
     words = dict.fromkeys(token.lower() for token in tokens)
     for token in tokens:
         if not token.islower() and not token.isdigit():

@@ -155,6 +155,61 @@ def test_an_ascii_text_has_the_words_of_the_word_pattern(text):
     assert cq.file_words(text) == " ".join(words)
 
 
+RULE_WORDS = ["export", "default", "declare", "async", "function", "function*", "class",
+              "const", "let", "var", "=", "=>", "(", ")", "()", "{", "}", ":", ";", ",", "pub",
+              "pub(crate)", "fn", "struct", "impl", "impl<T>", "for", "type", "func", "package",
+              "interface", "enum", "trait", "mod", "macro_rules!", "unsafe", 'extern "C"', "def",
+              "#define", "# define", "typedef", "static", "public", "abstract", "void", "int",
+              "*", "&", "::", "namespace", "module.exports", "exports", ".", "prototype", "get",
+              "name", "Foo", "x1", "$a", "?", "!", "<T>", "@interface", "record", "union",
+              "sealed", "new", "return", "(a, b)", "(w *Writer)", "a.b", "final"]
+
+
+# Lines that several rules of a language match (a receiver's method is a method too, a
+# member's function value a property too): the first rule must win.
+RULE_LINES = [
+    "func (w *Writer) Write(p []byte) (int, error) {", "func (Writer) Close() error {",
+    "func main() {", "type T struct {", "type I interface {", "type X int", "package foo",
+    "export default async function foo() {", "const f = () => {", "const o = {",
+    "module.exports = {", "a.b.c = function () {", "exports.run = 1", "name: function () {",
+    "name(a) {", "name?: string;", "get name() {", "static async *gen() {", "interface I {",
+    "type T<A> = {", "declare const enum E {", "namespace N {", "handler: (req) => {",
+    "pub(crate) async unsafe fn f() {", "impl<T> Display for Foo<T> {", "pub struct S;",
+    "macro_rules! m {", "pub trait T {", "mod m;", "type A = B;", "unsafe impl Send for X {}",
+    "public static void main(String[] args) {", "public class A extends B {", "package a.b;",
+    "@interface Ann {", "record R(int a) {", "sealed interface S permits A {",
+    "#define X 1", "namespace a::b {", "typedef struct node {", "struct S {",
+    "static int *f(void)", "int A::g(int x)", "virtual void h() = 0;",
+    "typedef unsigned long size_t;", "class C final : public B {", "enum class E : int {",
+    "function f {", "f() {", "my-func () {", "class A(B):", "async def f():", "def g(x):"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(st.sampled_from(RULE_LINES), st.builds(
+           str.join, st.sampled_from(["", " "]), st.lists(st.sampled_from(RULE_WORDS),
+                                                          max_size=9))),
+       st.sampled_from(sorted(cq.DEFINITION_RULES)), st.booleans(), st.booleans())
+def test_a_line_matches_the_first_of_its_rules_that_applies_as_one_by_one(
+        code, language, indented, member):
+    if not cq.COMPILED_RULES:  # the rule functions' patterns with them
+        cq.COMPILED_RULES.update(cq.compile_rules())
+    expected = None
+    for kind, rule, where in cq.DEFINITION_RULES[language]:
+        if (where == "top" and indented) or (where == "member" and not member):
+            continue
+        if callable(rule):
+            found = rule(code)
+            expected = found and (kind, *found)
+        else:
+            match = re.match(rule, code)
+            expected = match and (kind, match["name"], match.groupdict().get("container") or "")
+        if expected:
+            break
+    steps = cq.COMPILED_RULES[language][indented, member]
+    found = next((hit for hit in (cq.plan_match(step, code) for step in steps) if hit), None)
+    assert found == (expected or None)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=2000), st.sampled_from(
     ["a.py", "a.js", "a.go", "a.rs", "A.java", "a.c", "a.sh", "a.md", "a.txt", "noext"]))
