@@ -1467,8 +1467,7 @@ def comment_step(stripped: str, prefixes: tuple, in_block: bool) -> tuple[str | 
 
 
 class CommentBlock:
-    """The lines of one comment block (one at least), of which the first
-    DOC_COMMENT_MAX_CHARS are kept."""
+    """The lines of one comment block, of which the first DOC_COMMENT_MAX_CHARS are kept."""
 
     def __init__(self):
         self.parts: list[str] = []
@@ -1638,7 +1637,7 @@ def rule_plan(rules: list) -> list:
     one pattern for each run of pattern rules.  That pattern is their alternation, each
     rule's groups renamed by its place (`r3`, holding `name3` and perhaps `container3`):
     the first alternative that matches wins, as when the rules were tried one by one, and
-    a line that none matches, most lines, costs one match, not one for each rule."""
+    a line that none matches, most lines, costs one match a run, not one a rule."""
     import re
 
     steps: list = []  # (kinds, a rule function or the patterns of a run)
@@ -1653,7 +1652,8 @@ def rule_plan(rules: list) -> list:
 
 
 def numbered(pattern: str, n: int) -> str:
-    """A rule's pattern as alternative n of its run (see rule_plan)."""
+    """A rule's pattern as alternative n of its run (see rule_plan).  Its groups are renamed
+    and renumbered, so no rule's pattern may refer to a group (`(?P=name)`, `\\1`)."""
     groups = pattern.replace("(?P<name>", f"(?P<name{n}>")
     return f"(?P<r{n}>{groups.replace('(?P<container>', f'(?P<container{n}>')})"
 
@@ -1911,7 +1911,7 @@ def file_words(text: str) -> str:
         split = [token for token in tokens.split() if not token.islower() and not token.isdigit()]
         # Their parts in one pass of the pattern for ASCII parts, `_` made a space: the parts
         # identifier_parts gives, in order (a part ends at a space as at the end of a token),
-        # in a third of the time on Go, whose names are mostly camelCase.
+        # found in a third of the time on Go, whose names are mostly camelCase.
         parts = identifier_patterns()[1].findall(" ".join(split).replace("_", " "))
         words.update(dict.fromkeys(" ".join(parts).lower().split()))
         return " ".join(list(words)[:FILE_WORDS_MAX])
