@@ -1914,16 +1914,16 @@ def file_words(text: str) -> str:
         # found in a third of the time on Go, whose names are mostly camelCase.
         parts = identifier_patterns()[1].findall(" ".join(split).replace("_", " "))
         words.update(dict.fromkeys(" ".join(parts).lower().split()))
-        return " ".join(list(words)[:FILE_WORDS_MAX])
-    if not WORD_PATTERNS:
-        import re
+    else:
+        if not WORD_PATTERNS:
+            import re
 
-        WORD_PATTERNS.append(re.compile(r"\w+"))
-    tokens = list(dict.fromkeys(WORD_PATTERNS[0].findall(text)))
-    words = dict.fromkeys(token.lower() for token in tokens)
-    for token in tokens:
-        if not token.islower() and not token.isdigit():
-            words.update(dict.fromkeys(split_identifier(token)))
+            WORD_PATTERNS.append(re.compile(r"\w+"))
+        tokens = list(dict.fromkeys(WORD_PATTERNS[0].findall(text)))
+        words = dict.fromkeys(token.lower() for token in tokens)
+        for token in tokens:
+            if not token.islower() and not token.isdigit():
+                words.update(dict.fromkeys(split_identifier(token)))
     return " ".join(list(words)[:FILE_WORDS_MAX])
 
 
