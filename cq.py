@@ -2444,15 +2444,30 @@ def with_search_words(e: dict) -> dict:
     container's words), computed once: by the documenting process that made it, where one
     did, so that the worker's writing thread does not."""
     if "named" not in e:
-        e["squashed"] = squash(e["name"])
-        e["words"] = name_words(e["name"], e["squashed"])
+        name, (separators, ascii_words) = e["name"], identifier_patterns()
+        if name.isascii():  # most are: the parts at once (see ascii_name_words), no cache
+            e["words"], e["squashed"] = ascii_name_words(ascii_words.findall(name))
+        else:
+            e["squashed"] = squash(name)
+            e["words"] = name_words(name, e["squashed"])
         e["container_words"] = " ".join(split_identifier(e["container"] or ""))
         # Every word the name and words columns hold: the words column's (the parts and the
         # squashed name) and the name column's own tokens (unicode61 keeps `barBaz` of
         # `foo_barBaz` whole).
-        words = [*e["words"].split(), *identifier_patterns()[0].split(e["name"].lower())]
-        e["named"] = " ".join(NAME_MARK + w for w in dict.fromkeys(words) if marked_in_name(w))
+        words = dict.fromkeys(e["words"].split())
+        words.update(dict.fromkeys(separators.split(name.lower())))
+        e["named"] = " ".join([NAME_MARK + w for w in words if marked_in_name(w)])
     return e
+
+
+def ascii_name_words(parts: list[str]) -> tuple[str, str]:
+    """name_words and squash of an ASCII name, from the ASCII word pattern's matches in the
+    whole name: the same parts as split_identifier's, part by part, since no match takes a
+    separator and an uppercase run ends at `_` as at the end of a part; and the same
+    squashed name, since every letter and digit is in a part."""
+    joined = " ".join(parts).lower()
+    squashed = joined.replace(" ", "")
+    return (f"{joined} {squashed}" if len(parts) > 1 else joined), squashed
 
 
 def entry_text(e: dict, note: str) -> tuple:

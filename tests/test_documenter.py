@@ -155,6 +155,15 @@ def test_an_ascii_text_has_the_words_of_the_word_pattern(text):
     assert cq.file_words(text) == " ".join(words)
 
 
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet=st.sampled_from("aZq_09$.:~<> \t\x7f"), max_size=40))
+def test_an_ascii_name_has_the_words_and_squashed_name_of_its_parts_one_by_one(name):
+    parts = cq.split_identifier(name)  # separator by separator, each part on its own
+    words, squashed = cq.ascii_name_words(cq.identifier_patterns()[1].findall(name))
+    assert (words, squashed) == (cq.name_words(name, cq.squash(name)), cq.squash(name))
+    assert words.split()[:len(parts)] == parts
+
+
 RULE_WORDS = ["export", "default", "declare", "async", "function", "function*", "class",
               "const", "let", "var", "=", "=>", "(", ")", "()", "{", "}", ":", ";", ",", "pub",
               "pub(crate)", "fn", "struct", "impl", "impl<T>", "for", "type", "func", "package",
