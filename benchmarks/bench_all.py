@@ -1,16 +1,19 @@
 """Benchmark: cq against the tools a user would pick instead, in one run, as one table.
 
-    python3 benchmarks/bench_all.py [--sizes 1000,10000,50000] [--runs 20] [--pyz PATH]
+    python3 benchmarks/bench_all.py [--sizes 1000,10000,50000] [--runs 20] [--index-runs 3]
+                                    [--pyz PATH]
 
 For generated trees of each size (`bench_search_latency.generate`) and for this Python's own
 `Lib/`, it measures, with the anchors in the same run and interleaved with cq:
 
-- the initial index: `cq init` (until complete) against `ctags -R`;
+- the initial index: `cq init` on a repository cq has not seen, until searchable and until
+  complete, against `ctags -R` (the medians of --index-runs runs of each, interleaved);
 - `cq search` as a whole process (median and p95), rare word, common word and three words,
   on the largest tree, against `rg` and `git grep` for the same words;
 - commit -> searchable for one-file commits at every size, against a `ctags -R` rebuild;
 - the worker's resident memory at the largest size, idle and at its peak;
-- the index on disk against the source and against ctags' tags file.
+- the index on disk against the source and against ctags' tags file, at the largest size
+  and for `Lib/`.
 
 Anchors come from Debian's packages (`apt-get install universal-ctags ripgrep`); a missing
 one is reported as such in the table.  Prints the date, the core count and a Markdown table.
@@ -136,30 +139,44 @@ def python_lib(tmp: Path) -> Path:
     return repo
 
 
-def measure_tree(pyz: Path, repo: Path, ctags: str | None, commits: int) -> dict:
-    """Initial index against ctags, commit -> searchable, sizes and memory of one tree."""
-    files = len(git(repo, "ls-files", "-z").split("\0")) - 1
-    ctags_runs = []
-    if ctags:
-        ctags_runs.append(seconds([ctags, "-R", "-f", "tags", "--exclude=.git", "."], repo))
-    blobs = len({line.split()[2] for line in git(repo, "ls-tree", "-r", "HEAD").splitlines()
-                 if line.startswith("100")})  # files: not symlinks (cq skips them unread)
+def initial_index(pyz: Path, repo: Path, blobs: int, pool: dict) -> tuple[float, float]:
+    """Seconds of one `cq init` on a repository cq has not seen: until searchable (every
+    blob has a record of either pass) and until complete (init returns)."""
+    cq(pyz, repo, "worker", "stop", check=False)
+    shutil.rmtree(repo / ".git" / "cq", ignore_errors=True)
     start = time.perf_counter()
     init = subprocess.Popen([sys.executable, "-I", "-S", str(pyz), "-C", str(repo), "init"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    searchable, pool = None, {}
+    searchable = None
     while init.poll() is None:
         time.sleep(0.05)
         pool_peaks(repo, pool)
         if searchable is None and is_searchable(repo, blobs):
             searchable = time.perf_counter() - start
-    cq_seconds = time.perf_counter() - start
+    complete = time.perf_counter() - start
     if init.returncode != 0:
         raise SystemExit(f"cq init failed in {repo}")
+    return searchable or complete, complete
+
+
+def measure_tree(pyz: Path, repo: Path, ctags: str | None, commits: int, runs: int) -> dict:
+    """Initial index against ctags (`runs` of each, interleaved; the medians), commit ->
+    searchable, sizes and memory of one tree."""
+    files = len(git(repo, "ls-files", "-z").split("\0")) - 1
+    blobs = len({line.split()[2] for line in git(repo, "ls-tree", "-r", "HEAD").splitlines()
+                 if line.startswith("100")})  # files: not symlinks (cq skips them unread)
+    ctags_runs, searchable, complete, pool = [], [], [], {}
+    for _ in range(runs):
+        if ctags:
+            ctags_runs.append(seconds([ctags, "-R", "-f", "tags", "--exclude=.git", "."], repo))
+        first, whole = initial_index(pyz, repo, blobs, pool)
+        searchable.append(first)
+        complete.append(whole)
     if ctags:
         ctags_runs.append(seconds([ctags, "-R", "-f", "tags", "--exclude=.git", "."], repo))
     peak = worker_memory(repo)[1]
-    result = {"files": files, "cq_index": cq_seconds, "cq_searchable": searchable or cq_seconds,
+    result = {"files": files, "cq_index": statistics.median(complete),
+              "cq_searchable": statistics.median(searchable),
               "ctags_index": statistics.median(ctags_runs) if ctags_runs else None,
               "source": source_bytes(repo), "index": index_bytes(repo),
               "tags": (repo / "tags").stat().st_size if (repo / "tags").exists() else None,
@@ -190,6 +207,17 @@ def measure_search(pyz: Path, repo: Path, runs: int) -> dict:
         timings[name] = {tool: (statistics.median(v), p95(v)) if v else None
                          for tool, v in found.items()}
     return timings
+
+
+def on_disk(tree: dict) -> str:
+    """The index's size against the source's, for the table."""
+    return (f"{tree['index'] / 2**20:.0f} MB for {tree['source'] / 2**20:.0f} MB of source "
+            f"({tree['index'] / tree['source']:.1f}x)")
+
+
+def tags_size(tree: dict) -> str:
+    """The size of ctags' tags file, for the table."""
+    return "n/a" if tree["tags"] is None else f"{tree['tags'] / 2**20:.0f} MB"
 
 
 def table(sizes: list[int], trees: dict, lib: dict, search: dict, cores: int) -> str:
@@ -235,11 +263,8 @@ def table(sizes: list[int], trees: dict, lib: dict, search: dict, cores: int) ->
         (f"| worker memory at {sizes[-1] // 1000}k | idle {largest['idle'] / 2**20:.0f} MB, "
          f"peak {largest['peak'] / 2**20:.0f} MB; its {largest['pool']} documenting processes "
          f"(during the initial index) peak {largest['pool_peak'] / 2**20:.0f} MB each | | |"),
-        (f"| index on disk at {sizes[-1] // 1000}k | {largest['index'] / 2**20:.0f} MB for "
-        f"{largest['source'] / 2**20:.0f} MB of source "
-        f"({largest['index'] / largest['source']:.1f}x) | tags file "
-        f"{'n/a' if largest['tags'] is None else format(largest['tags'] / 2**20, '.0f') + ' MB'}"
-        f" | |")]
+        (f"| index on disk, {sizes[-1] // 1000}k / `Lib/` | {on_disk(largest)} / "
+         f"{on_disk(lib)} | tags file {tags_size(largest)} / {tags_size(lib)} | |")]
     header = (f"{time.strftime('%Y-%m-%d')}, {cores} cores, Python {sys.version.split()[0]}, "
               f"medians of interleaved runs")
     return header + "\n\n" + "\n".join(rows)
@@ -251,6 +276,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000,50000")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--commits", type=int, default=9)
+    parser.add_argument("--index-runs", type=int, default=3,
+                        help="initial indexes of each tree, interleaved with ctags")
     parser.add_argument("--pyz", type=Path)
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -263,14 +290,14 @@ def main() -> int:
             repo = new_repo(tmp_path / f"tree{size}")
             generate(repo, size)
             git(repo, "gc", "-q")  # packed, as a clone is; and no gc left to run in the background
-            trees[size] = measure_tree(pyz, repo, ctags, args.commits)
+            trees[size] = measure_tree(pyz, repo, ctags, args.commits, args.index_runs)
             if size != sizes[-1]:
                 cq(pyz, repo, "worker", "stop", check=False)
             print(f"measured {size} files", file=sys.stderr)
         search = measure_search(pyz, tmp_path / f"tree{sizes[-1]}", args.runs)
         cq(pyz, tmp_path / f"tree{sizes[-1]}", "worker", "stop", check=False)
         lib_repo = python_lib(tmp_path)
-        lib = measure_tree(pyz, lib_repo, ctags, 0)
+        lib = measure_tree(pyz, lib_repo, ctags, 0, args.index_runs)
         cq(pyz, lib_repo, "worker", "stop", check=False)
     print(table(sizes, trees, lib, search, os.cpu_count() or 1))
     return 0
