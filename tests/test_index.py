@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -274,6 +276,17 @@ def test_queue_storage_keeps_no_results(initialised):
         assert db.execute("SELECT COUNT(*) FROM task").fetchone()[0] == 0
     finally:
         db.close()
+
+
+def test_the_queue_commits_without_waiting_for_the_disk_as_the_index_does(initialised):
+    # The worker's own queue connection, from the archive it runs: WAL, synchronous NORMAL.
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import cq; "
+              "queue = cq.task_queue(cq.locate_repo(sys.argv[2])); "
+              "print(*queue.storage.conn.execute('PRAGMA journal_mode').fetchone(), "
+              "*queue.storage.conn.execute('PRAGMA synchronous').fetchone())")
+    out = subprocess.run([sys.executable, "-c", script, str(initialised.state / "cq.pyz"),
+                          str(initialised.path)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["wal", "1"]  # 1 is NORMAL: an fsync at checkpoints only
 
 
 def test_index_rebuild_starts_over_and_completes(initialised):
