@@ -165,11 +165,12 @@ def measure_tree(pyz: Path, repo: Path, ctags: str | None, commits: int, runs: i
     files = len(git(repo, "ls-files", "-z").split("\0")) - 1
     blobs = len({line.split()[2] for line in git(repo, "ls-tree", "-r", "HEAD").splitlines()
                  if line.startswith("100")})  # files: not symlinks (cq skips them unread)
-    ctags_runs, searchable, complete, pool = [], [], [], {}
+    ctags_runs, searchable, complete, pools = [], [], [], []
     for _ in range(runs):
         if ctags:
             ctags_runs.append(seconds([ctags, "-R", "-f", "tags", "--exclude=.git", "."], repo))
-        first, whole = initial_index(pyz, repo, blobs, pool)
+        pools.append({})
+        first, whole = initial_index(pyz, repo, blobs, pools[-1])
         searchable.append(first)
         complete.append(whole)
     if ctags:
@@ -180,7 +181,8 @@ def measure_tree(pyz: Path, repo: Path, ctags: str | None, commits: int, runs: i
               "ctags_index": statistics.median(ctags_runs) if ctags_runs else None,
               "source": source_bytes(repo), "index": index_bytes(repo),
               "tags": (repo / "tags").stat().st_size if (repo / "tags").exists() else None,
-              "first_peak": peak, "pool": len(pool), "pool_peak": max(pool.values(), default=0)}
+              "first_peak": peak, "pool": max(map(len, pools)),
+              "pool_peak": max((rss for pool in pools for rss in pool.values()), default=0)}
     (repo / "tags").unlink(missing_ok=True)
     if commits:
         result["commit"] = commit_to_searchable(pyz, repo, commits, ctags)
@@ -280,6 +282,8 @@ def main() -> int:
                         help="initial indexes of each tree, interleaved with ctags")
     parser.add_argument("--pyz", type=Path)
     args = parser.parse_args()
+    if args.index_runs < 1:
+        parser.error("--index-runs takes 1 or more")
     sizes = sorted(int(s) for s in args.sizes.split(","))
     ctags = shutil.which("ctags")
     with tempfile.TemporaryDirectory() as tmp:
