@@ -7,13 +7,14 @@ For generated trees of each size (`bench_search_latency.generate`) and for this 
 `Lib/`, it measures, with the anchors in the same run and interleaved with cq:
 
 - the initial index: `cq init` on a repository cq has not seen, until searchable and until
-  complete, against `ctags -R` (the medians of --index-runs runs of each, interleaved);
+  complete, against `ctags -R` (the medians of --index-runs runs of cq, each after a run of
+  ctags, and of those ctags runs and one more);
 - `cq search` as a whole process (median and p95), rare word, common word and three words,
   on the largest tree, against `rg` and `git grep` for the same words;
 - commit -> searchable for one-file commits at every size, against a `ctags -R` rebuild;
 - the worker's resident memory at the largest size, idle and at its peak;
-- the index on disk against the source and against ctags' tags file, at the largest size
-  and for `Lib/`.
+- the index on disk against the source (its text files) and against ctags' tags file, at
+  the largest size and for `Lib/`.
 
 Anchors come from Debian's packages (`apt-get install universal-ctags ripgrep`); a missing
 one is reported as such in the table.  Prints the date, the core count and a Markdown table.
@@ -60,9 +61,13 @@ def ms(value: float | None) -> str:
 
 
 def source_bytes(repo: Path) -> int:
-    """Bytes of the committed files."""
-    out = git(repo, "ls-tree", "-r", "-l", "HEAD")
-    return sum(int(line.split()[3]) for line in out.splitlines() if line.split()[3] != "-")
+    """Bytes of the committed text files: what cq documents (it skips binary files unread,
+    by git's own test, which `git grep -I` applies too)."""
+    text = {path.split(":", 1)[1] for path in
+            git(repo, "grep", "-I", "-l", "-z", "-e", "", "HEAD", "--").split("\0") if path}
+    out = git(repo, "ls-tree", "-r", "-l", "-z", "HEAD")
+    return sum(int(meta.split()[3]) for meta, path in
+               (entry.split("\t", 1) for entry in out.split("\0") if entry) if path in text)
 
 
 def index_bytes(repo: Path) -> int:
@@ -129,10 +134,17 @@ def commit_to_searchable(pyz: Path, repo: Path, commits: int, ctags: str | None)
 
 
 def python_lib(tmp: Path) -> Path:
-    """This Python's Lib/ committed into a repository."""
+    """This Python's Lib/ committed into a repository: its source, without what an install
+    adds beside it (site-packages, compiled modules, the static library in config-*)."""
     repo = new_repo(tmp / "pylib")
-    shutil.copytree(sysconfig.get_paths()["stdlib"], repo, dirs_exist_ok=True, symlinks=True,
-                    ignore=shutil.ignore_patterns("site-packages", "__pycache__"))
+    stdlib = sysconfig.get_paths()["stdlib"]
+
+    def installed(folder: str, names: list[str]) -> list[str]:
+        added = ("site-packages", "lib-dynload") if os.path.samefile(folder, stdlib) else ()
+        return [name for name in names if name == "__pycache__" or name in added or
+                (added and name.startswith("config-"))]
+
+    shutil.copytree(stdlib, repo, dirs_exist_ok=True, symlinks=True, ignore=installed)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "import")
     git(repo, "gc", "-q")
@@ -142,8 +154,9 @@ def python_lib(tmp: Path) -> Path:
 def initial_index(pyz: Path, repo: Path, blobs: int, pool: dict) -> tuple[float, float]:
     """Seconds of one `cq init` on a repository cq has not seen: until searchable (every
     blob has a record of either pass) and until complete (init returns)."""
-    cq(pyz, repo, "worker", "stop", check=False)
-    shutil.rmtree(repo / ".git" / "cq", ignore_errors=True)
+    cq(pyz, repo, "worker", "stop")  # exits 0 where none runs; fails if one cannot stop
+    if (repo / ".git" / "cq").exists():
+        shutil.rmtree(repo / ".git" / "cq")
     start = time.perf_counter()
     init = subprocess.Popen([sys.executable, "-I", "-S", str(pyz), "-C", str(repo), "init"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

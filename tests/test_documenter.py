@@ -156,12 +156,15 @@ def test_an_ascii_text_has_the_words_of_the_word_pattern(text):
 
 
 @settings(max_examples=1000, deadline=None)
-@given(st.text(alphabet=st.sampled_from("aZq_09$.:~<> \t\x7f"), max_size=40))
-def test_an_ascii_name_has_the_words_and_squashed_name_of_its_parts_one_by_one(name):
-    parts = cq.split_identifier(name)  # separator by separator, each part on its own
-    words, squashed = cq.ascii_name_words(cq.identifier_patterns()[1].findall(name))
-    assert (words, squashed) == (cq.name_words(name, cq.squash(name)), cq.squash(name))
-    assert words.split()[:len(parts)] == parts
+@given(st.text(alphabet=st.sampled_from("aZq_09$.:~<> \t\x7f\xe9\xc9\u95a2"), max_size=40))
+def test_a_name_has_the_search_words_of_its_parts_one_by_one(name):
+    squashed = cq.squash(name)
+    words = cq.name_words(name, squashed)  # split_identifier: part by part, each on its own
+    marked = [word for word in dict.fromkeys([*words.split(), *re.split(r"[\W_]+", name.lower())])
+              if cq.marked_in_name(word)]
+    entry = cq.with_search_words(cq.stored_entry(name, "", "", ""))
+    assert (entry["words"], entry["squashed"]) == (words, squashed)
+    assert entry["named"] == " ".join(cq.NAME_MARK + word for word in marked)
 
 
 RULE_WORDS = ["export", "default", "declare", "async", "function", "function*", "class",

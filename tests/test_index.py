@@ -279,7 +279,7 @@ def test_queue_storage_keeps_no_results(initialised):
 
 
 def test_the_queue_commits_without_waiting_for_the_disk_as_the_index_does(initialised):
-    # The worker's own queue connection, from the archive it runs: WAL, synchronous NORMAL.
+    # A queue connection made as the worker makes its own, by the archive it runs.
     script = ("import sys; sys.path.insert(0, sys.argv[1]); import cq; "
               "queue = cq.task_queue(cq.locate_repo(sys.argv[2])); "
               "print(*queue.storage.conn.execute('PRAGMA journal_mode').fetchone(), "
