@@ -2455,11 +2455,16 @@ def with_search_words(e: dict) -> dict:
     did, so that the worker's writing thread does not."""
     if "named" not in e:
         name, (separators, ascii_words) = e["name"], identifier_patterns()
-        if name.isascii():  # most are: the parts at once (see ascii_name_words), no cache
-            e["words"], e["squashed"] = ascii_name_words(ascii_words.findall(name))
+        # Most names are ASCII: their parts, from one match over the whole name with no
+        # cache, are split_identifier's part by part (no match takes a separator, and an
+        # uppercase run ends at `_` as at the end of a part); joined, they are the squashed
+        # name (every letter and digit is in a part).
+        if name.isascii():
+            parts = " ".join(ascii_words.findall(name)).lower().split()
+            e["squashed"] = "".join(parts)
         else:
-            e["squashed"] = squash(name)
-            e["words"] = name_words(name, e["squashed"])
+            parts, e["squashed"] = split_identifier(name), squash(name)
+        e["words"] = name_words(parts, e["squashed"])
         e["container_words"] = " ".join(split_identifier(e["container"] or ""))
         # Every word the name and words columns hold: the words column's (the parts and the
         # squashed name) and the name column's own tokens (unicode61 keeps `barBaz` of
@@ -2468,16 +2473,6 @@ def with_search_words(e: dict) -> dict:
         words.update(dict.fromkeys(separators.split(name.lower())))
         e["named"] = " ".join([NAME_MARK + w for w in words if marked_in_name(w)])
     return e
-
-
-def ascii_name_words(parts: list[str]) -> tuple[str, str]:
-    """name_words and squash of an ASCII name, from the ASCII word pattern's matches in the
-    whole name: the same parts as split_identifier's, part by part, since no match takes a
-    separator and an uppercase run ends at `_` as at the end of a part; and the same
-    squashed name, since every letter and digit is in a part."""
-    joined = " ".join(parts).lower()
-    squashed = joined.replace(" ", "")
-    return (f"{joined} {squashed}" if len(parts) > 1 else joined), squashed
 
 
 def entry_text(e: dict, note: str) -> tuple:
@@ -3195,9 +3190,8 @@ def squash(text: str) -> str:
     return identifier_patterns()[0].sub("", text.lower())
 
 
-def name_words(name: str, whole: str) -> str:
+def name_words(parts: list[str], whole: str) -> str:
     """The words column of a definition: its identifier parts and its squashed name."""
-    parts = split_identifier(name)
     return " ".join([*parts, whole] if whole and [whole] != parts else parts)
 
 

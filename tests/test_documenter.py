@@ -159,7 +159,8 @@ def test_an_ascii_text_has_the_words_of_the_word_pattern(text):
 @given(st.text(alphabet=st.sampled_from("aZq_09$.:~<> \t\x7f\xe9\xc9\u95a2"), max_size=40))
 def test_a_name_has_the_search_words_of_its_parts_one_by_one(name):
     squashed = cq.squash(name)
-    words = cq.name_words(name, squashed)  # split_identifier: part by part, each on its own
+    parts = cq.split_identifier(name)  # part by part, each on its own
+    words = " ".join([*parts, squashed] if squashed and [squashed] != parts else parts)
     marked = [word for word in dict.fromkeys([*words.split(), *re.split(r"[\W_]+", name.lower())])
               if cq.marked_in_name(word)]
     entry = cq.with_search_words(cq.stored_entry(name, "", "", ""))
