@@ -1313,16 +1313,18 @@ def identifier_patterns() -> list:
     return IDENTIFIER_PATTERNS
 
 
-def identifier_parts(name: str) -> tuple:
-    """split_identifier, computed."""
+def identifier_parts(text: str) -> list[str]:
+    """The lowercase words of every identifier in a text, in order (split_identifier, not
+    cached: each name, path or file is split once).  An ASCII text, most of them, takes one
+    match over the whole of it, which finds the parts that splitting at its separators would:
+    no match takes a separator, and an uppercase run ends at `_` as at the end of a part."""
     separators, ascii_words = identifier_patterns()
+    if text.isascii():
+        return " ".join(ascii_words.findall(text)).lower().split()
     words = []
-    for part in separators.split(name):
-        if part.isascii():
-            words += ascii_words.findall(part)
-        else:
-            words += case_runs(part)
-    return tuple(w.lower() for w in words if w)
+    for part in separators.split(text):
+        words += ascii_words.findall(part) if part.isascii() else case_runs(part)
+    return [w.lower() for w in words if w]
 
 
 def case_runs(part: str) -> list[str]:
@@ -1919,11 +1921,9 @@ def file_words(text: str) -> str:
             .decode()
         words = dict.fromkeys(tokens.lower().split())
         split = [token for token in tokens.split() if not token.islower() and not token.isdigit()]
-        # Their parts in one pass of the pattern for ASCII parts, `_` made a space: the parts
-        # identifier_parts gives, in order (a part ends at a space as at the end of a token),
-        # found in a third of the time on Go, whose names are mostly camelCase.
-        parts = identifier_patterns()[1].findall(" ".join(split).replace("_", " "))
-        words.update(dict.fromkeys(" ".join(parts).lower().split()))
+        # Split together, not token by token: a third of the time on Go, whose names are
+        # mostly camelCase.
+        words.update(dict.fromkeys(identifier_parts(" ".join(split))))
     else:
         if not WORD_PATTERNS:
             import re
@@ -2454,23 +2454,17 @@ def with_search_words(e: dict) -> dict:
     container's words), computed once: by the documenting process that made it, where one
     did, so that the worker's writing thread does not."""
     if "named" not in e:
-        name, (separators, ascii_words) = e["name"], identifier_patterns()
-        # Most names are ASCII: their parts, from one match over the whole name with no
-        # cache, are split_identifier's part by part (no match takes a separator, and an
-        # uppercase run ends at `_` as at the end of a part); joined, they are the squashed
-        # name (every letter and digit is in a part).
-        if name.isascii():
-            parts = " ".join(ascii_words.findall(name)).lower().split()
-            e["squashed"] = "".join(parts)
-        else:
-            parts, e["squashed"] = split_identifier(name), squash(name)
+        name = e["name"]
+        parts = identifier_parts(name)
+        # squash(name), sooner: an ASCII name's letters and digits are all in its parts
+        e["squashed"] = "".join(parts) if name.isascii() else squash(name)
         e["words"] = name_words(parts, e["squashed"])
         e["container_words"] = " ".join(split_identifier(e["container"] or ""))
         # Every word the name and words columns hold: the words column's (the parts and the
         # squashed name) and the name column's own tokens (unicode61 keeps `barBaz` of
         # `foo_barBaz` whole).
         words = dict.fromkeys(e["words"].split())
-        words.update(dict.fromkeys(separators.split(name.lower())))
+        words.update(dict.fromkeys(identifier_patterns()[0].split(name.lower())))
         e["named"] = " ".join([NAME_MARK + w for w in words if marked_in_name(w)])
     return e
 
@@ -3260,7 +3254,7 @@ class SearchQuery:
     def __init__(self, text: str):
         import re
 
-        phrases = [split_words(p) for p in re.findall(r'"([^"]*)"', text)]
+        phrases = [identifier_parts(p) for p in re.findall(r'"([^"]*)"', text)]
         tokens = re.findall(r"\w+\*?", re.sub(r'"[^"]*"', " ", text))
         words: dict = {}
         for token in tokens:
@@ -3281,13 +3275,6 @@ class SearchQuery:
         self.whole = squash("".join(t.rstrip("*") for t in tokens))
         self.last = squash(tokens[-1].rstrip("*")) if tokens else ""
         self.qualifiers = [p for t in tokens[:-1] for p in split_identifier(t.rstrip("*"))]
-
-
-def split_words(text: str) -> list[str]:
-    """The identifier parts of every word of a text."""
-    import re
-
-    return [part for token in re.findall(r"\w+", text) for part in split_identifier(token)]
 
 
 PATH_CLASS_CACHE: dict = {}  # (path, demote) -> class, for the life of a process
@@ -3339,12 +3326,8 @@ PATH_WORDS: dict = {}  # path -> its words, for the life of a process (paths rep
 
 
 def path_words(path: str) -> str:
-    """The text paths_fts holds for a path: the words of its folders and file name (an ASCII
-    path, most of them, in one pass of the identifier pattern: a first sync maps them all)."""
-    stem = os.path.splitext(path)[0]
-    if stem.isascii():
-        return " ".join(identifier_patterns()[1].findall(stem)).lower()
-    return " ".join(split_words(stem))
+    """The text paths_fts holds for a path: the words of its folders and file name."""
+    return " ".join(identifier_parts(os.path.splitext(path)[0]))
 
 
 def words_of_path(path: str) -> set[str]:
@@ -3725,7 +3708,7 @@ def matched_summary_by(c: Candidate, query: SearchQuery) -> str:
     """The external documenter whose summary of a file holds a query word ('' if none)."""
     if not c.summary_by:
         return ""
-    words = {w.lower() for w in split_words(c.doc)}
+    words = set(identifier_parts(c.doc))
     stems = {w[:5] for w in query.words}
     return c.summary_by if any(w[:5] in stems for w in words) else ""
 

@@ -138,10 +138,28 @@ def test_identifiers_split_into_words_however_they_are_spelled():
     assert cq.split_identifier("getHTTPResponseCode") == ["get", "http", "response", "code"]
 
 
+def parts_one_by_one(text: str) -> list[str]:
+    """The words of a text's identifiers, found part by part between its separators."""
+    separators, ascii_words = cq.identifier_patterns()
+    words = []
+    for part in separators.split(text):
+        words += ascii_words.findall(part) if part.isascii() else cq.case_runs(part)
+    return [word.lower() for word in words if word]
+
+
+IDENTIFIER_CHARACTERS = "aAZz_09 $.-/\t\x7f\xe9\xc9\u95a2"
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet=st.sampled_from(IDENTIFIER_CHARACTERS), max_size=40))
+def test_a_text_has_the_words_of_its_identifiers_split_part_by_part(text):
+    assert list(cq.identifier_parts(text)) == parts_one_by_one(text)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=60))
+@given(st.text(alphabet=st.sampled_from(IDENTIFIER_CHARACTERS), max_size=60))
 def test_a_path_has_the_identifier_words_of_its_folders_and_file_name(path):
-    assert cq.path_words(path).split() == cq.split_words(os.path.splitext(path)[0])
+    assert cq.path_words(path).split() == parts_one_by_one(os.path.splitext(path)[0])
 
 
 @settings(max_examples=300, deadline=None)
@@ -151,7 +169,7 @@ def test_an_ascii_text_has_the_words_of_the_word_pattern(text):
     words = dict.fromkeys(token.lower() for token in tokens)
     for token in tokens:
         if not token.islower() and not token.isdigit():
-            words.update(dict.fromkeys(cq.split_identifier(token)))
+            words.update(dict.fromkeys(parts_one_by_one(token)))
     assert cq.file_words(text) == " ".join(words)
 
 
@@ -159,7 +177,7 @@ def test_an_ascii_text_has_the_words_of_the_word_pattern(text):
 @given(st.text(alphabet=st.sampled_from("aZq_09$.:~<> \t\x7f\xe9\xc9\u95a2"), max_size=40))
 def test_a_name_has_the_search_words_of_its_parts_one_by_one(name):
     squashed = cq.squash(name)
-    parts = cq.split_identifier(name)  # part by part, each on its own
+    parts = parts_one_by_one(name)
     words = " ".join([*parts, squashed] if squashed and [squashed] != parts else parts)
     marked = [word for word in dict.fromkeys([*words.split(), *re.split(r"[\W_]+", name.lower())])
               if cq.marked_in_name(word)]
