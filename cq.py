@@ -4278,8 +4278,18 @@ def thread_pool(workers: int) -> DocumentingPool:
 
     thread = threading.current_thread()
     if getattr(thread, "cq_pool", None) is None:
-        thread.cq_pool = DocumentingPool(min(POOL_MAX, max(1, (os.cpu_count() or 1) // workers)))
+        thread.cq_pool = DocumentingPool(min(POOL_MAX, max(1, usable_cores() // workers)))
     return thread.cq_pool
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, which `taskset` and a container's
+    cpuset narrow (os.cpu_count() counts the machine's, and more processes than cores only
+    cost memory)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity to ask for (not Linux)
+        return os.cpu_count() or 1
 
 
 def run_jobs(jobs: list, workers: int, reader: BlobReader) -> list | None:

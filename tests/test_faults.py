@@ -276,6 +276,19 @@ def test_the_lexical_pass_keeps_the_crash_count_of_a_file(repo):
         assert index.crash_counts([(blob, "victim.py")]) == {blob: 1}
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to leave one")
+def test_a_worker_held_to_one_core_documents_in_one_process(repo):
+    repo.git("config", "cq.workers", "1")  # one thread: its pool would take every core
+    repo.commit({f"f{n:02}.py": f"def function_{n}():\n    pass\n" for n in range(60)})
+    first_core = min(os.sched_getaffinity(0))
+    init = subprocess.run([sys.executable, "-I", "-S", str(repo.pyz), "-C", str(repo.path),
+                           "init"], check=False, capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: os.sched_setaffinity(0, {first_core}))
+    assert init.returncode == 0, init.stderr
+    assert repo.index_status()["documented"] == len(head_paths(repo))
+    assert len(documenting_processes(repo)) == 1
+
+
 def test_documenting_processes_that_cannot_start_leave_the_work_to_the_worker(repo):
     assert repo.cq("init").returncode == 0
     (repo.state / "cq.pyz").unlink()  # the archive the worker runs, and would start them from
