@@ -1314,10 +1314,11 @@ def identifier_patterns() -> list:
 
 
 def identifier_parts(text: str) -> list[str]:
-    """The lowercase words of every identifier in a text, in order (split_identifier, not
-    cached: each name, path or file is split once).  An ASCII text, most of them, takes one
-    match over the whole of it, which finds the parts that splitting at its separators would:
-    no match takes a separator, and an uppercase run ends at `_` as at the end of a part."""
+    """The lowercase words of every identifier in a text, in order (split_identifier without
+    its cache, which costs more than it saves where most names are new).  An ASCII text, most
+    of them, takes one match over the whole of it, which finds the parts that splitting at
+    its separators would: no match takes a separator, and an uppercase run ends at `_` as at
+    the end of a part."""
     separators, ascii_words = identifier_patterns()
     if text.isascii():
         return " ".join(ascii_words.findall(text)).lower().split()

@@ -87,7 +87,7 @@ def worker_memory(repo: Path) -> tuple[int, int]:
 # Seconds between two readings of the documenting processes' peaks: a reading of every
 # process's command line (3 ms) at each poll took 6% of a core from the worker measured,
 # and a high-water mark read now and then misses nothing while its process lives.
-POOL_PEEK = 1.0
+PEAKS_READ_EVERY = 1.0
 
 
 def pool_peaks(repo: Path, peaks: dict) -> None:
@@ -166,14 +166,14 @@ def initial_index(pyz: Path, repo: Path, blobs: int, pool: dict) -> tuple[float,
     start = time.perf_counter()
     init = subprocess.Popen([sys.executable, "-I", "-S", str(pyz), "-C", str(repo), "init"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    searchable, peeked = None, start
+    searchable, peaks_read = None, start
     while init.poll() is None:
         time.sleep(0.05)
         if searchable is None and is_searchable(repo, blobs):
             searchable = time.perf_counter() - start
-        if time.perf_counter() - peeked > POOL_PEEK:
+        if time.perf_counter() - peaks_read > PEAKS_READ_EVERY:
             pool_peaks(repo, pool)
-            peeked = time.perf_counter()
+            peaks_read = time.perf_counter()
     complete = time.perf_counter() - start
     pool_peaks(repo, pool)  # the processes outlive the index by a minute (POOL_IDLE)
     if init.returncode != 0:

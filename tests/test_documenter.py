@@ -136,6 +136,23 @@ def test_identifiers_split_into_words_however_they_are_spelled():
     assert cq.split_identifier("ParseConfig") == ["parse", "config"]
     assert cq.split_identifier("HTTPServer2") == ["http", "server", "2"]
     assert cq.split_identifier("getHTTPResponseCode") == ["get", "http", "response", "code"]
+    assert cq.split_identifier("HTTP_server") == ["http", "server"]
+    assert cq.split_identifier("x509Cert") == ["x", "509", "cert"]
+
+
+def test_identifiers_in_any_script_split_where_case_or_digits_turn():
+    assert cq.split_identifier("größeBerechnen") == ["größe", "berechnen"]
+    assert cq.split_identifier("Größe2Wert") == ["größe", "2", "wert"]
+    assert cq.split_identifier("関数_名前") == ["関数", "名前"]
+    assert cq.identifier_parts("naïve parseConfig, größeBerechnen") == [
+        "naïve", "parse", "config", "größe", "berechnen"]
+
+
+def test_a_name_outside_ascii_is_squashed_as_its_whole_lowercase():
+    final, medial = "\u03c2", "\u03c3"  # the two lowercase sigmas
+    entry = cq.with_search_words(cq.stored_entry("a\u03a3", "", "", ""))
+    assert entry["squashed"] == "a" + final  # Σ ends the whole name; the part alone is medial
+    assert entry["words"].split() == ["a", medial, "a" + final]
 
 
 def parts_one_by_one(text: str) -> list[str]:
@@ -157,7 +174,8 @@ def test_a_text_has_the_words_of_its_identifiers_split_part_by_part(text):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from(IDENTIFIER_CHARACTERS), max_size=60))
+@given(st.text(alphabet=st.characters(max_codepoint=127) | st.sampled_from("\xe9\xc9\u95a2"),
+               max_size=60))
 def test_a_path_has_the_identifier_words_of_its_folders_and_file_name(path):
     assert cq.path_words(path).split() == parts_one_by_one(os.path.splitext(path)[0])
 
