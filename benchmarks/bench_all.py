@@ -49,6 +49,11 @@ def seconds(argv: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
+def ctags_seconds(ctags: str, repo: Path, tags: str = "tags") -> float:
+    """Wall seconds of one `ctags -R` over a repository's work tree, writing `tags`."""
+    return seconds([ctags, "-R", "-f", tags, "--exclude=.git", "."], repo)
+
+
 def p95(values: list[float]) -> float:
     """The 95th percentile (nearest rank)."""
     ordered = sorted(values)
@@ -132,8 +137,7 @@ def commit_to_searchable(pyz: Path, repo: Path, commits: int, ctags: str | None)
         git(repo, "commit", "-q", "-m", marker)
         cq_times.append(searchable_after(repo, marker, 60))
         if ctags:
-            ctags_times.append(seconds([ctags, "-R", "-f", "/dev/null", "--exclude=.git",
-                                        "."], repo))
+            ctags_times.append(ctags_seconds(ctags, repo, "/dev/null"))
         time.sleep(0.2)
     return {"cq": statistics.median(cq_times),
             "ctags": statistics.median(ctags_times) if ctags_times else None}
@@ -190,13 +194,13 @@ def measure_tree(pyz: Path, repo: Path, ctags: str | None, commits: int, runs: i
     ctags_runs, searchable, complete, pools = [], [], [], []
     for _ in range(runs):
         if ctags:
-            ctags_runs.append(seconds([ctags, "-R", "-f", "tags", "--exclude=.git", "."], repo))
+            ctags_runs.append(ctags_seconds(ctags, repo))
         pools.append({})
         first, whole = initial_index(pyz, repo, blobs, pools[-1])
         searchable.append(first)
         complete.append(whole)
     if ctags:
-        ctags_runs.append(seconds([ctags, "-R", "-f", "tags", "--exclude=.git", "."], repo))
+        ctags_runs.append(ctags_seconds(ctags, repo))
     peak = worker_memory(repo)[1]
     result = {"files": files, "cq_index": statistics.median(complete),
               "cq_searchable": statistics.median(searchable),
