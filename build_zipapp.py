@@ -1,4 +1,5 @@
-"""Build cq.pyz: cq.py, the hook scripts and a pinned, hash-checked Huey in one runnable file.
+"""Build cq.pyz: cq.py, the cqlib package, the hook scripts and a pinned, hash-checked Huey in
+one runnable file.
 
     python3 build_zipapp.py [--output PATH] [--huey-wheel PATH]
 
@@ -25,18 +26,22 @@ HUEY_SHA256 = "a3b68953fc62fbbbfe15cd6c48bef9d8072a267234c647121c31ec466e35e8e8"
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUTPUT = os.path.join(HERE, "dist", "cq.pyz")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
-# The archive's entry point.  zipimport never writes .pyc files, so importing cq.py from the
-# archive would compile it on every run (about 40 ms, most of `cq worker status`), and Huey's
-# modules at every start of the worker (about 200 ms).  This loads them through a per-user
+# The archive's entry point.  zipimport never writes .pyc files, so importing cq's modules from
+# the archive would compile them on every run (about 40 ms, most of `cq worker status`), and
+# Huey's at every start of the worker (about 200 ms).  They are loaded through a per-user
 # bytecode cache keyed by a hash of the sources (computed at build time, so a cache hit does
 # not even read a source), the module's path in the archive (compiled code names the file it
 # came from in tracebacks) and the interpreter's magic number; where the cache cannot be used
-# it simply compiles.  A build's modules are also kept for any path: a new copy of the
+# they are simply compiled.  A build's modules are also kept for any path: a new copy of the
 # archive (cq init makes one in each repository) names them anew instead of compiling them,
 # 0.3 s of its worker's first start.  Entries unused for CACHE_DAYS are removed at a write,
 # once a day.
-# It must run, far enough to say what is wrong, on any Python: no f-strings before the check.
-MAIN = b'''"""cq.pyz entry point: run cq.py from this archive, through a bytecode cache."""
+# runpy compiles __main__.py from source at every run (compiling the whole loader took a third
+# of what `cq worker status` does beyond an empty archive), so __main__.py is only what
+# reads the loader itself, BOOT (cqboot.py in the archive), from the cache; BOOT runs in
+# __main__'s namespace.  It must run, far enough to say what is wrong, on any Python: no
+# f-strings before the check.
+MAIN = b'''"""cq.pyz entry point: the loader (cqboot.py) from the bytecode cache, which runs cq."""
 import sys
 
 if sys.version_info < (3, 9):
@@ -47,11 +52,50 @@ import marshal
 import os
 import stat
 import time
-import zlib
 from importlib.util import MAGIC_NUMBER
 
-SOURCE_KEY = "@SOURCE_KEY@"  # filled in by build_zipapp.py: a hash of cq.py and of Huey
-BUNDLED = @BUNDLED@  # filled in too: Huey's module names -> whether each is a package
+SOURCE_KEY = "@SOURCE_KEY@"  # filled in by build_zipapp.py: a hash of everything in the archive
+
+
+def entry_path(where):
+    """The cache entry of this build and interpreter for `where` (a path's or a module's)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "cq", "cq-%s-%s-%s.bin" % (SOURCE_KEY, where, MAGIC_NUMBER.hex()))
+
+
+def read_code(path, filename):
+    """The code object cached at path (its file named filename, unless None), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
+                code = marshal.loads(os.read(fd, st.st_size + 1))
+                if isinstance(code, type(read_code.__code__)) and \\
+                        filename in (None, code.co_filename):  # not another's (crc32)
+                    if time.time() - st.st_mtime > 86400:
+                        os.utime(fd)  # in use: keep it from being pruned
+                    return code
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, EOFError, TypeError):
+        pass
+    return None
+
+
+BOOT = read_code(entry_path("boot"), "cqboot.py")
+COMPILED = BOOT is None
+if COMPILED:
+    BOOT = compile(__loader__.get_data("cqboot.py"), "cqboot.py", "exec")
+exec(BOOT)  # defines the rest of the loader here, and run
+sys.exit(run())
+'''
+# The rest of the loader, run by MAIN in its own namespace (entry_path, read_code, BOOT and
+# COMPILED are MAIN's).
+BOOT = b'''"""The rest of cq.pyz's loader (see __main__.py): cq, cqlib and Huey from the cache."""
+import zlib
+
+BUNDLED = @BUNDLED@  # filled in by build_zipapp.py: every module's name -> whether a package
 CACHE_DAYS = 30
 PRUNED = []  # the cache is pruned once per process at most, at its first write
 ARCHIVE = os.path.dirname(os.path.abspath(__file__))
@@ -65,12 +109,6 @@ def cache_path(filename):
 def template_path(inner):
     """Where a module of this build is cached for any archive's path (see relocated)."""
     return entry_path("any%08x" % zlib.crc32(inner.encode()))
-
-
-def entry_path(where):
-    """The cache entry of this build and interpreter for `where` (a path's or a module's)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "cq", "cq-%s-%s-%s.bin" % (SOURCE_KEY, where, MAGIC_NUMBER.hex()))
 
 
 def cached_code(filename, inner):
@@ -88,26 +126,6 @@ def cached_code(filename, inner):
     code = relocated(code, filename)
     write_code(cache_path(filename), code)
     return code
-
-
-def read_code(path, filename):
-    """The code object cached at path (its file named filename, unless None), or None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
-                code = marshal.loads(os.read(fd, st.st_size + 1))
-                if isinstance(code, type(read_code.__code__)) and \
-                        filename in (None, code.co_filename):  # not another's (crc32)
-                    if time.time() - st.st_mtime > 86400:
-                        os.utime(fd)  # in use: keep it from being pruned
-                    return code
-        finally:
-            os.close(fd)
-    except (OSError, ValueError, EOFError, TypeError):
-        pass
-    return None
 
 
 def write_code(path, code):
@@ -172,7 +190,7 @@ def prune(folder):
 
 
 class BundledLoader:
-    """Runs one of Huey's modules from the archive, through the bytecode cache."""
+    """Runs one of the archive's modules through the bytecode cache."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -183,9 +201,13 @@ class BundledLoader:
     def exec_module(self, module):
         exec(cached_code(module.__file__, self.inner), module.__dict__)
 
+    def get_data(self, path):
+        """A file of the archive (path: its name there), as zipimport reads it."""
+        return __loader__.get_data(path)
+
 
 class BundledFinder:
-    """Finds Huey's modules in this archive (ahead of zipimport, which would compile them)."""
+    """Finds the archive's modules (ahead of zipimport, which would compile them)."""
 
     @staticmethod
     def find_spec(name, path=None, target=None):
@@ -204,19 +226,14 @@ class BundledFinder:
         return spec
 
 
-def load_cq():
-    """Import cq from this archive as the module `cq` (tasks are registered under that name)."""
-    filename = os.path.join(ARCHIVE, "cq.py")
-    module = type(sys)("cq")
-    module.__file__ = filename
-    module.__loader__ = __loader__
-    sys.modules["cq"] = module
-    exec(cached_code(filename, "cq.py"), module.__dict__)
-    return module
+def run():
+    """Cache this loader if it was compiled, then run cq (found by BundledFinder)."""
+    if COMPILED:
+        write_code(entry_path("boot"), BOOT)
+    sys.meta_path.insert(0, BundledFinder)
+    import cq
 
-
-sys.meta_path.insert(0, BundledFinder)
-sys.exit(load_cq().main())
+    return cq.main()
 '''
 HOOK_NAMES = ("post-commit", "post-merge", "post-checkout", "post-rewrite")
 
@@ -263,17 +280,37 @@ def huey_members(wheel: bytes) -> dict[str, bytes]:
     return members
 
 
+def source_names() -> list[str]:
+    """cq.py and every module of the cqlib package, as paths relative to HERE, sorted."""
+    names = ["cq.py"]
+    for folder, dirs, files in os.walk(os.path.join(HERE, "cqlib")):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        names += [os.path.relpath(os.path.join(folder, f), HERE).replace(os.sep, "/")
+                  for f in files if f.endswith(".py")]
+    return sorted(names)
+
+
+def module_names(paths: list[str]) -> dict[str, bool]:
+    """Module name -> whether it is a package, for the .py files among paths."""
+    return {name[:-len(".py")].replace("/", ".").removesuffix(".__init__"):
+            name.endswith("/__init__.py") for name in sorted(paths) if name.endswith(".py")}
+
+
 def project_members(huey: dict[str, bytes]) -> dict[str, bytes]:
-    """cq.py, the entry point (knowing Huey's modules), the hook scripts and cq's licence."""
+    """cq's sources, the entry point and the loader (knowing every module), the hook scripts
+    and cq's licence."""
     members = {}
-    for name in ["cq.py", "LICENSE"] + [f"hooks/{h}" for h in HOOK_NAMES]:
+    sources = source_names()
+    for name in [*sources, "LICENSE"] + [f"hooks/{h}" for h in HOOK_NAMES]:
         with open(os.path.join(HERE, name), "rb") as f:
             members[name] = f.read()
-    key = hashlib.sha256(members["cq.py"] + HUEY_SHA256.encode()).hexdigest()[:24]
-    modules = {name[:-len(".py")].replace("/", ".").removesuffix(".__init__"):
-               name.endswith("/__init__.py") for name in sorted(huey) if name.endswith(".py")}
-    members["__main__.py"] = MAIN.replace(b"@SOURCE_KEY@", key.encode()).replace(
-        b"@BUNDLED@", repr(modules).encode())
+    members["cqboot.py"] = BOOT.replace(b"@BUNDLED@",
+                                        repr(module_names([*sources, *huey])).encode())
+    digest = hashlib.sha256()
+    for name in [*sources, "cqboot.py"]:  # each under its name: a module moved is another build
+        digest.update(name.encode() + b"\0" + members[name] + b"\0")
+    digest.update(MAIN + HUEY_SHA256.encode())
+    members["__main__.py"] = MAIN.replace(b"@SOURCE_KEY@", digest.hexdigest()[:24].encode())
     return members
 
 

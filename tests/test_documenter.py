@@ -13,7 +13,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(ROOT))
-import cq
+from cqlib.config import parse_config
+from cqlib.documenters import LANGUAGES, detect_language, document_text
+from cqlib.documenters.language import DOC_COMMENT_MAX_CHARS, entry
+from cqlib.documenters.patterns import plan_match, plans
+from cqlib.errors import CqError
+from cqlib.search import SearchQuery
+from cqlib.words import (
+    NAME_MARK,
+    case_runs,
+    file_words,
+    identifier_parts,
+    identifier_patterns,
+    marked_in_name,
+    path_words,
+    split_identifier,
+    squash,
+    with_search_words,
+)
 
 
 def names(doc: dict, kind: str | None = None) -> list[str]:
@@ -46,7 +63,7 @@ class Loader(Base):
 async def fetch(url, *, timeout=3):
     pass
 '''
-    doc = cq.document_text("pkg/conf.py", source)
+    doc = document_text("pkg/conf.py", source)
     assert doc["language"] == "python" and doc["summary"] == "Parse configuration files."
     assert find(doc, "Loader")["signature"] == "class Loader(Base)"
     assert find(doc, "Loader")["doc"] == "Loads things."
@@ -70,7 +87,7 @@ const add = (a, b) => a + b;
 export interface Options { debug: boolean }
 type Id = string;
 """
-    doc = cq.document_text("src/app.ts", source)
+    doc = document_text("src/app.ts", source)
     assert doc["language"] == "typescript"
     assert find(doc, "renderPage")["doc"] == "Renders the page."
     assert find(doc, "renderPage")["line"] == 4
@@ -94,24 +111,24 @@ def test_go_rust_java_c_and_shell_definitions():
                    {"deploy", "clean"}),
     }
     for path, (source, expected) in cases.items():
-        doc = cq.document_text(path, source)
+        doc = document_text(path, source)
         assert expected <= set(names(doc)), (path, names(doc))
-    assert find(cq.document_text("main.go", cases["main.go"][0]), "Serve")["doc"] == \
+    assert find(document_text("main.go", cases["main.go"][0]), "Serve")["doc"] == \
         "Serve starts the server."
-    assert find(cq.document_text("lib.rs", cases["lib.rs"][0]), "add")["doc"] == \
+    assert find(document_text("lib.rs", cases["lib.rs"][0]), "add")["doc"] == \
         "Adds two numbers."
-    assert cq.document_text("run.sh", cases["run.sh"][0])["summary"] == "Deploys the app."
+    assert document_text("run.sh", cases["run.sh"][0])["summary"] == "Deploys the app."
 
 
 def test_markdown_headings_with_their_first_paragraph():
-    doc = cq.document_text("README.md", b"# Title\n\nIntro text.\n\n```\n# not a heading\n```\n"
+    doc = document_text("README.md", b"# Title\n\nIntro text.\n\n```\n# not a heading\n```\n"
                                         b"## Usage\n\nRun it.\n")
     assert names(doc, "heading") == ["Title", "Usage"]
     assert find(doc, "Usage")["doc"] == "Run it." and find(doc, "Usage")["line"] == 8
 
 
 def test_any_other_text_gets_its_leading_comment_and_identifiers():
-    doc = cq.document_text("conf/settings.ini", b"; Settings for the service.\n"
+    doc = document_text("conf/settings.ini", b"; Settings for the service.\n"
                                                 b"max_connections = 10\nretry_delay = 2\n")
     assert doc["language"] == "text"
     assert doc["summary"] == "Settings for the service."
@@ -119,48 +136,48 @@ def test_any_other_text_gets_its_leading_comment_and_identifiers():
 
 
 def test_a_python_file_that_fails_to_parse_keeps_its_definitions_and_words():
-    doc = cq.document_text("bad.py", b"def broken(:\n    pass\n\n\nclass JustAdded:\n    x = 1\n")
+    doc = document_text("bad.py", b"def broken(:\n    pass\n\n\nclass JustAdded:\n    x = 1\n")
     assert doc["error"].startswith("SyntaxError")
     assert names(doc) == ["broken", "JustAdded"]
     assert {"broken", "justadded", "just", "added"} <= words(doc)
 
 
 def test_scripts_are_recognised_by_their_shebang():
-    assert cq.document_text("bin/tool", b"#!/usr/bin/env python3\nx = 1\n")["language"] == \
+    assert document_text("bin/tool", b"#!/usr/bin/env python3\nx = 1\n")["language"] == \
         "python"
-    assert cq.document_text("bin/run", b"#!/bin/bash\necho hi\n")["language"] == "shell"
+    assert document_text("bin/run", b"#!/bin/bash\necho hi\n")["language"] == "shell"
 
 
 def test_identifiers_split_into_words_however_they_are_spelled():
-    assert cq.split_identifier("parse_config") == ["parse", "config"]
-    assert cq.split_identifier("ParseConfig") == ["parse", "config"]
-    assert cq.split_identifier("HTTPServer2") == ["http", "server", "2"]
-    assert cq.split_identifier("getHTTPResponseCode") == ["get", "http", "response", "code"]
-    assert cq.split_identifier("HTTP_server") == ["http", "server"]
-    assert cq.split_identifier("x509Cert") == ["x", "509", "cert"]
+    assert split_identifier("parse_config") == ["parse", "config"]
+    assert split_identifier("ParseConfig") == ["parse", "config"]
+    assert split_identifier("HTTPServer2") == ["http", "server", "2"]
+    assert split_identifier("getHTTPResponseCode") == ["get", "http", "response", "code"]
+    assert split_identifier("HTTP_server") == ["http", "server"]
+    assert split_identifier("x509Cert") == ["x", "509", "cert"]
 
 
 def test_identifiers_in_any_script_split_where_case_or_digits_turn():
-    assert cq.split_identifier("größeBerechnen") == ["größe", "berechnen"]
-    assert cq.split_identifier("Größe2Wert") == ["größe", "2", "wert"]
-    assert cq.split_identifier("関数_名前") == ["関数", "名前"]
-    assert cq.identifier_parts("naïve parseConfig, größeBerechnen") == [
+    assert split_identifier("größeBerechnen") == ["größe", "berechnen"]
+    assert split_identifier("Größe2Wert") == ["größe", "2", "wert"]
+    assert split_identifier("関数_名前") == ["関数", "名前"]
+    assert identifier_parts("naïve parseConfig, größeBerechnen") == [
         "naïve", "parse", "config", "größe", "berechnen"]
 
 
 def test_a_name_outside_ascii_is_squashed_as_its_whole_lowercase():
     final, medial = "\u03c2", "\u03c3"  # the two lowercase sigmas
-    entry = cq.with_search_words(cq.stored_entry("a\u03a3", "", "", ""))
-    assert entry["squashed"] == "a" + final  # Σ ends the whole name; the part alone is medial
-    assert entry["words"].split() == ["a", medial, "a" + final]
+    found = with_search_words(entry("function", "a\u03a3", 1))
+    assert found["squashed"] == "a" + final  # Σ ends the whole name; the part alone is medial
+    assert found["words"].split() == ["a", medial, "a" + final]
 
 
 def parts_one_by_one(text: str) -> list[str]:
     """The words of a text's identifiers, found part by part between its separators."""
-    separators, ascii_words = cq.identifier_patterns()
+    separators, ascii_words = identifier_patterns()
     words = []
     for part in separators.split(text):
-        words += ascii_words.findall(part) if part.isascii() else cq.case_runs(part)
+        words += ascii_words.findall(part) if part.isascii() else case_runs(part)
     return [word.lower() for word in words if word]
 
 
@@ -170,14 +187,14 @@ IDENTIFIER_CHARACTERS = "aAZz_09 $.-/\t\x7f\xe9\xc9\u95a2"
 @settings(max_examples=1000, deadline=None)
 @given(st.text(alphabet=st.sampled_from(IDENTIFIER_CHARACTERS), max_size=40))
 def test_a_text_has_the_words_of_its_identifiers_split_part_by_part(text):
-    assert cq.identifier_parts(text) == parts_one_by_one(text)
+    assert identifier_parts(text) == parts_one_by_one(text)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.characters(max_codepoint=127) | st.sampled_from("\xe9\xc9\u95a2"),
                max_size=60))
 def test_a_path_has_the_identifier_words_of_its_folders_and_file_name(path):
-    assert cq.path_words(path).split() == parts_one_by_one(os.path.splitext(path)[0])
+    assert path_words(path).split() == parts_one_by_one(os.path.splitext(path)[0])
 
 
 @settings(max_examples=300, deadline=None)
@@ -188,20 +205,20 @@ def test_an_ascii_text_has_the_words_of_the_word_pattern(text):
     for token in tokens:
         if not token.islower() and not token.isdigit():
             words.update(dict.fromkeys(parts_one_by_one(token)))
-    assert cq.file_words(text) == " ".join(words)
+    assert file_words(text) == " ".join(words)
 
 
 @settings(max_examples=1000, deadline=None)
 @given(st.text(alphabet=st.sampled_from("aZq_09$.:~<> \t\x7f\xe9\xc9\u95a2"), max_size=40))
 def test_a_name_has_the_search_words_of_its_parts_one_by_one(name):
-    squashed = cq.squash(name)
+    squashed = squash(name)
     parts = parts_one_by_one(name)
     words = " ".join([*parts, squashed] if squashed and [squashed] != parts else parts)
     marked = [word for word in dict.fromkeys([*words.split(), *re.split(r"[\W_]+", name.lower())])
-              if cq.marked_in_name(word)]
-    entry = cq.with_search_words(cq.stored_entry(name, "", "", ""))
-    assert (entry["words"], entry["squashed"]) == (words, squashed)
-    assert entry["named"] == " ".join(cq.NAME_MARK + word for word in marked)
+              if marked_in_name(word)]
+    found = with_search_words(entry("function", name, 1))
+    assert (found["words"], found["squashed"]) == (words, squashed)
+    assert found["named"] == " ".join(NAME_MARK + word for word in marked)
 
 
 RULE_WORDS = ["export", "default", "declare", "async", "function", "function*", "class",
@@ -237,13 +254,13 @@ RULE_LINES = [
 @given(st.one_of(st.sampled_from(RULE_LINES), st.builds(
            str.join, st.sampled_from(["", " "]), st.lists(st.sampled_from(RULE_WORDS),
                                                           max_size=9))),
-       st.sampled_from(sorted(cq.DEFINITION_RULES)), st.booleans(), st.booleans())
+       st.sampled_from(sorted(name for name, lang in LANGUAGES.items() if lang.rules)),
+       st.booleans(), st.booleans())
 def test_a_line_matches_the_first_of_its_rules_that_applies_as_one_by_one(
-        code, language, indented, member):
-    if not cq.COMPILED_RULES:  # the rule functions' patterns with them
-        cq.COMPILED_RULES.update(cq.compile_rules())
+        code, name, indented, member):
+    rules = LANGUAGES[name]
     expected = None
-    for kind, rule, where in cq.DEFINITION_RULES[language]:
+    for kind, rule, where in rules.rules:
         if (where == "top" and indented) or (where == "member" and not member):
             continue
         if callable(rule):
@@ -254,8 +271,8 @@ def test_a_line_matches_the_first_of_its_rules_that_applies_as_one_by_one(
             expected = match and (kind, match["name"], match.groupdict().get("container") or "")
         if expected:
             break
-    steps = cq.COMPILED_RULES[language][indented, member]
-    found = next((hit for hit in (cq.plan_match(step, code) for step in steps) if hit), None)
+    steps = plans(rules)[indented, member]
+    found = next((hit for hit in (plan_match(step, code) for step in steps) if hit), None)
     assert found == (expected or None)
 
 
@@ -263,7 +280,7 @@ def test_a_line_matches_the_first_of_its_rules_that_applies_as_one_by_one(
 @given(st.binary(max_size=2000), st.sampled_from(
     ["a.py", "a.js", "a.go", "a.rs", "A.java", "a.c", "a.sh", "a.md", "a.txt", "noext"]))
 def test_the_documenter_never_raises_on_arbitrary_bytes(data, path):
-    doc = cq.document_text(path, data)
+    doc = document_text(path, data)
     assert set(doc) == {"language", "summary", "entries", "error", "words"}
 
 
@@ -271,8 +288,8 @@ def test_the_documenter_never_raises_on_arbitrary_bytes(data, path):
 @given(st.text(max_size=200))
 def test_any_query_becomes_safe_fts_expressions_or_a_clear_error(query):
     try:
-        terms = cq.SearchQuery(query).terms
-    except cq.CqError as exc:
+        terms = SearchQuery(query).terms
+    except CqError as exc:
         assert "nothing to search for" in str(exc)
         return
     for term in terms:
@@ -284,35 +301,35 @@ def test_any_query_becomes_safe_fts_expressions_or_a_clear_error(query):
 
 def test_preprocessor_lines_are_not_doc_comments_in_c():
     source = "\n".join(f"#define REG_{i} {i}" for i in range(3000)).encode()
-    doc = cq.document_text("regs.h", source)
+    doc = document_text("regs.h", source)
     assert len(names(doc, "macro")) == 3000
     assert all(e["doc"] == "" for e in doc["entries"])
 
 
 def test_doc_comments_are_found_above_attributes_and_annotations():
-    rust = cq.document_text("a.rs", b"/// A point.\n#[derive(Debug)]\npub struct Point {}\n")
+    rust = document_text("a.rs", b"/// A point.\n#[derive(Debug)]\npub struct Point {}\n")
     assert find(rust, "Point")["doc"] == "A point."
-    java = cq.document_text("A.java", b"/** Greets. */\n@Deprecated\npublic class A {\n")
+    java = document_text("A.java", b"/** Greets. */\n@Deprecated\npublic class A {\n")
     assert find(java, "A")["doc"] == "Greets."
 
 
 def test_a_doc_comment_is_capped_keeping_its_first_sentences():
     source = b"".join(b"// line %d\n" % i for i in range(1000)) + b"int f(void)\n{\n"
-    doc = find(cq.document_text("a.c", source), "f")["doc"]
+    doc = find(document_text("a.c", source), "f")["doc"]
     assert doc.startswith("line 0\nline 1\n")
-    assert len(doc) <= cq.DOC_COMMENT_MAX_CHARS and "line 999" not in doc
+    assert len(doc) <= DOC_COMMENT_MAX_CHARS and "line 999" not in doc
 
 
 def test_c_definitions_with_trailing_block_comments_are_kept():
-    doc = cq.document_text("a.c", b"#define MAX 10 /* max */\nstruct foo { /* x */\n};\n"
+    doc = document_text("a.c", b"#define MAX 10 /* max */\nstruct foo { /* x */\n};\n"
                                   b"int x; /* trailing */\nint main(void)\n{\n}\n")
     assert names(doc) == ["MAX", "foo", "main"]
     assert find(doc, "main")["doc"] == ""
 
 
 def test_sizes_in_config_take_git_suffixes():
-    assert cq.parse_config([("cq.maxfilesize", "2m")]).max_file_size == 2 << 20
-    assert cq.parse_config([("cq.maxfilesize", "512k")]).max_file_size == 512 << 10
+    assert parse_config([("cq.maxfilesize", "2m")]).max_file_size == 2 << 20
+    assert parse_config([("cq.maxfilesize", "512k")]).max_file_size == 512 << 10
 
 
 MIB = 1 << 20
@@ -343,7 +360,7 @@ def adversarial_inputs() -> dict[str, bytes]:
 def test_every_documenter_finishes_adversarial_input_in_linear_time(path):
     for name, data in adversarial_inputs().items():
         started = time.monotonic()
-        doc = cq.document_text(path, data, budget=CEILING)
+        doc = document_text(path, data, budget=CEILING)
         elapsed = time.monotonic() - started
         assert "took more than" not in doc["error"], (path, name)
         assert elapsed < CEILING, (path, name, elapsed)
@@ -351,22 +368,22 @@ def test_every_documenter_finishes_adversarial_input_in_linear_time(path):
 
 def test_a_file_past_its_time_budget_keeps_a_minimal_record_with_the_reason():
     source = b"/** Adds. */\nfunction add_numbers(a, b) {}\n" * 5000
-    doc = cq.document_text("big.js", source, budget=1e-9)
+    doc = document_text("big.js", source, budget=1e-9)
     assert doc["error"].startswith("took more than")
     assert doc["entries"] == [] and "add_numbers" in words(doc)
 
 
 def test_a_chain_that_would_crash_the_parser_gets_a_record_instead():
-    doc = cq.document_text("chain.py", ("x = " + "+".join(["1"] * 150_000)).encode())
+    doc = document_text("chain.py", ("x = " + "+".join(["1"] * 150_000)).encode())
     assert doc["error"] and doc["language"] == "python"
 
 
 def test_relative_imports_keep_their_dots():
-    doc = cq.document_text("pkg/mod.py", b"from . import sibling\nfrom ..up import thing\n"
+    doc = document_text("pkg/mod.py", b"from . import sibling\nfrom ..up import thing\n"
                                           b"from .near import other\n")
     assert names(doc, "import") == [".sibling", "..up.thing", ".near.other"]
 
 
 def test_module_flavours_of_javascript_and_typescript_are_known():
-    assert [cq.detect_language(p, "") for p in ("a.cjs", "a.mjs", "a.cts", "a.mts")] == \
+    assert [detect_language(p, "") for p in ("a.cjs", "a.mjs", "a.cts", "a.mts")] == \
         ["javascript", "javascript", "typescript", "typescript"]

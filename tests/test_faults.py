@@ -30,7 +30,11 @@ from conftest import (
 )
 
 sys.path.insert(0, str(ROOT))
-import cq
+from cqlib.documenters import minimal_record
+from cqlib.gitio import BlobReader, WorkTreeFiles, locate_repo
+from cqlib.index.schema import LEXICAL, SCHEMA_VERSION
+from cqlib.index.store import Index, Record
+from cqlib.pool import DIED_TWICE, DocumentingPool, Job
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux's, named by Python 3.10+
 
@@ -105,7 +109,7 @@ def test_reading_more_blobs_at_once_than_a_pipe_holds_finishes(repo):
     content = b"x = 1\n" * 200  # 3000 answers of 1.2 KB: git waits for them to be read
     sha = repo.git("hash-object", "-w", "--stdin", input=content).strip()
     shas = [sha] * 3000  # 123 KB of requests
-    reader = cq.BlobReader(str(repo.path / ".git"))
+    reader = BlobReader(str(repo.path / ".git"))
     fcntl.fcntl(reader.proc.stdin, F_SETPIPE_SZ, 4096)  # the least a pipe may hold: a page
     answers: list = []
     thread = threading.Thread(target=lambda: answers.extend(reader.read_all(shas, 1 << 20)),
@@ -201,14 +205,14 @@ def test_a_large_batch_is_documented_in_processes_that_are_replaced_when_killed(
 def test_a_documenting_process_that_ends_blames_only_the_job_it_was_working_on(repo, tmp_path):
     repo.commit({"fine.py": "def innocent_function():\n    pass\n"})
     blob = repo.git("rev-parse", "HEAD:fine.py").strip()
-    job = ("lexical", "fine.py", blob, 5.0, True, 1 << 20, str(repo.path / ".git"))
-    doomed = (*job[:6], str(tmp_path / "no-repository"))  # its process cannot read the blob
-    pool = cq.DocumentingPool(1)  # one process, sent both groups at once
+    job = Job("lexical", "fine.py", blob, 5.0, True, 1 << 20, str(repo.path / ".git"))
+    doomed = job._replace(git_dir=str(tmp_path / "no-repository"))  # its process cannot read it
+    pool = DocumentingPool(1)  # one process, sent both groups at once
     try:
         answers = pool.run([[doomed], [job]])
     finally:
         pool.close()
-    assert answers[0] == cq.DIED_TWICE
+    assert answers[0] == DIED_TWICE
     size, doc = answers[1][0]
     assert size == len("def innocent_function():\n    pass\n")
     assert "innocent_function" in doc["words"].split()
@@ -217,14 +221,8 @@ def test_a_documenting_process_that_ends_blames_only_the_job_it_was_working_on(r
 
 def read_from_work_tree(repo, path: str, blob: str) -> tuple | None:
     """What cq reads of a blob from its file in the repository's work tree (None: git's)."""
-    git_dir = str(repo.path / ".git")
-    job = ("lexical", path, blob, 5.0, True, 1 << 20, git_dir)
-    folders: dict = {}
-    try:
-        return cq.work_tree_blob(job, cq.main_work_tree(git_dir), folders)
-    finally:
-        for fd in folders.values():
-            os.close(fd)
+    with WorkTreeFiles(str(repo.path / ".git")) as files:
+        return files.read(path, blob, 1 << 20)
 
 
 def test_a_blob_is_read_from_the_work_tree_only_where_its_file_holds_exactly_it(repo, tmp_path):
@@ -268,11 +266,11 @@ def test_the_lexical_pass_keeps_the_crash_count_of_a_file(repo):
     assert repo.cq("init").returncode == 0
     assert repo.cq("worker", "stop").returncode == 0
     blob = repo.git("rev-parse", "HEAD:victim.py").strip()
-    with cq.Index(cq.locate_repo(str(repo.path))) as index:
+    with Index(locate_repo(str(repo.path))) as index:
         index.begin_attempts([(blob, "victim.py")])
         index.close_attempts(crashed=True)  # as a worker does at start after a death
-        index.store_all([(blob, cq.LEXICAL, 6, cq.minimal_record("victim.py", b"x = 1\n", ""),
-                          "victim.py")])
+        index.store_all([Record(blob, LEXICAL, 6, minimal_record("victim.py", b"x = 1\n", ""),
+                                "victim.py")])
         assert index.crash_counts([(blob, "victim.py")]) == {blob: 1}
 
 
@@ -631,6 +629,6 @@ def test_an_index_made_by_an_older_cq_is_rebuilt_by_init(repo):
     assert repo.search("demo")[0]["path"] == "README.md"
     db = sqlite3.connect(f"file:{repo.state / 'index.db'}?mode=ro", uri=True)
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == cq.SCHEMA_VERSION
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         db.close()

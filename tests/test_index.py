@@ -280,10 +280,11 @@ def test_queue_storage_keeps_no_results(initialised):
 
 def test_the_queue_commits_without_waiting_for_the_disk_as_the_index_does(initialised):
     # A queue connection made as the worker makes its own, by the archive it runs.
-    script = ("import sys; sys.path.insert(0, sys.argv[1]); import cq; "
-              "queue = cq.task_queue(cq.locate_repo(sys.argv[2])); "
-              "print(*queue.storage.conn.execute('PRAGMA journal_mode').fetchone(), "
-              "*queue.storage.conn.execute('PRAGMA synchronous').fetchone())")
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); "
+              "from cqlib.gitio import locate_repo; from cqlib.queue import task_queue; "
+              "conn = task_queue(locate_repo(sys.argv[2])).huey.storage.conn; "
+              "print(*conn.execute('PRAGMA journal_mode').fetchone(), "
+              "*conn.execute('PRAGMA synchronous').fetchone())")
     out = subprocess.run([sys.executable, "-c", script, str(initialised.state / "cq.pyz"),
                           str(initialised.path)], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["wal", "1"]  # 1 is NORMAL: an fsync at checkpoints only

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import urllib.error
@@ -514,3 +515,31 @@ def test_http_answers_bad_arguments_and_odd_lengths_without_dropping_the_connect
     with socket.create_connection((host, int(port)), timeout=30) as conn:
         conn.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: \xc2\xb2\r\n\r\n")
         assert conn.recv(64).startswith(b"HTTP/1.0 400")
+
+
+def test_search_and_status_asked_at_the_same_moment_agree_on_catching_up(tmp_path, cq_pyz):
+    repo = make_repo(tmp_path / "pending", cq_pyz)
+    repo.commit({"a.py": "def alpha_function():\n    pass\n", "b.py": "def beta():\n    pass\n"})
+    try:
+        assert repo.cq("init").returncode == 0
+        assert repo.cq("worker", "stop").returncode == 0
+        repo.git("config", "cq.autostart", "false")
+        repo.git("config", "cq.mcpWaitMs", "0")
+        # The map is at HEAD, but one of its files is not documented (yet).
+        db = sqlite3.connect(repo.state / "index.db")
+        db.execute("DELETE FROM docs WHERE blob = ?", (repo.git("rev-parse", "HEAD:b.py").strip(),))
+        db.commit()
+        db.close()
+
+        async def body(client):
+            search = structured(await client.call_tool("search", {"query": "alpha_function"}))
+            status = structured(await client.call_tool("status", {}))
+            return search, status
+
+        search, status = with_client(repo, body)
+        assert search["indexed_commit"] == search["head"]
+        assert search["catching_up"] is True and status["catching_up"] is True
+        assert "1 files are still being indexed" in search["note"]
+        assert search["note"] == status["note"]
+    finally:
+        kill_workers_of(tmp_path)

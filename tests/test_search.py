@@ -10,6 +10,7 @@ from conftest import ROOT, indexed_repository
 
 sys.path.insert(0, str(ROOT))
 import cq  # the command-line parser, from the source
+from cqlib.words import NAME_MARK, marks_alike
 
 FILES = {
     "config/loader.py": '''"""Loading of configuration files."""
@@ -424,20 +425,21 @@ def test_marked_name_words_are_stemmed_as_the_words_themselves():
     import sqlite3
 
     letters = "abcdefghijklmnopqrstuvwxyz"
-    vocabulary = {w.lower() for w in re.findall(r"[^\W_]+", (ROOT / "cq.py").read_text())}
+    source = "".join(p.read_text() for p in [ROOT / "cq.py", *ROOT.glob("cqlib/**/*.py")])
+    vocabulary = {w.lower() for w in re.findall(r"[^\W_]+", source)}
     vocabulary.update("".join(p) + end for p in itertools.product(letters, repeat=3)
                       for end in ("", "e", "s", "ing"))
     vocabulary.update(["größe", "été", "yield", "x" * 61, "parsing", "handlers", "ate"])
     db = sqlite3.connect(":memory:")
     db.execute("CREATE VIRTUAL TABLE t USING fts5 (plain, marked, "
                "tokenize = 'porter unicode61 remove_diacritics 2')")
-    words = sorted(w for w in vocabulary if cq.marks_alike(w))
+    words = sorted(w for w in vocabulary if marks_alike(w))
     db.executemany("INSERT INTO t (rowid, plain, marked) VALUES (?, ?, ?)",
-                   [(i, w, cq.NAME_MARK + w) for i, w in enumerate(words)])
+                   [(i, w, NAME_MARK + w) for i, w in enumerate(words)])
     db.execute("CREATE VIRTUAL TABLE terms USING fts5vocab (t, 'instance')")
     stems: dict = {}
     for term, row, column in db.execute("SELECT term, doc, col FROM terms"):
         stems.setdefault(row, {})[column] = term
     assert len(words) > 20000 and len(stems) == len(words)
-    unlike = [words[row] for row, s in stems.items() if cq.NAME_MARK + s["plain"] != s["marked"]]
+    unlike = [words[row] for row, s in stems.items() if NAME_MARK + s["plain"] != s["marked"]]
     assert unlike == []

@@ -317,12 +317,12 @@ def test_a_kill_9_during_calls_loses_nothing_and_repeats_only_the_calls_in_fligh
     assert len(made) <= 9 + 2  # at most the documenterJobs calls in flight are repeated
 
 
-def load_cq():
-    """cq.py itself, for its pure functions."""
+def load_llm():
+    """cq's external documenter module (cqlib.llm) from this checkout, for its pure functions."""
     sys.path.insert(0, str(ROOT))
-    import cq
+    from cqlib import llm
 
-    return cq
+    return llm
 
 
 NOW = 1_800_000_000.0  # 2027-01-15 08:00 UTC
@@ -344,7 +344,7 @@ NOW = 1_800_000_000.0  # 2027-01-15 08:00 UTC
     ("usage limit exceeded\nsee the docs\nmore text\nand more", None),  # not the last lines
 ])
 def test_limits_are_told_apart_from_failures(text, expected):
-    assert load_cq().limit_in(text, NOW) == expected
+    assert load_llm().limit_in(text, NOW) == expected
 
 
 def test_a_limit_that_resets_at_a_clock_time_means_the_next_such_time_in_its_zone():
@@ -353,36 +353,36 @@ def test_a_limit_that_resets_at_a_clock_time_means_the_next_such_time_in_its_zon
         berlin = zoneinfo.ZoneInfo("Europe/Berlin")
     except zoneinfo.ZoneInfoNotFoundError:
         pytest.skip("no time zone database here")
-    until = load_cq().limit_in("You've hit your limit · resets 1pm (Europe/Berlin)", NOW)
+    until = load_llm().limit_in("You've hit your limit · resets 1pm (Europe/Berlin)", NOW)
     assert datetime.datetime.fromtimestamp(until, berlin) == \
         datetime.datetime(2027, 1, 15, 13, 0, tzinfo=berlin)
-    later = load_cq().limit_in("You've hit your limit · resets 3am (Europe/Berlin)", NOW)
+    later = load_llm().limit_in("You've hit your limit · resets 3am (Europe/Berlin)", NOW)
     assert datetime.datetime.fromtimestamp(later, berlin) == \
         datetime.datetime(2027, 1, 16, 3, 0, tzinfo=berlin)  # 3am there has passed today
-    weekly = load_cq().limit_in("Opus weekly limit reached ∙ resets Jan 20, 1pm "
+    weekly = load_llm().limit_in("Opus weekly limit reached ∙ resets Jan 20, 1pm "
                                 "(Europe/Berlin)", NOW)
     assert datetime.datetime.fromtimestamp(weekly, berlin) == \
         datetime.datetime(2027, 1, 20, 13, 0, tzinfo=berlin)
-    assert load_cq().limit_in("You've hit your limit · resets 8am (Europe/Berlin)", NOW) == 0.0
+    assert load_llm().limit_in("You've hit your limit · resets 8am (Europe/Berlin)", NOW) == 0.0
     # 8am there was an hour ago: the limit has just reset, so back off, do not wait a day
 
 
 def test_claude_answers_give_summary_notes_and_cost_or_a_limit():
-    cq = load_cq()
+    llm = load_llm()
     inner = '```json\n{"summary": "Parses config.", "symbols": {"load": "Reads it."}}\n```'
-    answer = cq.parse_answer(json.dumps({"type": "result", "is_error": False, "result": inner,
+    answer = llm.parse_answer(json.dumps({"type": "result", "is_error": False, "result": inner,
                                          "total_cost_usd": 0.0123}), NOW)
     assert (answer.summary, answer.notes, answer.cost) == ("Parses config.",
                                                            {"load": "Reads it."}, 0.0123)
-    with pytest.raises(cq.LimitReached):
-        cq.parse_answer(json.dumps({"is_error": True, "result": "Claude AI usage limit "
+    with pytest.raises(llm.LimitReached):
+        llm.parse_answer(json.dumps({"is_error": True, "result": "Claude AI usage limit "
                                     f"reached|{int(NOW) + 60}"}), NOW)
-    with pytest.raises(cq.CqError, match="reported an error: boom"):
-        cq.parse_answer(json.dumps({"is_error": True, "result": "boom"}), NOW)
-    with pytest.raises(cq.CqError, match="error_max_turns"):
-        cq.parse_answer(json.dumps({"is_error": False, "subtype": "error_max_turns",
+    with pytest.raises(llm.CqError, match="reported an error: boom"):
+        llm.parse_answer(json.dumps({"is_error": True, "result": "boom"}), NOW)
+    with pytest.raises(llm.CqError, match="error_max_turns"):
+        llm.parse_answer(json.dumps({"is_error": False, "subtype": "error_max_turns",
                                     "result": ""}), NOW)
-    with pytest.raises(cq.CqError, match="empty result"):
-        cq.parse_answer(json.dumps({"is_error": False, "subtype": "success", "result": ""}),
+    with pytest.raises(llm.CqError, match="empty result"):
+        llm.parse_answer(json.dumps({"is_error": False, "subtype": "success", "result": ""}),
                         NOW)
-    assert cq.parse_answer("A plain summary.\n", NOW).summary == "A plain summary."
+    assert llm.parse_answer("A plain summary.\n", NOW).summary == "A plain summary."

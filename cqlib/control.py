@@ -1,0 +1,273 @@
+"""Starting, waking and stopping the worker process from outside it.
+
+Owns: the start lock (two `start`s never spawn two workers), spawning a detached process of
+cq's (every stream detached, hook variables scrubbed) and the worker's readiness handshake,
+waking the worker through its FIFO (and starting it where asked: one function for every
+caller), a graceful stop escalating to SIGKILL only when told, finding leftover processes of
+cq's after a `kill -9`, and spawning `cq index --repair`.
+Must not: import Huey or sqlite3: `hook run` starts the worker through this module.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from cqlib.config import load_config
+from cqlib.detector import WorkerHandle, WorkerState, lock_within, open_pidfd, probe_worker
+from cqlib.errors import CqError
+from cqlib.gitio import scrubbed_env, worktree_git_dirs
+from cqlib.state import (
+    LOG_FILE,
+    START_LOCK_FILE,
+    WAKE_FIFO,
+    Repo,
+    ensure_state_dir,
+    mark_moved,
+    open_state_file,
+    self_command,
+)
+
+
+def start_repair(repo: Repo) -> None:
+    """Start `cq index --repair` in a process of its own: it stops the worker (and with it
+    the caller, when the caller is the worker) before moving a damaged database aside."""
+    spawn_detached([*self_command(), "-C", repo.common_dir, "index", "--repair"], repo)
+
+
+def open_wake_fifo(repo: Repo, flags: int) -> int:
+    """Open (creating if needed) the FIFO that hooks poke; refuse anything else in its place."""
+    path = repo.state_path(WAKE_FIFO)
+    try:
+        os.mkfifo(path, 0o600)
+    except FileExistsError:
+        pass
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.getuid():
+        os.close(fd)
+        raise CqError(f"{path} is not cq's FIFO; remove it and retry")
+    return fd
+
+
+class StartLock:
+    """Held while a worker is started or cleaned up after, so that two `start`s never spawn
+    two workers and a cleanup never mistakes a starting worker's processes for leftovers."""
+
+    def __init__(self, repo: Repo):
+        self.repo, self.fd = repo, None
+
+    def __enter__(self) -> StartLock:
+        ensure_state_dir(self.repo)
+        self.fd = open_state_file(self.repo.state_path(START_LOCK_FILE), os.O_RDWR | os.O_CREAT)
+        if not lock_within(self.fd, 40.0):  # a start waits up to 10 s for its handshake
+            os.close(self.fd)
+            raise CqError("another cq is starting or cleaning up the worker and did not finish")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
+def start_worker(repo: Repo, archive: str | None = None,
+                 wait: float = 10.0) -> tuple[int, bool]:
+    """Start the worker detached (from archive, by default the running cq) unless one runs;
+    returns (pid, was_already_running)."""
+    load_config(repo)  # a bad setting fails here, in one line, not in the detached worker
+    with StartLock(repo):
+        return start_locked(repo, archive, wait)
+
+
+def start_locked(repo: Repo, archive: str | None, wait: float) -> tuple[int, bool]:
+    """start_worker's work, with the StartLock held."""
+    state = probe_worker(repo)
+    if state.alive:
+        return state.pid, True
+    if state.state == "unknown":
+        raise CqError(f"cannot tell whether a worker runs: {state.detail}")
+    return spawn_worker(repo, archive, wait), False
+
+
+def spawn_detached(argv: list[str], repo: Repo, pass_fds: tuple = ()):
+    """Start a process of ours in a session of its own: stdin from /dev/null, output appended
+    to the worker log, hook variables scrubbed.  Returns its Popen."""
+    import subprocess
+
+    log_fd = open_state_file(repo.state_path(LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                                pass_fds=pass_fds, start_new_session=True, cwd=repo.state_dir,
+                                env=scrubbed_env())
+    finally:
+        os.close(log_fd)
+
+
+def spawn_worker(repo: Repo, archive: str | None, wait: float) -> int:
+    """Spawn `cq worker run` detached and wait for its readiness handshake; returns its PID."""
+    import select
+    import signal
+    import subprocess
+
+    read_end, write_end = os.pipe()
+    try:
+        proc = spawn_detached([*self_command(archive), "-C", repo.common_dir, "worker", "run",
+                               "--ready-fd", str(write_end)], repo, pass_fds=(write_end,))
+    finally:
+        os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], wait)
+        answer = os.read(read_end, 64) if ready else b""
+    finally:
+        os.close(read_end)
+    if answer.startswith(b"ready"):
+        return proc.pid
+    try:  # the pipe closed: the worker has exited, or is about to
+        code = proc.wait(timeout=5) if ready else proc.poll()
+    except subprocess.TimeoutExpired:
+        code = None
+    if code in (0, -signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP):
+        raise CqError("the worker was stopped while it started (by a concurrent cq worker "
+                      "stop?); start it again if you want it running")
+    tail = "\n".join(tail_lines(repo.state_path(LOG_FILE), 10))
+    why = f"exited with status {code}" if code is not None else \
+        f"did not report ready within {wait:.0f}s"
+    raise CqError(f"the worker failed to start ({why}); the log ends with:\n{tail}")
+
+
+def halt_worker(repo: Repo, state: WorkerState, timeout: float, force: bool) -> str:
+    """Send the live worker SIGTERM and wait until it is gone; with force, SIGKILL it after
+    timeout.  Returns a message; CqError if it is still there."""
+    import signal
+
+    pid = state.record["pid"]
+    handle = WorkerHandle(repo, state.record)
+    try:
+        handle.send(signal.SIGTERM)
+        if handle.wait_gone(timeout):
+            return f"stopped the worker (PID {pid})"
+        if not force:
+            doing = "is hung (no heartbeat)" if state.state == "hung" else \
+                "is still finishing its task"
+            raise CqError(f"the worker (PID {pid}) {doing} after {timeout:.0f}s; wait, run "
+                          "cq worker stop again to interrupt the task now (it is queued "
+                          "again), or use --force to kill the worker")
+        handle.send(signal.SIGKILL)
+        if handle.wait_gone(10):
+            return f"killed the worker (PID {pid}); unfinished work will be redone"
+        raise CqError(f"the worker (PID {pid}) survived SIGKILL")
+    finally:
+        handle.close()
+
+
+def stray_kind(pid: int, repo: Repo, live_worker: int | None) -> str | None:
+    """What process pid is, if it is one cq started for this repository that no live worker
+    accounts for: "worker" (a `cq worker run` that is not the live worker) or "documenter"
+    (marked by CQ_STATE_DIR, and by a CQ_WORKER_PID that is not the live worker's)."""
+    if pid in (os.getpid(), live_worker):
+        return None
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return None
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [os.fsdecode(a) for a in f.read().split(b"\0")]
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+    except OSError:
+        return None
+    if is_worker_command(argv, repo):
+        return "worker"
+    if os.fsencode(f"CQ_STATE_DIR={repo.state_dir}") in environ and \
+            os.fsencode(f"CQ_WORKER_PID={live_worker}") not in environ:
+        return "documenter"  # started by a worker that is not the live one
+    return None
+
+
+def is_worker_command(argv: list[str], repo: Repo) -> bool:
+    """True if argv is `... cq -C <this repository> worker run ...`."""
+    for i, arg in enumerate(argv[:-3]):
+        if arg == "-C" and argv[i + 2:i + 4] == ["worker", "run"]:
+            return os.path.realpath(argv[i + 1]) == repo.common_dir
+    return False
+
+
+def kill_strays(repo: Repo, live_worker: int | None) -> list[str]:
+    """SIGKILL stray processes of ours (call with the StartLock held); says what it did."""
+    import signal
+
+    if not os.path.isdir("/proc"):
+        return []
+    done = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or stray_kind(int(name), repo, live_worker) is None:
+            continue
+        pid, pidfd = int(name), None
+        try:
+            pidfd = open_pidfd(pid)
+            kind = stray_kind(pid, repo, live_worker)  # again, now that the pidfd pins it
+            if kind is None:
+                continue
+            if pidfd is None:
+                os.kill(pid, signal.SIGKILL)
+            else:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            done.append(f"killed leftover {kind} process {pid}")
+        except ProcessLookupError:
+            pass
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+    return done
+
+
+def tail_lines(path: str, count: int) -> list[str]:
+    """The last `count` lines of a state file."""
+    try:
+        fd = open_state_file(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return []
+    try:
+        size = os.fstat(fd).st_size
+        chunk = min(size, max(4096, count * 400))
+        data = os.pread(fd, chunk, size - chunk)
+    finally:
+        os.close(fd)
+    lines = data.decode(errors="replace").splitlines()
+    if chunk < size and lines:
+        lines = lines[1:]
+    return lines[-count:] if count else []
+
+
+def poke_worker(repo: Repo) -> bool:
+    """Wake the worker through its FIFO; False if no worker is listening."""
+    try:
+        fd = open_wake_fifo(repo, os.O_WRONLY)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return False  # a FIFO with no reader: no worker
+        raise
+    try:
+        os.write(fd, b"w")
+    except BlockingIOError:
+        pass  # the FIFO is full of pokes already
+    finally:
+        os.close(fd)
+    return True
+
+
+def wake_worker(repo: Repo, start: bool) -> bool:
+    """Wake the worker (it reads the worktrees marked as moved); where none is listening,
+    start one first if `start` says so.  True if a worker is listening now."""
+    if poke_worker(repo):
+        return True
+    if not start:
+        return False
+    start_worker(repo)
+    return poke_worker(repo)
+
+
+def mark_all_moved(repo: Repo) -> None:
+    """Mark every worktree of the repository as moved, so the worker brings each to its HEAD
+    (after a rebuild, a repair, or a start that may have missed hooks)."""
+    for git_dir in worktree_git_dirs(repo.common_dir):
+        mark_moved(Repo(repo.common_dir, git_dir))

@@ -1,0 +1,122 @@
+"""The built-in documenters: one file's bytes -> its language, summary, definitions and words.
+
+Owns: the table of languages (LANGUAGES, gathered from one file per language family: adding a
+language is one Language record there and one line here), telling a file's language from its
+name or `#!` line, naming languages as `--lang` does, and document_text, the one entry point:
+bounded in time (cq.parseBudget), stdlib only, and never raising on bad input.
+Must not: read blobs or touch the index (the pipeline hands it bytes and stores what it gives).
+"""
+
+from __future__ import annotations
+
+import os
+
+from cqlib.config import Config
+from cqlib.documenters.c_family import CPP, JAVA, C
+from cqlib.documenters.go import GO
+from cqlib.documenters.javascript import JAVASCRIPT, TYPESCRIPT
+from cqlib.documenters.language import DEFINITION_KINDS, Deadline, Language, OverBudget, ParserCrash
+from cqlib.documenters.markdown import MARKDOWN
+from cqlib.documenters.patterns import document_by_patterns, leading_comment
+from cqlib.documenters.python import PYTHON
+from cqlib.documenters.rust import RUST
+from cqlib.documenters.shell import SHELL
+from cqlib.errors import EXIT_USAGE, CqError
+from cqlib.words import file_words
+
+# Any other file: its leading comment, in whichever of the usual syntaxes, and its words.
+TEXT = Language("text", aliases=("txt",), comments=("#", "//", "--", ";", "/*"))
+# In this order a `#!` line is matched against each language's interpreters.
+LANGUAGES = {language.name: language for language in (
+    PYTHON, SHELL, JAVASCRIPT, TYPESCRIPT, GO, RUST, JAVA, C, CPP, MARKDOWN, TEXT)}
+BY_EXTENSION = {ext: language for language in LANGUAGES.values()
+                for ext in language.extensions}
+BY_NAME = {alias: language.name for language in LANGUAGES.values()
+           for alias in (language.name, *language.aliases)}
+PARSE_BUDGET = Config.KEYS["cq.parseBudget"][2]  # seconds the documenter may spend on a file
+__all__ = ["DEFINITION_KINDS", "LANGUAGES", "canonical_language", "detect_language",
+           "document_text", "looks_binary", "minimal_record", "separator", "skip_status"]
+
+
+def detect_language(path: str, text: str) -> str:
+    """The language of a file from its name, or its shebang for scripts without an extension."""
+    language = BY_EXTENSION.get(os.path.splitext(path)[1].lower())
+    if language:
+        return language.name
+    first = text[:100].split("\n", 1)[0]
+    if first.startswith("#!"):
+        for language in LANGUAGES.values():
+            if any(word in first for word in language.interpreters):
+                return language.name
+    return "text"
+
+
+def canonical_language(name: str) -> str:
+    """A --lang value as the index names languages (py -> python); CqError if unknown."""
+    found = BY_NAME.get(name.lower())
+    if found is None:
+        raise CqError(f"unknown language {name.lower()!r}; use one of: "
+                      f"{', '.join(sorted(LANGUAGES))}", EXIT_USAGE)
+    return found
+
+
+def separator(language: str) -> str:
+    """What stands between a container and a name in this language (`::` in Rust and C++)."""
+    return LANGUAGES.get(language, TEXT).separator
+
+
+def document_text(path: str, data: bytes, budget: float = PARSE_BUDGET,
+                  words: bool = True) -> dict:
+    """The built-in documenter: a summary and entries for one file; never raises.  Past its
+    time budget, or where the parser would crash, a file keeps a minimal record: its
+    language, leading comment and identifiers, with the reason.  Without `words` its
+    identifiers are left out (None): the lexical pass has them already."""
+    text = data.decode("utf-8", errors="replace")
+    lines = text.split("\n")  # as git counts lines (str.splitlines also breaks at \f, \x1c...)
+    language = LANGUAGES[detect_language(path, text)]
+    deadline = Deadline(budget)
+    summary, entries, error = "", [], ""
+    try:
+        if language.document:
+            summary, entries = language.document(text, lines, deadline)
+        elif language.rules:
+            entries = document_by_patterns(language, lines, deadline)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        if language.document and language.rules:  # what was just added is still found
+            entries = fallback_definitions(language, lines, deadline)
+    except (OverBudget, ParserCrash) as exc:
+        summary, entries, error = "", [], str(exc)
+    summary = summary or leading_comment(lines, language.comments)
+    return {"language": language.name, "summary": summary[:2000], "entries": entries,
+            "error": error, "words": file_words(text) if words else None}
+
+
+def fallback_definitions(language: Language, lines: list[str],
+                         deadline: Deadline) -> list[dict]:
+    """Definitions by pattern, for a file the language's own documenter cannot parse (within
+    the budget)."""
+    try:
+        return document_by_patterns(language, lines, deadline)
+    except OverBudget:
+        return []
+
+
+def looks_binary(data: bytes) -> bool:
+    """Git's own heuristic: a NUL byte in the first 8000 bytes means binary."""
+    return b"\0" in data[:8000]
+
+
+def skip_status(data: bytes | None) -> str | None:
+    """Why a blob's content (None: over cq.maxFileSize) is not documented, or None."""
+    if data is None:
+        return "too large"
+    return "binary" if looks_binary(data) else None
+
+
+def minimal_record(path: str, data: bytes, reason: str) -> dict:
+    """A file's language and words: all the lexical pass records, and all a file the full
+    documenter cannot take keeps."""
+    text = data.decode("utf-8", errors="replace")
+    return {"language": detect_language(path, text), "summary": "", "error": reason,
+            "entries": [], "words": file_words(text)}

@@ -1,0 +1,70 @@
+"""JavaScript and TypeScript: one set of rules for both.
+
+Owns: JAVASCRIPT and TYPESCRIPT (their Language records) and their rules: functions, classes,
+arrow functions, `X.prototype.y =`, `proto.y = function`, `exports.z =`, class fields and
+methods, object-literal methods, interfaces and their members, types, enums, namespaces.
+Must not: match past a line (what spans lines is found by its first line only).
+"""
+
+from __future__ import annotations
+
+from cqlib.documenters.language import Language
+from cqlib.documenters.patterns import LazyPattern
+
+NAME = r"(?P<name>[A-Za-z_$][\w$]*)"
+FUNCTION_VALUE = r"(?:async ?)?(?:function\b|\([^)]*\) ?(?::[^=]*)?=>|[A-Za-z_$][\w$]* ?=>)"
+METHOD = LazyPattern(
+    r"(?:(?:static|async|public|private|protected|readonly|override|get|set) )*\*? ?"
+    r"(?!(?:if|for|while|switch|catch|return|function)\b)"
+    r"([A-Za-z_$][\w$]*) ?\([^)]*\) ?(?::[^{]*)?\{$")
+ASSIGNMENT = LazyPattern(r"((?:[A-Za-z_$][\w$]*\.)+)([A-Za-z_$][\w$]*) ?= ?(.*)")
+FUNCTION = LazyPattern(FUNCTION_VALUE)
+
+
+def js_method(code: str) -> tuple[str, str] | None:
+    """A method in a JavaScript or TypeScript class body or object literal: `name(...) {`."""
+    if not code.endswith("{") or "(" not in code:
+        return None
+    match = METHOD.match(code)
+    return (match.group(1), "") if match else None
+
+
+def js_assignment(code: str) -> tuple[str, str] | None:
+    """`a.b.name = function ...`, `X.prototype.y = (...) =>` and `exports.z = ...`: the name
+    with its container (`prototype` dropped, `module.exports` as `exports`)."""
+    match = ASSIGNMENT.match(code)
+    if not match:
+        return None
+    container, name, value = match.group(1)[:-1], match.group(2), match.group(3)
+    exported = container in ("exports", "module.exports")
+    if not exported and not FUNCTION.match(value):
+        return None
+    container = container.replace(".prototype", "").replace("module.exports", "exports")
+    return name, container
+
+
+RULES = (
+    ("function", rf"(?:export )?(?:default )?(?:declare )?(?:async )?function ?\*? ?{NAME}",
+     "any"),
+    ("class", rf"(?:export )?(?:default )?(?:declare )?(?:abstract )?class {NAME}", "any"),
+    ("function", rf"(?:export )?(?:const|let|var) {NAME} ?(?::[^=]*)?= ?{FUNCTION_VALUE}",
+     "any"),
+    ("interface", rf"(?:export )?(?:declare )?interface {NAME}", "any"),
+    ("type", rf"(?:export )?(?:declare )?type {NAME} ?(?:<[^>]*>)? ?=", "any"),
+    ("enum", rf"(?:export )?(?:declare )?(?:const )?enum {NAME}", "any"),
+    ("module", rf"(?:export )?(?:declare )?namespace {NAME}", "any"),
+    ("object", rf"(?:export )?(?:const|let|var) {NAME} ?(?::[^=]*)?= ?\{{$", "top"),
+    ("object", r"(?:module\.)?(?P<name>exports) ?= ?\{$", "top"),
+    ("method", js_assignment, "any"),
+    ("method", js_method, "member"),
+    ("method", rf"{NAME}\?? ?: ?{FUNCTION_VALUE}", "member"),
+    ("method", rf"{NAME}\?? ?(?:<[^>]*>)? ?\(", "member"),  # in an interface
+    ("property", (r"(?:(?:static|readonly|private|public|protected|declare|override|"
+                  r"abstract|accessor) )*#?(?P<name>[A-Za-z_$][\w$]*)[?!]? ?(?:: ?[^=;]|=|;$)"),
+     "member"),
+)
+JAVASCRIPT = Language("javascript", extensions=(".js", ".jsx", ".mjs", ".cjs"),
+                      aliases=("js", "jsx"), interpreters=("node",), comments=("//", "/*"),
+                      rules=RULES)
+TYPESCRIPT = Language("typescript", extensions=(".ts", ".tsx", ".mts", ".cts"),
+                      aliases=("ts", "tsx"), comments=("//", "/*"), rules=RULES)

@@ -1,0 +1,71 @@
+"""What a built-in documenter is made of: the Language record, the entry it makes, its budget.
+
+Owns: `Language` (everything cq knows of one language, so that adding one is one record in one
+file of its family), `entry()` (the one shape of a searchable definition, heading or import),
+the kinds that count as definitions, and the time budget of documenting one file.
+Must not: know any particular language (the family modules do), read files or touch storage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import namedtuple
+
+DEFINITION_KINDS = frozenset({"class", "function", "method", "struct", "interface", "enum",
+                              "trait", "type", "macro", "module", "constant", "record", "impl"})
+DOC_COMMENT_MAX_CHARS = 4000  # a doc comment keeps its first part: the summary comes first
+LONGEST_LINE_MATCHED = 500  # longer lines (minified, generated) are not definitions
+
+
+class Language(namedtuple("Language", ("name", "extensions", "aliases", "interpreters",
+                                       "comments", "rules", "separator", "document"),
+                           defaults=((), (), (), (), (), ".", None))):
+    """One language: how its files are recognised, how its comments and definitions read, and
+    how `--lang` may name it.
+
+    name: as the index and `--lang` name it; extensions: lowercase, with the dot; aliases:
+    other names `--lang` and MCP take (`py`, `c++`); interpreters: words of a `#!` line that
+    name it (a script with no extension); comments: line comment prefixes, "/*" meaning
+    block comments too; separator: between a container and a name as people write it
+    (`Regex::replace`).
+
+    rules are the pattern documenter's (see patterns.py): each (kind, a pattern matched at
+    the start of a line with its runs of white space made single spaces, or a function of
+    that line; where it applies: "any" line, "top" for unindented lines, "member" for lines
+    directly in a class, interface or object body).  document, where set, documents the
+    whole text instead (text, its lines, a Deadline -> summary, entries), and the rules
+    then find definitions by pattern only where it fails on a syntax error.  (A namedtuple,
+    not typing's: `cq search` imports this module, and typing costs it 4 ms.)"""
+
+    __slots__ = ()
+
+
+def entry(kind: str, name: str, line: int, signature: str = "", doc: str = "",
+          container: str = "") -> dict:
+    """One searchable record of a file's documentation; container is what it is defined in
+    (`Builder` for `Builder.WriteString`, `strings` for Go's `strings.Builder`)."""
+    return {"kind": kind, "name": name, "line": line, "signature": signature.strip(),
+            "doc": (doc or "").strip(), "container": container}
+
+
+class OverBudget(Exception):
+    """Documenting one file took longer than its time budget."""
+
+
+class ParserCrash(Exception):
+    """This interpreter's parser would crash on the file."""
+
+
+class Deadline:
+    """The time budget for documenting one file, checked between lines of pure Python work
+    (a regular expression or ast.parse call cannot be interrupted, so each stays linear)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def check(self) -> None:
+        """Raise OverBudget once the budget is spent."""
+        if time.monotonic() > self.at:
+            raise OverBudget(f"took more than {self.seconds:g}s to document; only its names "
+                             "were kept")

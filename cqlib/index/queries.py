@@ -1,0 +1,194 @@
+"""The reads behind a search: FTS5 queries that hand the ranking its candidates, cheaply.
+
+Owns: every query search.py makes (the best definitions and files for an FTS5 expression
+within a worktree and the filters, definitions by their exact name, files by the words of
+their paths, which rows match a word), and the ways each is kept cheap however common a word
+is: a pool of the newest matches, the marked name words, one term for an exact name.
+Must not: decide what ranks first (search.py) or build FTS5 expressions from a user's text.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import namedtuple
+
+from cqlib.index.schema import ENTRY_COLUMN_WEIGHTS, ENTRY_SLOT_BITS
+from cqlib.words import NAME_MARK
+
+
+class Filters(namedtuple("Filters", ("git_dir", "path", "language"))):
+    """Which rows a search may return: those of one worktree (its git dir), under a `--path`
+    (its spec, or None; the connection's path_matches decides: see use_path_filter), in one
+    language (or None)."""
+
+    __slots__ = ()
+
+    def params(self) -> tuple:
+        """The SQL parameters of the filters, in the order the queries take them."""
+        return (os.fsencode(self.git_dir), self.path, self.language, self.language)
+
+
+class EntryHit(namedtuple("EntryHit", ("id", "kind", "name", "container", "line", "signature",
+                                       "doc", "path", "language", "rank"))):
+    """A definition a query found: where it is, what it says (its doc, else the external
+    documenter's note), and its BM25 rank (lower is better; 0.0 when not ranked)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, row: tuple) -> EntryHit:
+        """A hit from a row of ENTRY_COLUMNS and a rank."""
+        rowid, kind, name, container, line, signature, doc, path, language, rank = row
+        return cls(rowid, kind, name, container or "", line, signature or "", doc or "",
+                   os.fsdecode(path), language or "", rank)
+
+
+class FileHit(namedtuple("FileHit", ("id", "path", "language", "summary", "summary_by",
+                                     "rank"))):
+    """A file a query found (id: its doc's), with its summary, who wrote that summary (the
+    external documenter's name, '' for the built-in one) and its BM25 rank."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, row: tuple) -> FileHit:
+        """A hit from a row of FILE_SQL or PATH_SQL."""
+        doc_id, path, language, summary, by, rank = row
+        return cls(doc_id, os.fsdecode(path), language or "", summary or "", by or "", rank)
+
+
+def use_path_filter(db, matches) -> None:
+    """Set the path_matches function the queries call for `--path` (matches: path -> bool)."""
+    db.create_function("path_matches", 1, lambda raw: matches(os.fsdecode(raw)),
+                       deterministic=True)
+
+
+# The best matches come from FTS5 first (its `rank` is the weighted BM25), then are joined
+# with the worktree's files and filtered; where filters leave too few, the search widens.
+# Ranking costs FTS5 a lookup per match (after a pass over each word's rows, for its weight),
+# so an expression matched by more than POOL rows is ranked within a pool: its newest POOL
+# matches (the current versions of files come last).  For definitions the pool is first of
+# its matches in a name (which weighs most in the BM25), and only where those fill fewer rows
+# than asked, of all its matches as well.  Whether any definition is named by the words at
+# all is asked first of their marked terms: the column filter reads every row of every word
+# (17 ms for three common words at 50k files), those terms 1 to 2 ms.  If the worktree and
+# the filters leave too few rows, every match is ranked.
+POOL = 1500
+WIDER = 4  # FTS5 hands over this many times the rows wanted before joins and filters
+# `rank` is FTS5's own: with the weights given in the query (WEIGHTS), `ORDER BY rank LIMIT n`
+# runs inside FTS5, before any join.
+WEIGHTS = {"entries_fts": f" AND rank MATCH 'bm25({ENTRY_COLUMN_WEIGHTS})'", "files_fts": ""}
+HITS_SQL = ("SELECT rowid, rank FROM {table} WHERE {table} MATCH ?{weights} ORDER BY rank "
+            "LIMIT ?")
+POOLED_HITS_SQL = (f"SELECT rowid, rank FROM (SELECT rowid, rank FROM {{table}} WHERE {{table}} "
+                   f"MATCH ?{{weights}} ORDER BY rowid DESC LIMIT {POOL}) ORDER BY rank LIMIT ?")
+ENTRY_COLUMNS = ("e.id, e.kind, e.name, e.container, e.line, e.signature, "
+                 "CASE WHEN e.doc = '' THEN e.note ELSE e.doc END, f.path, d.language")
+ENTRY_SQL = (
+    f"SELECT {ENTRY_COLUMNS}, hits.rank FROM ({{hits}}) AS hits "
+    "JOIN entries e ON e.id = hits.rowid "
+    f"JOIN docs d ON d.id = e.id >> {ENTRY_SLOT_BITS} "
+    "JOIN files f ON f.blob = d.blob AND f.git_dir = ? "
+    "WHERE (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) "
+    "ORDER BY hits.rank LIMIT ?")
+EXACT_SQL = (  # one term's rows: an exact name is found however common its words are
+    f"SELECT {ENTRY_COLUMNS}, 0.0 FROM entries_fts "  # CROSS JOIN: the term's rows first
+    "CROSS JOIN entries e ON e.id = entries_fts.rowid "
+    f"CROSS JOIN docs d ON d.id = e.id >> {ENTRY_SLOT_BITS} "
+    "CROSS JOIN files f ON f.blob = d.blob AND f.git_dir = ? "
+    "WHERE entries_fts MATCH ? AND (? IS NULL OR path_matches(f.path)) "
+    "AND (? IS NULL OR d.language = ?) LIMIT ?")
+FILE_SQL = (
+    "SELECT d.id, f.path, d.language, COALESCE(d.llm_summary, d.summary), d.llm_by, hits.rank "
+    "FROM ({hits}) AS hits "
+    "JOIN docs d ON d.id = hits.rowid JOIN files f ON f.blob = d.blob AND f.git_dir = ? "
+    "WHERE (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) "
+    "ORDER BY hits.rank LIMIT ?")
+PATH_SQL = (  # paths_fts narrows by words' first letters; path_has_word() decides
+    "SELECT d.id, f.path, d.language, COALESCE(d.llm_summary, d.summary), d.llm_by, 0.0 "
+    "FROM paths_fts p CROSS JOIN files f ON f.rowid = p.rowid JOIN docs d ON d.blob = f.blob "
+    "WHERE paths_fts MATCH ? AND f.git_dir = ? AND path_has_word(f.path) "
+    "AND (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) LIMIT ?")
+
+
+def best_rows(db, table: str, expression: str, filters: Filters, limit: int,
+              named: str = "") -> list:
+    """The first `limit` hits (EntryHit or FileHit) of a ranked query within the filters: FTS5
+    hands over a few times that many (from a pool, for a common word), and all of its
+    matches, fully ranked, if the filters left too few.  `named`: for definitions, the
+    expression's marked name words (which only rows named by them hold)."""
+    entries = table == "entries_fts"
+    sql, hit = (ENTRY_SQL, EntryHit) if entries else (FILE_SQL, FileHit)
+    wanted = WIDER * limit if filters.path or filters.language else limit + limit // 4
+
+    def ranked(hits: str, text: str, count: int) -> list:
+        return [hit.of(row) for row in db.execute(
+            sql.format(hits=hits.format(table=table, weights=WEIGHTS[table])),
+            (text, count, *filters.params(), limit))]
+
+    if not matches_more_than(db, table, expression, POOL):
+        rows = ranked(HITS_SQL, expression, wanted)
+    elif not entries:
+        rows = ranked(POOLED_HITS_SQL, expression, wanted)
+    else:
+        rows = []  # the marked name words tell cheaply whether any definition is named so
+        if not named or matches_more_than(db, table, named, 0):
+            rows = ranked(POOLED_HITS_SQL, f"{{name words}} : ({expression})", wanted)
+        if len(rows) < limit:  # too few are named by it: its other matches count as well
+            rows = sorted({row.id: row for row in reversed(
+                rows + ranked(POOLED_HITS_SQL, expression, wanted))}.values(),
+                key=lambda row: row.rank)[:limit]
+    if len(rows) < limit and matches_more_than(db, table, expression, len(rows)):
+        rows = ranked(HITS_SQL, expression, -1)  # rare: most matches are elsewhere
+    return rows
+
+
+def matches_more_than(db, table: str, expression: str, count: int) -> bool:
+    """True if an FTS expression matches more than count rows (reading at most count + 1)."""
+    return db.execute(f"SELECT COUNT(*) FROM (SELECT rowid FROM {table} WHERE {table} MATCH ? "
+                      "LIMIT ?)", (expression, count + 1)).fetchone()[0] > count
+
+
+def named_entries(db, squashed: str, filters: Filters) -> list[EntryHit]:
+    """Definitions whose squashed name has this term (up to POOL of them, unranked)."""
+    return [EntryHit.of(row) for row in db.execute(EXACT_SQL, (
+        os.fsencode(filters.git_dir), f'squashed : "{squashed}{NAME_MARK}"', filters.path,
+        filters.language, filters.language, POOL))]
+
+
+def entry_ranks(db, expression: str, ids: list[int]) -> dict:
+    """The BM25 rank of each of these definitions for an FTS expression (those it matches)."""
+    marks = ",".join("?" * len(ids))
+    return dict(db.execute(f"SELECT rowid, rank FROM entries_fts WHERE entries_fts MATCH ?"
+                           f"{WEIGHTS['entries_fts']} AND rowid IN ({marks})",
+                           (expression, *ids)))
+
+
+PROBE_RATIO = 100  # a term with this many matches per row asked about is asked row by row
+
+
+def rows_matching(db, table: str, expression: str, ids: list[int]) -> set[int]:
+    """Which of these rows an FTS expression matches: its matching rows read as a set, unless
+    it has so many that asking about these rows alone is cheaper (a lookup per row costs
+    FTS5 about a hundred times what reading a match does)."""
+    matching: set = set()
+    if matches_more_than(db, table, expression, PROBE_RATIO * len(ids)):
+        for i in range(0, len(ids), 500):  # within SQLite's limit on variables
+            chunk = ids[i:i + 500]
+            matching.update(rowid for (rowid,) in db.execute(
+                f"SELECT rowid FROM {table} WHERE {table} MATCH ? AND rowid IN "
+                f"({','.join('?' * len(chunk))})", (expression, *chunk)))
+    else:
+        matching.update(rowid for (rowid,) in db.execute(
+            f"SELECT rowid FROM {table} WHERE {table} MATCH ?", (expression,)))
+    return matching & set(ids)
+
+
+def path_files(db, narrow: str, filters: Filters, has_word, limit: int) -> list[FileHit]:
+    """Files whose path's words match `narrow` (an FTS expression over paths_fts) and which
+    has_word (path -> bool) accepts, within the filters."""
+    db.create_function("path_has_word", 1, lambda raw: has_word(os.fsdecode(raw)),
+                       deterministic=True)
+    git_dir, path, language, _ = filters.params()
+    return [FileHit.of(row) for row in db.execute(PATH_SQL, (narrow, git_dir, path, language,
+                                                             language, limit))]

@@ -1,0 +1,766 @@
+"""The MCP server: the index served to AI assistants over the Model Context Protocol.
+
+Owns: JSON-RPC 2.0 framing (newline-delimited on stdio, or POSTed over HTTP with Origin and
+bearer-token checks), the handshake and roots, one table of tools (name, description, input
+and output schemas, handler: see `tool`), each answer's freshness (waiting up to cq.mcpWaitMs
+for the worker to reach HEAD, with progress notifications), cursors, size caps, and the
+command line a client registers.
+Must not: hold SQL or ranking of its own: its tools call what the CLI calls.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import namedtuple
+
+from cqlib import VERSION
+from cqlib.config import Config, FreshConfig
+from cqlib.control import start_repair, wake_worker
+from cqlib.detector import probe_worker
+from cqlib.documenters import DEFINITION_KINDS, canonical_language
+from cqlib.errors import EXIT_OK, EXIT_USAGE, CqError
+from cqlib.gitio import (
+    changed_blobs,
+    commit_exists,
+    head_commit,
+    head_signature,
+    locate_repo,
+    new_blobs,
+    work_tree,
+    worktree_git_dirs,
+)
+from cqlib.index.database import NotIndexed, is_damage
+from cqlib.index.store import Index
+from cqlib.overlay import WorktreeOverlay, WorktreeWatch, search_worktree
+from cqlib.pipeline import LEXICAL_FIRST
+from cqlib.search import SearchQuery, names_exactly, path_matcher
+from cqlib.state import INDEX_DB, PYZ_COPY, TOP, Repo, mark_moved, running_archive
+from cqlib.status import IndexState, index_state
+from cqlib.summarizer import summary_progress
+
+MCP_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")  # newest first
+MCP_TEXT_CAP = 16_000  # characters of one answer's text (about 4,000 tokens)
+MCP_HARD_CAP = 36_000  # no answer is longer, whatever a client asks for
+MCP_BODY_CAP = 1 << 20  # bytes of one HTTP request
+MCP_INSTRUCTIONS = ("cq searches a documentation index of this git repository, kept fresh by a "
+                    "background worker. Use search for code by words or identifiers, symbol "
+                    "for where a name is defined, outline for one file, files to list files, "
+                    "status for freshness. Hits say whether they are fresh, edited in the "
+                    "working tree, or stale.")
+HIT_SCHEMA = {"type": "object", "properties": {
+    "path": {"type": "string"}, "line": {"type": "integer"}, "kind": {"type": "string"},
+    "symbol": {"type": "string"}, "signature": {"type": "string"}, "doc": {"type": "string"},
+    "score": {"type": "number"}, "freshness": {"enum": ["fresh", "edited", "stale"]},
+    "matched_summary_by": {"type": "string"}},
+    "required": ["path", "line", "kind", "symbol", "freshness"]}
+STATE_SCHEMA = {"indexed_commit": {"type": ["string", "null"]},
+                "head": {"type": ["string", "null"]}, "catching_up": {"type": "boolean"},
+                "note": {"type": "string"}}
+PAGED_SCHEMA = {"next_cursor": {"type": ["string", "null"]}}
+
+
+class Tool(namedtuple("Tool", ("description", "properties", "required", "output",
+                               "handler"))):
+    """One MCP tool: what tools/list says of it (its description, the properties of its
+    arguments and which are required, the properties of its answer) and the handler that
+    answers a call (server, arguments, the request's _meta, its id) -> structuredContent."""
+
+    __slots__ = ()
+
+    def listing(self, name: str) -> dict:
+        """Its tools/list entry: read-only, idempotent, with both schemas."""
+        return {"name": name, "description": self.description,
+                "inputSchema": {"type": "object", "properties": self.properties,
+                                "required": list(self.required),
+                                "additionalProperties": False},
+                "outputSchema": {"type": "object",
+                                 "properties": {**self.output, **STATE_SCHEMA}},
+                "annotations": {"readOnlyHint": True, "idempotentHint": True,
+                                "openWorldHint": False}}
+
+
+TOOLS: dict = {}  # name -> Tool, in the order tools/list gives them (see tool)
+
+
+def tool(name: str, description: str, properties: dict, required: tuple, output: dict):
+    """Register the function it decorates as the handler of MCP tool `name`."""
+    def register(handler):
+        TOOLS[name] = Tool(description, properties, required, output, handler)
+        return handler
+    return register
+
+
+class ToolError(Exception):
+    """A tool call the model can correct: a result with isError, never a protocol error."""
+
+
+class McpServer:
+    """One MCP session: a JSON-RPC dispatcher over the tools, on one read connection."""
+
+    def __init__(self, repo: Repo | None, cwd: str, send, watch_tree: bool = True):
+        import threading
+
+        self.repo, self.cwd, self.send = repo, cwd, send
+        self.watch_tree = watch_tree  # a session of its own (stdio): worth an inotify watch
+        self.cancelled: set = set()
+        self.index: Index | None = None
+        self.index_identity: tuple | None = None  # (device, inode) of the file it reads
+        self.watch: WorktreeWatch | None = None
+        self.last_overlay: tuple | None = None  # (what it reflects, WorktreeOverlay)
+        self.client_roots = False
+        self.roots_answered = threading.Event()  # set once the client's roots/list answer came
+        self.version = MCP_VERSIONS[0]
+        self.counted: tuple = (0.0, None, {})  # (when, (indexed commit, HEAD), counts)
+        self.settings: FreshConfig | None = None
+
+    # -- JSON-RPC ---------------------------------------------------------------------------
+
+    def handle(self, message) -> dict | None:
+        """The reply to one message (None for notifications and cancelled requests)."""
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            return rpc_error(None, -32600, "not a JSON-RPC 2.0 message")
+        request_id, method = message.get("id"), message.get("method")
+        if method is None:
+            if "result" not in message and "error" not in message:
+                return rpc_error(request_id, -32600, "a request needs a method")
+            if request_id == "cq-roots" and not self.roots_answered.is_set():
+                self.take_roots(message)  # the answer to our roots/list; others are ignored
+            return None
+        if not isinstance(method, str):
+            return rpc_error(request_id, -32600, "method must be a string")
+        params = message.get("params") or {}
+        if request_id is None:  # a notification: acted on, never answered
+            if method == "notifications/cancelled" and isinstance(params, dict):
+                self.cancelled.add(json_key(params.get("requestId")))
+            elif method == "notifications/initialized":
+                self.initialized(None, params)
+            return None
+        handler = MCP_METHODS.get(method)
+        if handler is None:
+            return rpc_error(request_id, -32601, f"method not found: {method}")
+        if not isinstance(params, dict):
+            return rpc_error(request_id, -32602, "params must be an object")
+        try:
+            result = handler(self, request_id, params)
+        except McpInvalid as exc:
+            return rpc_error(request_id, -32602, str(exc))
+        if json_key(request_id) in self.cancelled:
+            self.cancelled.discard(json_key(request_id))
+            return None
+        return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+    def dispatch(self, message) -> dict | list | None:
+        """The reply to a message or a batch of them (None when nothing is owed); an error
+        inside one request is that request's -32603, never the end of the session."""
+        if isinstance(message, list):
+            if not message:
+                return rpc_error(None, -32600, "an empty batch")
+            replies = [r for r in map(self.safe_handle, message) if r is not None]
+            return replies or None
+        return self.safe_handle(message)
+
+    def safe_handle(self, message) -> dict | None:
+        """handle(), with unexpected errors reported as -32603."""
+        try:
+            return self.handle(message)
+        except Exception as exc:  # noqa: BLE001 - one bad request must not end the session
+            print(f"cq mcp: {type(exc).__name__}: {exc}", file=sys.stderr)
+            request_id = message.get("id") if isinstance(message, dict) else None
+            return rpc_error(request_id, -32603, f"internal error: {exc}")
+
+    def initialize(self, request_id, params: dict) -> dict:
+        """The handshake: the client's protocol version if we speak it, else our newest."""
+        asked = params.get("protocolVersion")
+        self.version = asked if asked in MCP_VERSIONS else MCP_VERSIONS[0]
+        capabilities = params.get("capabilities")
+        self.client_roots = isinstance(capabilities, dict) and "roots" in capabilities
+        return {"protocolVersion": self.version,
+                "capabilities": {"tools": {"listChanged": False}, "resources": {},
+                                 "logging": {}},
+                "serverInfo": {"name": "cq", "version": VERSION},
+                "instructions": MCP_INSTRUCTIONS}
+
+    def initialized(self, request_id, params: dict) -> None:
+        """After the handshake: ask for roots when started outside a repository."""
+        if self.repo is None and self.client_roots:
+            self.send({"jsonrpc": "2.0", "id": "cq-roots", "method": "roots/list"})
+        else:
+            self.roots_answered.set()
+
+    def take_roots(self, message: dict) -> None:
+        """Serve the first root that is a git repository."""
+        try:
+            result = message.get("result")
+            roots = result.get("roots") if isinstance(result, dict) else None
+            self.choose_root(roots if isinstance(roots, list) else [])
+        finally:
+            self.roots_answered.set()
+
+    def choose_root(self, roots: list) -> None:
+        """The first root (a file: URI) that is a git repository becomes the one served."""
+        from urllib.parse import unquote, urlsplit
+
+        for root in roots:
+            uri = root.get("uri") if isinstance(root, dict) else None
+            parts = urlsplit(uri) if isinstance(uri, str) else None
+            if parts is None or parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+                continue
+            path = unquote(parts.path)
+            try:
+                self.repo, self.cwd = locate_repo(path), path
+                return
+            except CqError:
+                continue
+
+    def call_tool(self, request_id, params: dict) -> dict:
+        """tools/call: a result with structuredContent and the same as text, or isError."""
+        name, arguments = params.get("name"), params.get("arguments") or {}
+        if not isinstance(name, str) or name not in TOOLS:
+            raise McpInvalid(f"unknown tool: {name!r}")
+        if not isinstance(arguments, dict):
+            raise McpInvalid("arguments must be an object")
+        meta = params.get("_meta")
+        if self.repo is None and self.client_roots:
+            self.roots_answered.wait(10)  # the answer to our roots/list may still be coming
+        try:
+            if self.repo is None:
+                raise ToolError("cq is not serving a git repository: start `cq mcp` inside "
+                                "one (or with -C DIR), or offer a root that is one")
+            structured = TOOLS[name].handler(self, arguments,
+                                             meta if isinstance(meta, dict) else {}, request_id)
+        except (ToolError, CqError) as exc:
+            return {"content": [{"type": "text", "text": str(exc)}], "isError": True}
+        except Exception as exc:
+            if type(exc).__module__ != "sqlite3":
+                raise
+            self.close_index()  # reopened on the next call, perhaps after a repair
+            if is_damage(exc):
+                start_repair(self.repo)
+            return {"content": [{"type": "text", "text": f"the index could not be read "
+                                 f"({exc}); ask again in a moment"}], "isError": True}
+        text = compact_json(structured)
+        return {"content": [{"type": "text", "text": text[:MCP_HARD_CAP]}],
+                "structuredContent": structured, "isError": False}
+
+    # -- the index, fresh ----------------------------------------------------------------------
+
+    def open_index(self) -> Index:
+        """The one read connection to the index, opened again when the file was replaced
+        (a repair moves a damaged index aside and starts a new one)."""
+        try:
+            st = os.stat(self.repo.state_path(INDEX_DB))
+            identity = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            identity = None
+        if self.index is not None and identity != self.index_identity:
+            self.close_index()
+        if self.index is None:
+            try:
+                self.index = Index(self.repo, readonly=True)
+            except NotIndexed as exc:
+                wake_worker(self.repo, start=True)
+                raise ToolError(f"{exc}; the worker is building the index, ask again "
+                                "shortly") from exc
+            self.index_identity = identity
+        return self.index
+
+    def close_index(self) -> None:
+        """Drop the read connection."""
+        if self.index is not None:
+            self.index.close()
+            self.index = None
+
+    def fresh_state(self, meta: dict, request_id) -> dict:
+        """Bring the index to HEAD if the worker can within cq.mcpWaitMs (with progress
+        notifications), and say what the answer reflects."""
+        index = self.open_index()
+        config = self.config()
+        head = head_commit(self.repo.git_dir)
+        indexed = index.worktree_commit(self.repo.git_dir)
+        if indexed != head:
+            mark_moved(self.repo)
+            wake_worker(self.repo, start=config.autostart)
+            deadline = time.monotonic() + config.mcp_wait_ms / 1000
+            token, step, before, changed = meta.get("progressToken"), 0, indexed, None
+            while time.monotonic() < deadline and json_key(request_id) not in self.cancelled:
+                if indexed == head:  # and then the files of the move documented too
+                    changed = self.blobs_to_await(before, head) if changed is None else changed
+                    if not changed or next(index.missing_blobs(self.repo.git_dir, changed),
+                                           None) is None:
+                        break
+                if token is not None:
+                    step += 1
+                    self.send({"jsonrpc": "2.0", "method": "notifications/progress",
+                               "params": {"progressToken": token, "progress": step,
+                                          "message": "waiting for the index to reach HEAD"}})
+                time.sleep(0.05)
+                indexed = index.worktree_commit(self.repo.git_dir)
+        state = self.index_state(index, head)
+        indexed = state.indexed_commit
+        stale: set | None = set()  # None: which paths changed is unknown, so all may be
+        if indexed != head:
+            stale = {p for p, _, _ in changed_blobs(self.repo.common_dir, indexed, head)} \
+                if indexed and head and commit_exists(self.repo.common_dir, indexed) else None
+        return {"indexed_commit": indexed, "head": head, "catching_up": state.catching_up,
+                "stale": stale, "note": state.note()}
+
+    def blobs_to_await(self, before: str | None, head: str | None) -> list:
+        """The blobs a move of HEAD brought in, to wait for (none to wait for when the move
+        is unknown or too large to be documented within the wait)."""
+        if not (before and head and commit_exists(self.repo.common_dir, before)):
+            return []
+        blobs = new_blobs(changed_blobs(self.repo.common_dir, before, head))
+        return blobs if len(blobs) <= LEXICAL_FIRST else []
+
+    def index_state(self, index: Index, head: str | None) -> IndexState:
+        """Where the index stands for the served worktree, at HEAD `head`: what every tool's
+        answer says of its freshness.  Its files are counted again (0.1 s at 50,000 files)
+        only when the indexed commit or HEAD moved, or 2 seconds passed: two tools asked at
+        the same moment give the same answer."""
+        git_dir = self.repo.git_dir
+        indexed = index.worktree_commit(git_dir)
+        when, key, counts = self.counted
+        if (indexed, head) != key or time.monotonic() - when > 2:
+            counts = index.status(git_dir)
+            self.counted = (time.monotonic(), (indexed, head), counts)
+        return IndexState(head, indexed, git_dir in index.worktrees(), counts)
+
+    def overlay(self) -> WorktreeOverlay:
+        """The working tree's edited files, documented now: the last overlay again when
+        nothing in the work tree, HEAD or git's index changed since it was made."""
+        if not self.watch_tree:
+            return WorktreeOverlay(self.repo, self.config(), self.cwd)
+        if self.watch is None or self.watch.repo is not self.repo:
+            if self.watch is not None:
+                self.watch.close()
+            top = work_tree(self.cwd)
+            if top is None:
+                return WorktreeOverlay(self.repo, self.config(), self.cwd)
+            self.watch, self.last_overlay = WorktreeWatch(top, self.repo), None
+        config = self.config()
+        key = (head_signature(self.repo), config.overlay_max_files, config.max_file_size,
+               config.parse_budget)
+        if self.watch.changed() or self.last_overlay is None or self.last_overlay[0] != key \
+                or self.last_overlay[1].failed:
+            self.last_overlay = (key, WorktreeOverlay(self.repo, config, self.cwd))
+        return self.last_overlay[1]
+
+    def config(self) -> Config:
+        """The settings, read at most every 2 seconds (each read is a git process)."""
+        if self.settings is None or self.settings.repo is not self.repo:
+            self.settings = FreshConfig(self.repo, lambda problem: print(
+                f"cq: warning: {problem}", file=sys.stderr))
+        return self.settings()
+
+
+class McpInvalid(Exception):
+    """Bad params of a JSON-RPC request (-32602)."""
+
+
+def compact_json(value) -> str:
+    """A value as compact JSON text (json is imported only here and where JSON is read: the
+    hot paths never need it)."""
+    import json
+
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def json_key(value) -> str:
+    """A hashable key for a JSON-RPC id or a listing's arguments."""
+    return compact_json(value)
+
+
+def rpc_error(request_id, code: int, message: str) -> dict:
+    """A JSON-RPC error response."""
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+def freshness(path: str, edited: set, state: dict) -> str:
+    """fresh, edited (differs from HEAD in the working tree) or stale (HEAD moved on)."""
+    if path in edited:
+        return "edited"
+    stale = state["stale"]
+    return "stale" if stale is None or path in stale else "fresh"
+
+
+def public_state(state: dict) -> dict:
+    """What every answer says it reflects."""
+    return {k: state[k] for k in ("indexed_commit", "head", "catching_up", "note")}
+
+
+def hit(result: dict, edited: set, state: dict) -> dict:
+    """One search or symbol hit as MCP returns it."""
+    return {"path": result["path"], "line": result["line"], "kind": result["kind"],
+            "symbol": result["symbol"], "signature": result["signature"],
+            "doc": result["doc"], "score": result["score"],
+            "freshness": freshness(result["path"], edited, state),
+            **({"matched_summary_by": result["matched_summary_by"]}
+               if result.get("matched_summary_by") else {})}
+
+
+def encode_cursor(kind: str, key: str, offset: int) -> str:
+    """An opaque cursor: which listing, for which arguments, and where to go on."""
+    import base64
+
+    return base64.urlsafe_b64encode(compact_json([kind, key, offset]).encode()).decode()
+
+
+def decode_cursor(cursor, kind: str, key: str) -> int:
+    """The offset in a cursor made by encode_cursor for the same listing and arguments."""
+    import base64
+    import json
+
+    if cursor is None:
+        return 0
+    try:
+        found = json.loads(base64.urlsafe_b64decode(str(cursor).encode()))
+        if isinstance(found, list) and found[:2] == [kind, key] and int(found[2]) >= 0:
+            return int(found[2])
+    except (ValueError, TypeError, IndexError, OverflowError):
+        pass
+    raise ToolError("that cursor does not belong to this listing; ask again without it")
+
+
+def capped(items: list, budget: int = MCP_TEXT_CAP) -> int:
+    """How many of the items fit the text budget (at least one)."""
+    used = 0
+    for count, item in enumerate(items):
+        used += len(compact_json(item)) + 1
+        if used > budget:
+            return max(count, 1)
+    return len(items)
+
+
+@tool(
+    "search",
+    "Search code by words or identifiers (any may match; more matched words rank first).",
+    {"query": {"type": "string", "description": "words or identifiers, e.g. 'retry "
+               "backoff' or 'Builder.WriteString'"},
+     "path": {"type": "string", "description": "folder, path prefix or glob"},
+     "language": {"type": "string", "description": "e.g. python, go, typescript"},
+     "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+     "cursor": {"type": "string", "description": "next_cursor of an earlier answer"}},
+    ("query",), {"results": {"type": "array", "items": HIT_SCHEMA}, **PAGED_SCHEMA})
+def tool_search(server: McpServer, args: dict, meta: dict, request_id) -> dict:
+    """search: the same ranking as cq search, the working tree laid over the index."""
+    query = args.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise ToolError("query must be a non-empty string of words or identifiers")
+    limit = args.get("limit", 10)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+        raise ToolError("limit must be a whole number from 1 to 100")
+    for key in ("path", "language"):
+        if not isinstance(args.get(key, ""), str):
+            raise ToolError(f"{key} must be a string")
+    language = canonical_language(args["language"]) if args.get("language") else None
+    key = json_key([query, args.get("path"), language])
+    offset = decode_cursor(args.get("cursor"), "search", key)
+    overlay = server.overlay()  # its git status runs while the index is consulted
+    state = server.fresh_state(meta, request_id)
+    config = server.config()
+    results = search_worktree(server.open_index(), server.repo, query, overlay,
+                              offset + limit + 1, path=args.get("path"), language=language,
+                              demote=config.demote)
+    page = [hit(r, overlay.edited, state) for r in results[offset:offset + limit]]
+    shown = capped(page)
+    more = offset + shown < len(results)
+    note = state["note"] or ("" if overlay.complete else
+                             f"more than {config.overlay_max_files} files are edited: they "
+                             "are marked, not searched as they are now (cq.overlayMaxFiles)")
+    if more:
+        note = (note + "; " if note else "") + "more results: ask again with next_cursor"
+    return {"results": page[:shown], **public_state(state), "note": note,
+            "next_cursor": encode_cursor("search", key, offset + shown) if more else None}
+
+
+@tool(
+    "symbol",
+    "Where a name is defined (plain or qualified: 'parse_config', 'Regex::replace').",
+    {"name": {"type": "string", "description": "the identifier"}},
+    ("name",), {"results": {"type": "array", "items": HIT_SCHEMA}})
+def tool_symbol(server: McpServer, args: dict, meta: dict, request_id) -> dict:
+    """symbol: the definitions a (qualified) name names; several when ambiguous."""
+    name = args.get("name")
+    if not isinstance(name, str) or not SearchQuery(name).last:
+        raise ToolError("name must be an identifier, plain or qualified (Class.method)")
+    state = server.fresh_state(meta, request_id)
+    overlay = server.overlay()
+    query = SearchQuery(name)
+    results = [r for r in search_worktree(server.open_index(), server.repo, name, overlay, 50)
+               if r["kind"] in DEFINITION_KINDS and
+               names_exactly(query, r["name"], r["container"])]
+    page = [hit(r, overlay.edited, state) for r in results]
+    return {"results": page[:capped(page)], **public_state(state)}
+
+
+@tool(
+    "outline",
+    "One file's documentation as it is in the working tree now: summary and definitions.",
+    {"path": {"type": "string", "description": "path from the repository's top"}},
+    ("path",), {"path": {"type": "string"}, "language": {"type": "string"},
+                "summary": {"type": "string"}, "summary_by": {"type": "string"},
+                "freshness": {"type": "string"},
+                "entries": {"type": "array", "items": {"type": "object"}}})
+def tool_outline(server: McpServer, args: dict, meta: dict, request_id) -> dict:
+    """outline: one file's documentation, as the file is in the working tree now."""
+    path = args.get("path")
+    if not isinstance(path, str) or not path.strip():
+        raise ToolError("path must be a file's path from the repository's top")
+    path = os.path.normpath(path).removeprefix("./")
+    try:
+        os.fsencode(path)
+    except UnicodeError as exc:
+        raise ToolError("path holds characters no file name can have") from exc
+    state = server.fresh_state(meta, request_id)
+    overlay = server.overlay()
+    if path in overlay.deleted:
+        raise ToolError(f"{path} is deleted in the working tree")
+    source = overlay.index if path in overlay.edited and overlay.complete else \
+        server.open_index()
+    doc = source.file_doc(server.repo.git_dir, path)
+    if doc is None:
+        raise ToolError(f"{path} is not a file of this repository (see the files tool)")
+    entries = doc["entries"][:capped(doc["entries"])]
+    return {"path": path, "language": doc["language"], "summary": doc["summary"],
+            "summary_by": doc["summary_by"],
+            "freshness": freshness(path, overlay.edited, state), "entries": entries,
+            **public_state(state)}
+
+
+@tool(
+    "files",
+    "Indexed files under a path, with language and one-line summary, page by page.",
+    {"path_glob": {"type": "string", "description": "folder, prefix or glob"},
+     "cursor": {"type": "string"}},
+    (), {"files": {"type": "array", "items": {"type": "object"}}, **PAGED_SCHEMA})
+def tool_files(server: McpServer, args: dict, meta: dict, request_id) -> dict:
+    """files: the indexed files under a path, with language and one-line summary."""
+    glob = args.get("path_glob")
+    if glob is not None and not isinstance(glob, str):
+        raise ToolError("path_glob must be a string: a folder, prefix or glob")
+    offset = decode_cursor(args.get("cursor"), "files", json_key(glob))
+    state = server.fresh_state(meta, request_id)
+    matches = path_matcher(glob) or (lambda path: True)
+    files = [{"path": f.path, "language": f.language,
+              "summary": f.summary.strip().split("\n", 1)[0][:160]}
+             for f in server.open_index().files(server.repo.git_dir) if matches(f.path)]
+    if glob and not files:
+        raise ToolError(f"no indexed file matches {glob!r}; try a folder such as 'src'")
+    page = files[offset:offset + 200]
+    shown = capped(page)
+    more = offset + shown < len(files)
+    return {"files": page[:shown], **public_state(state),
+            "next_cursor": encode_cursor("files", json_key(glob), offset + shown)
+            if more else None}
+
+
+@tool(
+    "status",
+    "Index freshness per worktree (indexed commit vs HEAD), pending and failed files, "
+    "the worker's state, the external documenter's progress.", {}, (),
+    {"worktrees": {"type": "array"}, "worker": {"type": "string"},
+     "summaries": {"type": ["object", "null"]}})
+def tool_status(server: McpServer, args: dict, meta: dict, request_id) -> dict:
+    """status: per worktree, indexed commit vs HEAD and counts; the worker's state."""
+    index = server.open_index()
+    this = server.index_state(index, head_commit(server.repo.git_dir))
+    worktrees = []
+    for git_dir in worktree_git_dirs(server.repo.common_dir):
+        state = this if git_dir == server.repo.git_dir else index_state(index, git_dir)
+        worktrees.append({"git_dir": git_dir, "head": state.head,
+                          "indexed_commit": state.indexed_commit,
+                          "files": state.counts["files"], "pending": state.counts["pending"],
+                          "failed": state.counts["failed"]})
+    summaries = summary_progress(index, server.repo.git_dir, server.config())
+    if summaries:
+        summaries = {k: v for k, v in summaries.items() if k != "failed_files"}
+    return {"worktrees": worktrees, "worker": probe_worker(server.repo).state,
+            "summaries": summaries, "indexed_commit": this.indexed_commit, "head": this.head,
+            "catching_up": this.catching_up, "note": this.note()}
+
+
+MCP_METHODS = {
+    "initialize": McpServer.initialize,
+    "ping": lambda server, request_id, params: {},
+    "tools/list": lambda server, request_id, params: {
+        "tools": [spec.listing(name) for name, spec in TOOLS.items()]},
+    "tools/call": McpServer.call_tool,
+    "resources/list": lambda server, request_id, params: {"resources": []},
+    "resources/templates/list": lambda server, request_id, params: {"resourceTemplates": []},
+    "logging/setLevel": lambda server, request_id, params: {},
+}
+
+
+def serve_stdio(repo: Repo | None, cwd: str) -> int:
+    """Serve MCP on stdin/stdout until EOF.  A reader thread takes messages (and marks
+    cancellations at once); requests run one at a time on the one index connection."""
+    import json
+    import queue
+    import threading
+
+    out = sys.stdout.buffer
+    write_lock = threading.Lock()
+
+    def send(message: dict | list) -> None:
+        data = compact_json(message).encode()
+        with write_lock:
+            out.write(data + b"\n")
+            out.flush()
+
+    server = McpServer(repo, cwd, send)
+    requests: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in sys.stdin.buffer:
+            try:
+                take(line)
+            except Exception as exc:  # noqa: BLE001 - the reader must outlive any one line
+                print(f"cq mcp: {type(exc).__name__}: {exc}", file=sys.stderr)
+        requests.put(None)
+
+    def take(line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            send(rpc_error(None, -32700, "parse error: not JSON"))
+            return
+        if isinstance(message, dict) and "id" not in message and \
+                message.get("method") == "notifications/cancelled":
+            server.handle(message)  # at once: the request it names may be running
+        elif isinstance(message, dict) and "method" not in message and \
+                ("result" in message or "error" in message):
+            server.handle(message)  # an answer to our roots/list, awaited by a request
+        elif isinstance(message, dict) and message.get("method") == "server/discover":
+            send(rpc_error(message.get("id"), -32601, "method not found: server/discover "
+                           "(this server speaks the initialize handshake)"))
+        else:
+            requests.put(message)
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        message = requests.get()
+        if message is None:
+            return EXIT_OK
+        reply = server.dispatch(message)
+        if reply is not None:
+            send(reply)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def serve_http(repo: Repo | None, cwd: str, address: str, token: str | None) -> int:
+    """Serve MCP's Streamable HTTP transport: JSON-RPC POSTed to /mcp, JSON answers, a
+    thread per request.  Loopback by default; any other address needs a bearer token;
+    browsers' Origin headers must name this host (the DNS-rebinding rule)."""
+    import hmac
+    import json
+    import socket
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]").lower() or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise CqError(f"--http takes [HOST:]PORT, not {address!r}", EXIT_USAGE)
+    if host not in LOOPBACK_HOSTS and not token:
+        raise CqError(f"serving on {host} needs a bearer token: git config cq.mcpToken TOKEN, "
+                      "or --token-file FILE", EXIT_USAGE)
+
+    class Handler(BaseHTTPRequestHandler):
+        """One HTTP request: one JSON-RPC message (or batch)."""
+
+        timeout = 30  # seconds a client may take to send its request
+        def do_POST(self) -> None:  # the name http.server calls
+            origin = self.headers.get("Origin")
+            if origin and origin_host(origin) not in (*LOOPBACK_HOSTS, host):
+                return self.answer(403, {"error": "origin not allowed"})
+            if token and not hmac.compare_digest(
+                    self.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
+                return self.answer(401, {"error": "a bearer token is required"})
+            length = self.headers.get("Content-Length", "")
+            if not (length.isascii() and length.isdigit()):
+                return self.answer(400, rpc_error(None, -32600, "Content-Length is required"))
+            if int(length) > MCP_BODY_CAP:  # read what a client would still be sending
+                remaining = min(int(length), 16 * MCP_BODY_CAP)
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 65536))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+                self.close_connection = True
+                return self.answer(413, rpc_error(None, -32600, "request too large"))
+            try:
+                message = json.loads(self.rfile.read(int(length)))
+            except (ValueError, RecursionError):
+                return self.answer(400, rpc_error(None, -32700, "parse error: not JSON"))
+            if isinstance(message, dict) and message.get("method") == "server/discover":
+                return self.answer(200, rpc_error(message.get("id"), -32601,
+                                                  "method not found: server/discover"))
+            reply = McpServer(repo, cwd, lambda notification: None,
+                              watch_tree=False).dispatch(message)
+            return self.answer(202, None) if reply is None else self.answer(200, reply)
+
+        def do_GET(self) -> None:  # no server-sent events stream here
+            self.answer(405, {"error": "POST JSON-RPC messages to this endpoint"})
+
+        def answer(self, code: int, body) -> None:
+            data = b"" if body is None else compact_json(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, form: str, *args) -> None:
+            print(f"cq mcp: {form % args}", file=sys.stderr)
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = type("Server", (ThreadingHTTPServer,), {"address_family": family})(
+        (host, int(port)), Handler)
+    print(f"cq mcp: serving on http://{address if ':' in address else host + ':' + port}/mcp",
+          file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
+def origin_host(origin: str) -> str:
+    """The host of an Origin header (scheme://host[:port]), lowercase, without brackets."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(origin).hostname or ""
+    except ValueError:
+        return ""
+
+
+def mcp_command(repo: Repo, archive: str | None) -> list[str]:
+    """The command line an MCP client runs to start cq's server for this repository."""
+    copy = repo.state_path(PYZ_COPY)
+    pyz = copy if os.path.isfile(copy) else (archive or os.path.join(TOP, "cq.py"))
+    top = work_tree(repo.git_dir) or repo.common_dir
+    return [sys.executable, "-I", "-S", pyz, "-C", top, "mcp"]
+
+
+def mcp_client_config(repo: Repo, client: str, top: str) -> str:
+    """What to paste for a client: Claude Code's command, or Cursor's or VS Code's JSON."""
+    import json
+    import shlex
+
+    command = mcp_command(repo, running_archive())
+    command[command.index("-C") + 1] = top
+    if client == "claude":
+        return "claude mcp add --transport stdio --scope project cq -- " + \
+            " ".join(shlex.quote(c) for c in command)
+    entry = {"type": "stdio", "command": command[0], "args": command[1:]}
+    if client == "cursor":
+        return f"# .cursor/mcp.json\n{json.dumps({'mcpServers': {'cq': entry}}, indent=2)}"
+    return f"# .vscode/mcp.json\n{json.dumps({'servers': {'cq': entry}}, indent=2)}"

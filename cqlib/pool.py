@@ -1,0 +1,321 @@
+"""The documenting processes: a batch's reading and CPU-bound work in child processes, so that
+every core works while the worker writes SQLite, and a file that crashes a parser takes down
+only its child.
+
+Owns: Job and Documented (what crosses the pipe, as plain tuples marshal takes), the pool of
+one worker thread (each child with up to POOL_DEPTH jobs, replaced when it ends, the job it
+died on tried once more, then documented in the worker), and the child's own loop.
+Must not: write the index (the worker's thread stores what the children answer).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import namedtuple
+
+from cqlib.documenters import document_text, minimal_record, skip_status
+from cqlib.errors import EXIT_OK
+from cqlib.gitio import BlobReader, WorkTreeFiles, read_exactly, scrubbed_env
+from cqlib.index.schema import LEXICAL
+from cqlib.lifecycle import Progress, Shutdown
+from cqlib.state import DOCUMENTING_PROCESS, log, self_command
+from cqlib.words import with_search_words
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+# A batch's reading and CPU-bound work (the documenters) runs in child processes, so that
+# every core works while the worker writes SQLite; the index keeps one writer.  A process
+# leaves after POOL_IDLE seconds without work, or when the worker is gone.
+POOL_MIN_FILES = 24  # a batch with fewer files to document is documented in the worker itself
+POOL_GROUP = 16  # files sent to a process at once (a round trip each)
+POOL_MAX = 4  # processes at most, one per core up to this
+POOL_IDLE = 60.0
+POOL_REST = 60.0  # seconds without processes after they kept ending
+POOL_DEPTH = 2  # jobs a process has at once
+# A job sent while the process has another is this small at most: a pipe holds a page at
+# least, so once the process has read the job before, this one fits whole, and the write
+# cannot block while the process, blocked writing its answer, reads nothing.
+POOL_AHEAD_BYTES = 4096
+DIED_TWICE = "died twice"  # the answer to a group of jobs two processes ended on
+
+
+class Job(namedtuple("Job", ("kind", "path", "blob", "budget", "words", "limit", "git_dir"))):
+    """One file to document: the pass (LEXICAL, for its language and words only, or "full"),
+    a path it has, its blob, its time budget (cq.parseBudget), whether its words are wanted
+    (not where the lexical pass stored them), the size limit (cq.maxFileSize) and the git
+    directory its blob is read from.  (It crosses the pipe as a plain tuple: marshal takes
+    no other.)"""
+
+    __slots__ = ()
+
+
+class Documented(namedtuple("Documented", ("size", "doc"))):
+    """What a job found: the blob's size (negative where git did not have it) and its doc
+    (the documenter's record, or why it is not documented: "too large", "binary"; None for
+    a missing blob)."""
+
+    __slots__ = ()
+
+
+class DocumentingPool:
+    """The documenting processes of one worker thread, started when first needed.  Each has
+    up to POOL_DEPTH jobs at once, so that it starts the next while its answer to the last
+    one waits for this thread (busy writing the index, say) to read it."""
+
+    def __init__(self, size: int):
+        self.size, self.procs = size, []
+        self.resting_until = 0.0  # after processes kept ending, none is started until then
+
+    def run(self, jobs: list) -> list | None:
+        """The answers to each of `jobs` (each a group of Jobs, one round trip), in order:
+        the list of their Documented, DIED_TWICE where a process died twice on the group, or
+        None where none was run (processes kept ending).  None if the worker is stopping
+        meanwhile."""
+        import selectors
+
+        answers: list = [None] * len(jobs)
+        if time.monotonic() < self.resting_until:
+            return answers
+        self.waiting = list(range(len(jobs) - 1, -1, -1))  # popped from the end: in order
+        self.deaths = [0] * len(jobs)
+        self.procs = [p for p in self.procs if p.poll() is None]
+        while len(self.procs) < min(self.size, len(jobs)):
+            self.procs.append(start_documenting_process())
+        self.busy = {}  # stdout's descriptor -> its process, which has jobs to answer
+        try:
+            with selectors.DefaultSelector() as self.selector:
+                while self.waiting or self.busy:
+                    if Shutdown.requested:
+                        self.close()
+                        return None
+                    if sum(self.deaths) > self.size + 2:  # they keep ending: the rest here
+                        log("documenting processes keep ending; the worker documents alone "
+                            f"for {POOL_REST:g} s", error=True)
+                        self.close()
+                        self.resting_until = time.monotonic() + POOL_REST
+                        return answers
+                    for proc in list(self.procs):
+                        while self.waiting and len(proc.jobs) < POOL_DEPTH and \
+                                self.give(proc, jobs):
+                            pass
+                    for key, _ in self.selector.select(timeout=0.25):
+                        proc = self.busy[key.fd]
+                        answer = receive_message(proc.stdout)
+                        if answer is None:
+                            self.died(proc, jobs)
+                            continue
+                        answers[proc.jobs.pop(0)] = [Documented(*a) for a in answer]
+                        Progress.made()
+                        if not proc.jobs:
+                            self.idle(proc)
+        except BaseException:
+            self.close()  # answers still due would come out of step
+            raise
+        return [DIED_TWICE if self.deaths[n] >= 2 else answer for n, answer in enumerate(answers)]
+
+    def give(self, proc, jobs: list) -> bool:
+        """Send a process the next job; False if it was not sent: too large to send ahead of
+        an answer (see POOL_AHEAD_BYTES), or the process had ended (see died)."""
+        import selectors
+
+        message = message_bytes([tuple(job) for job in jobs[self.waiting[-1]]])
+        if proc.jobs and len(message) > POOL_AHEAD_BYTES:
+            return False
+        proc.jobs.append(self.waiting.pop())
+        if proc.stdout.fileno() not in self.busy:
+            self.busy[proc.stdout.fileno()] = proc
+            self.selector.register(proc.stdout, selectors.EVENT_READ)
+        try:
+            write_all(proc.stdin, message)
+            return True
+        except BrokenPipeError:  # it ended before taking the job (or could not start)
+            self.died(proc, jobs)
+            return False
+
+    def idle(self, proc) -> None:
+        """A process has answered all its jobs: no more waiting on it."""
+        del self.busy[proc.stdout.fileno()]
+        self.selector.unregister(proc.stdout)
+
+    def died(self, proc, jobs: list) -> None:
+        """A process ended on its oldest job: replace it, give that job once more, and the
+        others it had again."""
+        culprit, *innocent = proc.jobs
+        self.deaths[culprit] += 1
+        log(f"a documenting process ended on one of {len(jobs[culprit])} files from "
+            f"{jobs[culprit][0].path}; "
+            + ("trying once more" if self.deaths[culprit] < 2 else "documenting it here"),
+            error=True)
+        self.waiting += innocent[::-1]
+        if self.deaths[culprit] < 2:
+            self.waiting.append(culprit)
+        self.idle(proc)
+        self.replace(proc)
+
+    def replace(self, proc) -> None:
+        """Start a new process in place of one that ended."""
+        proc.kill()
+        proc.wait()
+        self.procs[self.procs.index(proc)] = start_documenting_process()
+
+    def close(self) -> None:
+        """End every process now (answers still due would come out of step)."""
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+        self.procs = []
+
+
+def start_documenting_process():
+    """A child that answers documenting jobs (see serve_documenting), with none yet."""
+    import subprocess
+
+    proc = subprocess.Popen([*self_command(), "worker", DOCUMENTING_PROCESS],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=scrubbed_env())
+    proc.jobs = []  # the indexes of the jobs it was sent and has not answered, oldest first
+    return proc
+
+
+def thread_pool(workers: int) -> DocumentingPool:
+    """This worker thread's DocumentingPool: the cores shared among the worker threads."""
+    import threading
+
+    thread = threading.current_thread()
+    if getattr(thread, "cq_pool", None) is None:
+        thread.cq_pool = DocumentingPool(min(POOL_MAX, max(1, usable_cores() // workers)))
+    return thread.cq_pool
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, which `taskset` and a container's
+    cpuset narrow (os.cpu_count() counts the machine's, and more processes than cores only
+    cost memory)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity to ask for (not Linux)
+        return os.cpu_count() or 1
+
+
+def run_jobs(jobs: list, workers: int, reader: BlobReader) -> list | None:
+    """The answer to each documenting job (see answer_job), or the exception it raised: in
+    this thread's pool where there are enough jobs, else (or where no process could answer)
+    here, reading through `reader`.  None if the worker is stopping."""
+    answers: list | None = [None] * len(jobs)
+    if len(jobs) >= POOL_MIN_FILES:
+        groups = [jobs[i:i + POOL_GROUP] for i in range(0, len(jobs), POOL_GROUP)]
+        try:
+            grouped = thread_pool(workers).run(groups)
+            answers = None if grouped is None else [
+                answer for group, answered in zip(groups, grouped)
+                for answer in (answered if isinstance(answered, list) else [None] * len(group))]
+        except OSError as exc:
+            log(f"documenting in this process: no documenting process could start ({exc})",
+                error=True)
+    if answers is None:
+        return None
+    left = [n for n, answer in enumerate(answers) if answer is None]
+    for n, (size, data) in zip(left, read_jobs([jobs[n] for n in left], reader)):
+        Progress.made()
+        try:
+            answers[n] = answer_job(jobs[n], size, data)
+        except Exception as exc:  # noqa: BLE001 - logged by the caller, as the file's failure
+            answers[n] = exc
+    return answers
+
+
+def read_jobs(jobs: list[Job], reader: BlobReader) -> Iterator[tuple]:
+    """(size, content) of each job's blob in turn, POOL_GROUP jobs at a time: from its file
+    in the work tree where git keeps it loose and that file holds exactly the blob (see
+    WorkTreeFiles), else through one git process (left unfinished, it is ended: see
+    BlobReader.read_all).  A batch's jobs are of one repository and one size limit."""
+    for start in range(0, len(jobs), POOL_GROUP):
+        group = jobs[start:start + POOL_GROUP]
+        with WorkTreeFiles(group[0].git_dir) as files:
+            found = [files.read(job.path, job.blob, job.limit) for job in group]
+        missing = [job.blob for job, content in zip(group, found) if content is None]
+        contents = reader.read_all(missing, group[0].limit)
+        try:
+            for content in found:
+                yield content if content is not None else next(contents)
+        finally:
+            contents.close()
+
+
+def answer_job(job: Job, size: int, data: bytes | None) -> Documented:
+    """What a job whose blob was read (size: negative if git did not have it; data: None if
+    it is over the limit) finds: the search words of each definition are worked out here,
+    in the documenting process, so that the worker's writing thread does not."""
+    if size < 0:
+        return Documented(size, None)
+    skipped = skip_status(data)
+    if skipped:
+        return Documented(size, skipped)
+    if job.kind == LEXICAL:
+        return Documented(size, minimal_record(job.path, data, ""))
+    doc = document_text(job.path, data, job.budget, job.words)
+    for e in doc["entries"]:
+        with_search_words(e)
+    return Documented(size, doc)
+
+
+def serve_documenting() -> int:
+    """A documenting process: answer each group of jobs read from stdin on stdout, reading
+    their blobs through a `git cat-file` of its own, until stdin ends or POOL_IDLE seconds
+    pass without one."""
+    import select
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C in the worker's terminal is its to take
+    readers: dict = {}  # git directory -> its BlobReader
+    try:
+        while select.select([sys.stdin], [], [], POOL_IDLE)[0]:
+            message = receive_message(sys.stdin.buffer.raw)
+            if message is None:
+                break
+            group = [Job(*item) for item in message]
+            reader = readers.get(group[0].git_dir)
+            if reader is None or not reader.alive():
+                reader = readers[group[0].git_dir] = BlobReader(group[0].git_dir)
+            send_message(sys.stdout.buffer.raw, [
+                tuple(answer_job(job, size, data))
+                for job, (size, data) in zip(group, read_jobs(group, reader))])
+    except BrokenPipeError:  # the worker is gone or gave up on this answer (or git ended)
+        pass
+    finally:
+        for reader in readers.values():
+            reader.close()
+    return EXIT_OK
+
+
+def send_message(stream, value) -> None:
+    """Write one value (marshal, after its length) to a pipe."""
+    write_all(stream, message_bytes(value))
+
+
+def message_bytes(value) -> bytes:
+    """One value as send_message writes it."""
+    import marshal
+
+    body = marshal.dumps(value)
+    return len(body).to_bytes(8, "big") + body
+
+
+def write_all(stream, data: bytes) -> None:
+    """Write all of data to a pipe."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(stream.fileno(), view):]
+
+
+def receive_message(stream):
+    """Read one value written by send_message; None if the pipe ended first."""
+    import marshal
+
+    header = read_exactly(stream.fileno(), 8)
+    body = header and read_exactly(stream.fileno(), int.from_bytes(header, "big"))
+    return None if body is None else marshal.loads(body)

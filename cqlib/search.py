@@ -1,0 +1,425 @@
+"""Search: a query becomes words, candidates come from the index, results are ranked.
+
+Owns: turning a query into terms (never FTS5 syntax, so a query is never an error or an
+injection), gathering candidates (definitions that cover every term, then file-level records,
+then each term on its own, then paths), and ranking: how many distinct query words a result
+covers, then BM25 weighted by kind, by path class (tests, examples, vendored or generated
+copies, changelogs below source) and by exact word forms, an exact name first, and at most a
+few results from one file.  The weights, priors and path classes are tables at the top.
+Must not: hold SQL (index/queries.py does) or format output (cq.py and mcp.py do).
+"""
+
+from __future__ import annotations
+
+import os
+
+from cqlib.config import fnmatch_exclude
+from cqlib.documenters import DEFINITION_KINDS, separator
+from cqlib.errors import EXIT_USAGE, CqError
+from cqlib.index.queries import (
+    POOL,
+    EntryHit,
+    FileHit,
+    Filters,
+    best_rows,
+    entry_ranks,
+    matches_more_than,
+    named_entries,
+    path_files,
+    rows_matching,
+    use_path_filter,
+)
+from cqlib.index.store import Index
+from cqlib.words import (
+    NAME_MARK,
+    STOP_WORDS,
+    identifier_parts,
+    marks_alike,
+    split_identifier,
+    squash,
+    words_of_path,
+)
+
+DEFINITION_WEIGHT = 2.0
+KIND_WEIGHT = {"import": 0.5, "file": 0.5, "property": 1.2, "heading": 1.2, "object": 1.2}
+EXACT_NAME_BONUS = 100.0  # a definition whose (qualified) name is the query; others get 1/5
+CANDIDATES = 300
+PER_FILE = 3
+# Where code that is not the source itself lives, and how far down it ranks.
+PATH_CLASSES = {
+    "test": ({"test", "tests", "__tests__", "testdata", "testing", "spec", "specs", "e2e",
+              "fixtures", "__mocks__"},
+             ("*_test.go", "*_test.py", "test_*.py", "*.test.*", "*.spec.*", "*Test.java",
+              "*Tests.java", "*_test.rs", "conftest.py")),
+    "example": ({"example", "examples", "bench", "benches", "benchmark", "benchmarks", "demo",
+                 "samples"}, ()),
+    "copy": ({"vendor", "node_modules", "third_party", "dist", "build", "out", "target",
+              "generated", "bower_components"},
+             ("*.min.js", "*.min.css", "*-min.js", "*.bundle.js", "*.map", "*.pb.go",
+              "*_pb2.py", "*.generated.*")),
+}
+PATH_CLASSES["history"] = (set(), ("CHANGELOG*", "CHANGES*", "HISTORY*", "History.*", "NEWS*",
+                                    "changelog*", "RELEASE*NOTES*"))
+PATH_PRIOR = {"source": 1.0, "test": 0.5, "example": 0.6, "copy": 0.25, "demoted": 0.25,
+              "history": 0.25}
+# How many words of coverage a path class gives up: a test, or a bundled copy that holds
+# every word of its library, must not outrank the source that covers one word less.
+COVERAGE_PENALTY = {"source": 0.0, "test": 0.5, "example": 0.5, "copy": 1.0, "demoted": 1.0,
+                    "history": 1.0}
+
+
+class Term:
+    """One thing a result can cover: a word, or a quoted phrase."""
+
+    def __init__(self, words: list[str], prefix: bool = False):
+        self.words = words
+        quoted = " ".join(words)
+        self.entries = f'"{quoted}"' + ("*" if prefix else "")  # a phrase in entries_fts
+        # What a definition named by this term must hold in the squashed column: the marked
+        # forms of its words that the stemmer treats alike (see marks_alike); "" if none.
+        self.named = " AND ".join(f'"{NAME_MARK}{w}"' + ("*" if prefix and w == words[-1] else "")
+                                  for w in words if marks_alike(w))
+        self.files = " ".join(f'"{w}"' for w in words) + ("*" if prefix else "")  # no phrases
+
+
+class SearchQuery:
+    """A query reduced to its words: the terms to cover, and the squashed identifier it may
+    name (`Builder.WriteString`, `parse config`)."""
+
+    def __init__(self, text: str):
+        import re
+
+        phrases = [identifier_parts(p) for p in re.findall(r'"([^"]*)"', text)]
+        tokens = re.findall(r"\w+\*?", re.sub(r'"[^"]*"', " ", text))
+        words: dict = {}
+        for token in tokens:
+            parts = split_identifier(token.rstrip("*"))
+            for i, part in enumerate(parts):
+                words[part] = words.get(part, False) or (token.endswith("*") and
+                                                          i == len(parts) - 1)
+        for phrase in phrases:
+            if len(phrase) == 1:
+                words.setdefault(phrase[0], False)
+        meaningful = {w: p for w, p in words.items() if w not in STOP_WORDS} or words
+        self.terms = [Term(p) for p in phrases if len(p) > 1] + \
+            [Term([w], prefix) for w, prefix in meaningful.items()]
+        if not self.terms:
+            raise CqError(f"nothing to search for in {text!r}: use words or identifiers",
+                          EXIT_USAGE)
+        self.words = set(meaningful)
+        self.whole = squash("".join(t.rstrip("*") for t in tokens))
+        self.last = squash(tokens[-1].rstrip("*")) if tokens else ""
+        self.qualifiers = [p for t in tokens[:-1] for p in split_identifier(t.rstrip("*"))]
+
+
+PATH_CLASS_CACHE: dict = {}  # (path, demote) -> class, for the life of a process
+PATH_CLASS_NAMES: dict = {}  # class -> the pattern of its file names, compiled at first use
+
+
+def path_class(path: str, demote: tuple) -> str:
+    """source, test, example, copy (vendored, bundled, minified, generated), history
+    (changelogs) or demoted (by the cq.demote patterns)."""
+    found = PATH_CLASS_CACHE.get((path, demote))
+    if found is None:
+        found = PATH_CLASS_CACHE[(path, demote)] = classify_path(path, demote)
+        if len(PATH_CLASS_CACHE) > 200_000:
+            PATH_CLASS_CACHE.clear()
+    return found
+
+
+def classify_path(path: str, demote: tuple) -> str:
+    """path_class, computed."""
+    import re
+    from fnmatch import translate
+
+    if demote and fnmatch_exclude(path, demote):
+        return "demoted"
+    if not PATH_CLASS_NAMES:
+        PATH_CLASS_NAMES.update({kind: re.compile("|".join(map(translate, names)) or "(?!)")
+                                 for kind, (_, names) in PATH_CLASSES.items()})
+    *folders, name = path.split("/")
+    for kind in ("copy", "test", "example", "history"):
+        if any(folder.lower() in PATH_CLASSES[kind][0] for folder in folders) or \
+                PATH_CLASS_NAMES[kind].match(name):
+            return kind
+    return "source"
+
+
+def path_matcher(spec: str | None):
+    """A test of a path against --path: a glob if it has glob characters, else a folder or
+    path prefix (`storage`, `storage/`, `src/stor`); None for no filter."""
+    from fnmatch import fnmatchcase
+
+    if spec is None:
+        return None
+    spec = spec.removeprefix("./")
+    if any(ch in spec for ch in "*?["):
+        return lambda path: fnmatchcase(path, spec)
+    return lambda path: path.startswith(spec)
+
+
+def covers_path_word(term: Term, words: set[str]) -> bool:
+    """True if every word of a term is in a path, exactly or as a stem of at least 4 letters
+    (`strings` and `string`, `parsing` and `parse`)."""
+    def near(word: str) -> bool:
+        return word in words or any(
+            min(len(word), len(w)) >= 4 and (w.startswith(word[:-1] if len(word) > 4 else word)
+                                             or word.startswith(w)) for w in words)
+    return all(near(word) for word in term.words)
+
+
+class Candidate:
+    """An entry or a file-level record that may be a result, with what it covers."""
+
+    def __init__(self, kind: str, rowid: int, path: str, language: str, line: int = 1,
+                 name: str = "", container: str = "", signature: str = "", doc: str = ""):
+        self.kind, self.rowid, self.path, self.language = kind, rowid, path, language
+        self.line, self.name, self.container = line, name, container
+        self.signature, self.doc = signature, doc
+        self.bm25 = self.score = 0.0
+        self.summary_by = ""  # the external documenter whose summary doc is, if any
+        self.covered: set[int] = set()
+        self.coverage = 0.0  # how many terms it covers, less its path's penalty
+
+    @classmethod
+    def of_entry(cls, hit: EntryHit, ranked: bool = True) -> Candidate:
+        """A definition found by a query (with its BM25, if the query ranked it)."""
+        c = cls(hit.kind, hit.id, hit.path, hit.language, hit.line, hit.name, hit.container,
+                hit.signature, hit.doc)
+        c.bm25 = -hit.rank if ranked else 0.0
+        return c
+
+    @classmethod
+    def of_file(cls, hit: FileHit, ranked: bool = True) -> Candidate:
+        """A file-level record found by a query (with its BM25, if the query ranked it)."""
+        c = cls("file", hit.id, hit.path, hit.language, doc=hit.summary)
+        c.bm25, c.summary_by = (-hit.rank if ranked else 0.0), hit.summary_by
+        return c
+
+    def symbol(self) -> str:
+        """The name as people write it: `Builder.WriteString`, `Regex::replace`, a file name."""
+        if self.kind == "file":
+            return os.path.basename(self.path)
+        if not self.container:
+            return self.name
+        last = self.container.replace("::", ".").rsplit(".", 1)[-1]
+        return f"{last}{separator(self.language)}{self.name}"
+
+    def exact(self, query: SearchQuery) -> bool:
+        """True if the query names this definition, plainly or qualified."""
+        return self.kind != "file" and names_exactly(query, self.name, self.container)
+
+
+def names_exactly(query: SearchQuery, name: str, container: str) -> bool:
+    """True if the query is the name, or the name qualified by (the end of) its container."""
+    last = container.replace("::", ".").rsplit(".", 1)[-1]
+    return query.whole in (squash(name), squash(last + name), squash(container + name))
+
+
+def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | None = None,
+           language: str | None = None, tests: bool = False, all_entries: bool = False,
+           demote: tuple = (), spare: int = 0) -> list[dict]:
+    """Ranked results for a query in one worktree: what the CLI prints and MCP returns.
+
+    Definitions that cover every term come from an AND query, which is selective and fast;
+    only where they fill fewer than `limit` source files does the search take in file-level
+    records, then any term (OR) with what each candidate covers, then paths.  `spare` more
+    results are returned, without widening for them (for a caller that drops some)."""
+    query = SearchQuery(text)
+    db = index.db
+    use_path_filter(db, path_matcher(path))
+    where = Filters(git_dir, path, language)
+    every = range(len(query.terms))
+    candidates = entry_candidates(db, query.terms, where)
+    if query.whole:
+        candidates += [c for c in exact_candidates(db, query, where) if c.exact(query)]
+    if len(source_paths(candidates, demote)) < limit:
+        candidates += file_candidates(db, " AND ".join(t.files for t in query.terms), where)
+    for c in candidates:
+        c.covered.update(every)
+    if len(source_paths(candidates, demote)) < limit:
+        seen = {(c.kind == "file", c.rowid, c.path) for c in candidates}
+        candidates += [c for c in any_term_candidates(db, query, where)
+                       if (c.kind == "file", c.rowid, c.path) not in seen]
+        candidates += path_candidates(db, query, where,
+                                      {c.path for c in candidates if c.kind == "file"})
+    for c in candidates:
+        if len(c.covered) < len(query.terms):
+            c.covered.update(n for n, term in enumerate(query.terms) if n not in c.covered
+                             and covers_path_word(term, words_of_path(c.path)))
+        c.coverage = len(c.covered) - coverage_penalty(c.path, bool(path or tests), demote)
+        c.score = rank_score(c, query, path, tests, demote)
+    unique = {(c.kind, c.rowid, c.path): c for c in reversed(candidates)}.values()
+    best_entry: dict = {}
+    for c in unique:
+        if c.kind != "file":
+            best_entry[c.path] = max(best_entry.get(c.path, c.coverage), c.coverage)
+    # A file's own record adds nothing where one of its definitions covers as much.
+    kept = [c for c in unique if c.kind != "file" or c.coverage > best_entry.get(c.path, -9)]
+    ranked = sorted(kept, key=lambda c: (-c.coverage, -c.score, c.path, c.line))
+    return [result(c, query) for c in grouped(ranked, limit + spare, all_entries)]
+
+
+def coverage_penalty(path: str, lifted: bool, demote: tuple) -> float:
+    """The words of coverage a path gives up for its class (none once --path or --tests
+    says what the user wants)."""
+    return 0.0 if lifted else COVERAGE_PENALTY[path_class(path, demote)]
+
+
+def source_paths(candidates: list[Candidate], demote: tuple) -> set[str]:
+    """The source files (not tests, examples or copies) among candidates."""
+    return {c.path for c in candidates if path_class(c.path, demote) == "source"}
+
+
+def entry_candidates(db, terms: list[Term], where: Filters) -> list[Candidate]:
+    """Definitions matching every term, best first, within the filters."""
+    expression = " AND ".join(t.entries for t in terms)
+    named = " AND ".join(t.named for t in terms if t.named)
+    return [Candidate.of_entry(hit)
+            for hit in best_rows(db, "entries_fts", expression, where, CANDIDATES, named)]
+
+
+def exact_candidates(db, query: SearchQuery, where: Filters) -> list[Candidate]:
+    """Definitions whose squashed name is the whole query or its last word (qualified by the
+    others), looked up by that name's term."""
+    found = named_candidates(db, query.whole, where)
+    if query.last and query.last != query.whole:
+        found += named_candidates(db, query.last, where)
+    return found
+
+
+def named_candidates(db, squashed: str, where: Filters) -> list[Candidate]:
+    """Definitions whose squashed name is this, looked up by its term (which, with its
+    diacritics folded, may also be another name's: those are left out)."""
+    if not squashed:
+        return []
+    return [Candidate.of_entry(hit, ranked=False) for hit in named_entries(db, squashed, where)
+            if squash(hit.name) == squashed]
+
+
+def term_candidates(db, term: Term, where: Filters) -> list[Candidate]:
+    """A term's best definitions and file-level records; definitions named by the term are
+    looked up (and ranked) as well, since a pool of a common word may not hold them."""
+    found = entry_candidates(db, [term], where)
+    known = {c.rowid for c in found}
+    named = [c for c in named_candidates(db, squash("".join(term.words)), where)
+             if c.rowid not in known][:50]  # each is ranked by a lookup of its own
+    if named:
+        ranks = entry_ranks(db, term.entries, [c.rowid for c in named])
+        for c in named:
+            c.bm25 = -ranks.get(c.rowid, 0.0)
+    return found + named + file_candidates(db, term.files, where)
+
+
+def any_term_candidates(db, query: SearchQuery, where: Filters) -> list[Candidate]:
+    """Definitions and file-level records that match some of the terms, each term's best
+    found on its own (so a common word cannot crowd out a rare one), with the terms each
+    covers and their BM25 summed, as one OR query would."""
+    if len(query.terms) < 2:
+        return []
+    found: dict = {}
+    terms = rarest_terms(db, query)
+    for number, term in terms:
+        for c in term_candidates(db, term, where):
+            key = (c.kind == "file", c.rowid, c.path)
+            if key in found:
+                found[key].bm25 += c.bm25
+            found.setdefault(key, c).covered.add(number)
+    measure_coverage(db, terms, list(found.values()))
+    return list(found.values())
+
+
+def file_candidates(db, expression: str, where: Filters) -> list[Candidate]:
+    """File-level records matching an FTS expression, best first, within the filters."""
+    return [Candidate.of_file(hit)
+            for hit in best_rows(db, "files_fts", expression, where, CANDIDATES)]
+
+
+def path_candidates(db, query: SearchQuery, where: Filters, known: set) -> list[Candidate]:
+    """Files whose path holds a query word (not found by their words already)."""
+    def has_word(path: str) -> bool:
+        return any(covers_path_word(t, words_of_path(path)) for t in query.terms)
+
+    # Every path word covers_path_word accepts begins with the query word's first 4 letters.
+    narrow = " OR ".join(sorted({f'"{w[:4]}"*' for t in query.terms for w in t.words}))
+    return [Candidate.of_file(hit, ranked=False)
+            for hit in path_files(db, narrow, where, has_word, CANDIDATES)
+            if hit.path not in known]
+
+
+MOST_TERMS = 8  # a longer query widens by its rarest terms only (each costs a few lookups)
+
+
+def rarest_terms(db, query: SearchQuery) -> list[tuple[int, Term]]:
+    """(number, term) of the query's rarest MOST_TERMS terms (all, for a shorter query)."""
+    numbered = list(enumerate(query.terms))
+    if len(numbered) <= MOST_TERMS:
+        return numbered
+    return sorted(numbered, key=lambda item: sum(
+        matches_more_than(db, "entries_fts", item[1].entries, n) for n in (10, 100, POOL)))[
+            :MOST_TERMS]
+
+
+def measure_coverage(db, terms: list[tuple[int, Term]], candidates: list[Candidate]) -> None:
+    """Add the terms a candidate covers in its text but was not found by."""
+    groups = {"entries_fts": [c for c in candidates if c.kind != "file"],
+              "files_fts": [c for c in candidates if c.kind == "file"]}
+    for table, group in groups.items():
+        for number, term in terms:
+            unknown = [c for c in group if number not in c.covered]
+            if not unknown:
+                continue
+            expression = term.entries if table == "entries_fts" else term.files
+            matching = rows_matching(db, table, expression, [c.rowid for c in unknown])
+            for c in unknown:
+                if c.rowid in matching:
+                    c.covered.add(number)
+
+
+def rank_score(c: Candidate, query: SearchQuery, path: str | None, tests: bool,
+               demote: tuple) -> float:
+    """BM25 weighted by kind, path and exact word forms, plus a bonus for the exact name."""
+    definition = c.kind in DEFINITION_KINDS
+    weight = DEFINITION_WEIGHT if definition else KIND_WEIGHT.get(c.kind, 1.0)
+    kind = path_class(c.path, demote)
+    prior = 1.0 if path else PATH_PRIOR[kind]
+    if tests and kind == "test":
+        prior = 2.0
+    exact_forms = len(query.words & set(split_identifier(c.name))) if c.name else 0
+    score = (c.bm25 + 0.1) * weight * prior * (1 + 0.25 * exact_forms)
+    if c.exact(query):
+        score += prior * (EXACT_NAME_BONUS if definition else EXACT_NAME_BONUS / 5)
+    return score
+
+
+def grouped(ranked: list[Candidate], limit: int, all_entries: bool) -> list[Candidate]:
+    """The first `limit` candidates, with at most PER_FILE from any one file."""
+    chosen, per_file = [], {}
+    for c in ranked:
+        if not all_entries and per_file.get(c.path, 0) >= PER_FILE:
+            continue
+        per_file[c.path] = per_file.get(c.path, 0) + 1
+        chosen.append(c)
+        if len(chosen) == limit:
+            break
+    return chosen
+
+
+def result(c: Candidate, query: SearchQuery) -> dict:
+    """One search result as the CLI prints it and MCP returns it."""
+    first_doc = (c.doc.strip().splitlines() or [""])[0]
+    return {"path": c.path, "line": c.line, "kind": c.kind, "symbol": c.symbol(),
+            "name": c.name or os.path.basename(c.path), "container": c.container,
+            "language": c.language, "signature": c.signature[:200], "doc": first_doc[:200],
+            "snippet": (c.signature or first_doc)[:200],
+            "covered": len(c.covered), "of": len(query.terms),
+            "score": round(c.score, 4), "matched_summary_by": matched_summary_by(c, query)}
+
+
+def matched_summary_by(c: Candidate, query: SearchQuery) -> str:
+    """The external documenter whose summary of a file holds a query word ('' if none)."""
+    if not c.summary_by:
+        return ""
+    words = set(identifier_parts(c.doc))
+    stems = {w[:5] for w in query.words}
+    return c.summary_by if any(w[:5] in stems for w in words) else ""

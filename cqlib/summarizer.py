@@ -1,0 +1,278 @@
+"""The external documenter's threads in the worker, and what it has done and would do.
+
+Owns: the summarizer threads (the most recently documented files first, each content sent
+once per documenter settings), the pause policy (a usage limit pauses every call until it
+resets, repeated failures open a circuit breaker, a daily budget caps the spend), and the one
+answer to "how far are the summaries" and "what would be sent" that the CLI and MCP share.
+Must not: run the documenter itself (llm.py does) or touch SQL (index/summaries.py does).
+"""
+
+from __future__ import annotations
+
+import time
+
+from cqlib.config import Config, FreshConfig, config_or_defaults, skip_reason
+from cqlib.gitio import LazyBlobReader, head_commit, tree_entries, tree_listing
+from cqlib.index.database import NotIndexed
+from cqlib.index.store import Index
+from cqlib.index.summaries import Summaries, SummaryJob
+from cqlib.lifecycle import Progress, SummaryWork, WorkerActivity, WorkerStopping
+from cqlib.llm import (
+    DocumenterBroken,
+    DocumenterFailed,
+    ExternalDocumenter,
+    LimitReached,
+    backoff_seconds,
+    call_documenter,
+    external_documenter,
+    next_midnight,
+)
+from cqlib.queue import repair_once
+from cqlib.state import Repo, log
+
+
+def documenter_pause(summaries: Summaries, config: Config, documenter: ExternalDocumenter,
+                     now: float) -> tuple[float, str]:
+    """(until, why) the external documenter is paused: a usage limit, the circuit breaker or
+    the daily budget; (0, '') when it may be called."""
+    spent = summaries.spent_today()
+    if config.documenter_budget and spent >= config.documenter_budget:
+        return next_midnight(now), (f"spent ${spent:.2f} today; the daily budget, "
+                                    f"cq.documenterBudget, is ${config.documenter_budget:g}")
+    until, reason, _ = summaries.pause(documenter.key)
+    return (until, reason) if until > now else (0.0, "")
+
+
+class Summarizer:
+    """The external documenter's threads (cq.documenterJobs of them).  Built-in records come
+    first (they are Huey tasks); these threads then send each text file to the documenter,
+    the most recently documented first, and store the answers.  The index is the to-do list:
+    a call cut short by a stop or a kill -9 is simply still to do.  A usage limit pauses all
+    calls until it resets; cq.documenterFailures failures in a row open a circuit breaker."""
+
+    def __init__(self, repo: Repo, config: Config, activity: WorkerActivity):
+        import threading
+
+        self.repo, self.activity = repo, activity
+        self.config = FreshConfig(repo, lambda problem: log(f"summarizer: {problem}",
+                                                            error=True), config)
+        self.stop_taking = threading.Event()
+        self.lock = threading.Lock()
+        self.claimed: set = set()
+        self.queue: list = []
+        self.queue_key = ""
+        self.failures_in_row = 0
+        self.half_open = False  # the breaker closed again: one more failure reopens it
+        self.trial = False  # a half-open breaker's one call is in flight
+        SummaryWork.arrived = threading.Event()
+        self.threads = [threading.Thread(target=self.run, name=f"summarizer-{n}", daemon=True)
+                        for n in range(config.documenter_jobs)]
+
+    def start(self) -> None:
+        """Start the threads."""
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self, deadline: float) -> None:
+        """Take no more calls; wait (until the monotonic deadline) for those in flight."""
+        self.stop_taking.set()
+        SummaryWork.wake()
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def run(self) -> None:
+        """One thread: summarise until the worker stops; an error (logged) costs a pause and
+        a fresh connection and git reader, never the thread."""
+        while not self.stop_taking.is_set():
+            reader = LazyBlobReader(self.repo.common_dir)
+            try:
+                with Index(self.repo) as index:
+                    summaries = Summaries(index)
+                    while not self.stop_taking.is_set():
+                        wait = self.step(summaries, reader)
+                        if wait and SummaryWork.arrived.wait(wait):
+                            SummaryWork.arrived.clear()
+                            self.queue = []  # new records go ahead of the rest
+            except Exception as exc:  # noqa: BLE001 - logged; the thread carries on
+                repair_once(self.repo, exc)
+                log(f"summarizer: {type(exc).__name__}: {exc}", error=True)
+                self.stop_taking.wait(5.0)
+            finally:
+                reader.close()
+
+    def step(self, summaries: Summaries, reader: LazyBlobReader) -> float:
+        """Summarise one file; how long to wait before the next (0 to go on at once)."""
+        config = self.config()
+        documenter = external_documenter(config)
+        if documenter is None:
+            self.activity.paused = None
+            return 2.0
+        now = time.time()
+        until, why = documenter_pause(summaries, config, documenter, now)
+        self.activity.paused = (until, why) if until else None
+        if until:
+            return min(until - now, 5.0)
+        with self.lock:
+            if self.trial:
+                return 0.5  # the breaker's trial call decides first
+            trial = self.trial = self.half_open
+        job = None
+        try:
+            job = self.claim(summaries, documenter, config)
+            if job is None:
+                return 15.0  # new records and pokes wake it sooner
+            self.summarize(summaries, reader, config, documenter, job)
+        finally:
+            with self.lock:
+                self.claimed.discard(job and job.blob)
+                self.trial = self.trial and not trial
+        return 0.0 if self.failures_in_row == 0 else 0.5  # no spinning on failures
+
+    def claim(self, summaries: Summaries, documenter: ExternalDocumenter,
+              config: Config) -> SummaryJob | None:
+        """The next file no other thread is on, or None when all are done."""
+        with self.lock:
+            if self.queue_key != documenter.key:
+                self.queue, self.queue_key = [], documenter.key
+            if not self.queue:
+                self.queue = [job for job in summaries.pending(
+                    documenter.key, config.documenter_max_bytes, 16 + len(self.claimed))
+                    if job.blob not in self.claimed]
+            while self.queue:
+                job = self.queue.pop(0)
+                if job.blob not in self.claimed:
+                    self.claimed.add(job.blob)
+                    return job
+        return None
+
+    def summarize(self, summaries: Summaries, reader: LazyBlobReader, config: Config,
+                  documenter: ExternalDocumenter, job: SummaryJob) -> None:
+        """Send one file (unless the same documenter summarised this content before)."""
+        blob, path = job.blob, job.path
+        known = summaries.known(blob, documenter.key)
+        if known:
+            with summaries.transaction():
+                summaries.use(blob, documenter.key, documenter.name, *known)
+            return
+        size, data = reader.read(blob, config.documenter_max_bytes)
+        if data is None:  # the pending query saw it fit: so it is gone from git
+            summaries.record_failure(blob, documenter.key, path,
+                                         f"blob {blob} is missing from the object database")
+            return
+        self.activity.calling(path)
+        try:
+            answer = call_documenter(self.repo, config, documenter, path, job.language, data)
+            if not answer.summary:
+                raise DocumenterFailed("cq.documenter answered with an empty summary",
+                                       answer.cost)
+        except WorkerStopping:  # the call was made: it counts, though nothing came of it
+            self.count(summaries, documenter, None)
+            log(f"summary of {path} cut short by the stop; it is asked for again later")
+            return
+        except LimitReached as exc:
+            self.count(summaries, documenter, exc.cost)
+            self.limited(summaries, config, documenter, exc)
+            return
+        except DocumenterFailed as exc:
+            self.count(summaries, documenter, exc.cost)
+            self.failed(summaries, config, documenter, blob, path, exc)
+            return
+        finally:
+            self.activity.called(path)
+        with summaries.transaction():
+            summaries.count_call(documenter.key, answer.cost, answer.tokens)
+            summaries.store(blob, documenter.key, documenter.name, path, answer)
+        with self.lock, summaries.transaction():
+            self.failures_in_row, self.half_open = 0, False
+            until, _, strikes = summaries.pause(documenter.key)
+            if strikes and until <= time.time():  # a pause still running stays
+                summaries.set_pause(documenter.key, 0.0, "", 0)
+        log(f"summarised {path} ({size} bytes) with {documenter.name}")
+        Progress.made()
+
+    def count(self, summaries: Summaries, documenter: ExternalDocumenter,
+              cost: float | None) -> None:
+        """Tally one call that brought no summary."""
+        with summaries.transaction():
+            summaries.count_call(documenter.key, cost)
+
+    def limited(self, summaries: Summaries, config: Config, documenter: ExternalDocumenter,
+                exc: LimitReached) -> None:
+        """Pause every call until the limit resets (or for the back-off when it says not)."""
+        with self.lock, summaries.transaction():
+            until, _, strikes = summaries.pause(documenter.key)
+            now = time.time()
+            if until > now and (exc.until or 0) <= until:
+                return  # paused as long already (another call met the same limit)
+            until = exc.until or now + backoff_seconds(config, strikes + 1)
+            summaries.set_pause(documenter.key, until, f"usage limit: {exc}", strikes + 1)
+        log(f"{documenter.name} hit a usage limit ({exc}); paused until "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))}", error=True)
+
+    def failed(self, summaries: Summaries, config: Config, documenter: ExternalDocumenter,
+               blob: str, path: str, exc: DocumenterFailed) -> None:
+        """Record one failure (not the file's when the documenter cannot run at all); open
+        the breaker after cq.documenterFailures in a row, or one after it closed again."""
+        if not isinstance(exc, DocumenterBroken):
+            summaries.record_failure(blob, documenter.key, path, str(exc))
+        log(f"{documenter.name} failed on {path}: {exc}", error=True)
+        with self.lock, summaries.transaction():
+            self.failures_in_row += 1
+            if self.failures_in_row < config.documenter_failures and not self.half_open:
+                return
+            until, _, strikes = summaries.pause(documenter.key)
+            if until > time.time():
+                return
+            until = time.time() + backoff_seconds(config, strikes + 1)
+            reason = (f"circuit breaker: {self.failures_in_row} failure(s) in a row, the last: "
+                      f"{exc}")
+            summaries.set_pause(documenter.key, until, reason, strikes + 1)
+            self.failures_in_row, self.half_open = 0, True
+        log(f"{documenter.name}: {reason}; no calls until "
+            f"{time.strftime('%H:%M:%S', time.localtime(until))}", error=True)
+
+
+def summary_progress(index: Index, git_dir: str, config: Config) -> dict | None:
+    """The external documenter's progress in a worktree, its calls, cost and pause (None
+    when no external documenter is set): for `cq index status` and MCP's status tool."""
+    documenter = external_documenter(config)
+    if documenter is None:
+        return None
+    summaries = Summaries(index)
+    counts = summaries.status(git_dir, documenter.key, config.documenter_max_bytes)
+    until, why = documenter_pause(summaries, config, documenter, time.time())
+    return {"name": documenter.name, **counts, "paused_until": until or None,
+            "pause_reason": why or None}
+
+
+def read_summary_progress(repo: Repo) -> dict | None:
+    """summary_progress for this worktree, from a fresh read of the index and settings."""
+    with Index(repo, readonly=True) as index:
+        return summary_progress(index, repo.git_dir, config_or_defaults(repo))
+
+
+def estimate_summaries(repo: Repo, config: Config) -> dict:
+    """What the external documenter (or the Claude Code preset, when none is set) would be
+    sent for HEAD of this worktree, content by content: files and bytes, less what it
+    answered before (or failed on, until `cq queue retry`), by reason."""
+    documenter = external_documenter(config) or ExternalDocumenter(
+        Config({"cq.documenter": "claude", "cq.documenterModel": config.documenter_model}))
+    head = head_commit(repo.git_dir)
+    kinds: dict = {}
+    try:
+        with Index(repo, readonly=True) as index:
+            kinds = Summaries(index).kinds(documenter.key)
+    except NotIndexed:
+        pass
+    sizes = {sha: size for path, mode, sha, size in (
+        tree_entries(tree_listing(repo.common_dir, head, sizes=True)) if head else [])
+        if size is not None and not skip_reason(path, mode, config)}
+    counts = {"send": 0, "done": 0, "failed": 0, "large": 0, "other": 0}
+    sent = 0
+    for blob, size in sizes.items():
+        kind = kinds.get(blob) or ("large" if size > config.documenter_max_bytes else "send")
+        counts[kind] += 1
+        sent += size if kind == "send" else 0
+    return {"documenter": documenter.name, "set": bool(config.documenter.strip()),
+            "bytes": sent, "max_bytes": config.documenter_max_bytes,
+            "indexed": bool(kinds), **counts}

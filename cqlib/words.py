@@ -1,0 +1,172 @@
+"""Words: what the index and the queries agree a text, a path or an identifier is made of.
+
+Owns: splitting identifiers into their parts (parse_config, ParseConfig, HTTPServer2, in any
+script), a file's distinct words, a path's words, the squashed form of a name, the words a
+definition is found by (computed once, in the documenting process that made it), the marked
+name words that tell cheaply whether any definition is named by a word, and stop words.
+Must not: touch storage; a change here changes what the index holds (bump SCHEMA_VERSION).
+"""
+
+from __future__ import annotations
+
+import os
+
+IDENTIFIER_WORDS: dict = {}  # identifier -> its words, for the life of a process (they repeat)
+IDENTIFIER_WORDS_MAX = 4000  # about 1.5 MB (20,000 held the worker's memory 8 MB higher)
+IDENTIFIER_PATTERNS: list = []  # the separators, and the words of an ASCII part, compiled once
+
+
+def split_identifier(name: str) -> list[str]:
+    """The lowercase words of an identifier: parse_config, ParseConfig, HTTPServer2 -> words;
+    in any script (größeBerechnen -> größe, berechnen; 関数 -> 関数)."""
+    words = IDENTIFIER_WORDS.get(name)
+    if words is None:
+        if len(IDENTIFIER_WORDS) >= IDENTIFIER_WORDS_MAX:
+            IDENTIFIER_WORDS.clear()
+        words = IDENTIFIER_WORDS[name] = identifier_parts(name)
+    return list(words)
+
+
+def identifier_patterns() -> list:
+    """The separators of an identifier's parts, and the words of an ASCII part, compiled."""
+    import re
+
+    if not IDENTIFIER_PATTERNS:
+        IDENTIFIER_PATTERNS[:] = [re.compile(r"[\W_]+"), re.compile(
+            r"[A-Z]+(?=[A-Z][a-z]|\d|\b)|[A-Z]?[a-z]+|[A-Z]+|\d+")]
+    return IDENTIFIER_PATTERNS
+
+
+def identifier_parts(text: str) -> list[str]:
+    """The lowercase words of every identifier in a text, in order (split_identifier without
+    its cache, which costs more than it saves where most names are new).  An ASCII text, most
+    of them, takes one match over the whole of it, which finds the parts that splitting at
+    its separators would: no match takes a separator, and an uppercase run ends at `_` as at
+    the end of a part."""
+    separators, ascii_words = identifier_patterns()
+    if text.isascii():
+        return " ".join(ascii_words.findall(text)).lower().split()
+    words = []
+    for part in separators.split(text):
+        words += ascii_words.findall(part) if part.isascii() else case_runs(part)
+    return [w.lower() for w in words if w]
+
+
+def case_runs(part: str) -> list[str]:
+    """A non-ASCII identifier part split where lowercase turns upper or letters turn digits."""
+    words, current = [], ""
+    for ch in part:
+        if current and (ch.isdigit() != current[-1].isdigit() or
+                        (ch.isupper() and current[-1].islower())):
+            words.append(current)
+            current = ""
+        current += ch
+    return [*words, current] if current else words
+
+
+FILE_WORDS_MAX = 20_000
+WORD_PATTERNS: list = []  # the words of any text, compiled once
+# An ASCII text's bytes with every byte that is not part of a word made a space: bytes.split
+# then yields its words a fifth faster than the pattern (most code is ASCII).
+ASCII_WORD_BYTES = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+ASCII_WORDS_ONLY = bytes(c if c in ASCII_WORD_BYTES else 32 for c in range(256))
+
+
+def file_words(text: str) -> str:
+    """Every distinct word of a file (identifiers of function bodies, comments and strings
+    included; camelCase and UPPER_CASE words also by their parts), first occurrences first:
+    the file-level record, so that any word `git grep -w` finds in a file finds the file."""
+    if text.isascii():
+        tokens = b" ".join(dict.fromkeys(text.encode().translate(ASCII_WORDS_ONLY).split())) \
+            .decode()
+        words = dict.fromkeys(tokens.lower().split())
+        split = [token for token in tokens.split() if not token.islower() and not token.isdigit()]
+        # Split together, not token by token: a third of the time on Go, whose names are
+        # mostly camelCase.
+        words.update(dict.fromkeys(identifier_parts(" ".join(split))))
+    else:
+        if not WORD_PATTERNS:
+            import re
+
+            WORD_PATTERNS.append(re.compile(r"\w+"))
+        tokens = list(dict.fromkeys(WORD_PATTERNS[0].findall(text)))
+        words = dict.fromkeys(token.lower() for token in tokens)
+        for token in tokens:
+            if not token.islower() and not token.isdigit():
+                words.update(dict.fromkeys(split_identifier(token)))
+    return " ".join(list(words)[:FILE_WORDS_MAX])
+NAME_MARK = "\ue000"  # ends the term of a squashed name, begins a name word's (index/schema.py)
+STEMS_ALIKE_AFTER_MARK = frozenset("bcdfghjklmnpqrstvwxz0123456789")
+
+
+def marks_alike(word: str) -> bool:
+    """True if the porter stemmer reduces NAME_MARK + word as it does the word (checked on
+    every word of 3 and 4 letters and 300,000 of code): 3 to 61 bytes (FTS5 stems from 3 to
+    64, and the mark takes 3), begun by an ASCII consonant (after a vowel or `y` the mark
+    would change what the stemmer counts as a syllable), not a number, not `sses` (a suffix
+    FTS5 leaves whole only unmarked).  A query word that is not is left out of the check."""
+    return 3 <= len(word.encode()) <= 61 and word[0] in STEMS_ALIKE_AFTER_MARK \
+        and not word.isdigit() and word != "sses"
+
+
+def marked_in_name(word: str) -> bool:
+    """True if a word of a definition's name is indexed behind NAME_MARK: every word a query
+    word that marks_alike could match, stemmed (the same first letter, folded), so more than
+    marks_alike takes."""
+    return bool(word) and word[0] not in "aeiouy" and not word.isdigit()
+
+
+def with_search_words(e: dict) -> dict:
+    """An entry with the words the index keeps for it (its squashed name, its name's and its
+    container's words), computed once: by the documenting process that made it, where one
+    did, so that the worker's writing thread does not."""
+    if "named" not in e:
+        name = e["name"]
+        parts = identifier_parts(name)
+        # squash(name), sooner: an ASCII name's letters and digits are all in its parts
+        e["squashed"] = "".join(parts) if name.isascii() else squash(name)
+        e["words"] = name_words(parts, e["squashed"])
+        e["container_words"] = " ".join(split_identifier(e["container"] or ""))
+        # Every word the name and words columns hold: the words column's (the parts and the
+        # squashed name) and the name column's own tokens (unicode61 keeps `barBaz` of
+        # `foo_barBaz` whole).
+        words = dict.fromkeys(e["words"].split())
+        words.update(dict.fromkeys(identifier_patterns()[0].split(name.lower())))
+        e["named"] = " ".join([NAME_MARK + w for w in words if marked_in_name(w)])
+    return e
+
+
+def squash(text: str) -> str:
+    """An identifier reduced to lowercase letters and digits, so its spellings compare equal."""
+    return identifier_patterns()[0].sub("", text.lower())
+
+
+def name_words(parts: list[str], whole: str) -> str:
+    """The words column of a definition: its identifier parts and its squashed name."""
+    return " ".join([*parts, whole] if whole and [whole] != parts else parts)
+
+
+
+STOP_WORDS = frozenset({
+    "a", "about", "after", "also", "an", "and", "are", "as", "at", "be", "before", "by", "can",
+    "do", "does", "for", "from", "how", "i", "if", "in", "into", "is", "it", "its", "of", "on",
+    "onto", "or", "should", "so", "that", "the", "then", "this", "to", "via", "was", "we",
+    "what", "when", "where", "which", "who", "why", "will", "with", "within"})
+
+
+PATH_WORDS: dict = {}  # path -> its words, for the life of a process (paths repeat a lot)
+
+
+def path_words(path: str) -> str:
+    """The text paths_fts holds for a path: the words of its folders and file name."""
+    return " ".join(identifier_parts(os.path.splitext(path)[0]))
+
+
+def words_of_path(path: str) -> set[str]:
+    """The words of a path's folders and file name (its extension left out)."""
+    words = PATH_WORDS.get(path)
+    if words is None:
+        words = PATH_WORDS[path] = set(path_words(path).split())
+        if len(PATH_WORDS) > 200_000:
+            PATH_WORDS.clear()
+    return words

@@ -1,0 +1,362 @@
+"""The worker process: `cq worker run`.
+
+Owns: the order of its life (the pid-file lock taken first and held to the end, repairs at
+start, the consumer, the heartbeat and FIFO listener threads, the summarizer threads, the
+readiness handshake; at a stop, the summarizer's calls given what is left of the shutdown
+timeout, then every documenter killed, the attempts in flight closed as not crashed, the pid
+record emptied), its log, and its heartbeat (rewritten in place, so a full disk cannot
+silence a live worker).
+Must not: be imported outside the worker process (it imports Huey's consumer).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+from cqlib import VERSION
+from cqlib.config import Config, load_config
+from cqlib.control import open_wake_fifo
+from cqlib.detector import lock_within, process_identity
+from cqlib.errors import EXIT_OK, CqError
+from cqlib.index.schema import SCHEMA_VERSION
+from cqlib.index.store import Index
+from cqlib.lifecycle import (
+    RUNNING_DOCUMENTERS,
+    Problems,
+    Progress,
+    Shutdown,
+    SummaryWork,
+    WorkerActivity,
+    kill_process_group,
+)
+from cqlib.llm import remove_stale_rooms
+from cqlib.maintenance import repair_at_start
+from cqlib.queue import TaskQueue, queued_task_count, task_queue
+from cqlib.state import (
+    HEARTBEAT_FILE,
+    LOG_FILE,
+    PENDING_DIR,
+    PID_FILE,
+    WAKE_FIFO,
+    WORKER_LOG_NAME,
+    Repo,
+    ensure_state_dir,
+    format_record,
+    log,
+    open_state_file,
+    read_state_file,
+)
+from cqlib.summarizer import Summarizer
+
+
+def acquire_worker_lock(repo: Repo) -> int:
+    """Take the pid-file lock that marks the live worker; CqError if another worker has it."""
+    fd = open_state_file(repo.state_path(PID_FILE), os.O_RDWR | os.O_CREAT)
+    # A probe holds a shared lock for microseconds; a worker holds it for good.
+    if not lock_within(fd, 2.0):
+        os.close(fd)
+        raise CqError("a worker is already running for this repository")
+    return fd
+
+
+def write_pid_record(fd: int, record: dict | None) -> None:
+    """Rewrite the pid file in place (never unlink a file others may lock); None empties it,
+    which is how a clean stop is told apart from a crash."""
+    data = format_record(record) if record else b""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+    os.fsync(fd)
+
+
+def setup_worker_logging(repo: Repo, config: Config):
+    """Log to a size-rotated file in the state directory."""
+    import logging
+    from logging.handlers import RotatingFileHandler
+
+    path = repo.state_path(LOG_FILE)
+    os.close(open_state_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
+    handler = RotatingFileHandler(path, maxBytes=config.log_max_bytes,
+                                  backupCount=config.log_backups)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    return handler
+
+
+HEARTBEAT_BYTES = 16384
+
+
+class Heartbeat:
+    """The heartbeat file, rewritten in place at a fixed size: overwriting blocks a file already
+    has needs no free space, so a full disk cannot silence a live worker.  Readers read until
+    two reads agree (see read_heartbeat)."""
+
+    def __init__(self, path: str):
+        self.fd = open_state_file(path, os.O_RDWR | os.O_CREAT)
+
+    def write(self, record: dict) -> None:
+        """Replace the record (OSError if even that fails)."""
+        data = format_record(record)
+        if len(data) > HEARTBEAT_BYTES:  # tasks in flight and a problem make it long
+            data = format_record(dict(record, current="[]",
+                                      problem=str(record.get("problem", ""))[:1000]))
+        os.pwrite(self.fd, data[:HEARTBEAT_BYTES].ljust(HEARTBEAT_BYTES, b"\n"), 0)
+
+    def close(self) -> None:
+        """Close the file."""
+        os.close(self.fd)
+
+
+class WorkerLoop:
+    """The worker's own threads: the heartbeat and the FIFO listener that turns hook pokes and
+    timers into sync and reconcile tasks."""
+
+    def __init__(self, repo: Repo, config: Config, queue: TaskQueue, activity: WorkerActivity):
+        import threading
+
+        self.repo, self.config, self.queue, self.activity = repo, config, queue, activity
+        self.stopping = threading.Event()
+        self.started_at = time.time()
+        self.threads = [threading.Thread(target=self.guard, args=(f,), name=f.__name__,
+                                         daemon=True)
+                        for f in (self.beat_forever, self.listen_forever)]
+        self.beat_lock = threading.Lock()
+        self.last_beat = 0.0
+        self.queue_length = queue.pending_count()
+        self.queue_count = queued_task_count(repo)  # on the heartbeat thread's connection
+        self.heartbeat = Heartbeat(repo.state_path(HEARTBEAT_FILE))
+
+    def start(self) -> None:
+        """Start the heartbeat and listener threads."""
+        self.beat()
+        Progress.on_made = self.beat_if_due
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop both threads and remove the heartbeat."""
+        Progress.on_made = None
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=2)
+        self.heartbeat.close()
+        try:
+            os.unlink(self.repo.state_path(HEARTBEAT_FILE))
+        except FileNotFoundError:
+            pass
+
+    def guard(self, loop) -> None:
+        """Keep a worker thread alive through unexpected errors, logging each one."""
+        while not self.stopping.is_set():
+            try:
+                loop()
+            except Exception:
+                import logging
+
+                logging.getLogger(WORKER_LOG_NAME).exception("%s failed; retrying", loop.__name__)
+                self.stopping.wait(1)
+
+    def beat(self, blocking: bool = True) -> None:
+        """Write the heartbeat: liveness, queue length, counters, current tasks, problems.
+        A write that fails is itself a problem, shown once the heartbeat gets through."""
+        if not self.beat_lock.acquire(blocking=blocking):
+            return  # another thread is beating right now
+        try:
+            record = {"pid": os.getpid(), "time": time.time(), "started_at": self.started_at,
+                      "interval": self.config.heartbeat_interval,
+                      "queue_length": self.queue_length}
+            record.update(self.activity.snapshot())
+            latest = Problems.latest()
+            if latest:
+                record.update(problem_at=latest[0], problem=latest[1])
+            try:
+                self.heartbeat.write(record)
+                Problems.clear("state")
+            except OSError as exc:
+                Problems.report("state", f"cannot write the heartbeat: {exc.strerror}")
+            self.last_beat = time.monotonic()
+        finally:
+            self.beat_lock.release()
+
+    def beat_if_due(self) -> None:
+        """Beat from a documenting thread when the heartbeat thread is overdue (starved of
+        the GIL by CPU-bound threads): progress is proof of life."""
+        if time.monotonic() - self.last_beat >= self.config.heartbeat_interval:
+            self.beat(blocking=False)
+
+    def count_queue(self) -> int:
+        """The number of queued tasks, read on a connection of the heartbeat thread's own
+        with a short busy timeout (the last count if the queue is busy)."""
+        try:
+            self.queue_length = self.queue_count()
+        except sqlite3.Error as exc:
+            log(f"heartbeat: could not count the queue ({exc}); showing the last count")
+        return self.queue_length
+
+    def beat_forever(self) -> None:
+        """Beat every heartbeat interval until stopped."""
+        try:
+            while not self.stopping.wait(self.config.heartbeat_interval):
+                self.count_queue()
+                self.beat()
+        finally:
+            self.queue_count.close()
+
+    def listen_forever(self) -> None:
+        """Wait for pokes on the FIFO; sync poked worktrees; reconcile on a timer."""
+        import select
+
+        fifo = open_wake_fifo(self.repo, os.O_RDONLY)
+        keep_open = os.open(self.repo.state_path(WAKE_FIFO),
+                            os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never see EOF
+        try:
+            # Work left queued by the last worker may have been cut short by a crash, which
+            # reconciliation only sees once that queue has run: look again when it drains.
+            recheck_when_drained = self.queue.pending_count() > 0
+            self.queue.reconcile()
+            next_reconcile = time.monotonic() + self.config.reconcile_interval
+            while not self.stopping.is_set():
+                timeout = max(0.0, min(next_reconcile - time.monotonic(), 0.5))
+                readable, _, _ = select.select([fifo], [], [], timeout)
+                if readable:
+                    self.drain(fifo)
+                    self.sync_pending()
+                    SummaryWork.wake()  # a retry of failed summaries pokes too
+                if recheck_when_drained and self.idle():
+                    recheck_when_drained = False
+                    next_reconcile = time.monotonic()
+                if time.monotonic() >= next_reconcile:
+                    self.queue.reconcile()
+                    next_reconcile = time.monotonic() + self.config.reconcile_interval
+        finally:
+            os.close(fifo)
+            os.close(keep_open)
+
+    def idle(self) -> bool:
+        """True when nothing is queued or running."""
+        return not self.activity.snapshot_current() and self.queue.pending_count() == 0
+
+    def drain(self, fifo: int) -> None:
+        """Empty the FIFO, then wait briefly for a burst of commits to settle."""
+        quiet_until = time.monotonic() + 0.05
+        give_up = time.monotonic() + 1.0
+        while time.monotonic() < min(quiet_until, give_up):
+            try:
+                if os.read(fifo, 4096):
+                    quiet_until = time.monotonic() + 0.05
+                    continue
+            except BlockingIOError:
+                pass
+            time.sleep(0.01)
+
+    def sync_pending(self) -> None:
+        """Queue a sync for every worktree a hook marked as moved."""
+        pending_dir = self.repo.state_path(PENDING_DIR)
+        for name in sorted(os.listdir(pending_dir)):
+            if ".tmp" in name:
+                continue  # a marker a hook is still writing; its rename wakes us again
+            path = os.path.join(pending_dir, name)
+            data = read_state_file(path) or b""
+            os.unlink(path)  # before queueing: the sync reads HEAD after this point
+            git_dir = os.fsdecode(data)
+            if git_dir:
+                self.queue.sync(git_dir)
+
+
+def run_worker(repo: Repo, ready_fd: int | None) -> int:
+    """Run the consumer in the foreground until SIGTERM (graceful) or SIGINT (immediate)."""
+    import signal
+
+    if ready_fd is not None:  # no git process the worker starts may hold the handshake open
+        os.set_inheritable(ready_fd, False)
+    ensure_state_dir(repo)
+    config = load_config(repo)
+    lock_fd = acquire_worker_lock(repo)
+    try:
+        write_pid_record(lock_fd, dict(process_identity(os.getpid()), started_at=time.time(),
+                                       lock_fd=lock_fd, version=VERSION,
+                                       schema=SCHEMA_VERSION))
+        setup_worker_logging(repo, config)
+        for done in repair_at_start(repo):
+            log(done, error=True)
+        remove_stale_rooms()
+        limit_malloc_arenas()
+        queue = task_queue(repo)
+        queue.config = config
+        activity = WorkerActivity()
+        queue.watch(activity)
+        loop = WorkerLoop(repo, config, queue, activity)
+        summarizer = Summarizer(repo, config, activity)
+        consumer = queue.start_consumer(config)
+        stopping = stop_summarizer_on_signals(summarizer)
+        loop.start()
+        summarizer.start()
+        log(f"worker {os.getpid()} started (cq {VERSION}, {config.workers} thread(s))")
+        if ready_fd is not None:
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
+        queue.run_consumer(consumer)
+        try:  # calls to the external documenter get what is left of the shutdown timeout
+            summarizer.stop(stopping.get("deadline", time.monotonic()))
+        except KeyboardInterrupt:  # a second stop signal: stop now
+            pass
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)  # from here on, the stop is quick anyway
+        Shutdown.requested = True  # tasks still running abandon their batch, start nothing
+        for pid in list(RUNNING_DOCUMENTERS):  # tasks cut short leave no orphans behind
+            kill_process_group(pid)
+        summarizer.stop(time.monotonic() + 2)  # the calls just killed are noted as such
+        loop.stop()
+        try:
+            with Index(repo) as index:  # files cut short by this stop did not crash anything
+                index.close_attempts(crashed=False)
+        except Exception as exc:  # noqa: BLE001 - a damaged index must not spoil the stop
+            log(f"could not close the attempts in flight: {exc}", error=True)
+        log(f"worker {os.getpid()} stopped")
+        write_pid_record(lock_fd, None)
+        return EXIT_OK
+    finally:
+        os.close(lock_fd)
+
+
+def limit_malloc_arenas() -> None:
+    """Let glibc's malloc keep two arenas at most: it gives each thread one of its own, and
+    the worker's threads would hold more resident memory in them than they use."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX (glibc only; elsewhere nothing to do)
+    except (ImportError, OSError, AttributeError):
+        pass
+
+
+def stop_summarizer_on_signals(summarizer: Summarizer) -> dict:
+    """Chain Huey's stop signal handlers so that the summarizer stops taking calls the moment
+    a stop begins; returns the dict where the deadline for the calls in flight is written
+    (the shutdown timeout after a first SIGTERM or SIGHUP; at once after SIGINT or a second
+    signal)."""
+    import signal
+
+    stopping: dict = {}
+
+    def install(signum: int) -> None:
+        inner = signal.getsignal(signum)
+
+        def handler(number, frame):
+            summarizer.stop_taking.set()
+            graceful = number != signal.SIGINT and "deadline" not in stopping
+            timeout = summarizer.config.last().shutdown_timeout if graceful else 0.0
+            stopping["deadline"] = time.monotonic() + timeout
+            if callable(inner):
+                inner(number, frame)  # Huey's: it may raise KeyboardInterrupt, or swap itself
+            if signal.getsignal(number) is not handler:
+                install(number)  # out for the handler of its second signal: stay in front
+
+        signal.signal(signum, handler)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # as Huey's are set
+        install(signum)
+    return stopping
