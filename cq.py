@@ -64,6 +64,7 @@ from cqlib.state import (
     open_state_file,
     running_archive,
     symlink_refused,
+    tail_lines,
     write_state_file,
 )
 
@@ -171,8 +172,6 @@ def cmd_worker(args, repo: Repo) -> int:
 
 def show_log(repo: Repo, lines: int, follow: bool) -> int:
     """cq worker logs [-n N] [-f]: the worker log's last lines, and what follows if asked."""
-    from cqlib.control import tail_lines
-
     path = repo.state_path(LOG_FILE)
     if follow:
         ensure_state_dir(repo)
@@ -189,8 +188,6 @@ def show_log(repo: Repo, lines: int, follow: bool) -> int:
 
 def follow_log(path: str, count: int) -> None:
     """Print the last lines, then follow the log across rotations until interrupted."""
-    from cqlib.control import tail_lines
-
     for line in tail_lines(path, count):
         print(display(line), flush=True)
     fd = open_state_file(path, os.O_RDONLY)
@@ -218,7 +215,6 @@ def follow_log(path: str, count: int) -> None:
             time.sleep(0.1)
     finally:
         os.close(fd)
-
 
 
 def cmd_hook(args, repo: Repo) -> int:

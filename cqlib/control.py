@@ -27,6 +27,7 @@ from cqlib.state import (
     mark_moved,
     open_state_file,
     self_command,
+    tail_lines,
 )
 
 
@@ -218,24 +219,6 @@ def kill_strays(repo: Repo, live_worker: int | None) -> list[str]:
             if pidfd is not None:
                 os.close(pidfd)
     return done
-
-
-def tail_lines(path: str, count: int) -> list[str]:
-    """The last `count` lines of a state file."""
-    try:
-        fd = open_state_file(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return []
-    try:
-        size = os.fstat(fd).st_size
-        chunk = min(size, max(4096, count * 400))
-        data = os.pread(fd, chunk, size - chunk)
-    finally:
-        os.close(fd)
-    lines = data.decode(errors="replace").splitlines()
-    if chunk < size and lines:
-        lines = lines[1:]
-    return lines[-count:] if count else []
 
 
 def poke_worker(repo: Repo) -> bool:

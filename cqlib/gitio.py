@@ -36,7 +36,6 @@ def locate_repo(start_dir: str) -> Repo:
                 os.path.realpath(os.path.join(start_dir, git_dir)))
 
 
-
 # What `git rev-parse --local-env-vars` prints (a test keeps this list honest).  A hook runs with
 # some of these set; inherited by our children they would point git at the wrong index or repo.
 GIT_LOCAL_ENV = (
@@ -217,7 +216,7 @@ class BlobReader:
         import subprocess
 
         self.common_dir = common_dir
-        # A blob id means its own content, as in the work tree (see work_tree_blob), whatever
+        # A blob id means its own content, as in the work tree (see WorkTreeFiles), whatever
         # refs/replace says.
         self.proc = subprocess.Popen(["git", "--no-replace-objects", "--git-dir", common_dir,
                                       "cat-file", "--batch"],
@@ -309,6 +308,31 @@ class LazyBlobReader:
         """End the git process, if one was started."""
         if self.reader:
             self.reader.close()
+
+
+class WorkTreeStatus:
+    """`git status` of a work tree, started at once (it runs while the caller does other
+    work) and read when asked.  --no-optional-locks: no refresh of git's index, so never an
+    index.lock in the user's way."""
+
+    def __init__(self, top: str):
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            ["git", "--no-optional-locks", "-C", top, "status", "--porcelain=v1", "-z",
+             "--untracked-files=all", "--no-renames"], stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=scrubbed_env())
+
+    def changes(self) -> tuple[set, set, bool]:
+        """(paths modified, added or untracked and not ignored; paths deleted; whether git
+        status succeeded), once it has ended."""
+        out, _ = self.proc.communicate()
+        edited, deleted = set(), set()
+        for record in out.split(b"\0"):
+            if len(record) >= 4:
+                path = os.fsdecode(record[3:])
+                (deleted if b"D" in record[:2] else edited).add(path)
+        return edited, deleted, self.proc.returncode == 0
 
 
 def main_work_tree(common_dir: str) -> str:

@@ -40,7 +40,7 @@ class Problems:
         return max(list(cls.current.values()), default=None)  # a copy: threads report
 
 
-RUNNING_DOCUMENTERS: set = set()
+RUNNING_DOCUMENTERS: set = set()  # the process groups of external documenter calls in flight
 
 
 class Shutdown:

@@ -17,7 +17,7 @@ import sys
 
 from cqlib.config import Config
 from cqlib.documenters import document_text, looks_binary
-from cqlib.gitio import scrubbed_env, work_tree
+from cqlib.gitio import WorkTreeStatus, work_tree
 from cqlib.index.store import Index, Record
 from cqlib.search import PER_FILE, coverage_penalty, search
 from cqlib.state import Repo
@@ -31,14 +31,8 @@ class WorktreeOverlay:
     found waits for it."""
 
     def __init__(self, repo: Repo, config: Config, cwd: str):
-        import subprocess
-
         self.repo, self.config, self.top = repo, config, work_tree(cwd)
-        # --no-optional-locks: no index refresh, so never an index.lock in the user's way.
-        self.status = None if self.top is None else subprocess.Popen(
-            ["git", "--no-optional-locks", "-C", self.top, "status", "--porcelain=v1", "-z",
-             "--untracked-files=all", "--no-renames"], stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=scrubbed_env())
+        self.status = None if self.top is None else WorkTreeStatus(self.top)
         self.found: tuple | None = None  # (edited, deleted, index, complete)
         self.failed = False  # git status failed: nothing is known to be edited
 
@@ -47,12 +41,8 @@ class WorktreeOverlay:
         if self.found is None:
             edited, deleted = set(), set()
             if self.status is not None:
-                out, _ = self.status.communicate()
-                self.failed = self.status.returncode != 0
-                for record in out.split(b"\0"):
-                    if len(record) >= 4:
-                        path = os.fsdecode(record[3:])
-                        (deleted if b"D" in record[:2] else edited).add(path)
+                edited, deleted, ok = self.status.changes()
+                self.failed = not ok
             index = Index.in_memory(self.repo)
             complete = len(edited) <= self.config.overlay_max_files
             if complete and self.top is not None:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 DOCUMENT_BATCH = 128  # files a task documents with one commit
 LEXICAL_BATCH = 512  # files a task of the lexical pass indexes with one commit
 LEXICAL_FIRST = 200  # more files missing than this get the lexical pass before the full one
+CRASH_LIMIT = 2  # a file in flight at more unexpected deaths of the worker than this is skipped
 
 
 def queue_documents(queue, blobs: Iterable[tuple[str, str]]) -> int:
@@ -127,7 +128,6 @@ def reconcile_index(repo: Repo, queue) -> None:
         queue.sync(git_dir)
     if missing:
         log(f"reconcile: {missing} blob(s) were missing from the index; queued again")
-CRASH_LIMIT = 2  # a file in flight at more unexpected deaths of the worker than this is skipped
 
 
 def document_blobs(repo: Repo, blobs: list, queue) -> None:

@@ -158,6 +158,24 @@ def append_hook_log(repo: Repo, message: str) -> None:
         pass  # The hook log is the last resort: there is nowhere left to report to.
 
 
+def tail_lines(path: str, count: int) -> list[str]:
+    """The last `count` lines of a state file."""
+    try:
+        fd = open_state_file(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return []
+    try:
+        size = os.fstat(fd).st_size
+        chunk = min(size, max(4096, count * 400))
+        data = os.pread(fd, chunk, size - chunk)
+    finally:
+        os.close(fd)
+    lines = data.decode(errors="replace").splitlines()
+    if chunk < size and lines:
+        lines = lines[1:]
+    return lines[-count:] if count else []
+
+
 def clear_hook_problems(repo: Repo) -> None:
     """A hook got through: earlier problems become history (kept in hook.log.1)."""
     try:
@@ -233,7 +251,6 @@ def parse_record(data: bytes) -> dict | None:
             except ValueError:
                 continue
     return record or None
-
 
 
 WORKER_LOG_NAME = "cq"

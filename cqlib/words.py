@@ -95,7 +95,11 @@ def file_words(text: str) -> str:
             if not token.islower() and not token.isdigit():
                 words.update(dict.fromkeys(split_identifier(token)))
     return " ".join(list(words)[:FILE_WORDS_MAX])
-NAME_MARK = "\ue000"  # ends the term of a squashed name, begins a name word's (index/schema.py)
+
+
+# A definition's squashed name is indexed as a term ending in NAME_MARK, and the words of its
+# name as terms beginning with it: terms only named definitions hold (see index/schema.py).
+NAME_MARK = "\ue000"
 STEMS_ALIKE_AFTER_MARK = frozenset("bcdfghjklmnpqrstvwxz0123456789")
 
 
@@ -144,7 +148,6 @@ def squash(text: str) -> str:
 def name_words(parts: list[str], whole: str) -> str:
     """The words column of a definition: its identifier parts and its squashed name."""
     return " ".join([*parts, whole] if whole and [whole] != parts else parts)
-
 
 
 STOP_WORDS = frozenset({

@@ -457,3 +457,17 @@ def test_index_wait_draws_a_bar_for_each_pass_on_a_terminal(initialised):
     assert text.index("searchable [") < text.index("documented [")
     assert f"{files}/{files} files" in text.rpartition("searchable [")[2]
     assert f"index complete: {files} files documented" in text
+
+
+def test_the_definitions_column_weights_are_given_with_each_query_not_kept_in_the_index(
+        initialised):
+    # Kept in the index, a change to them would take effect only in an index built anew.
+    db = sqlite3.connect(f"file:{initialised.state / 'index.db'}?mode=ro", uri=True)
+    try:
+        assert db.execute("SELECT v FROM entries_fts_config WHERE k = 'rank'").fetchall() == []
+    finally:
+        db.close()
+    initialised.commit({"weights.py": "def retry_later():\n    '''Waits.'''\n\n\n"
+                        "def wait():\n    '''Retry later, retry later, retry later.'''\n"})
+    initialised.wait_indexed()
+    assert initialised.search("retry", "later")[0]["symbol"] == "retry_later"

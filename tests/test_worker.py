@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import (
+    ROOT,
     boot_id,
     documenters_of,
     kill_workers_of,
@@ -477,3 +478,16 @@ def test_a_task_queued_by_cq_0_5_is_listed_and_run_by_this_cq(initialised):
     wait_until(lambda: f"cq.sync: {task_id} p=2 executed" in log.read_text(),
                what="the old task to run")
     assert "not found in TaskRegistry" not in log.read_text()
+
+
+def test_whose_process_a_pid_is_has_one_answer():
+    sys.path.insert(0, str(ROOT))
+    from cqlib.detector import pid_owner, process_exists
+
+    sleeper = spawn_sleeper()
+    try:
+        assert pid_owner(sleeper.pid) == "this user" and process_exists(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert pid_owner(sleeper.pid) == "none" and not process_exists(sleeper.pid)

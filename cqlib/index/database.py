@@ -135,7 +135,6 @@ class Transaction:
         self.db.execute("ROLLBACK" if kind else "COMMIT")
 
 
-
 class RowCount:
     """The number of rows of one table, read on a connection of its own (opened at the first
     count) that waits at most busy_ms for a writer: sqlite3.Error past that."""

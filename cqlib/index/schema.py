@@ -112,6 +112,7 @@ class StoredEntry(namedtuple("StoredEntry", ("id", "name", "container", "signatu
                            "signature": self.signature, "doc": self.doc},
                           self.note if note is None else note)
 
+
 def create_schema(db) -> None:
     """Create the tables, or drop an index of another schema version and start over (it is
     derived from git: the worker rebuilds it); once, whoever gets there first."""
