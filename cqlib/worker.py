@@ -6,7 +6,8 @@ readiness handshake; at a stop, the summarizer's calls given what is left of the
 timeout, then every documenter killed, the attempts in flight closed as not crashed, the pid
 record emptied), its log, and its heartbeat (rewritten in place, so a full disk cannot
 silence a live worker).
-Must not: be imported outside the worker process (it imports Huey's consumer).
+Must not: format output, or run anywhere but in the worker process (it takes the lock that
+says the worker is alive).
 """
 
 from __future__ import annotations
