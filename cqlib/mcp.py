@@ -320,12 +320,13 @@ class McpServer:
         only when the indexed commit or HEAD moved, or 2 seconds passed: two tools asked at
         the same moment give the same answer."""
         git_dir = self.repo.git_dir
-        indexed = index.worktree_commit(git_dir)
         when, key, counts = self.counted
-        if (indexed, head) != key or time.monotonic() - when > 2:
-            counts = index.status(git_dir)
-            self.counted = (time.monotonic(), (indexed, head), counts)
-        return IndexState(head, indexed, git_dir in index.worktrees(), counts)
+        with index.snapshot():  # the counts are of the commit read with them
+            indexed = index.worktree_commit(git_dir)
+            if (indexed, head) != key or time.monotonic() - when > 2:
+                counts = index.status(git_dir)
+                self.counted = (time.monotonic(), (indexed, head), counts)
+            return IndexState(head, indexed, git_dir in index.worktrees(), counts)
 
     def overlay(self) -> WorktreeOverlay:
         """The working tree's edited files, documented now: the last overlay again when

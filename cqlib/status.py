@@ -58,20 +58,21 @@ class IndexState(namedtuple("IndexState", ("head", "indexed_commit", "known", "c
                 "searchable": self.searchable}
 
 
-def index_state(index: Index, git_dir: str, counts: dict | None = None,
-                head: str | None = None) -> IndexState:
-    """Where the index stands for the worktree of git_dir (counts and HEAD as read just now
-    by the caller, if it has them)."""
-    return IndexState(head if head is not None else head_commit(git_dir),
-                      index.worktree_commit(git_dir), git_dir in index.worktrees(),
-                      counts if counts is not None else index.status(git_dir))
+def index_state(index: Index, git_dir: str, head: str | None = None,
+                problems: bool = False) -> IndexState:
+    """Where the index stands for the worktree of git_dir, its counts and its commit read at
+    one moment (HEAD as read just before, by the caller if it has it); with problems, the
+    counts also list the skipped and failed files (`skipped_files`, `failed_files`)."""
+    head = head_commit(git_dir) if head is None else head
+    with index.snapshot():
+        counts = index.status(git_dir)
+        if problems:
+            counts.update(index.problem_files(git_dir))
+        return IndexState(head, index.worktree_commit(git_dir), git_dir in index.worktrees(),
+                          counts)
 
 
 def read_index_state(repo: Repo, problems: bool = False) -> IndexState:
-    """index_state of this worktree from a read of its own; with problems, the counts also
-    list the skipped and failed files (`skipped_files`, `failed_files`)."""
+    """index_state of this worktree, from a read of its own."""
     with Index(repo, readonly=True) as index:
-        counts = index.status(repo.git_dir)
-        if problems:
-            counts.update(index.problem_files(repo.git_dir))
-        return index_state(index, repo.git_dir, counts)
+        return index_state(index, repo.git_dir, problems=problems)

@@ -25,9 +25,11 @@ def test_two_builds_are_byte_identical(tmp_path, huey_wheel):
 def test_archive_holds_cq_hooks_huey_and_its_licence_but_not_contrib(cq_pyz):
     with zipfile.ZipFile(cq_pyz) as zf:
         names = set(zf.namelist())
-    assert {"__main__.py", "cq.py", "LICENSE", "huey/__init__.py", "huey/LICENSE",
+    assert {"__main__.py", "cqboot.py", "cq.py", "LICENSE", "huey/__init__.py", "huey/LICENSE",
             "hooks/post-commit", "hooks/post-rewrite"} <= names
     assert not any(n.startswith(("huey/contrib/", "huey/tests/")) for n in names)
+    package = {str(p.relative_to(ROOT)) for p in ROOT.glob("cqlib/**/*.py")}
+    assert package and package <= names
 
 
 def test_a_wheel_with_the_wrong_hash_is_refused(tmp_path, huey_wheel):

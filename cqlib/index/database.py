@@ -123,13 +123,15 @@ class UnsyncedConnection(sqlite3.Connection):
 
 
 class Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on error."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error: a write transaction, or with
+    `read=True` a read one (BEGIN), whose statements all see the database as it was at its
+    first (WAL keeps that snapshot while writers go on)."""
 
-    def __init__(self, db):
-        self.db = db
+    def __init__(self, db, read: bool = False):
+        self.db, self.begin = db, "BEGIN" if read else "BEGIN IMMEDIATE"
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute(self.begin)
 
     def __exit__(self, kind, value, tb):
         self.db.execute("ROLLBACK" if kind else "COMMIT")

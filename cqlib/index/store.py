@@ -132,6 +132,11 @@ class Index:
         """A write transaction taken up front, so concurrent writers queue instead of failing."""
         return Transaction(self.db)
 
+    def snapshot(self):
+        """A read transaction: what is read inside it is of one moment, however the worker
+        writes meanwhile (counts and the commit they are of must agree)."""
+        return Transaction(self.db, read=True)
+
     def worktrees(self) -> list[str]:
         """Git dirs of the worktrees the index knows."""
         return [os.fsdecode(r[0]) for r in self.db.execute("SELECT git_dir FROM worktrees")]
