@@ -6,26 +6,27 @@ beside it, one module per concern, each importing only those above it in this li
 order data flows through them:
 
   errors      CqError, the one exception a user sees as a line; exit codes (LSB for status)
+  text        how text leaves cq: file names' bytes, terminals, JSON, one-line messages
   state       the state directory under the git dir: safe files, pid records, the worker log
   gitio       every git call, hook variables scrubbed; blobs read through `git cat-file`
   config      the cq.* keys of git config -> Config (never a file in the working tree)
   detector    is the worker alive: the flock on its pid file, /proc identity, pidfd signals
   lifecycle   what the worker's threads share: the stop flag, progress, problems, activity
-  control     start, wake and stop the worker; `cq index --repair` spawned detached
+  control     start and wake the worker; `cq index --repair` spawned detached
+  hooks       the copy-in hook scripts: install, chain, uninstall, and `cq hook run`
   words       identifier parts, stems' marks, the words of files and paths
   documenters bytes -> language, summary, definitions, words (one file per language family)
   llm         the external documenter (cq.documenter): calls, limits, answers
   index/      SQLite + FTS5, the only SQL: schema, store, summaries, search queries
   search      query -> terms -> candidates -> ranked hits (weights and priors as tables)
   overlay     the working tree laid over the index: edited, new and deleted files
-  status      where the index stands for a worktree: the one answer CLI and MCP give
+  status      opening the index to read; where it stands for a worktree (CLI and MCP alike)
   pool        documenting processes, so every core works while the worker writes
   pipeline    what tasks do: sync a worktree's map, the lexical and full passes, reconcile
   queue       Huey (the only module that imports it): the tasks and the consumer
   summarizer  the external documenter's threads, pauses and budget
   maintenance stop, clean up after a crash, repair a damaged database
   worker      the worker process: consumer, heartbeat, wake-up FIFO, shutdown order
-  hooks       the copy-in hook scripts: install, chain, uninstall, and `cq hook run`
   mcp         the index served to AI assistants (Model Context Protocol), stdio and HTTP
 
 How the parts fit: git hooks (``hooks/``) fire after every change to HEAD and run ``cq hook
@@ -35,10 +36,10 @@ documents each new blob once, into index.db; ``cq search``, ``cq show`` and ``cq
 it.  The index, not the queue, is the source of truth, so a task lost to ``kill -9`` is found
 again by the next reconciliation.  All state lives in ``$(git rev-parse --git-common-dir)/cq``.
 
-The hot paths (``hook run``, ``worker status``, ``search``) import only what they use: this
-file imports the lean modules above (errors to hooks, none of them sqlite3 or Huey) and each
-command imports the rest when it runs.  ``build_zipapp.py`` bundles this file, cqlib and Huey
-into one ``cq.pyz``.
+The hot paths (``hook run``, ``worker status``, ``search``) import only what they use:
+``worker status`` errors, text, state, gitio and detector; ``hook run`` config, control and
+hooks besides (none of them sqlite3 or Huey).  Each command imports the rest when it runs.
+``build_zipapp.py`` bundles this file, cqlib and Huey into one ``cq.pyz``.
 """
 
 from __future__ import annotations
@@ -67,24 +68,17 @@ from cqlib.state import (
     tail_lines,
     write_state_file,
 )
+from cqlib.text import display, json_text, named_path, one_line
 
 TYPE_CHECKING = False  # typing is not imported at run time: hooks start lean
 if TYPE_CHECKING:
     from cqlib.index.store import Index
 
 
-def display(text: str, keep_newlines: bool = False) -> str:
-    """Text for a terminal: control characters (from file names or file contents) shown as
-    escapes, so nothing in a repository can move the cursor or forge output lines."""
-    return "".join(ch if (" " <= ch < "\x7f" or ch >= "\xa0" or ch == "\t" or
-                          (keep_newlines and ch == "\n")) else repr(ch)[1:-1] for ch in text)
-
-
 def print_json(value: object) -> None:
-    """Print machine-readable output."""
-    import json
-
-    print(json.dumps(value, indent=2, sort_keys=True))
+    """Print machine-readable output, as ASCII (file names made text by the caller: see
+    named_path)."""
+    print(json_text(value, indent=2, ascii_only=True))
 
 
 def human_seconds(seconds: float) -> str:
@@ -285,13 +279,15 @@ def wait_for_index(repo: Repo, timeout: float | None = None) -> dict:
         except NotIndexed:  # a moment before the worker has made the schema
             counts, complete = {"files": 0, "pending": 0, "lexical": 0, "searchable": False}, \
                 False
-        total = counts["files"]
-        done = total - counts["pending"]  # documented, failed, or skipped for a reason
+        # The bars count the files there is work for: a skipped file never is documented.
+        total = counts["files"] - sum(counts.get("skipped", {}).values())
+        done = total - counts["pending"]  # documented, or failed
         progress = {"searchable": done + counts["lexical"], "documented": done}
         first = first or progress
         elapsed = max(time.monotonic() - started, 1e-3)
         last = {"searchable": complete or counts["searchable"], "documented": complete}
-        for name in PASSES[PASSES.index(phase):]:  # a finished pass's bar is drawn no more
+        bars = PASSES[PASSES.index(phase):] if total or complete else ()  # never "0/0 files"
+        for name in bars:  # a finished pass's bar is drawn no more
             rate = (progress[name] - first[name]) / elapsed
             draw_progress(tty, name, progress[name], total, f"{rate:.0f} files/s", last[name])
             if not last[name]:
@@ -354,8 +350,9 @@ def cmd_init(args, repo: Repo) -> int:
     from cqlib.control import mark_all_moved, start_worker, wake_worker
     from cqlib.hooks import install_hooks
     from cqlib.index.store import create_index
-    from cqlib.maintenance import runs_this_cq, stop_worker
+    from cqlib.maintenance import stop_worker
     from cqlib.mcp import mcp_client_config
+    from cqlib.status import runs_this_cq
 
     archive = running_archive()
     if not archive:
@@ -436,11 +433,11 @@ def cmd_index(args, repo: Repo) -> int:
 
 def show_index_status(repo: Repo, as_json: bool) -> int:
     """cq index status [--json]: indexed versus HEAD, skipped and failed files, summaries."""
-    from cqlib.status import read_index_state
+    from cqlib.status import open_index_to_read, read_index_state
     from cqlib.summarizer import read_summary_progress
 
     try:
-        open_for_reading(repo).close()
+        open_index_to_read(repo).close()
         state = read_index_state(repo, problems=True)
     except CqError as exc:  # not indexed yet, or being rebuilt
         if not as_json:
@@ -450,6 +447,8 @@ def show_index_status(repo: Repo, as_json: bool) -> int:
     counts = dict(state.report(), schema=1, indexed=True, complete=state.complete,
                   documenter=read_summary_progress(repo))
     if as_json:
+        for listed in ("skipped_files", "failed_files"):
+            counts[listed] = [{**f, **named_path(f["path"])} for f in counts[listed]]
         print_json(counts)
         return EXIT_OK
     print(f"HEAD {(counts['head'] or 'none')[:12]}, indexed at "
@@ -560,31 +559,6 @@ def repo_relative(repo: Repo, cwd: str, path: str) -> str:
     return rel
 
 
-def open_for_reading(repo: Repo) -> Index:
-    """The index, read-only.  Where cq is set up but the index is missing or empty (deleted,
-    truncated, or made by another version), the worker is set to rebuild it from git and the
-    CqError says so, instead of telling the user to run cq init again."""
-    from cqlib.control import mark_all_moved, wake_worker
-    from cqlib.index.database import NotIndexed
-    from cqlib.index.store import Index
-
-    try:
-        return Index(repo, readonly=True)
-    except NotIndexed:
-        if not os.path.isfile(repo.state_path(PYZ_COPY)):
-            raise
-    from cqlib.maintenance import runs_this_cq
-
-    state = probe_worker(repo)
-    if state.alive and not runs_this_cq(state.record):
-        raise CqError(f"the worker running here is cq {state.record.get('version')}, whose "
-                      f"index this cq {VERSION} cannot read (upgrade it: cq init)")
-    mark_all_moved(repo)
-    wake_worker(repo, start=True)
-    raise CqError("the index is empty; the worker is rebuilding it from git (see: cq index "
-                  "status)")
-
-
 def note_if_behind(repo: Repo, index: Index) -> None:
     """If the index is behind HEAD (a move that fired no hook, or a commit a moment ago),
     say so on stderr and have the worker catch up now rather than at its next check."""
@@ -608,13 +582,14 @@ def cmd_search(args, repo: Repo) -> int:
     """cq search QUERY: ranked results from this worktree's index."""
     from cqlib.config import config_or_defaults
     from cqlib.documenters import canonical_language
-    from cqlib.search import search
+    from cqlib.search import path_names_files, search
+    from cqlib.status import open_index_to_read
 
     language = canonical_language(args.lang) if args.lang else None
     config = config_or_defaults(repo)  # a typo in git config must not stop a search
     filters = {"path": args.path, "language": language, "tests": args.tests,
                "all_entries": args.all_entries, "demote": config.demote}
-    with open_for_reading(repo) as index:
+    with open_index_to_read(repo) as index:
         if args.worktree:
             from cqlib.overlay import WorktreeOverlay, search_worktree
 
@@ -623,9 +598,12 @@ def cmd_search(args, repo: Repo) -> int:
                                       args.limit, **filters)
         else:
             results = search(index, repo.git_dir, " ".join(args.query), args.limit, **filters)
+        if not results and args.path and not path_names_files(index, repo.git_dir, args.path):
+            raise CqError(f"no indexed file is under --path {args.path} (a folder, path prefix "
+                          "or glob from the repository's top; see: git ls-files)", EXIT_USAGE)
         note_if_behind(repo, index)
     if args.json:
-        print_json(results)
+        print_json([{**r, **named_path(r["path"])} for r in results])
         return EXIT_OK
     for r in results:
         edited = " (edited, not committed)" if r.get("edited") else ""
@@ -641,9 +619,10 @@ def cmd_search(args, repo: Repo) -> int:
 def cmd_show(args, repo: Repo) -> int:
     """cq show PATH: the stored documentation of one file at HEAD."""
     from cqlib.config import config_or_defaults
+    from cqlib.status import open_index_to_read
 
     rel = repo_relative(repo, args.directory, args.path)
-    with open_for_reading(repo) as index:
+    with open_index_to_read(repo) as index:
         doc = index.file_doc(repo.git_dir, rel)
         note_if_behind(repo, index)
     if doc is None:
@@ -653,7 +632,7 @@ def cmd_show(args, repo: Repo) -> int:
         raise CqError(f"{rel} is not in HEAD of this worktree (not committed, or a typo?); "
                       "see: git ls-files")
     if args.json:
-        print_json(doc)
+        print_json({**doc, **named_path(doc["path"])})
         return EXIT_OK
     print(display(f"{doc['path']} ({doc['language'] or 'unknown'}, {doc['status']})"))
     if doc["summary"]:
@@ -851,9 +830,20 @@ def build_parser(argv: list[str]):
     return parser
 
 
+def read_token(path: str) -> str | None:
+    """The bearer token in a --token-file (None if it is empty); CqError if it is not text."""
+    with open(path, "rb") as f:
+        data = f.read(4096)
+    try:
+        return data.decode("utf-8").strip() or None
+    except UnicodeDecodeError as exc:
+        raise CqError(f"the token file {path} is not UTF-8 text (write the token as plain "
+                      "text)", EXIT_USAGE) from exc
+
+
 def cmd_mcp(args, repo: Repo | None) -> int:
     """cq mcp [--http [HOST:]PORT] [--print-config CLIENT]: the MCP server."""
-    from cqlib.config import config_or_defaults
+    from cqlib.config import Config, config_or_defaults
     from cqlib.control import wake_worker
     from cqlib.mcp import mcp_client_config, serve_http, serve_stdio
 
@@ -864,19 +854,15 @@ def cmd_mcp(args, repo: Repo | None) -> int:
         print(mcp_client_config(repo, args.print_config, work_tree(args.directory) or
                                 repo.common_dir))
         return EXIT_OK
+    config = config_or_defaults(repo) if repo is not None else Config()
     if repo is not None:
         try:
-            wake_worker(repo, start=config_or_defaults(repo).autostart)
+            wake_worker(repo, start=config.autostart)
         except CqError as exc:  # searching a stale index beats not answering
-            print(f"cq mcp: could not start the worker: {exc}", file=sys.stderr)
+            print(one_line(f"cq mcp: could not start the worker: {exc}"), file=sys.stderr)
     if args.http:
-        token = None
-        if args.token_file:
-            with open(args.token_file, encoding="utf-8") as f:
-                token = f.read().strip() or None
-        elif repo is not None:
-            token = config_or_defaults(repo).mcp_token or None
-        return serve_http(repo, args.directory, args.http, token)
+        token = read_token(args.token_file) if args.token_file else config.mcp_token or None
+        return serve_http(repo, args.directory, args.http, token, config.mcp_request_timeout)
     return serve_stdio(repo, args.directory)
 
 
@@ -968,7 +954,7 @@ def main(argv: list[str] | None = None) -> int:
         repo = locate_repo(args.directory)
         return run_command(args, repo)
     except CqError as exc:
-        print(f"cq: {exc}", file=sys.stderr)
+        print(f"cq: {one_line(str(exc))}", file=sys.stderr)
         if status:
             return STATUS_UNKNOWN if exc.code != EXIT_USAGE else exc.code
         return exc.code
@@ -977,13 +963,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except OSError as exc:
-        print(f"cq: {os_error_message(exc)}", file=sys.stderr)
+        print(f"cq: {one_line(os_error_message(exc))}", file=sys.stderr)
         return STATUS_UNKNOWN if status else EXIT_FAILURE
     except Exception as exc:
         if type(exc).__module__ != "sqlite3":
             raise
-        print(f"cq: the index or queue could not be used: {exc} (retry; if it persists: "
-              "cq index --repair)", file=sys.stderr)
+        print(one_line(f"cq: the index or queue could not be used: {exc} (retry; if it "
+                       "persists: cq index --repair)"), file=sys.stderr)
         return EXIT_FAILURE
 
 

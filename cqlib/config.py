@@ -43,6 +43,8 @@ class Config:
                            "seconds, from 0.1 to 3600"),
         "cq.mcpWaitMs": ("mcp_wait_ms", "int:0:60000", 1000, "milliseconds, from 0 to 60000"),
         "cq.mcpToken": ("mcp_token", "str", "", "a bearer token for cq mcp --http"),
+        "cq.mcpRequestTimeout": ("mcp_request_timeout", "float:0.1:3600", 30.0,
+                                 "seconds, from 0.1 to 3600"),
         "cq.overlayMaxFiles": ("overlay_max_files", "int:0:10000", 50,
                                "a whole number from 0 to 10000"),
         "cq.documenter": ("documenter", "str", "",

@@ -3,8 +3,7 @@
 Owns: the start lock (two `start`s never spawn two workers), spawning a detached process of
 cq's (every stream detached, hook variables scrubbed) and the worker's readiness handshake,
 waking the worker through its FIFO (and starting it where asked: one function for every
-caller), a graceful stop escalating to SIGKILL only when told, finding leftover processes of
-cq's after a `kill -9`, and spawning `cq index --repair`.
+caller), and spawning `cq index --repair` when a process finds a database damaged.
 Must not: import Huey or sqlite3: `hook run` starts the worker through this module.
 """
 
@@ -15,7 +14,7 @@ import os
 import stat
 
 from cqlib.config import load_config
-from cqlib.detector import WorkerHandle, WorkerState, lock_within, open_pidfd, probe_worker
+from cqlib.detector import lock_within, probe_worker
 from cqlib.errors import CqError
 from cqlib.gitio import scrubbed_env, worktree_git_dirs
 from cqlib.state import (
@@ -24,17 +23,24 @@ from cqlib.state import (
     WAKE_FIFO,
     Repo,
     ensure_state_dir,
+    log,
     mark_moved,
     open_state_file,
     self_command,
     tail_lines,
 )
 
+REPAIRS_REQUESTED: set[str] = set()  # the state directories this process asked to repair
 
-def start_repair(repo: Repo) -> None:
-    """Start `cq index --repair` in a process of its own: it stops the worker (and with it
-    the caller, when the caller is the worker) before moving a damaged database aside."""
-    spawn_detached([*self_command(), "-C", repo.common_dir, "index", "--repair"], repo)
+
+def request_repair(repo: Repo, why: str) -> None:
+    """Start `cq index --repair` in a process of its own, once a process (the repair stops
+    the worker, and with it the caller when the caller is the worker, before it moves a
+    damaged database aside), and log why."""
+    if repo.state_dir not in REPAIRS_REQUESTED:
+        REPAIRS_REQUESTED.add(repo.state_dir)
+        log(f"{why}; starting cq index --repair", error=True)
+        spawn_detached([*self_command(), "-C", repo.common_dir, "index", "--repair"], repo)
 
 
 def open_wake_fifo(repo: Repo, flags: int) -> int:
@@ -130,101 +136,20 @@ def spawn_worker(repo: Repo, archive: str | None, wait: float) -> int:
     if code in (0, -signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP):
         raise CqError("the worker was stopped while it started (by a concurrent cq worker "
                       "stop?); start it again if you want it running")
-    tail = "\n".join(tail_lines(repo.state_path(LOG_FILE), 10))
+    last = next((line for line in reversed(tail_lines(repo.state_path(LOG_FILE), 10))
+                 if line.strip()), "")
     why = f"exited with status {code}" if code is not None else \
         f"did not report ready within {wait:.0f}s"
-    raise CqError(f"the worker failed to start ({why}); the log ends with:\n{tail}")
-
-
-def halt_worker(repo: Repo, state: WorkerState, timeout: float, force: bool) -> str:
-    """Send the live worker SIGTERM and wait until it is gone; with force, SIGKILL it after
-    timeout.  Returns a message; CqError if it is still there."""
-    import signal
-
-    pid = state.record["pid"]
-    handle = WorkerHandle(repo, state.record)
-    try:
-        handle.send(signal.SIGTERM)
-        if handle.wait_gone(timeout):
-            return f"stopped the worker (PID {pid})"
-        if not force:
-            doing = "is hung (no heartbeat)" if state.state == "hung" else \
-                "is still finishing its task"
-            raise CqError(f"the worker (PID {pid}) {doing} after {timeout:.0f}s; wait, run "
-                          "cq worker stop again to interrupt the task now (it is queued "
-                          "again), or use --force to kill the worker")
-        handle.send(signal.SIGKILL)
-        if handle.wait_gone(10):
-            return f"killed the worker (PID {pid}); unfinished work will be redone"
-        raise CqError(f"the worker (PID {pid}) survived SIGKILL")
-    finally:
-        handle.close()
-
-
-def stray_kind(pid: int, repo: Repo, live_worker: int | None) -> str | None:
-    """What process pid is, if it is one cq started for this repository that no live worker
-    accounts for: "worker" (a `cq worker run` that is not the live worker) or "documenter"
-    (marked by CQ_STATE_DIR, and by a CQ_WORKER_PID that is not the live worker's)."""
-    if pid in (os.getpid(), live_worker):
-        return None
-    try:
-        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
-            return None
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = [os.fsdecode(a) for a in f.read().split(b"\0")]
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = f.read().split(b"\0")
-    except OSError:
-        return None
-    if is_worker_command(argv, repo):
-        return "worker"
-    if os.fsencode(f"CQ_STATE_DIR={repo.state_dir}") in environ and \
-            os.fsencode(f"CQ_WORKER_PID={live_worker}") not in environ:
-        return "documenter"  # started by a worker that is not the live one
-    return None
-
-
-def is_worker_command(argv: list[str], repo: Repo) -> bool:
-    """True if argv is `... cq -C <this repository> worker run ...`."""
-    for i, arg in enumerate(argv[:-3]):
-        if arg == "-C" and argv[i + 2:i + 4] == ["worker", "run"]:
-            return os.path.realpath(argv[i + 1]) == repo.common_dir
-    return False
-
-
-def kill_strays(repo: Repo, live_worker: int | None) -> list[str]:
-    """SIGKILL stray processes of ours (call with the StartLock held); says what it did."""
-    import signal
-
-    if not os.path.isdir("/proc"):
-        return []
-    done = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or stray_kind(int(name), repo, live_worker) is None:
-            continue
-        pid, pidfd = int(name), None
-        try:
-            pidfd = open_pidfd(pid)
-            kind = stray_kind(pid, repo, live_worker)  # again, now that the pidfd pins it
-            if kind is None:
-                continue
-            if pidfd is None:
-                os.kill(pid, signal.SIGKILL)
-            else:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            done.append(f"killed leftover {kind} process {pid}")
-        except ProcessLookupError:
-            pass
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
-    return done
+    raise CqError(f"the worker failed to start ({why}); the log ends with: {last.strip()} "
+                  "(see: cq worker logs)")
 
 
 def poke_worker(repo: Repo) -> bool:
     """Wake the worker through its FIFO; False if no worker is listening."""
     try:
         fd = open_wake_fifo(repo, os.O_WRONLY)
+    except FileNotFoundError:
+        return False  # no state directory yet: no worker either
     except OSError as exc:
         if exc.errno == errno.ENXIO:
             return False  # a FIFO with no reader: no worker

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 
+from cqlib.detector import open_pidfd
 from cqlib.state import log
 
 
@@ -19,7 +20,6 @@ class Problems:
     """The worker's current problems by source ("config", "task"), for its heartbeat."""
 
     current: dict = {}  # one worker per process
-    repairing = False  # a repair of a damaged database was started
 
     @classmethod
     def report(cls, source: str, message: str) -> None:
@@ -77,6 +77,43 @@ def kill_process_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def kill_marked(name: str, value: str) -> int:
+    """SIGKILL every process of this user whose environment holds name=value: a call's mark
+    is inherited by all a documenter starts, in its process group or out of it (setsid).
+    Each is pinned by a pidfd before its mark is read, so a reused PID is never signalled.
+    Returns how many; nothing where there is no /proc."""
+    import signal
+
+    needle = f"{name}={value}".encode()
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return 0
+    killed = 0
+    for entry in names:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            pidfd = open_pidfd(int(entry))
+        except ProcessLookupError:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle not in f.read().split(b"\0"):
+                    continue
+            if pidfd is None:
+                os.kill(int(entry), signal.SIGKILL)
+            else:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            killed += 1
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+    return killed
 
 
 class WorkerActivity:

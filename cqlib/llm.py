@@ -10,6 +10,7 @@ Must not: rank or store (the summarizer and index/summaries.py do).
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import time
@@ -18,7 +19,13 @@ from cqlib.config import Config
 from cqlib.detector import process_exists
 from cqlib.errors import CqError
 from cqlib.gitio import scrubbed_env
-from cqlib.lifecycle import RUNNING_DOCUMENTERS, Shutdown, WorkerStopping, kill_process_group
+from cqlib.lifecycle import (
+    RUNNING_DOCUMENTERS,
+    Shutdown,
+    WorkerStopping,
+    kill_marked,
+    kill_process_group,
+)
 from cqlib.state import Repo
 
 SUMMARY_PROMPT_VERSION = 1  # part of every summary's key: a new prompt summarises again
@@ -31,6 +38,9 @@ Name at most 20 definitions.
 ----
 """
 DOCUMENTER_OUTPUT_CAP = 1 << 20  # bytes of stdout and stderr together; more is a failure
+EXIT_GRACE = 0.25  # seconds the output of a documenter that has ended is read for
+CALLS = itertools.count(1)  # numbers the calls of this process, for the mark of each
+BAD_COST = float("inf")  # the cost of a call whose answer gave one that cannot be true
 SUMMARY_CHARS = 4000
 NOTE_CHARS = 400
 MOST_NOTES = 100
@@ -152,7 +162,7 @@ def call_documenter(repo: Repo, config: Config, documenter: ExternalDocumenter, 
         detail = last_line(err[-4000:].decode(errors="replace"))
         raise DocumenterFailed(f"cq.documenter exited with status {code}"
                                + (f": {detail}" if detail else ""))
-    return parse_answer(out.decode(errors="replace"), time.time())
+    return parse_answer(out.decode(errors="replace"), time.time(), documenter.preset)
 
 
 ROOM_PREFIX = "cq-documenter-"  # + the worker's PID: the empty directory a call runs in
@@ -191,9 +201,10 @@ def run_bounded(argv: list[str], data: bytes, env: dict, cwd: str,
     import subprocess
     import threading
 
+    mark = f"{os.getpid()}-{next(CALLS)}"  # in the environment of all it starts
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, cwd=cwd,
+                                stderr=subprocess.PIPE, env=dict(env, CQ_CALL=mark), cwd=cwd,
                                 start_new_session=True)
     except OSError as exc:
         raise DocumenterBroken(f"cannot run cq.documenter ({argv[0]}): {exc.strerror}") \
@@ -205,7 +216,7 @@ def run_bounded(argv: list[str], data: bytes, env: dict, cwd: str,
     chunks: dict = {proc.stdout: [], proc.stderr: []}
     deadline = time.monotonic() + timeout
     try:
-        problem = collect_output(chunks, deadline, timeout)
+        problem = collect_output(chunks, proc.pid, deadline, timeout)
         while not problem and not exited(proc.pid):  # it closed its output but runs on
             if time.monotonic() > deadline:
                 problem = f"timed out after {timeout:g}s"
@@ -214,6 +225,7 @@ def run_bounded(argv: list[str], data: bytes, env: dict, cwd: str,
         code = proc.wait()
     finally:
         RUNNING_DOCUMENTERS.discard(proc.pid)
+        kill_marked("CQ_CALL", mark)  # what it started in a session of its own (setsid)
         proc.stdout.close()
         proc.stderr.close()
     if Shutdown.requested:
@@ -223,19 +235,27 @@ def run_bounded(argv: list[str], data: bytes, env: dict, cwd: str,
     return code, b"".join(chunks[proc.stdout]), b"".join(chunks[proc.stderr])
 
 
-def collect_output(chunks: dict, deadline: float, timeout: float) -> str:
-    """Read the streams in chunks (stream -> list) until both end; what went wrong if the
-    output passed DOCUMENTER_OUTPUT_CAP or the deadline came first, else ''."""
+def collect_output(chunks: dict, pid: int, deadline: float, timeout: float) -> str:
+    """Read the streams in chunks (stream -> list) until both end, or the documenter (pid)
+    has ended and EXIT_GRACE passed (what it left running may hold its output open: the
+    answer is in); what went wrong if the output passed DOCUMENTER_OUTPUT_CAP or the deadline
+    came first, else ''."""
     import selectors
 
+    ended_at = None
     with selectors.DefaultSelector() as selector:
         for stream in chunks:
             selector.register(stream, selectors.EVENT_READ)
         while selector.get_map():
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            if ended_at is None and exited(pid):
+                ended_at = now
+            if ended_at is not None and now - ended_at > EXIT_GRACE:
+                break
+            left = deadline - now
             if left <= 0:
                 return f"timed out after {timeout:g}s"
-            for key, _ in selector.select(left):
+            for key, _ in selector.select(min(left, 0.1)):
                 chunk = os.read(key.fileobj.fileno(), 65536)
                 if not chunk:
                     selector.unregister(key.fileobj)
@@ -263,21 +283,24 @@ def feed(stream, data: bytes) -> None:
             pass
 
 
-def parse_answer(text: str, now: float) -> Answer:
+def parse_answer(text: str, now: float, preset: bool = False) -> Answer:
     """An answer from the documenter's stdout: Claude Code's JSON (`result`, `is_error`,
-    `total_cost_usd`), cq's JSON (`summary`, optional `symbols`), or plain text."""
+    `total_cost_usd`), cq's JSON (`summary`, optional `symbols`), or plain text; the preset's
+    must be Claude Code's JSON (anything else is a failed call, never a summary)."""
     import json
 
     obj = json_object(text)
+    if preset and (obj is None or ("result" not in obj and obj.get("type") != "result")):
+        raise DocumenterFailed(f"the claude CLI did not answer with its JSON: "
+                               f"{last_line(text[-4000:]) or 'nothing'}")
     if obj is None:
         if not text.strip():
-            raise CqError("cq.documenter printed nothing")
+            raise DocumenterFailed("cq.documenter printed nothing")
         return summary_of(text, None)
     if "result" in obj or obj.get("type") == "result":
         result = obj.get("result") if isinstance(obj.get("result"), str) else ""
         subtype = str(obj.get("subtype") or "")
-        cost = obj.get("total_cost_usd")
-        cost = float(cost) if isinstance(cost, (int, float)) else None
+        cost = reported_cost(obj, "total_cost_usd")
         if obj.get("is_error") or subtype.startswith("error"):
             limit = limit_in(result, now)
             if limit is not None:
@@ -293,9 +316,22 @@ def parse_answer(text: str, now: float) -> Answer:
                             isinstance(v, int) and not isinstance(v, bool))
         return answer
     if isinstance(obj.get("summary"), str):
-        return summary_of(json.dumps(obj), obj.get("cost_usd")
-                          if isinstance(obj.get("cost_usd"), (int, float)) else None)
-    raise CqError("cq.documenter answered JSON with neither `summary` nor `result`")
+        return summary_of(json.dumps(obj), reported_cost(obj, "cost_usd"))
+    raise DocumenterFailed("cq.documenter answered JSON with neither `summary` nor `result`")
+
+
+def reported_cost(obj: dict, key: str) -> float | None:
+    """The US dollars an answer says the call cost: None where it says nothing, BAD_COST
+    where it says something that is not a finite, non-negative number (NaN, -50, "free")."""
+    import math
+
+    if key not in obj:
+        return None
+    value = obj[key]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            math.isfinite(value) and value >= 0:
+        return float(value)
+    return BAD_COST
 
 
 def json_object(text: str) -> dict | None:

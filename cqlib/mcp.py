@@ -17,7 +17,7 @@ from collections import namedtuple
 
 from cqlib import VERSION
 from cqlib.config import Config, FreshConfig
-from cqlib.control import start_repair, wake_worker
+from cqlib.control import request_repair, wake_worker
 from cqlib.detector import probe_worker
 from cqlib.documenters import DEFINITION_KINDS, canonical_language
 from cqlib.errors import EXIT_OK, EXIT_USAGE, CqError
@@ -31,19 +31,22 @@ from cqlib.gitio import (
     work_tree,
     worktree_git_dirs,
 )
-from cqlib.index.database import NotIndexed, is_damage
+from cqlib.index.database import needs_repair
 from cqlib.index.store import Index
 from cqlib.overlay import WorktreeOverlay, WorktreeWatch, search_worktree
 from cqlib.pipeline import LEXICAL_FIRST
-from cqlib.search import SearchQuery, names_exactly, path_matcher
-from cqlib.state import INDEX_DB, PYZ_COPY, TOP, Repo, mark_moved, running_archive
-from cqlib.status import IndexState, index_state
+from cqlib.search import SearchQuery, names_exactly, path_matcher, path_names_files
+from cqlib.state import INDEX_DB, PYZ_COPY, Repo, mark_moved, running_archive, self_command
+from cqlib.status import CountCache, index_state, open_index_to_read
 from cqlib.summarizer import summary_progress
+from cqlib.text import json_text, named_path, one_line, path_text, path_text_names
 
 MCP_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")  # newest first
 MCP_TEXT_CAP = 16_000  # characters of one answer's text (about 4,000 tokens)
 MCP_HARD_CAP = 36_000  # no answer is longer, whatever a client asks for
 MCP_BODY_CAP = 1 << 20  # bytes of one HTTP request
+MCP_BATCH_MAX = 100  # messages of one batch
+MCP_BATCH_ANSWER_CAP = 4 << 20  # characters a batch's answers may pass before the rest is not run
 MCP_INSTRUCTIONS = ("cq searches a documentation index of this git repository, kept fresh by a "
                     "background worker. Use search for code by words or identifiers, symbol "
                     "for where a name is defined, outline for one file, files to list files, "
@@ -53,6 +56,7 @@ HIT_SCHEMA = {"type": "object", "properties": {
     "path": {"type": "string"}, "line": {"type": "integer"}, "kind": {"type": "string"},
     "symbol": {"type": "string"}, "signature": {"type": "string"}, "doc": {"type": "string"},
     "score": {"type": "number"}, "freshness": {"enum": ["fresh", "edited", "stale"]},
+    "path_bytes": {"type": "string"},
     "matched_summary_by": {"type": "string"}},
     "required": ["path", "line", "kind", "symbol", "freshness"]}
 STATE_SCHEMA = {"indexed_commit": {"type": ["string", "null"]},
@@ -112,7 +116,7 @@ class McpServer:
         self.client_roots = False
         self.roots_answered = threading.Event()  # set once the client's roots/list answer came
         self.version = MCP_VERSIONS[0]
-        self.counted: tuple = (0.0, None, {})  # (when, (indexed commit, HEAD), counts)
+        self.counts = CountCache()
         self.settings: FreshConfig | None = None
 
     # -- JSON-RPC ---------------------------------------------------------------------------
@@ -122,6 +126,8 @@ class McpServer:
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             return rpc_error(None, -32600, "not a JSON-RPC 2.0 message")
         request_id, method = message.get("id"), message.get("method")
+        if not valid_id(request_id):
+            return rpc_error(None, -32600, "id must be a string, an integer or null")
         if method is None:
             if "result" not in message and "error" not in message:
                 return rpc_error(request_id, -32600, "a request needs a method")
@@ -132,7 +138,8 @@ class McpServer:
             return rpc_error(request_id, -32600, "method must be a string")
         params = message.get("params") or {}
         if request_id is None:  # a notification: acted on, never answered
-            if method == "notifications/cancelled" and isinstance(params, dict):
+            if method == "notifications/cancelled" and isinstance(params, dict) and \
+                    valid_id(params.get("requestId")):
                 self.cancelled.add(json_key(params.get("requestId")))
             elif method == "notifications/initialized":
                 self.initialized(None, params)
@@ -157,7 +164,18 @@ class McpServer:
         if isinstance(message, list):
             if not message:
                 return rpc_error(None, -32600, "an empty batch")
-            replies = [r for r in map(self.safe_handle, message) if r is not None]
+            if len(message) > MCP_BATCH_MAX:
+                return rpc_error(None, -32600, f"a batch holds at most {MCP_BATCH_MAX} "
+                                 "messages; send the rest in another")
+            replies, size = [], 0
+            for item in message:  # past the cap, what is left is not run
+                reply = self.safe_handle(item) if size <= MCP_BATCH_ANSWER_CAP else \
+                    rpc_error(item.get("id") if isinstance(item, dict) and valid_id(
+                        item.get("id")) else None, -32603, "the batch's answer passed "
+                        f"{MCP_BATCH_ANSWER_CAP >> 20} MiB: ask again in a smaller batch")
+                if reply is not None:
+                    replies.append(reply)
+                    size += len(compact_json(reply))
             return replies or None
         return self.safe_handle(message)
 
@@ -166,9 +184,10 @@ class McpServer:
         try:
             return self.handle(message)
         except Exception as exc:  # noqa: BLE001 - one bad request must not end the session
-            print(f"cq mcp: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(one_line(f"cq mcp: {type(exc).__name__}: {exc}"), file=sys.stderr)
             request_id = message.get("id") if isinstance(message, dict) else None
-            return rpc_error(request_id, -32603, f"internal error: {exc}")
+            return rpc_error(request_id if valid_id(request_id) else None, -32603,
+                             one_line(f"internal error: {exc}")[:500])
 
     def initialize(self, request_id, params: dict) -> dict:
         """The handshake: the client's protocol version if we speak it, else our newest."""
@@ -236,8 +255,8 @@ class McpServer:
             if type(exc).__module__ != "sqlite3":
                 raise
             self.close_index()  # reopened on the next call, perhaps after a repair
-            if is_damage(exc):
-                start_repair(self.repo)
+            if needs_repair(exc):
+                request_repair(self.repo, f"cq mcp: the index is damaged or unreadable ({exc})")
             return {"content": [{"type": "text", "text": f"the index could not be read "
                                  f"({exc}); ask again in a moment"}], "isError": True}
         text = compact_json(structured)
@@ -257,12 +276,7 @@ class McpServer:
         if self.index is not None and identity != self.index_identity:
             self.close_index()
         if self.index is None:
-            try:
-                self.index = Index(self.repo, readonly=True)
-            except NotIndexed as exc:
-                wake_worker(self.repo, start=True)
-                raise ToolError(f"{exc}; the worker is building the index, ask again "
-                                "shortly") from exc
+            self.index = open_index_to_read(self.repo)
             self.index_identity = identity
         return self.index
 
@@ -297,7 +311,7 @@ class McpServer:
                                           "message": "waiting for the index to reach HEAD"}})
                 time.sleep(0.05)
                 indexed = index.worktree_commit(self.repo.git_dir)
-        state = self.index_state(index, head)
+        state = index_state(index, self.repo.git_dir, head, cache=self.counts)
         indexed = state.indexed_commit
         stale: set | None = set()  # None: which paths changed is unknown, so all may be
         if indexed != head:
@@ -313,20 +327,6 @@ class McpServer:
             return []
         blobs = new_blobs(changed_blobs(self.repo.common_dir, before, head))
         return blobs if len(blobs) <= LEXICAL_FIRST else []
-
-    def index_state(self, index: Index, head: str | None) -> IndexState:
-        """Where the index stands for the served worktree, at HEAD `head`: what every tool's
-        answer says of its freshness.  Its files are counted again (0.1 s at 50,000 files)
-        only when the indexed commit or HEAD moved, or 2 seconds passed: two tools asked at
-        the same moment give the same answer."""
-        git_dir = self.repo.git_dir
-        when, key, counts = self.counted
-        with index.snapshot():  # the counts are of the commit read with them
-            indexed = index.worktree_commit(git_dir)
-            if (indexed, head) != key or time.monotonic() - when > 2:
-                counts = index.status(git_dir)
-                self.counted = (time.monotonic(), (indexed, head), counts)
-            return IndexState(head, indexed, git_dir in index.worktrees(), counts)
 
     def overlay(self) -> WorktreeOverlay:
         """The working tree's edited files, documented now: the last overlay again when
@@ -361,11 +361,14 @@ class McpInvalid(Exception):
 
 
 def compact_json(value) -> str:
-    """A value as compact JSON text (json is imported only here and where JSON is read: the
-    hot paths never need it)."""
-    import json
+    """A value as compact JSON text that can always be written (see json_text)."""
+    return json_text(value)
 
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+def valid_id(value) -> bool:
+    """True for an id JSON-RPC allows and MCP takes: a string, an integer, or null."""
+    return value is None or isinstance(value, str) or \
+        (isinstance(value, int) and not isinstance(value, bool))
 
 
 def json_key(value) -> str:
@@ -393,7 +396,7 @@ def public_state(state: dict) -> dict:
 
 def hit(result: dict, edited: set, state: dict) -> dict:
     """One search or symbol hit as MCP returns it."""
-    return {"path": result["path"], "line": result["line"], "kind": result["kind"],
+    return {**named_path(result["path"]), "line": result["line"], "kind": result["kind"],
             "symbol": result["symbol"], "signature": result["signature"],
             "doc": result["doc"], "score": result["score"],
             "freshness": freshness(result["path"], edited, state),
@@ -464,6 +467,11 @@ def tool_search(server: McpServer, args: dict, meta: dict, request_id) -> dict:
     results = search_worktree(server.open_index(), server.repo, query, overlay,
                               offset + limit + 1, path=args.get("path"), language=language,
                               demote=config.demote)
+    if not results and args.get("path") and \
+            not path_names_files(server.open_index(), server.repo.git_dir, args["path"]):
+        raise ToolError(f"no indexed file is under path {path_text(args['path'])!r}: give a "
+                        "folder, path prefix or glob from the repository's top (see the files "
+                        "tool)")
     page = [hit(r, overlay.edited, state) for r in results[offset:offset + limit]]
     shown = capped(page)
     more = offset + shown < len(results)
@@ -509,22 +517,25 @@ def tool_outline(server: McpServer, args: dict, meta: dict, request_id) -> dict:
     path = args.get("path")
     if not isinstance(path, str) or not path.strip():
         raise ToolError("path must be a file's path from the repository's top")
-    path = os.path.normpath(path).removeprefix("./")
-    try:
-        os.fsencode(path)
-    except UnicodeError as exc:
-        raise ToolError("path holds characters no file name can have") from exc
     state = server.fresh_state(meta, request_id)
     overlay = server.overlay()
-    if path in overlay.deleted:
-        raise ToolError(f"{path} is deleted in the working tree")
-    source = overlay.index if path in overlay.edited and overlay.complete else \
-        server.open_index()
-    doc = source.file_doc(server.repo.git_dir, path)
-    if doc is None:
-        raise ToolError(f"{path} is not a file of this repository (see the files tool)")
+    shown = path
+    for path in path_text_names(os.path.normpath(shown).removeprefix("./")):
+        try:
+            os.fsencode(path)
+        except UnicodeError:
+            continue  # characters no file name can have
+        if path in overlay.deleted:
+            raise ToolError(f"{shown} is deleted in the working tree")
+        source = overlay.index if path in overlay.edited and overlay.complete else \
+            server.open_index()
+        doc = source.file_doc(server.repo.git_dir, path)
+        if doc is not None:
+            break
+    else:
+        raise ToolError(f"{shown} is not a file of this repository (see the files tool)")
     entries = doc["entries"][:capped(doc["entries"])]
-    return {"path": path, "language": doc["language"], "summary": doc["summary"],
+    return {**named_path(path), "language": doc["language"], "summary": doc["summary"],
             "summary_by": doc["summary_by"],
             "freshness": freshness(path, overlay.edited, state), "entries": entries,
             **public_state(state)}
@@ -544,9 +555,10 @@ def tool_files(server: McpServer, args: dict, meta: dict, request_id) -> dict:
     offset = decode_cursor(args.get("cursor"), "files", json_key(glob))
     state = server.fresh_state(meta, request_id)
     matches = path_matcher(glob) or (lambda path: True)
-    files = [{"path": f.path, "language": f.language,
+    files = [{**named_path(f.path), "language": f.language,
               "summary": f.summary.strip().split("\n", 1)[0][:160]}
-             for f in server.open_index().files(server.repo.git_dir) if matches(f.path)]
+             for f in server.open_index().files(server.repo.git_dir)
+             if matches(path_text(f.path))]
     if glob and not files:
         raise ToolError(f"no indexed file matches {glob!r}; try a folder such as 'src'")
     page = files[offset:offset + 200]
@@ -566,11 +578,11 @@ def tool_files(server: McpServer, args: dict, meta: dict, request_id) -> dict:
 def tool_status(server: McpServer, args: dict, meta: dict, request_id) -> dict:
     """status: per worktree, indexed commit vs HEAD and counts; the worker's state."""
     index = server.open_index()
-    this = server.index_state(index, head_commit(server.repo.git_dir))
+    this = index_state(index, server.repo.git_dir, cache=server.counts)
     worktrees = []
     for git_dir in worktree_git_dirs(server.repo.common_dir):
         state = this if git_dir == server.repo.git_dir else index_state(index, git_dir)
-        worktrees.append({"git_dir": git_dir, "head": state.head,
+        worktrees.append({"git_dir": path_text(git_dir), "head": state.head,
                           "indexed_commit": state.indexed_commit,
                           "files": state.counts["files"], "pending": state.counts["pending"],
                           "failed": state.counts["failed"]})
@@ -605,7 +617,12 @@ def serve_stdio(repo: Repo | None, cwd: str) -> int:
     write_lock = threading.Lock()
 
     def send(message: dict | list) -> None:
-        data = compact_json(message).encode()
+        try:
+            data = compact_json(message).encode()
+        except (ValueError, TypeError, RecursionError) as exc:  # never half a message
+            print(one_line(f"cq mcp: an answer could not be written: {exc}"), file=sys.stderr)
+            data = compact_json(rpc_error(None, -32603, "internal error: the answer could not "
+                                          "be written as JSON")).encode()
         with write_lock:
             out.write(data + b"\n")
             out.flush()
@@ -618,7 +635,7 @@ def serve_stdio(repo: Repo | None, cwd: str) -> int:
             try:
                 take(line)
             except Exception as exc:  # noqa: BLE001 - the reader must outlive any one line
-                print(f"cq mcp: {type(exc).__name__}: {exc}", file=sys.stderr)
+                print(one_line(f"cq mcp: {type(exc).__name__}: {exc}"), file=sys.stderr)
         requests.put(None)
 
     def take(line: bytes) -> None:
@@ -636,8 +653,9 @@ def serve_stdio(repo: Repo | None, cwd: str) -> int:
                 ("result" in message or "error" in message):
             server.handle(message)  # an answer to our roots/list, awaited by a request
         elif isinstance(message, dict) and message.get("method") == "server/discover":
-            send(rpc_error(message.get("id"), -32601, "method not found: server/discover "
-                           "(this server speaks the initialize handshake)"))
+            send(rpc_error(message.get("id") if valid_id(message.get("id")) else None, -32601,
+                           "method not found: server/discover (this server speaks the "
+                           "initialize handshake)"))
         else:
             requests.put(message)
 
@@ -652,15 +670,59 @@ def serve_stdio(repo: Repo | None, cwd: str) -> int:
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+HTTP_CONNECTIONS = 32  # connections served at once; past them, 503 at once
 
 
-def serve_http(repo: Repo | None, cwd: str, address: str, token: str | None) -> int:
+class Deadlines:
+    """The connections whose request must have arrived by a time, and one thread that shuts
+    down those that are late: a limit per read would let a sender keep a thread forever at
+    a byte every few seconds."""
+
+    def __init__(self):
+        import threading
+
+        self.lock = threading.Lock()
+        self.due: dict = {}  # socket -> when its request must have arrived
+        threading.Thread(target=self.watch, name="http-deadlines", daemon=True).start()
+
+    def start(self, sock, seconds: float) -> None:
+        """The request on sock must arrive within seconds."""
+        with self.lock:
+            self.due[sock] = time.monotonic() + seconds
+
+    def done(self, sock) -> None:
+        """The request on sock has arrived (or the connection ended)."""
+        with self.lock:
+            self.due.pop(sock, None)
+
+    def watch(self) -> None:
+        """Shut down the connections whose request is late, twice a second."""
+        import socket
+
+        while True:
+            time.sleep(0.5)
+            with self.lock:
+                late = [s for s, at in self.due.items() if at <= time.monotonic()]
+                for sock in late:
+                    del self.due[sock]
+            for sock in late:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def serve_http(repo: Repo | None, cwd: str, address: str, token: str | None,
+               request_seconds: float = 30.0) -> int:
     """Serve MCP's Streamable HTTP transport: JSON-RPC POSTed to /mcp, JSON answers, a
-    thread per request.  Loopback by default; any other address needs a bearer token;
-    browsers' Origin headers must name this host (the DNS-rebinding rule)."""
+    thread per connection (HTTP_CONNECTIONS at most; past them 503), each request to have
+    arrived, headers and body, within request_seconds (cq.mcpRequestTimeout).  Loopback by
+    default; any other address needs a bearer token; browsers' Origin headers must name this
+    host, and on loopback the Host header a loopback name (the DNS-rebinding rules)."""
     import hmac
     import json
     import socket
+    import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     host, _, port = address.rpartition(":")
@@ -670,18 +732,24 @@ def serve_http(repo: Repo | None, cwd: str, address: str, token: str | None) -> 
     if host not in LOOPBACK_HOSTS and not token:
         raise CqError(f"serving on {host} needs a bearer token: git config cq.mcpToken TOKEN, "
                       "or --token-file FILE", EXIT_USAGE)
+    deadlines = Deadlines()
 
     class Handler(BaseHTTPRequestHandler):
         """One HTTP request: one JSON-RPC message (or batch)."""
 
-        timeout = 30  # seconds a client may take to send its request
+        timeout = request_seconds  # for each read; Deadlines for the whole request
+
+        def handle_one_request(self) -> None:
+            deadlines.start(self.connection, request_seconds)
+            try:
+                super().handle_one_request()
+            finally:
+                deadlines.done(self.connection)
+
         def do_POST(self) -> None:  # the name http.server calls
-            origin = self.headers.get("Origin")
-            if origin and origin_host(origin) not in (*LOOPBACK_HOSTS, host):
-                return self.answer(403, {"error": "origin not allowed"})
-            if token and not hmac.compare_digest(
-                    self.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
-                return self.answer(401, {"error": "a bearer token is required"})
+            refused = self.refusal()
+            if refused:
+                return self.answer(*refused)
             length = self.headers.get("Content-Length", "")
             if not (length.isascii() and length.isdigit()):
                 return self.answer(400, rpc_error(None, -32600, "Content-Length is required"))
@@ -694,16 +762,33 @@ def serve_http(repo: Repo | None, cwd: str, address: str, token: str | None) -> 
                     remaining -= len(chunk)
                 self.close_connection = True
                 return self.answer(413, rpc_error(None, -32600, "request too large"))
+            body = self.rfile.read(int(length))
+            deadlines.done(self.connection)  # the rest of the time is the server's
             try:
-                message = json.loads(self.rfile.read(int(length)))
+                message = json.loads(body)
             except (ValueError, RecursionError):
                 return self.answer(400, rpc_error(None, -32700, "parse error: not JSON"))
             if isinstance(message, dict) and message.get("method") == "server/discover":
-                return self.answer(200, rpc_error(message.get("id"), -32601,
-                                                  "method not found: server/discover"))
+                request_id = message.get("id")
+                return self.answer(200, rpc_error(request_id if valid_id(request_id) else None,
+                                                  -32601, "method not found: server/discover"))
             reply = McpServer(repo, cwd, lambda notification: None,
                               watch_tree=False).dispatch(message)
             return self.answer(202, None) if reply is None else self.answer(200, reply)
+
+        def refusal(self) -> tuple | None:
+            """(status, body) for a request refused for where it comes from or its token."""
+            origin = self.headers.get("Origin")
+            if origin and origin_host(origin) not in (*LOOPBACK_HOSTS, host):
+                return 403, {"error": "origin not allowed"}
+            named = self.headers.get("Host")
+            if host in LOOPBACK_HOSTS and named and origin_host(f"//{named}") not in \
+                    LOOPBACK_HOSTS:
+                return 403, {"error": "host not allowed: this server answers loopback names"}
+            if token and not hmac.compare_digest(
+                    self.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
+                return 401, {"error": "a bearer token is required"}
+            return None
 
         def do_GET(self) -> None:  # no server-sent events stream here
             self.answer(405, {"error": "POST JSON-RPC messages to this endpoint"})
@@ -717,11 +802,42 @@ def serve_http(repo: Repo | None, cwd: str, address: str, token: str | None) -> 
             self.wfile.write(data)
 
         def log_message(self, form: str, *args) -> None:
-            print(f"cq mcp: {form % args}", file=sys.stderr)
+            print(one_line(f"cq mcp: {form % args}"), file=sys.stderr)
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    server = type("Server", (ThreadingHTTPServer,), {"address_family": family})(
-        (host, int(port)), Handler)
+    class Server(ThreadingHTTPServer):
+        """The threads of HTTP_CONNECTIONS connections at most; a connection past them is
+        answered 503 at once."""
+
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        daemon_threads = True
+        slots = threading.BoundedSemaphore(HTTP_CONNECTIONS)
+
+        def process_request(self, request, client_address) -> None:
+            if self.slots.acquire(blocking=False):
+                super().process_request(request, client_address)
+                return
+            body = compact_json({"error": f"busy: {HTTP_CONNECTIONS} connections are being "
+                                          "served; retry in a moment"}).encode()
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+                                b"application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+                                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            except OSError:
+                pass
+            self.shutdown_request(request)
+
+        def process_request_thread(self, request, client_address) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.slots.release()
+
+        def handle_error(self, request, client_address) -> None:
+            exc = sys.exc_info()[1]
+            print(one_line(f"cq mcp: a connection from {client_address[0]} ended: "
+                           f"{type(exc).__name__}: {exc}"), file=sys.stderr)
+
+    server = Server((host, int(port)), Handler)
     print(f"cq mcp: serving on http://{address if ':' in address else host + ':' + port}/mcp",
           file=sys.stderr)
     try:
@@ -746,9 +862,8 @@ def origin_host(origin: str) -> str:
 def mcp_command(repo: Repo, archive: str | None) -> list[str]:
     """The command line an MCP client runs to start cq's server for this repository."""
     copy = repo.state_path(PYZ_COPY)
-    pyz = copy if os.path.isfile(copy) else (archive or os.path.join(TOP, "cq.py"))
     top = work_tree(repo.git_dir) or repo.common_dir
-    return [sys.executable, "-I", "-S", pyz, "-C", top, "mcp"]
+    return [*self_command(copy if os.path.isfile(copy) else archive), "-C", top, "mcp"]
 
 
 def mcp_client_config(repo: Repo, client: str, top: str) -> str:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 import sys
 
 from cqlib.config import Config
 from cqlib.documenters import document_text, looks_binary
-from cqlib.gitio import WorkTreeStatus, work_tree
+from cqlib.gitio import WorkTreeFiles, WorkTreeStatus, work_tree
 from cqlib.index.store import Index, Record
 from cqlib.search import PER_FILE, coverage_penalty, search
 from cqlib.state import Repo
@@ -45,9 +44,9 @@ class WorktreeOverlay:
                 self.failed = not ok
             index = Index.in_memory(self.repo)
             complete = len(edited) <= self.config.overlay_max_files
+            self.found = (edited, deleted, index, complete)  # known, even if documenting fails
             if complete and self.top is not None:
                 self.document(index, edited)
-            self.found = (edited, deleted, index, complete)
         return self.found
 
     @property
@@ -73,21 +72,17 @@ class WorktreeOverlay:
     def document(self, index: Index, edited: set) -> None:
         """Document the edited files into the in-memory index."""
         config, entries = self.config, {}
-        for path in sorted(edited):
-            full = os.path.join(self.top, path)
-            try:
-                st = os.lstat(full)
-                if not stat.S_ISREG(st.st_mode) or st.st_size > config.max_file_size:
+        with WorkTreeFiles(self.top) as files:
+            for path in sorted(edited):
+                data = files.read_file(path, config.max_file_size)
+                if data is None:
                     continue
-                with open(full, "rb") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            blob = f"worktree:{path}"
-            entries[path] = ("100644", blob)
-            if not looks_binary(data):
-                index.store(Record(blob, "ok", len(data),
-                                   document_text(path, data, config.parse_budget), path))
+                # The name's bytes, so that any name, UTF-8 or not, makes a blob id.
+                blob = f"worktree:{os.fsencode(path).hex()}"
+                entries[path] = ("100644", blob)
+                if not looks_binary(data):
+                    index.store(Record(blob, "ok", len(data),
+                                       document_text(path, data, config.parse_budget), path))
         with index.transaction():
             index.replace_worktree(self.repo.git_dir, None,
                                    ((p, mode, sha) for p, (mode, sha) in entries.items()), config)

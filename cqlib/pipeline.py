@@ -169,8 +169,8 @@ def document_batch(config: Config, index: Index, reader: BlobReader, blobs: list
 
 def batch_records(config: Config, reader: BlobReader, blobs: list, lexical: bool,
                   reused: set = frozenset()) -> tuple | None:
-    """The records of the lexical or the full pass for (blob, path) pairs, and the (blob,
-    path, error) failures (reused: blobs whose words the lexical pass stored); None if the
+    """The Records of the lexical or the full pass for (blob, path) pairs, and the Failures
+    (reused: blobs whose words the lexical pass stored), as a pair; None if the
     worker is stopping.  Each blob is read and documented in this thread's pool of processes
     where there are enough of them (the worker then holds none of their bytes), else here."""
     jobs = [job_of(config, blob, path, reader.common_dir, lexical, blob not in reused)

@@ -235,7 +235,7 @@ def read_jobs(jobs: list[Job], reader: BlobReader) -> Iterator[tuple]:
     BlobReader.read_all).  A batch's jobs are of one repository and one size limit."""
     for start in range(0, len(jobs), POOL_GROUP):
         group = jobs[start:start + POOL_GROUP]
-        with WorkTreeFiles(group[0].git_dir) as files:
+        with WorkTreeFiles.of_repository(group[0].git_dir) as files:
             found = [files.read(job.path, job.blob, job.limit) for job in group]
         missing = [job.blob for job, content in zip(group, found) if content is None]
         contents = reader.read_all(missing, group[0].limit)

@@ -18,7 +18,7 @@ import sqlite3
 import time
 
 from cqlib.config import Config, config_files_state, load_config
-from cqlib.control import start_repair
+from cqlib.control import request_repair
 from cqlib.errors import CqError
 from cqlib.index.database import (
     DatabaseDamaged,
@@ -26,6 +26,7 @@ from cqlib.index.database import (
     UnsyncedConnection,
     check_database_files,
     is_damage,
+    needs_repair,
     sqlite_uri,
 )
 from cqlib.index.store import Index
@@ -250,22 +251,14 @@ def huey_version() -> str:
 
 
 def repair_if_damaged(repo: Repo, work, *args) -> None:
-    """Run a task; if it meets a damaged database, have `cq index --repair` (a process of its
-    own, which stops this worker first) move the file aside and restart the worker."""
+    """Run a task; if it meets a damaged or unreadable database, have `cq index --repair` (a
+    process of its own, which stops this worker first) put it right and restart the worker."""
     try:
         work(*args)
     except Exception as exc:
-        repair_once(repo, exc)
+        if needs_repair(exc):
+            request_repair(repo, f"a database is damaged or unreadable ({exc})")
         raise
-
-
-def repair_once(repo: Repo, exc: Exception) -> None:
-    """Start `cq index --repair` if exc says a database is damaged (once per worker: the
-    repair restarts it)."""
-    if (is_damage(exc) or isinstance(exc, DatabaseDamaged)) and not Problems.repairing:
-        Problems.repairing = True
-        log(f"a database is damaged ({exc}); starting cq index --repair", error=True)
-        start_repair(repo)
 
 
 def describe_task(task) -> str:

@@ -116,6 +116,12 @@ PATH_CLASS_CACHE: dict = {}  # (path, demote) -> class, for the life of a proces
 PATH_CLASS_NAMES: dict = {}  # class -> the pattern of its file names, compiled at first use
 
 
+def path_names_files(index: Index, git_dir: str, spec: str) -> bool:
+    """True if some indexed file of a worktree is under `--path` spec (see path_matcher)."""
+    matches = path_matcher(spec)
+    return any(matches(f.path) for f in index.files(git_dir))
+
+
 def path_class(path: str, demote: tuple) -> str:
     """source, test, example, copy (vendored, bundled, minified, generated), history
     (changelogs) or demoted (by the cq.demote patterns)."""

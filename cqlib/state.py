@@ -17,6 +17,7 @@ import sys
 import time
 
 from cqlib.errors import CqError
+from cqlib.text import path_text
 
 STATE_DIR_NAME = "cq"
 PID_FILE = "worker.pid"
@@ -257,11 +258,13 @@ WORKER_LOG_NAME = "cq"
 
 
 def log(message: str, error: bool = False) -> None:
-    """Write to the worker log (a no-op outside the worker, where logging is not set up)."""
+    """Write to the worker log (a no-op outside the worker, where logging is not set up); a
+    file name's undecodable bytes are written as escapes (see path_text)."""
     if "logging" in sys.modules:
         import logging
 
-        logging.getLogger(WORKER_LOG_NAME).log(logging.ERROR if error else logging.INFO, message)
+        logging.getLogger(WORKER_LOG_NAME).log(logging.ERROR if error else logging.INFO,
+                                               path_text(message))
 
 
 def mark_moved(repo: Repo) -> None:

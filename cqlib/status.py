@@ -1,19 +1,29 @@
 """Where the index stands for a worktree: the one answer `cq index status`, `--wait`, `init`
 and every MCP answer give.
 
-Owns: IndexState (HEAD, the commit the worktree's map was brought to, and the counts of its
-files) and what follows from it: current, searchable, complete, catching up, and the note an
-answer carries.  Two callers asking at the same moment get the same answer.
-Must not: wait, wake the worker or format output (its callers do).
+Owns: opening the index to read (for the CLI and MCP alike: an index that is missing, or of
+another cq, explained and rebuilt), whether a running worker is of this cq and schema,
+IndexState (HEAD, the commit the worktree's map was brought to, and the counts of its files)
+and what follows from it: current, searchable, complete, catching up, and the note an answer
+carries.  Two callers asking at the same moment get the same answer.
+Must not: wait for the worker, import the queue or format output (its callers do).
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections import namedtuple
 
+from cqlib import VERSION
+from cqlib.control import mark_all_moved, wake_worker
+from cqlib.detector import probe_worker
+from cqlib.errors import CqError
 from cqlib.gitio import head_commit
+from cqlib.index.database import NotIndexed
+from cqlib.index.schema import SCHEMA_VERSION
 from cqlib.index.store import Index
-from cqlib.state import Repo
+from cqlib.state import PYZ_COPY, Repo
 
 
 class IndexState(namedtuple("IndexState", ("head", "indexed_commit", "known", "counts"))):
@@ -58,21 +68,66 @@ class IndexState(namedtuple("IndexState", ("head", "indexed_commit", "known", "c
                 "searchable": self.searchable}
 
 
+class CountCache:
+    """The last counts of a long-lived reader (the MCP server): counting again takes 0.1 s at
+    50,000 files, so it is done only when the indexed commit or HEAD moved, or
+    COUNTS_FRESH_SECONDS passed.  Two answers given at the same moment say the same."""
+
+    COUNTS_FRESH_SECONDS = 2.0
+
+    def __init__(self):
+        self.when, self.key, self.counts = 0.0, None, {}
+
+    def counts_of(self, index: Index, key: tuple) -> dict:
+        """The counts for key (git dir, indexed commit, HEAD): kept ones while fresh."""
+        if key != self.key or time.monotonic() - self.when > self.COUNTS_FRESH_SECONDS:
+            self.counts = index.status(key[0])
+            self.when, self.key = time.monotonic(), key
+        return self.counts
+
+
 def index_state(index: Index, git_dir: str, head: str | None = None,
-                problems: bool = False) -> IndexState:
+                problems: bool = False, cache: CountCache | None = None) -> IndexState:
     """Where the index stands for the worktree of git_dir, its counts and its commit read at
     one moment (HEAD as read just before, by the caller if it has it); with problems, the
-    counts also list the skipped and failed files (`skipped_files`, `failed_files`)."""
+    counts also list the skipped and failed files (`skipped_files`, `failed_files`); with a
+    cache, counts kept from a moment ago may stand in for a count."""
     head = head_commit(git_dir) if head is None else head
     with index.snapshot():
-        counts = index.status(git_dir)
+        indexed = index.worktree_commit(git_dir)
+        counts = dict(cache.counts_of(index, (git_dir, indexed, head)) if cache else
+                      index.status(git_dir))
         if problems:
             counts.update(index.problem_files(git_dir))
-        return IndexState(head, index.worktree_commit(git_dir), git_dir in index.worktrees(),
-                          counts)
+        return IndexState(head, indexed, git_dir in index.worktrees(), counts)
 
 
 def read_index_state(repo: Repo, problems: bool = False) -> IndexState:
     """index_state of this worktree, from a read of its own."""
     with Index(repo, readonly=True) as index:
         return index_state(index, repo.git_dir, problems=problems)
+
+
+def runs_this_cq(record: dict) -> bool:
+    """True if a worker's pid record is of this cq and index schema (a worker of another
+    would fight this one over the index, each rebuilding it for its own schema)."""
+    return record.get("version") == VERSION and record.get("schema") == SCHEMA_VERSION
+
+
+def open_index_to_read(repo: Repo) -> Index:
+    """The index, read-only, for the CLI and the MCP server alike.  Where cq is set up but the
+    index is missing or empty (deleted, truncated, or made by another version), the worker is
+    set to rebuild it from git and the CqError says so, rather than asking for cq init."""
+    try:
+        return Index(repo, readonly=True)
+    except NotIndexed:
+        if not os.path.isfile(repo.state_path(PYZ_COPY)):
+            raise
+    state = probe_worker(repo)
+    if state.alive and not runs_this_cq(state.record):
+        raise CqError(f"the worker running here is cq {state.record.get('version')}, whose "
+                      f"index this cq {VERSION} cannot read (upgrade it: cq init)")
+    mark_all_moved(repo)
+    wake_worker(repo, start=True)
+    raise CqError("the index is empty; the worker is building it from git: ask again shortly "
+                  "(progress: cq index status)")

@@ -12,12 +12,14 @@ from __future__ import annotations
 import time
 
 from cqlib.config import Config, FreshConfig, config_or_defaults, skip_reason
+from cqlib.control import request_repair
 from cqlib.gitio import LazyBlobReader, head_commit, tree_entries, tree_listing
-from cqlib.index.database import NotIndexed
+from cqlib.index.database import NotIndexed, needs_repair
 from cqlib.index.store import Index
 from cqlib.index.summaries import Summaries, SummaryJob
 from cqlib.lifecycle import Progress, SummaryWork, WorkerActivity, WorkerStopping
 from cqlib.llm import (
+    BAD_COST,
     DocumenterBroken,
     DocumenterFailed,
     ExternalDocumenter,
@@ -27,7 +29,6 @@ from cqlib.llm import (
     external_documenter,
     next_midnight,
 )
-from cqlib.queue import repair_once
 from cqlib.state import Repo, log
 
 
@@ -41,6 +42,17 @@ def documenter_pause(summaries: Summaries, config: Config, documenter: ExternalD
                                     f"cq.documenterBudget, is ${config.documenter_budget:g}")
     until, reason, _ = summaries.pause(documenter.key)
     return (until, reason) if until > now else (0.0, "")
+
+
+def charged(config: Config, documenter: ExternalDocumenter, cost: float | None) -> float | None:
+    """What a call is counted as costing: what it reported, or, where that cannot be true
+    (BAD_COST: NaN, negative), the whole daily budget (logged), so that no report can lower
+    the day's spend or switch the budget off."""
+    if cost != BAD_COST:
+        return cost
+    log(f"{documenter.name} reported a cost that cannot be true; the call is counted as "
+        f"${config.documenter_budget:g}, the daily budget", error=True)
+    return config.documenter_budget
 
 
 class Summarizer:
@@ -94,7 +106,9 @@ class Summarizer:
                             SummaryWork.arrived.clear()
                             self.queue = []  # new records go ahead of the rest
             except Exception as exc:  # noqa: BLE001 - logged; the thread carries on
-                repair_once(self.repo, exc)
+                if needs_repair(exc):
+                    request_repair(self.repo, f"summarizer: a database is damaged or "
+                                   f"unreadable ({exc})")
                 log(f"summarizer: {type(exc).__name__}: {exc}", error=True)
                 self.stop_taking.wait(5.0)
             finally:
@@ -166,22 +180,24 @@ class Summarizer:
                 raise DocumenterFailed("cq.documenter answered with an empty summary",
                                        answer.cost)
         except WorkerStopping:  # the call was made: it counts, though nothing came of it
-            self.count(summaries, documenter, None)
+            self.count(summaries, config, documenter, None)
             log(f"summary of {path} cut short by the stop; it is asked for again later")
             return
         except LimitReached as exc:
-            self.count(summaries, documenter, exc.cost)
+            self.count(summaries, config, documenter, exc.cost)
             self.limited(summaries, config, documenter, exc)
             return
         except DocumenterFailed as exc:
-            self.count(summaries, documenter, exc.cost)
+            self.count(summaries, config, documenter, exc.cost)
             self.failed(summaries, config, documenter, blob, path, exc)
             return
         finally:
             self.activity.called(path)
         with summaries.transaction():
-            summaries.count_call(documenter.key, answer.cost, answer.tokens)
-            summaries.store(blob, documenter.key, documenter.name, path, answer)
+            summaries.count_call(documenter.key, charged(config, documenter, answer.cost),
+                                 answer.tokens)
+            summaries.store(blob, documenter.key, documenter.name, path, answer.summary,
+                            answer.notes)
         with self.lock, summaries.transaction():
             self.failures_in_row, self.half_open = 0, False
             until, _, strikes = summaries.pause(documenter.key)
@@ -190,11 +206,11 @@ class Summarizer:
         log(f"summarised {path} ({size} bytes) with {documenter.name}")
         Progress.made()
 
-    def count(self, summaries: Summaries, documenter: ExternalDocumenter,
+    def count(self, summaries: Summaries, config: Config, documenter: ExternalDocumenter,
               cost: float | None) -> None:
         """Tally one call that brought no summary."""
         with summaries.transaction():
-            summaries.count_call(documenter.key, cost)
+            summaries.count_call(documenter.key, charged(config, documenter, cost))
 
     def limited(self, summaries: Summaries, config: Config, documenter: ExternalDocumenter,
                 exc: LimitReached) -> None:

@@ -18,7 +18,7 @@ import time
 
 from cqlib import VERSION
 from cqlib.config import Config, load_config
-from cqlib.control import open_wake_fifo
+from cqlib.control import open_wake_fifo, request_repair
 from cqlib.detector import lock_within, process_identity
 from cqlib.errors import EXIT_OK, CqError
 from cqlib.index.schema import SCHEMA_VERSION
@@ -33,7 +33,7 @@ from cqlib.lifecycle import (
     kill_process_group,
 )
 from cqlib.llm import remove_stale_rooms
-from cqlib.maintenance import repair_at_start
+from cqlib.maintenance import kill_strays, repair_at_start
 from cqlib.queue import TaskQueue, queued_task_count, task_queue
 from cqlib.state import (
     HEARTBEAT_FILE,
@@ -111,6 +111,27 @@ class Heartbeat:
         os.close(self.fd)
 
 
+GONE_BEATS = 3  # heartbeats without its repository before a worker stops
+
+
+def removed_wals(state_dir: str) -> set[str]:
+    """The names of the WAL files of state_dir this process has open although they were
+    removed (/proc/self/fd; nothing where there is no /proc)."""
+    removed = set()
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return removed
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith("-wal (deleted)") and os.path.dirname(target) == state_dir:
+            removed.add(os.path.basename(target)[:-len(" (deleted)")])
+    return removed
+
+
 class WorkerLoop:
     """The worker's own threads: the heartbeat and the FIFO listener that turns hook pokes and
     timers into sync and reconcile tasks."""
@@ -129,6 +150,8 @@ class WorkerLoop:
         self.queue_length = queue.pending_count()
         self.queue_count = queued_task_count(repo)  # on the heartbeat thread's connection
         self.heartbeat = Heartbeat(repo.state_path(HEARTBEAT_FILE))
+        self.gone_beats = 0  # heartbeats in a row that found the state directory gone
+        self.removed_before: set = set()  # the WALs removed under us at the last heartbeat
 
     def start(self) -> None:
         """Start the heartbeat and listener threads."""
@@ -198,13 +221,34 @@ class WorkerLoop:
         return self.queue_length
 
     def beat_forever(self) -> None:
-        """Beat every heartbeat interval until stopped."""
+        """Beat every heartbeat interval until stopped, and look at the worker's state."""
         try:
             while not self.stopping.wait(self.config.heartbeat_interval):
                 self.count_queue()
                 self.beat()
+                self.watch_state()
         finally:
             self.queue_count.close()
+
+    def watch_state(self) -> None:
+        """Stop the worker whose repository is gone (`rm -rf`: nothing could stop it then),
+        after GONE_BEATS beats; have the databases repaired where a WAL was removed under
+        the connections that write it (every new connection then fails), seen twice in a
+        row (SQLite removes a WAL itself when its last connection closes)."""
+        import signal
+
+        if not os.path.isdir(self.repo.state_dir):
+            self.gone_beats += 1
+            if self.gone_beats == GONE_BEATS:
+                log(f"{self.repo.state_dir} is gone (the repository was removed?); stopping")
+                os.kill(os.getpid(), signal.SIGTERM)  # the graceful stop, as from outside
+            return
+        self.gone_beats = 0
+        removed = removed_wals(self.repo.state_dir)
+        if removed and removed == self.removed_before:
+            request_repair(self.repo, f"{', '.join(sorted(removed))} was removed under the "
+                           "worker's connections")
+        self.removed_before = removed
 
     def listen_forever(self) -> None:
         """Wait for pokes on the FIFO; sync poked worktrees; reconcile on a timer."""
@@ -282,6 +326,8 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
                                        schema=SCHEMA_VERSION))
         setup_worker_logging(repo, config)
         for done in repair_at_start(repo):
+            log(done, error=True)
+        for done in kill_strays(repo, os.getpid()):  # a dead worker's calls, say
             log(done, error=True)
         remove_stale_rooms()
         limit_malloc_arenas()

@@ -257,6 +257,15 @@ def initialised(repo):
     return repo
 
 
+def with_default_sigint(argv: list[str]) -> list[str]:
+    """argv run with SIGINT's default disposition (a ^C ends it), whatever this process
+    inherited: under `nohup` or a shell's `&`, SIGINT comes ignored, and so would be the
+    ^C a test sends."""
+    restore = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+               "os.execv(sys.argv[1], sys.argv[1:])")
+    return [sys.executable, "-c", restore, *argv]
+
+
 def spawn_sleeper() -> subprocess.Popen:
     """An unrelated live process (for PID-reuse and forged pid-file tests)."""
     return subprocess.Popen(["sleep", "300"])
@@ -297,3 +306,72 @@ def documenters_of(repo) -> list[int]:
     """Live processes carrying this repository's documenter mark."""
     mark = f"CQ_STATE_DIR={repo.state}".encode()
     return [pid for pid, read in live_processes() if mark in read("environ").split(b"\0")]
+
+
+def on_terminal(argv: list[str], timeout: float = 120) -> tuple[int, bytes]:
+    """Run argv with a pseudo-terminal as its stdout and stderr (as a user would see it);
+    its exit code and everything it wrote."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(argv, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    return proc.wait(timeout=timeout), output
+
+
+def mcp_command(repo, *extra) -> list[str]:
+    """The argv of `cq mcp` serving repo, with extra arguments."""
+    return [sys.executable, "-I", "-S", str(repo.pyz), "-C", str(repo.path), "mcp", *extra]
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mcp_http(repo, *extra) -> tuple[subprocess.Popen, int]:
+    """`cq mcp --http` on a free loopback port, once it listens: its process and port."""
+    import socket
+
+    port = free_port()
+    proc = subprocess.Popen(mcp_command(repo, "--http", f"127.0.0.1:{port}", *extra),
+                            stderr=subprocess.PIPE)
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    wait_until(listening, what="the HTTP server to listen")
+    return proc, port
+
+
+def post_mcp(port: int, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:
+    """POST body to the MCP endpoint on port: the status and the body of the answer."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/mcp", data=body, method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()

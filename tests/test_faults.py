@@ -221,7 +221,7 @@ def test_a_documenting_process_that_ends_blames_only_the_job_it_was_working_on(r
 
 def read_from_work_tree(repo, path: str, blob: str) -> tuple | None:
     """What cq reads of a blob from its file in the repository's work tree (None: git's)."""
-    with WorkTreeFiles(str(repo.path / ".git")) as files:
+    with WorkTreeFiles.of_repository(str(repo.path / ".git")) as files:
         return files.read(path, blob, 1 << 20)
 
 
@@ -359,7 +359,7 @@ def test_an_empty_index_is_rebuilt_without_asking_for_init_again(initialised):
         (repo.state / f"index.db{suffix}").unlink(missing_ok=True)
     (repo.state / "index.db").write_bytes(b"")
     proc = repo.cq("search", "demo")
-    assert proc.returncode == 1 and "rebuilding it from git" in proc.stderr
+    assert proc.returncode == 1 and "building it from git" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     repo.wait_indexed()
     assert repo.search("demo")

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import slow_to_parse, wait_until
+from conftest import on_terminal, slow_to_parse, wait_until
 
 
 def paths_indexed(repo) -> set[str]:
@@ -125,7 +125,8 @@ def test_odd_file_names_are_indexed_and_shown(initialised):
         hits = initialised.search(f"odd_name_{i}")
         assert (hits[0]["path"], hits[0]["symbol"]) == (name, f"odd_name_{i}")
         assert [h["path"] for h in hits].count(name) == 1
-    assert initialised.search("odd_name_bytes")[0]["path"] == os.fsdecode(b"latin1-\xe9.py")
+    hit = initialised.search("odd_name_bytes")[0]  # not UTF-8: text, and the exact bytes
+    assert (hit["path"], bytes.fromhex(hit["path_bytes"])) == ("latin1-\\xe9.py", b"latin1-\xe9.py")
     assert show(initialised, "-leading-dash.py")["entries"][0]["name"] == "odd_name_1"
 
 
@@ -430,27 +431,13 @@ def test_a_large_commit_is_searchable_by_its_words_before_it_is_documented(initi
 
 
 def test_index_wait_draws_a_bar_for_each_pass_on_a_terminal(initialised):
-    import pty
-    import subprocess
     import sys
 
     repo = initialised
     repo.commit({f"many/m{i}.py": f"def many_{i}():\n    pass\n" for i in range(400)})
-    controller, terminal = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-I", "-S", str(repo.pyz), "-C", str(repo.path),
-                             "index", "--rebuild", "--wait"], stdout=terminal, stderr=terminal)
-    os.close(terminal)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # the terminal closed with the process
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(controller)
-    assert proc.wait(timeout=120) == 0
+    code, output = on_terminal([sys.executable, "-I", "-S", str(repo.pyz), "-C",
+                                str(repo.path), "index", "--rebuild", "--wait"])
+    assert code == 0
     text = output.decode()
     files = len(head_paths(repo))
     assert "searchable [" in text and "documented [" in text

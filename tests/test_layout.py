@@ -37,13 +37,20 @@ def layer_of(module: str) -> int:
     return layers().index(module.split(".")[1])
 
 
+def is_module(name: str) -> bool:
+    """Whether a dotted name is a module of cqlib (`from cqlib.documenters import go`)."""
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def imports_of(path) -> list[tuple[str, int]]:
     """(module, line) of every cqlib module a file imports, at any depth of its code."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and \
                 node.module.split(".")[0] in ("cqlib", "huey", "sqlite3"):
-            found.append((node.module, node.lineno))
+            found += [(f"{node.module}.{a.name}" if is_module(f"{node.module}.{a.name}")
+                       else node.module, node.lineno) for a in node.names]
         elif isinstance(node, ast.Import):
             found += [(a.name, node.lineno) for a in node.names
                       if a.name.split(".")[0] in ("cqlib", "huey", "sqlite3")]

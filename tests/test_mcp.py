@@ -11,11 +11,17 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import pytest
-from conftest import indexed_repository, kill_workers_of, make_repo, wait_until
+from conftest import (
+    indexed_repository,
+    kill_workers_of,
+    make_repo,
+    mcp_command,
+    post_mcp,
+    start_mcp_http,
+    wait_until,
+)
 
 mcp = pytest.importorskip("mcp", reason="the MCP SDK needs Python 3.10 or newer")
 anyio = pytest.importorskip("anyio")
@@ -46,13 +52,9 @@ def served(tmp_path_factory, cq_pyz):
         yield repo
 
 
-def server_command(repo, *extra) -> list[str]:
-    return [sys.executable, "-I", "-S", str(repo.pyz), "-C", str(repo.path), "mcp", *extra]
-
-
 def with_client(repo, body, mode: str = "auto"):
     """Run body(client) against a real `cq mcp` process started by the SDK."""
-    command = server_command(repo)
+    command = mcp_command(repo)
 
     async def run():
         params = StdioServerParameters(command=command[0], args=command[1:])
@@ -216,7 +218,7 @@ def test_a_head_that_moved_without_hooks_is_caught_up_within_the_wait(served):
 
 def raw_session(repo, lines: list[str], timeout: float = 60) -> list[dict]:
     """Write lines to a `cq mcp` process, close stdin, and parse every stdout line."""
-    proc = subprocess.run(server_command(repo), input="\n".join(lines) + "\n", text=True,
+    proc = subprocess.run(mcp_command(repo), input="\n".join(lines) + "\n", text=True,
                           capture_output=True, timeout=timeout, check=False)
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines()]  # every line: JSON-RPC
@@ -264,7 +266,7 @@ def test_a_cancelled_request_gets_no_answer_and_waiting_reports_progress(served,
     try:
         call = {"jsonrpc": "2.0", "method": "tools/call", "params": {
             "name": "search", "arguments": {"query": "waiting"}, "_meta": {"progressToken": 7}}}
-        proc = subprocess.Popen(server_command(repo), stdin=subprocess.PIPE,
+        proc = subprocess.Popen(mcp_command(repo), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True)
         proc.stdin.write(INIT + "\n" + json.dumps({**call, "id": 1}) + "\n")
         proc.stdin.flush()
@@ -301,7 +303,7 @@ def test_a_server_started_while_a_large_repository_is_indexed_answers(tmp_path, 
             "jsonrpc": "2.0", "id": 1, "method": "tools/call",
             "params": {"name": "status", "arguments": {}}})])
         answer = replies[-1]["result"]
-        assert answer["isError"] is False or "building the index" in \
+        assert answer["isError"] is False or "building it from git" in \
             answer["content"][0]["text"]
     finally:
         kill_workers_of(tmp_path)
@@ -327,58 +329,32 @@ def test_print_config_gives_each_client_what_to_paste(served, client, needle):
     assert str(served.state / "cq.pyz") in proc.stdout and str(served.path) in proc.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def http_server(served):
-    port = free_port()
-    proc = subprocess.Popen(server_command(served, "--http", f"127.0.0.1:{port}"),
-                            stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}/mcp"
-
-    def up():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    wait_until(up, what="the HTTP server to listen")
-    yield url
+    """The port of `cq mcp --http` serving the shared repository."""
+    proc, port = start_mcp_http(served)
+    yield port
     proc.terminate()
     proc.wait(timeout=30)
 
 
 def test_the_sdk_searches_over_http(http_server):
     async def run():
-        async with Client(http_server, read_timeout_seconds=60) as client:
+        async with Client(f"http://127.0.0.1:{http_server}/mcp",
+                          read_timeout_seconds=60) as client:
             return await client.call_tool("search", {"query": "parse config"})
 
     result = anyio.run(run)
     assert structured(result)["results"][0]["symbol"] == "parse_config"
 
 
-def post(url: str, body: bytes, headers: dict | None = None) -> int:
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 def test_http_refuses_foreign_origins_large_and_malformed_bodies_and_keeps_serving(
         http_server):
     ping = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
-    assert post(http_server, ping, {"Origin": "http://evil.example"}) == 403
-    assert post(http_server, b"x" * (2 << 20)) == 413
-    assert post(http_server, b"{broken") == 400
-    assert post(http_server, ping, {"Origin": "http://localhost:3000"}) == 200
+    assert post_mcp(http_server, ping, {"Origin": "http://evil.example"})[0] == 403
+    assert post_mcp(http_server, b"x" * (2 << 20))[0] == 413
+    assert post_mcp(http_server, b"{broken")[0] == 400
+    assert post_mcp(http_server, ping, {"Origin": "http://localhost:3000"})[0] == 200
 
 
 def test_http_on_a_non_loopback_address_needs_a_token(served):
@@ -473,7 +449,7 @@ def test_a_tool_name_that_is_not_a_string_is_bad_params(served):
 
 def test_after_a_repair_the_server_reads_the_new_index(served):
     repo = served
-    proc = subprocess.Popen(server_command(repo), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(mcp_command(repo), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
 
     def ask(request_id: int, query: str) -> dict:
@@ -510,10 +486,9 @@ def test_http_answers_bad_arguments_and_odd_lengths_without_dropping_the_connect
         http_server):
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                        "params": {"name": "search", "arguments": {"query": "x", "path": 5}}})
-    assert post(http_server, body.encode()) == 200
-    host, port = http_server.split("//")[1].split("/")[0].split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as conn:
-        conn.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: \xc2\xb2\r\n\r\n")
+    assert post_mcp(http_server, body.encode())[0] == 200
+    with socket.create_connection(("127.0.0.1", http_server), timeout=30) as conn:
+        conn.sendall(b"POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Length: \xc2\xb2\r\n\r\n")
         assert conn.recv(64).startswith(b"HTTP/1.0 400")
 
 

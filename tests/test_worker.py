@@ -22,6 +22,7 @@ from conftest import (
     spawn_sleeper,
     start_time_of,
     wait_until,
+    with_default_sigint,
     write_record,
 )
 
@@ -281,9 +282,9 @@ def test_logs_show_the_worker_log(started):
 def test_logs_rotate_by_size_and_follow_continues_across_rotation(repo):
     repo.git("config", "cq.logMaxBytes", "4096")
     repo.git("config", "cq.reconcileInterval", "0.1")  # every pass writes log lines
-    follower = subprocess.Popen([sys.executable, "-I", "-S", str(repo.pyz), "-C",
-                                 str(repo.path), "worker", "logs", "-f", "-n", "0"],
-                                stdout=subprocess.PIPE, text=True)
+    follower = subprocess.Popen(with_default_sigint([
+        sys.executable, "-I", "-S", str(repo.pyz), "-C", str(repo.path), "worker", "logs", "-f",
+        "-n", "0"]), stdout=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(follower.stdout), daemon=True)
     reader.start()
@@ -317,19 +318,27 @@ def test_cleanup_after_kill_9_clears_stale_state_and_keeps_queued_work(started):
     assert started.cq("worker", "cleanup").stdout.strip() == "nothing to clean up"
 
 
-def test_cleanup_kills_a_leftover_worker_process_that_lost_its_lock(repo, tmp_path):
+def test_cleanup_kills_a_leftover_worker_process_that_lost_its_lock(repo):
     assert repo.cq("worker", "start").returncode == 0
     pid = repo.worker_pid()
-    # A stray `worker run` for this repository that is not the lock holder: started directly
-    # with the pid file replaced underneath it, as a crash mid-restart could leave behind.
+    # A `worker run` for this repository whose pid file was replaced underneath it, as a
+    # crash mid-restart could leave behind: no longer the worker cq knows.
+    (repo.state / "worker.pid").rename(repo.state / "old.pid")
+    proc = repo.cq("worker", "cleanup")
+    assert f"killed leftover worker process {pid}" in proc.stdout
+    wait_until(lambda: pid not in worker_processes(repo), what="the stray worker to end")
+
+
+def test_a_worker_that_starts_kills_a_leftover_worker_process_that_lost_its_lock(repo):
+    assert repo.cq("worker", "start").returncode == 0
+    pid = repo.worker_pid()
     (repo.state / "worker.pid").rename(repo.state / "old.pid")
     assert repo.cq("worker", "start").returncode == 0
     new_pid = repo.worker_pid()
     assert new_pid != pid
-    proc = repo.cq("worker", "cleanup")
-    assert f"killed leftover worker process {pid}" in proc.stdout
     wait_until(lambda: pid not in worker_processes(repo), what="the stray worker to end")
     assert repo.status()["pid"] == new_pid
+    assert repo.cq("worker", "cleanup").stdout == "nothing to clean up\n"
 
 
 def start_slow_task(repo, documenter: str, shutdown_timeout: str) -> None:
@@ -418,11 +427,11 @@ def test_sighup_stops_gracefully_instead_of_re_executing(started):
 
 # What the hot paths may import of cq's own: the lean modules at the top of cq.py's map.
 HOT_PATH_MODULES = {
-    ("worker", "status"): {"cqlib", "cqlib.errors", "cqlib.state", "cqlib.gitio",
-                           "cqlib.detector"},
-    ("hook", "run", "post-merge", "0"): {"cqlib", "cqlib.errors", "cqlib.state", "cqlib.gitio",
-                                         "cqlib.detector", "cqlib.config", "cqlib.control",
-                                         "cqlib.hooks"},
+    ("worker", "status"): {"cqlib", "cqlib.errors", "cqlib.text", "cqlib.state",
+                           "cqlib.gitio", "cqlib.detector"},
+    ("hook", "run", "post-merge", "0"): {"cqlib", "cqlib.errors", "cqlib.text", "cqlib.state",
+                                         "cqlib.gitio", "cqlib.detector", "cqlib.config",
+                                         "cqlib.control", "cqlib.hooks"},
 }
 
 

@@ -1,7 +1,8 @@
 """The built-in documenters: one file's bytes -> its language, summary, definitions and words.
 
-Owns: the table of languages (LANGUAGES, gathered from one file per language family: adding a
-language is one Language record there and one line here), telling a file's language from its
+Owns: the table of languages (LANGUAGES, gathered from the LANGUAGES of one file per language
+family: a new language is one Language record in its family's file, a new family one line
+here), telling a file's language from its
 name or `#!` line, naming languages as `--lang` does, and document_text, the one entry point:
 bounded in time (cq.parseBudget), stdlib only, and never raising on bad input.
 Must not: read blobs or touch the index (the pipeline hands it bytes and stores what it gives).
@@ -12,23 +13,18 @@ from __future__ import annotations
 import os
 
 from cqlib.config import Config
-from cqlib.documenters.c_family import CPP, JAVA, C
-from cqlib.documenters.go import GO
-from cqlib.documenters.javascript import JAVASCRIPT, TYPESCRIPT
+from cqlib.documenters import c_family, go, javascript, markdown, python, rust, shell
 from cqlib.documenters.language import DEFINITION_KINDS, Deadline, Language, OverBudget, ParserCrash
-from cqlib.documenters.markdown import MARKDOWN
 from cqlib.documenters.patterns import document_by_patterns, leading_comment
-from cqlib.documenters.python import PYTHON
-from cqlib.documenters.rust import RUST
-from cqlib.documenters.shell import SHELL
 from cqlib.errors import EXIT_USAGE, CqError
 from cqlib.words import file_words
 
 # Any other file: its leading comment, in whichever of the usual syntaxes, and its words.
 TEXT = Language("text", aliases=("txt",), comments=("#", "//", "--", ";", "/*"))
-# In this order a `#!` line is matched against each language's interpreters.
-LANGUAGES = {language.name: language for language in (
-    PYTHON, SHELL, JAVASCRIPT, TYPESCRIPT, GO, RUST, JAVA, C, CPP, MARKDOWN, TEXT)}
+# The language families, in the order a `#!` line is matched against their interpreters.
+FAMILIES = (python, shell, javascript, go, rust, c_family, markdown)
+LANGUAGES = {language.name: language for language in
+             (*(language for family in FAMILIES for language in family.LANGUAGES), TEXT)}
 BY_EXTENSION = {ext: language for language in LANGUAGES.values()
                 for ext in language.extensions}
 BY_NAME = {alias: language.name for language in LANGUAGES.values()

@@ -88,3 +88,5 @@ JAVA = Language("java", extensions=(".java",), comments=("//", "/*"), rules=(
                r"(?P<name>[A-Za-z_]\w*)"), "any"),
     ("method", java_method, "member"),
 ))
+
+LANGUAGES = (JAVA, C, CPP)  # what this family adds to the table in __init__.py

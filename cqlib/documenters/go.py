@@ -19,3 +19,5 @@ GO = Language("go", extensions=(".go",), aliases=("golang",), comments=("//", "/
     ("interface", r"type (?P<name>[A-Za-z_]\w*)(?:\[[^\]]*\])? interface\b", "top"),
     ("type", r"type (?P<name>[A-Za-z_]\w*)\b", "top"),
 ))
+
+LANGUAGES = (GO,)  # what this family adds to the table in __init__.py

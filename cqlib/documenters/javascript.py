@@ -68,3 +68,5 @@ JAVASCRIPT = Language("javascript", extensions=(".js", ".jsx", ".mjs", ".cjs"),
                       rules=RULES)
 TYPESCRIPT = Language("typescript", extensions=(".ts", ".tsx", ".mts", ".cts"),
                       aliases=("ts", "tsx"), comments=("//", "/*"), rules=RULES)
+
+LANGUAGES = (JAVASCRIPT, TYPESCRIPT)  # what this family adds to the table in __init__.py

@@ -40,3 +40,5 @@ def document_markdown(text: str, lines: list[str],
 
 MARKDOWN = Language("markdown", extensions=(".md", ".markdown"), aliases=("md",),
                     document=document_markdown)
+
+LANGUAGES = (MARKDOWN,)  # what this family adds to the table in __init__.py

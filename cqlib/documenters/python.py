@@ -100,3 +100,5 @@ PYTHON = Language(
         ("class", r"class (?P<name>[A-Za-z_]\w*)", "any"),
         ("function", r"(?:async )?def (?P<name>[A-Za-z_]\w*)", "any"),
     ))
+
+LANGUAGES = (PYTHON,)  # what this family adds to the table in __init__.py

@@ -23,3 +23,5 @@ RUST = Language("rust", extensions=(".rs",), aliases=("rs",), comments=("//", "/
     ("impl", (r"(?:unsafe )?impl(?:<[^>]*>)? (?:[\w:<>, &']+ for )?(?:[\w]+::)*"
               r"(?P<name>[A-Za-z_]\w*)"), "any"),
 ))
+
+LANGUAGES = (RUST,)  # what this family adds to the table in __init__.py

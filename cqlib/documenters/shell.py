@@ -13,3 +13,5 @@ SHELL = Language("shell", extensions=(".sh", ".bash", ".zsh"), aliases=("sh", "b
     ("function", r"function (?P<name>[A-Za-z_][\w:.-]*)", "any"),
     ("function", r"(?P<name>[A-Za-z_][\w:.-]*) ?\(\)", "any"),
 ))
+
+LANGUAGES = (SHELL,)  # what this family adds to the table in __init__.py

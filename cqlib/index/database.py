@@ -14,6 +14,7 @@ import sqlite3
 
 from cqlib.errors import CqError
 from cqlib.state import check_own_file
+from cqlib.text import one_line
 
 DAMAGED_SUFFIX = ".damaged"
 URI_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-_.~")
@@ -32,7 +33,7 @@ class DatabaseDamaged(CqError):
     """One of cq's SQLite files is damaged: not a database, or malformed."""
 
     def __init__(self, path: str, detail: str):
-        super().__init__(f"{os.path.basename(path)} is damaged ({detail})")
+        super().__init__(f"{os.path.basename(path)} is damaged ({one_line(detail)})")
         self.path = path
 
 
@@ -77,22 +78,37 @@ def connect_database(path: str, readonly: bool = False):
     return db
 
 
+def is_unreadable(exc: BaseException) -> bool:
+    """True if a SQLite error is an I/O error (SQLITE_IOERR): a WAL removed under the
+    connections that use it, say, or a failing disk; not busy, locked or full."""
+    return isinstance(exc, sqlite3.OperationalError) and "disk I/O error" in str(exc)
+
+
+def needs_repair(exc: BaseException) -> bool:
+    """True if an error says a database must be repaired: damaged, or unreadable."""
+    return isinstance(exc, DatabaseDamaged) or is_damage(exc) or is_unreadable(exc)
+
+
 def database_problem(path: str) -> str | None:
     """What is wrong with a database file (PRAGMA quick_check), or None if it is sound or
-    absent.  It reads every page: for explicit checks and small files, not every open."""
+    absent.  It reads every page: for explicit checks and small files, not every open.  It
+    opens the file for writing, as the first connection after a crash must to recover the
+    WAL's index."""
     if not check_database_files(path):
         return None
     try:
-        db = connect_database(path, readonly=True)
+        db = connect_database(path)
         try:
             rows = db.execute("PRAGMA quick_check(1)").fetchall()
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
         if is_damage(exc):
-            return str(exc)
+            return one_line(str(exc))
+        if is_unreadable(exc):
+            return f"unreadable: {exc}"
         raise
-    return None if rows == [("ok",)] else str(rows[0][0])
+    return None if rows == [("ok",)] else one_line(str(rows[0][0]))
 
 
 def move_aside(path: str) -> str:
@@ -134,7 +150,10 @@ class Transaction:
         self.db.execute(self.begin)
 
     def __exit__(self, kind, value, tb):
-        self.db.execute("ROLLBACK" if kind else "COMMIT")
+        if not kind:
+            self.db.execute("COMMIT")
+        elif self.db.in_transaction:  # SQLite ends it itself on some errors (I/O, full disk)
+            self.db.execute("ROLLBACK")
 
 
 class RowCount:

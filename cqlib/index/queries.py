@@ -24,8 +24,11 @@ class Filters(namedtuple("Filters", ("git_dir", "path", "language"))):
     __slots__ = ()
 
     def params(self) -> tuple:
-        """The SQL parameters of the filters, in the order the queries take them."""
-        return (os.fsencode(self.git_dir), self.path, self.language, self.language)
+        """The SQL parameters of the filters, in the order the queries take them (whether a
+        path is filtered, not the spec itself: path_matches has it, and a spec need not be
+        text SQLite can take)."""
+        filtered = 1 if self.path is not None else None
+        return (os.fsencode(self.git_dir), filtered, self.language, self.language)
 
 
 class EntryHit(namedtuple("EntryHit", ("id", "kind", "name", "container", "line", "signature",
@@ -151,9 +154,9 @@ def matches_more_than(db, table: str, expression: str, count: int) -> bool:
 
 def named_entries(db, squashed: str, filters: Filters) -> list[EntryHit]:
     """Definitions whose squashed name has this term (up to POOL of them, unranked)."""
+    git_dir, filtered, language, _ = filters.params()
     return [EntryHit.of(row) for row in db.execute(EXACT_SQL, (
-        os.fsencode(filters.git_dir), f'squashed : "{squashed}{NAME_MARK}"', filters.path,
-        filters.language, filters.language, POOL))]
+        git_dir, f'squashed : "{squashed}{NAME_MARK}"', filtered, language, language, POOL))]
 
 
 def entry_ranks(db, expression: str, ids: list[int]) -> dict:

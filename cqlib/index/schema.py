@@ -4,14 +4,14 @@ Owns: the schema and its version (an index of another version is rebuilt from gi
 external documenter's paid-for answers are kept), the ranking weights of a definition's
 columns, the status words a record can carry, how a definition's entries_fts text is made
 (the same when it is written and when it is deleted), and the ids its definitions take.
-Must not: read or write rows (store.py, summaries.py and queries.py do).
+Must not: read or write rows (store.py, summaries.py and queries.py do), or import sqlite3
+at its top (the documenting processes import it for its status words).
 """
 
 from __future__ import annotations
 
 from collections import namedtuple
 
-from cqlib.index.database import Transaction
 from cqlib.words import NAME_MARK, with_search_words
 
 SCHEMA_VERSION = 11  # PRAGMA user_version; an index of another version is rebuilt from git
@@ -116,6 +116,9 @@ class StoredEntry(namedtuple("StoredEntry", ("id", "name", "container", "signatu
 def create_schema(db) -> None:
     """Create the tables, or drop an index of another schema version and start over (it is
     derived from git: the worker rebuilds it); once, whoever gets there first."""
+    from cqlib.index.database import Transaction  # here: the documenting processes import
+    # this module for its status words, and need no sqlite3
+
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")
     db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")

@@ -31,13 +31,13 @@ from cqlib.index.schema import (
     ENTRY_FTS_INSERT,
     LEXICAL,
     SCHEMA_VERSION,
-    SUMMARY_GRACE,
     WAL_LIMIT,
     StoredEntry,
     create_schema,
     entry_ids,
     entry_text,
 )
+from cqlib.index.summaries import Summaries
 from cqlib.state import INDEX_DB, Repo
 from cqlib.words import path_words
 
@@ -383,9 +383,7 @@ class Index:
                 (now - grace_seconds,))]
             for blob in doomed:
                 self._forget_blob(blob)
-            self.db.execute("DELETE FROM summaries WHERE made_at <= ? AND blob NOT IN "
-                            "(SELECT blob FROM files)", (now - max(grace_seconds,
-                                                                   SUMMARY_GRACE),))
+            Summaries(self).prune(now, grace_seconds)
             self.db.execute("DELETE FROM failures WHERE blob NOT IN (SELECT blob FROM files)")
         return len(doomed)
 

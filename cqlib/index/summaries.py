@@ -13,8 +13,7 @@ import os
 import time
 from collections import namedtuple
 
-from cqlib.index.schema import ENTRY_FTS_DELETE, ENTRY_FTS_INSERT, LEXICAL
-from cqlib.llm import Answer
+from cqlib.index.schema import ENTRY_FTS_DELETE, ENTRY_FTS_INSERT, LEXICAL, SUMMARY_GRACE
 
 
 class SummaryJob(namedtuple("SummaryJob", ("blob", "path", "language"))):
@@ -57,12 +56,19 @@ class Summaries:
                               "documenter = ? AND status = 'ok'", (blob, key)).fetchone()
         return (row[0], json.loads(row[1] or "{}")) if row else None
 
-    def store(self, blob: str, key: str, name: str, path: str, answer: Answer) -> None:
+    def store(self, blob: str, key: str, name: str, path: str, summary: str,
+              notes: dict) -> None:
         """Keep an external documenter's answer and put it to use (inside a transaction)."""
         self.db.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?, 'ok', ?, ?, '', ?, ?)",
-                        (blob, key, answer.summary, json.dumps(answer.notes), os.fsencode(path),
-                         time.time()))
-        self.use(blob, key, name, answer.summary, answer.notes)
+                        (blob, key, summary, json.dumps(notes), os.fsencode(path), time.time()))
+        self.use(blob, key, name, summary, notes)
+
+    def prune(self, now: float, grace_seconds: float) -> None:
+        """Forget the answers for content no worktree holds, made longer ago than the grace
+        (or SUMMARY_GRACE, if longer: a branch switched back to months later asks nobody
+        again), inside a transaction."""
+        self.db.execute("DELETE FROM summaries WHERE made_at <= ? AND blob NOT IN "
+                        "(SELECT blob FROM files)", (now - max(grace_seconds, SUMMARY_GRACE),))
 
     def use(self, blob: str, key: str, name: str, summary: str, notes: dict) -> None:
         """Show and search this summary (and notes) for the blob (inside a transaction)."""
