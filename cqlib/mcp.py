@@ -46,7 +46,7 @@ MCP_TEXT_CAP = 16_000  # characters of one answer's text (about 4,000 tokens)
 MCP_HARD_CAP = 36_000  # no answer is longer, whatever a client asks for
 MCP_BODY_CAP = 1 << 20  # bytes of one HTTP request
 MCP_BATCH_MAX = 100  # messages of one batch
-MCP_BATCH_ANSWER_CAP = 4 << 20  # characters a batch's answers may pass before the rest is not run
+MCP_BATCH_ANSWER_CAP = 1 << 20  # characters of answers past which the rest of a batch is not run
 MCP_INSTRUCTIONS = ("cq searches a documentation index of this git repository, kept fresh by a "
                     "background worker. Use search for code by words or identifiers, symbol "
                     "for where a name is defined, outline for one file, files to list files, "

@@ -30,6 +30,7 @@ from cqlib.index.queries import (
     use_path_filter,
 )
 from cqlib.index.store import Index
+from cqlib.text import path_text
 from cqlib.words import (
     NAME_MARK,
     STOP_WORDS,
@@ -153,15 +154,22 @@ def classify_path(path: str, demote: tuple) -> str:
 
 def path_matcher(spec: str | None):
     """A test of a path against --path: a glob if it has glob characters, else a folder or
-    path prefix (`storage`, `storage/`, `src/stor`); None for no filter."""
+    path prefix (`storage`, `storage/`, `src/stor`); None for no filter.  A name that is not
+    UTF-8 matches as itself or as the text cq gives for it (path_text: `caf\\xe9/`)."""
     from fnmatch import fnmatchcase
 
     if spec is None:
         return None
     spec = spec.removeprefix("./")
     if any(ch in spec for ch in "*?["):
-        return lambda path: fnmatchcase(path, spec)
-    return lambda path: path.startswith(spec)
+        def matches(path: str) -> bool:
+            return fnmatchcase(path, spec)
+    else:
+        def matches(path: str) -> bool:
+            return path.startswith(spec)
+    if "\\" not in spec:  # only path_text's escapes make the text differ from the name
+        return matches
+    return lambda path: matches(path) or matches(path_text(path))
 
 
 def covers_path_word(term: Term, words: set[str]) -> bool:

@@ -75,7 +75,9 @@ def test_a_name_that_is_not_utf8_is_answered_as_text_with_its_bytes_over_stdio(h
     replies = raw_session(hostile, [
         INIT, call(1, "files"), call(2, "search", query="hostile_named_function"),
         call(3, "outline", path=NAME_TEXT), '{"jsonrpc":"2.0","id":"\\udcff","method":"ping"}',
-        '{"jsonrpc":"2.0","id":4,"method":"ping"}'])
+        '{"jsonrpc":"2.0","id":4,"method":"ping"}',
+        call(5, "search", query="hostile_named_function", path=NAME_TEXT),
+        call(6, "files", path_glob=NAME_TEXT)])
     listed = {f["path"]: f for f in answer(replies, 1)["files"]}
     assert listed[NAME_TEXT]["path_bytes"] == NAME.hex()
     hit = answer(replies, 2)["results"][0]
@@ -83,6 +85,9 @@ def test_a_name_that_is_not_utf8_is_answered_as_text_with_its_bytes_over_stdio(h
     assert answer(replies, 3)["entries"][0]["name"] == "hostile_named_function"
     assert replies[json.dumps("\udcff")]["result"] == {}  # its own id, exactly
     assert replies[json.dumps(4)]["result"] == {}
+    # the text a client was given names the file again, as a path filter too
+    assert answer(replies, 5)["results"][0]["path_bytes"] == NAME.hex()
+    assert [f["path"] for f in answer(replies, 6)["files"]] == [NAME_TEXT]
 
 
 def test_a_name_that_is_not_utf8_is_answered_over_http(hostile):
@@ -202,6 +207,35 @@ def test_connections_past_the_cap_get_503_and_the_server_serves_again_after(repo
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def batch_replies(repo, batches: list[list]) -> list:
+    """The replies of a `cq mcp` session to these batches (after the handshake), in order."""
+    lines = [INIT, *(json.dumps(batch) for batch in batches)]
+    proc = subprocess.run(mcp_command(repo), input=("\n".join(lines) + "\n").encode(),
+                          capture_output=True, timeout=300, check=False)
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr
+    return [json.loads(line) for line in proc.stdout.decode().splitlines()][1:]
+
+
+def test_a_batch_is_bounded_in_messages_and_in_the_size_of_its_answers(repo):
+    words = "about the module " * 8
+    repo.commit({f"mod_{i}.py": f'"""Module {i}: {words}"""\n\n'
+                 f"def function_number_{i}():\n    pass\n" for i in range(300)})
+    assert repo.cq("init").returncode == 0
+    ping = {"jsonrpc": "2.0", "method": "ping"}
+    files = [{"jsonrpc": "2.0", "id": i, "method": "tools/call",
+              "params": {"name": "files", "arguments": {}}} for i in range(100)]
+    too_many, too_large, after = batch_replies(
+        repo, [[{**ping, "id": i} for i in range(101)], files, [{**ping, "id": "after"}]])
+    assert too_many["error"]["code"] == -32600 and "at most 100" in too_many["error"]["message"]
+    answered = [r for r in too_large if "result" in r]
+    refused = [r for r in too_large if "error" in r]
+    assert len(answered) + len(refused) == 100 and answered and refused
+    assert sum(len(json.dumps(r)) for r in answered) < (1 << 20) + 100_000  # one past the cap
+    assert all("smaller batch" in r["error"]["message"] for r in refused)
+    assert sorted(r["id"] for r in too_large) == list(range(100))
+    assert after == [{"jsonrpc": "2.0", "id": "after", "result": {}}]
 
 
 # 6. A link swapped in for a file while the overlay reads it.
