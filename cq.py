@@ -21,12 +21,17 @@ order data flows through them:
   search      query -> terms -> candidates -> ranked hits (weights and priors as tables)
   overlay     the working tree laid over the index: edited, new and deleted files
   status      opening the index to read; where it stands for a worktree (CLI and MCP alike)
+  reader      what an assistant reads: a file's lines, a definition's body, an outline
+  hits        a search hit as answers show it: its lines, twins folded, freshness
+  references  where a name is used, line by line, grouped by the definition it is in
+  changes     the files and definitions that changed since a commit and in the working tree
   pool        documenting processes, so every core works while the worker writes
   pipeline    what tasks do: sync a worktree's map, the lexical and full passes, reconcile
   queue       Huey (the only module that imports it): the tasks and the consumer
   summarizer  the external documenter's threads, pauses and budget
   maintenance stop, clean up after a crash, repair a damaged database
   worker      the worker process: consumer, heartbeat, wake-up FIFO, shutdown order
+  tools       the MCP tools: name -> schemas, handler and the text an answer reads as
   mcp         the index served to AI assistants (Model Context Protocol), stdio and HTTP
 
 How the parts fit: git hooks (``hooks/``) fire after every change to HEAD and run ``cq hook
@@ -383,8 +388,9 @@ def cmd_init(args, repo: Repo) -> int:
     counts = wait_for_index(repo)
     print(f"indexed {counts['documented']} files at {(counts['head'] or 'no commit')[:12]} "
           f"({sum(counts['skipped'].values())} skipped, {counts['failed']} failed)")
-    print("for Claude Code: " + mcp_client_config(repo, "claude", work_tree(args.directory)
-                                                   or repo.common_dir))
+    command, _ = mcp_client_config(repo, "claude", work_tree(args.directory) or
+                                   repo.common_dir)
+    print(f"for Claude Code: {command}")
     return EXIT_OK
 
 
@@ -559,12 +565,14 @@ def repo_relative(repo: Repo, cwd: str, path: str) -> str:
     return rel
 
 
-def note_if_behind(repo: Repo, index: Index) -> None:
-    """If the index is behind HEAD (a move that fired no hook, or a commit a moment ago),
-    say so on stderr and have the worker catch up now rather than at its next check."""
+def note_if_behind(repo: Repo, index: Index, head: str | None = None) -> None:
+    """If the index is behind HEAD (read now, unless given: a move that fired no hook, or a
+    commit a moment ago), say so on stderr and have the worker catch up now rather than at
+    its next check."""
     from cqlib.control import wake_worker
 
-    indexed, head = index.worktree_commit(repo.git_dir), head_commit(repo.git_dir)
+    indexed = index.worktree_commit(repo.git_dir)
+    head = head_commit(repo.git_dir) if head is None else head
     if indexed == head:
         return
     mark_moved(repo)
@@ -583,13 +591,14 @@ def cmd_search(args, repo: Repo) -> int:
     from cqlib.config import config_or_defaults
     from cqlib.documenters import canonical_language
     from cqlib.search import path_names_files, search
-    from cqlib.status import open_index_to_read
+    from cqlib.status import await_head, open_index_to_read
 
     language = canonical_language(args.lang) if args.lang else None
     config = config_or_defaults(repo)  # a typo in git config must not stop a search
     filters = {"path": args.path, "language": language, "tests": args.tests,
                "all_entries": args.all_entries, "demote": config.demote}
     with open_index_to_read(repo) as index:
+        head = await_head(repo, index, config.mcp_wait_ms, config.autostart)  # as MCP waits
         if args.worktree:
             from cqlib.overlay import WorktreeOverlay, search_worktree
 
@@ -601,7 +610,7 @@ def cmd_search(args, repo: Repo) -> int:
         if not results and args.path and not path_names_files(index, repo.git_dir, args.path):
             raise CqError(f"no indexed file is under --path {args.path} (a folder, path prefix "
                           "or glob from the repository's top; see: git ls-files)", EXIT_USAGE)
-        note_if_behind(repo, index)
+        note_if_behind(repo, index, head)
     if args.json:
         print_json([{**r, **named_path(r["path"])} for r in results])
         return EXIT_OK
@@ -617,8 +626,9 @@ def cmd_search(args, repo: Repo) -> int:
 
 
 def cmd_show(args, repo: Repo) -> int:
-    """cq show PATH: the stored documentation of one file at HEAD."""
+    """cq show PATH: the stored documentation of one file at HEAD, as an outline."""
     from cqlib.config import config_or_defaults
+    from cqlib.reader import Located, outline
     from cqlib.status import open_index_to_read
 
     rel = repo_relative(repo, args.directory, args.path)
@@ -644,13 +654,107 @@ def cmd_show(args, repo: Repo) -> int:
               f"cq.documenterMaxBytes ({config.documenter_max_bytes})")
     if doc["error"]:
         print(display(f"parse error: {doc['error']}"))
-    for item in doc["entries"]:
-        print(display(f"  {item['line']:>5}  {item['kind']:<9} "
-                      f"{item['signature'] or item['name']}"))
-        for text in (item["doc"], item["note"]):
-            if text:
-                print(f"{'':18}{display(text.splitlines()[0])}")
+    found = outline(Located(rel, rel, doc, False), budget=1 << 40)
+    if found.imports:
+        print(display(f"  imports {found.imports}"))
+    for item in found.entries:
+        where = f"{item['line']}-{item['end']}" if item["end"] != item["line"] else \
+            str(item["line"])
+        print(display(f"  {where:>11}  {item['kind']:<9} "
+                      f"{item.get('signature') or item['symbol']}"))
+        if item.get("doc"):
+            print(f"{'':24}{display(item['doc'])}")
     return EXIT_OK
+
+
+class CliSession:
+    """What a tool handler is given (see cqlib/tools.py) when the command line asks: this
+    worktree, as the MCP server would see it from cwd, with no cap on an answer's size."""
+
+    budget = 1 << 40
+    counts = None
+
+    def __init__(self, repo: Repo, cwd: str, index: Index):
+        self.repo, self.cwd, self.index = repo, cwd, index
+        self.settings, self.laid_over = None, None
+
+    def config(self):
+        """The settings (defaults where git config has a typo: a read must not fail)."""
+        from cqlib.config import config_or_defaults
+
+        if self.settings is None:
+            self.settings = config_or_defaults(self.repo)
+        return self.settings
+
+    def open_index(self) -> Index:
+        """The index, opened by the caller."""
+        return self.index
+
+    def overlay(self):
+        """The working tree laid over the index (once per command)."""
+        from cqlib.overlay import WorktreeOverlay
+
+        if self.laid_over is None:
+            self.laid_over = WorktreeOverlay(self.repo, self.config(), self.cwd)
+        return self.laid_over
+
+    def fresh_state(self, meta: dict, request_id, wait: bool = True):
+        """Where the index stands, after the wait for HEAD that MCP makes too."""
+        from cqlib.status import fresh_state
+
+        config = self.config()
+        return fresh_state(self.repo, self.index, config.mcp_wait_ms if wait else 0,
+                           config.autostart)
+
+
+def run_tool(args, repo: Repo, name: str, arguments: dict) -> int:
+    """Answer a command with the MCP tool of that name: its JSON with --json, else the text
+    its answer reads as."""
+    from cqlib.status import open_index_to_read
+    from cqlib.tools import TOOLS
+
+    with open_index_to_read(repo) as index:
+        answer = TOOLS[name].handler(CliSession(repo, args.directory, index),
+                                     {k: v for k, v in arguments.items() if v is not None},
+                                     {}, None)
+    if args.json:
+        print_json(answer)
+    else:
+        print(display(TOOLS[name].answer(answer), keep_newlines=True))
+    return EXIT_OK
+
+
+def cmd_read(args, repo: Repo) -> int:
+    """cq read PATH [--lines A-B | --symbol NAME]: numbered lines of a file as it is now."""
+    start, end = args.lines or (None, None)
+    return run_tool(args, repo, "read", {
+        "path": repo_relative(repo, args.directory, args.path), "symbol": args.symbol,
+        "start": start, "end": end})
+
+
+def cmd_refs(args, repo: Repo) -> int:
+    """cq refs NAME [--path P]: where a name is used, grouped by definition."""
+    return run_tool(args, repo, "references", {"name": args.name, "path": args.path})
+
+
+def cmd_changes(args, repo: Repo) -> int:
+    """cq changes [--since REF]: files and definitions changed since a ref, and now."""
+    return run_tool(args, repo, "changes", {"since": args.since})
+
+
+def line_range(argparse):
+    """An argparse type: `A-B`, `A-` or `A` (1-based line numbers) -> (start, end)."""
+    def convert(text: str) -> tuple:
+        first, dash, last = text.partition("-")
+        try:
+            start, end = int(first), (int(last) if last else None) if dash else int(first)
+        except ValueError:
+            start = end = 0
+        if start < 1 or (end is not None and end < start):
+            raise argparse.ArgumentTypeError(f"expected lines A-B, A- or A (from 1), got "
+                                             f"{text!r}")
+        return start, end
+    return convert
 
 
 class HotArgs:
@@ -778,6 +882,19 @@ def cli_spec(argparse) -> dict:
             (("--worktree",), {"action": "store_true", "help": "files edited in the working "
                                "tree too, as they are now (not committed)"})], {}),
         "show": ("the stored documentation of one file", [(("path",), {}), json_flag], {}),
+        "read": ("numbered lines of a file as it is now: a definition or a range", [
+            (("path",), {}),
+            (("--lines",), {"metavar": "A-B", "type": line_range(argparse),
+                            "help": "only these lines (A-B, A- or A)"}),
+            (("--symbol",), {"metavar": "NAME", "help": "the whole definition of NAME "
+                             "(plain or qualified: Class.method)"}), json_flag], {}),
+        "refs": ("where a name is used, grouped by the definition each line is in", [
+            (("name",), {}),
+            (("--path",), {"metavar": "PATH", "help": "only under a folder, prefix or glob"}),
+            json_flag], {}),
+        "changes": ("files and definitions changed since a commit and in the working tree", [
+            (("--since",), {"metavar": "REF", "help": "compare with this commit (default: "
+                            "where the index stood before its last move)"}), json_flag], {}),
         "mcp": ("serve the index to AI assistants (Model Context Protocol) on stdio", [
             (("--http",), {"metavar": "[HOST:]PORT", "help": "serve over HTTP instead "
                            "(127.0.0.1 unless a host is given)"}),
@@ -851,8 +968,10 @@ def cmd_mcp(args, repo: Repo | None) -> int:
         if repo is None:
             raise CqError("not a git repository: run it inside the repository to serve "
                           "(or pass -C DIR)", EXIT_USAGE)
-        print(mcp_client_config(repo, args.print_config, work_tree(args.directory) or
-                                repo.common_dir))
+        config, where = mcp_client_config(repo, args.print_config, work_tree(args.directory)
+                                          or repo.common_dir)
+        print(f"cq: {where}", file=sys.stderr)  # stdout is the config alone: `> FILE` works
+        print(config)
         return EXIT_OK
     config = config_or_defaults(repo) if repo is not None else Config()
     if repo is not None:
@@ -867,7 +986,8 @@ def cmd_mcp(args, repo: Repo | None) -> int:
 
 
 COMMANDS = {"init": cmd_init, "worker": cmd_worker, "hook": cmd_hook, "index": cmd_index,
-            "queue": cmd_queue, "search": cmd_search, "show": cmd_show, "mcp": cmd_mcp}
+            "queue": cmd_queue, "search": cmd_search, "show": cmd_show, "read": cmd_read,
+            "refs": cmd_refs, "changes": cmd_changes, "mcp": cmd_mcp}
 
 
 def run_command(args, repo: Repo) -> int:

@@ -3,8 +3,9 @@ the working-tree overlay, on a generated repository.
 
     python3 benchmarks/bench_mcp.py [--files 10000] [--edited 19] [--pyz PATH]
 
-Prints medians: from spawning the server to its initialize answer; a warm `search` on the
-same session; a warm `search` with `--edited` files modified in the working tree; and the same
+Prints medians: from spawning the server to its initialize answer; a warm call of each tool
+on the same session (on a definition and a file the first search found); a warm `search` with
+`--edited` files modified in the working tree; and the same
 with one of them edited again right before each query (so each query runs `git status` and
 documents the edited files again), as differences from the clean one.
 """
@@ -52,17 +53,42 @@ class Session:
             if reply.get("id") == message.get("id"):
                 return reply
 
-    def search(self, query: str) -> float:
-        """Seconds of one search call."""
+    def call(self, tool: str, arguments: dict) -> tuple[float, dict]:
+        """Seconds of one tool call, and its structured answer."""
         self.next_id += 1
         start = time.perf_counter()
-        self.ask({"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call",
-                  "params": {"name": "search", "arguments": {"query": query}}})
-        return time.perf_counter() - start
+        reply = self.ask({"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call",
+                          "params": {"name": tool, "arguments": arguments}})
+        elapsed = time.perf_counter() - start
+        result = reply["result"]
+        if result.get("isError"):
+            raise SystemExit(f"{tool} {arguments}: {result['content'][0]['text']}")
+        return elapsed, result["structuredContent"]
+
+    def search(self, query: str) -> float:
+        """Seconds of one search call."""
+        return self.call("search", {"query": query})[0]
 
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=60)
+
+
+def tool_medians(session: Session, runs: int) -> dict[str, float]:
+    """The median seconds of a warm call of each tool, on the first definition `search` finds
+    for "parse config" and its file."""
+    hit = next(h for h in session.call("search", {"query": "parse config"})[1]["results"]
+               if h["kind"] != "file")
+    name = hit["symbol"].rsplit(".", 1)[-1]
+    calls = {"search": {"query": "retry timeout"}, "symbol": {"name": hit["symbol"]},
+             "symbol with body": {"name": hit["symbol"], "body": True},
+             "read (a definition)": {"path": hit["path"], "symbol": hit["symbol"]},
+             "read (40 lines)": {"path": hit["path"], "start": 1, "end": 40},
+             "outline": {"path": hit["path"]}, "references": {"name": name},
+             "files": {}, "changes": {"since": "HEAD"}, "status": {}}
+    return {tool: statistics.median(session.call(tool.split(" (")[0].split(" with")[0],
+                                                 arguments)[0] for _ in range(runs))
+            for tool, arguments in calls.items()}
 
 
 def main() -> int:
@@ -88,6 +114,7 @@ def main() -> int:
         session.search("parse config")  # warm
         clean = [session.search(q) for q in ("retry timeout", "xylophonist", "parse")
                  for _ in range(args.runs)]
+        tools = tool_medians(session, args.runs)
         edited_files = sorted(p for p in repo.rglob("*.py") if ".git" not in p.parts)
         for path in edited_files[:args.edited]:
             path.write_text(path.read_text() + "\ndef edited_now():\n    pass\n")
@@ -103,6 +130,8 @@ def main() -> int:
     print(f"{args.files} generated files; medians of {args.runs} runs")
     print(f"  start-up to the initialize answer   {1000 * statistics.median(startups):6.0f} ms")
     print(f"  warm search                         {1000 * statistics.median(clean):6.0f} ms")
+    for name, median in tools.items():
+        print(f"  warm {name:<31}{1000 * median:6.0f} ms")
     print(f"  warm search, {args.edited} files edited        "
           f"{1000 * statistics.median(edited):6.0f} ms "
           f"(+{1000 * (statistics.median(edited) - statistics.median(clean)):.0f} ms)")

@@ -168,6 +168,13 @@ def new_blobs(changes: list[tuple[str, str, str]]) -> list[str]:
 
 def changed_blobs(common_dir: str, old: str, new: str) -> list[tuple[str, str, str]]:
     """(path, new mode, new blob) for every path that differs; deleted paths have blob ''."""
+    return [(path, new_mode, new_blob)
+            for path, _, new_mode, _, new_blob in tree_diff(common_dir, old, new)]
+
+
+def tree_diff(common_dir: str, old: str, new: str) -> list[tuple[str, str, str, str, str]]:
+    """(path, old mode, new mode, old blob, new blob) for every path that differs between
+    two commits; the side where a path is absent has mode and blob ''."""
     out = run_git(["diff-tree", "-r", "-z", "--raw", "--no-renames", old, new],
                   git_dir=common_dir).stdout
     fields = out.split(b"\0")
@@ -176,11 +183,34 @@ def changed_blobs(common_dir: str, old: str, new: str) -> list[tuple[str, str, s
         meta = fields[i].decode()
         if not meta.startswith(":"):
             continue
-        _, new_mode, _, new_sha, status = meta[1:].split(" ")
-        path = os.fsdecode(fields[i + 1])
-        deleted = status.startswith("D")
-        changes.append((path, "" if deleted else new_mode, "" if deleted else new_sha))
+        old_mode, new_mode, old_sha, new_sha, status = meta[1:].split(" ")
+        added, deleted = status.startswith("A"), status.startswith("D")
+        changes.append((os.fsdecode(fields[i + 1]), "" if added else old_mode,
+                        "" if deleted else new_mode, "" if added else old_sha,
+                        "" if deleted else new_sha))
     return changes
+
+
+def blobs_at(common_dir: str, commit: str, paths: list[str]) -> dict[str, str]:
+    """path -> blob of each of these paths that is a file of the commit."""
+    if not paths:
+        return {}
+    out = run_git(["ls-tree", "-r", "-z", commit, "--", *paths], git_dir=common_dir,
+                  check=False).stdout
+    found = {}
+    for record in out.split(b"\0"):
+        meta, _, path = record.partition(b"\t")
+        fields = meta.split()
+        if len(fields) == 3 and fields[1] == b"blob":
+            found[os.fsdecode(path)] = fields[2].decode()
+    return found
+
+
+def resolve_commit(common_dir: str, ref: str) -> str | None:
+    """The commit a ref, branch, tag or sha names, or None if it names none."""
+    proc = run_git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"],
+                   git_dir=common_dir, check=False)
+    return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
 
 
 def worktree_git_dirs(common_dir: str) -> list[str]:

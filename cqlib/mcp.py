@@ -1,11 +1,11 @@
 """The MCP server: the index served to AI assistants over the Model Context Protocol.
 
-Owns: JSON-RPC 2.0 framing (newline-delimited on stdio, or POSTed over HTTP with Origin and
-bearer-token checks), the handshake and roots, one table of tools (name, description, input
-and output schemas, handler: see `tool`), each answer's freshness (waiting up to cq.mcpWaitMs
-for the worker to reach HEAD, with progress notifications), cursors, size caps, and the
-command line a client registers.
-Must not: hold SQL or ranking of its own: its tools call what the CLI calls.
+Owns: JSON-RPC 2.0 framing (newline-delimited on stdio, or POSTed over HTTP with Origin,
+Host and bearer-token checks, deadlines and a cap on connections), the handshake and roots,
+calling the tools of tools.py (the session they are given: its one index connection, its
+overlay of the working tree, its settings, and freshness with progress notifications while
+it waits for the worker), and the command line a client registers.
+Must not: hold a tool's logic (tools.py), SQL or ranking.
 """
 
 from __future__ import annotations
@@ -13,93 +13,34 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import namedtuple
 
 from cqlib import VERSION
 from cqlib.config import Config, FreshConfig
-from cqlib.control import request_repair, wake_worker
-from cqlib.detector import probe_worker
-from cqlib.documenters import DEFINITION_KINDS, canonical_language
+from cqlib.control import request_repair
 from cqlib.errors import EXIT_OK, EXIT_USAGE, CqError
 from cqlib.gitio import (
-    changed_blobs,
-    commit_exists,
-    head_commit,
     head_signature,
     locate_repo,
-    new_blobs,
     work_tree,
-    worktree_git_dirs,
 )
 from cqlib.index.database import needs_repair
 from cqlib.index.store import Index
-from cqlib.overlay import WorktreeOverlay, WorktreeWatch, search_worktree
-from cqlib.pipeline import LEXICAL_FIRST
-from cqlib.search import SearchQuery, names_exactly, path_matcher, path_names_files
-from cqlib.state import INDEX_DB, PYZ_COPY, Repo, mark_moved, running_archive, self_command
-from cqlib.status import CountCache, index_state, open_index_to_read
-from cqlib.summarizer import summary_progress
-from cqlib.text import json_text, named_path, one_line, path_text, path_text_names
+from cqlib.overlay import WorktreeOverlay, WorktreeWatch
+from cqlib.state import INDEX_DB, PYZ_COPY, Repo, running_archive, self_command
+from cqlib.status import CountCache, Freshness, fresh_state, open_index_to_read
+from cqlib.text import json_text, one_line
+from cqlib.tools import ANSWER_CAP, TOOLS
 
 MCP_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")  # newest first
-MCP_TEXT_CAP = 16_000  # characters of one answer's text (about 4,000 tokens)
-MCP_HARD_CAP = 36_000  # no answer is longer, whatever a client asks for
 MCP_BODY_CAP = 1 << 20  # bytes of one HTTP request
 MCP_BATCH_MAX = 100  # messages of one batch
 MCP_BATCH_ANSWER_CAP = 1 << 20  # characters of answers past which the rest of a batch is not run
-MCP_INSTRUCTIONS = ("cq searches a documentation index of this git repository, kept fresh by a "
-                    "background worker. Use search for code by words or identifiers, symbol "
-                    "for where a name is defined, outline for one file, files to list files, "
-                    "status for freshness. Hits say whether they are fresh, edited in the "
-                    "working tree, or stale.")
-HIT_SCHEMA = {"type": "object", "properties": {
-    "path": {"type": "string"}, "line": {"type": "integer"}, "kind": {"type": "string"},
-    "symbol": {"type": "string"}, "signature": {"type": "string"}, "doc": {"type": "string"},
-    "score": {"type": "number"}, "freshness": {"enum": ["fresh", "edited", "stale"]},
-    "path_bytes": {"type": "string"},
-    "matched_summary_by": {"type": "string"}},
-    "required": ["path", "line", "kind", "symbol", "freshness"]}
-STATE_SCHEMA = {"indexed_commit": {"type": ["string", "null"]},
-                "head": {"type": ["string", "null"]}, "catching_up": {"type": "boolean"},
-                "note": {"type": "string"}}
-PAGED_SCHEMA = {"next_cursor": {"type": ["string", "null"]}}
-
-
-class Tool(namedtuple("Tool", ("description", "properties", "required", "output",
-                               "handler"))):
-    """One MCP tool: what tools/list says of it (its description, the properties of its
-    arguments and which are required, the properties of its answer) and the handler that
-    answers a call (server, arguments, the request's _meta, its id) -> structuredContent."""
-
-    __slots__ = ()
-
-    def listing(self, name: str) -> dict:
-        """Its tools/list entry: read-only, idempotent, with both schemas."""
-        return {"name": name, "description": self.description,
-                "inputSchema": {"type": "object", "properties": self.properties,
-                                "required": list(self.required),
-                                "additionalProperties": False},
-                "outputSchema": {"type": "object",
-                                 "properties": {**self.output, **STATE_SCHEMA}},
-                "annotations": {"readOnlyHint": True, "idempotentHint": True,
-                                "openWorldHint": False}}
-
-
-TOOLS: dict = {}  # name -> Tool, in the order tools/list gives them (see tool)
-
-
-def tool(name: str, description: str, properties: dict, required: tuple, output: dict):
-    """Register the function it decorates as the handler of MCP tool `name`."""
-    def register(handler):
-        TOOLS[name] = Tool(description, properties, required, output, handler)
-        return handler
-    return register
-
-
-class ToolError(Exception):
-    """A tool call the model can correct: a result with isError, never a protocol error."""
-
-
+MCP_INSTRUCTIONS = ("cq answers from a documentation index of this git repository, kept fresh "
+                    "by a background worker, with the working tree laid over it. Find code "
+                    "with search (or symbol for a name), read a hit's lines with read, its "
+                    "users with references, a file's shape with outline; changes says what "
+                    "moved since the last pull or commit. Hits say whether they are fresh, "
+                    "edited in the working tree, or stale.")
 class McpServer:
     """One MCP session: a JSON-RPC dispatcher over the tools, on one read connection."""
 
@@ -117,6 +58,7 @@ class McpServer:
         self.roots_answered = threading.Event()  # set once the client's roots/list answer came
         self.version = MCP_VERSIONS[0]
         self.counts = CountCache()
+        self.budget = ANSWER_CAP  # characters of one answer's text
         self.settings: FreshConfig | None = None
 
     # -- JSON-RPC ---------------------------------------------------------------------------
@@ -245,11 +187,11 @@ class McpServer:
             self.roots_answered.wait(10)  # the answer to our roots/list may still be coming
         try:
             if self.repo is None:
-                raise ToolError("cq is not serving a git repository: start `cq mcp` inside "
-                                "one (or with -C DIR), or offer a root that is one")
+                raise CqError("cq is not serving a git repository: start `cq mcp` inside "
+                              "one (or with -C DIR), or offer a root that is one")
             structured = TOOLS[name].handler(self, arguments,
                                              meta if isinstance(meta, dict) else {}, request_id)
-        except (ToolError, CqError) as exc:
+        except CqError as exc:
             return {"content": [{"type": "text", "text": str(exc)}], "isError": True}
         except Exception as exc:
             if type(exc).__module__ != "sqlite3":
@@ -259,8 +201,7 @@ class McpServer:
                 request_repair(self.repo, f"cq mcp: the index is damaged or unreadable ({exc})")
             return {"content": [{"type": "text", "text": f"the index could not be read "
                                  f"({exc}); ask again in a moment"}], "isError": True}
-        text = compact_json(structured)
-        return {"content": [{"type": "text", "text": text[:MCP_HARD_CAP]}],
+        return {"content": [{"type": "text", "text": TOOLS[name].answer(structured)}],
                 "structuredContent": structured, "isError": False}
 
     # -- the index, fresh ----------------------------------------------------------------------
@@ -286,47 +227,21 @@ class McpServer:
             self.index.close()
             self.index = None
 
-    def fresh_state(self, meta: dict, request_id) -> dict:
-        """Bring the index to HEAD if the worker can within cq.mcpWaitMs (with progress
-        notifications), and say what the answer reflects."""
-        index = self.open_index()
+    def fresh_state(self, meta: dict, request_id, wait: bool = True) -> Freshness:
+        """What an answer reflects, after giving the worker up to cq.mcpWaitMs to reach HEAD
+        (with progress notifications, where the request carries a progress token)."""
         config = self.config()
-        head = head_commit(self.repo.git_dir)
-        indexed = index.worktree_commit(self.repo.git_dir)
-        if indexed != head:
-            mark_moved(self.repo)
-            wake_worker(self.repo, start=config.autostart)
-            deadline = time.monotonic() + config.mcp_wait_ms / 1000
-            token, step, before, changed = meta.get("progressToken"), 0, indexed, None
-            while time.monotonic() < deadline and json_key(request_id) not in self.cancelled:
-                if indexed == head:  # and then the files of the move documented too
-                    changed = self.blobs_to_await(before, head) if changed is None else changed
-                    if not changed or next(index.missing_blobs(self.repo.git_dir, changed),
-                                           None) is None:
-                        break
-                if token is not None:
-                    step += 1
-                    self.send({"jsonrpc": "2.0", "method": "notifications/progress",
-                               "params": {"progressToken": token, "progress": step,
-                                          "message": "waiting for the index to reach HEAD"}})
-                time.sleep(0.05)
-                indexed = index.worktree_commit(self.repo.git_dir)
-        state = index_state(index, self.repo.git_dir, head, cache=self.counts)
-        indexed = state.indexed_commit
-        stale: set | None = set()  # None: which paths changed is unknown, so all may be
-        if indexed != head:
-            stale = {p for p, _, _ in changed_blobs(self.repo.common_dir, indexed, head)} \
-                if indexed and head and commit_exists(self.repo.common_dir, indexed) else None
-        return {"indexed_commit": indexed, "head": head, "catching_up": state.catching_up,
-                "stale": stale, "note": state.note()}
+        token = meta.get("progressToken")
 
-    def blobs_to_await(self, before: str | None, head: str | None) -> list:
-        """The blobs a move of HEAD brought in, to wait for (none to wait for when the move
-        is unknown or too large to be documented within the wait)."""
-        if not (before and head and commit_exists(self.repo.common_dir, before)):
-            return []
-        blobs = new_blobs(changed_blobs(self.repo.common_dir, before, head))
-        return blobs if len(blobs) <= LEXICAL_FIRST else []
+        def progress(step: int) -> None:
+            if token is not None:
+                self.send({"jsonrpc": "2.0", "method": "notifications/progress",
+                           "params": {"progressToken": token, "progress": step,
+                                      "message": "waiting for the index to reach HEAD"}})
+
+        return fresh_state(self.repo, self.open_index(), config.mcp_wait_ms if wait else 0,
+                           config.autostart, self.counts,
+                           lambda: json_key(request_id) in self.cancelled, progress)
 
     def overlay(self) -> WorktreeOverlay:
         """The working tree's edited files, documented now: the last overlay again when
@@ -379,219 +294,6 @@ def json_key(value) -> str:
 def rpc_error(request_id, code: int, message: str) -> dict:
     """A JSON-RPC error response."""
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
-
-
-def freshness(path: str, edited: set, state: dict) -> str:
-    """fresh, edited (differs from HEAD in the working tree) or stale (HEAD moved on)."""
-    if path in edited:
-        return "edited"
-    stale = state["stale"]
-    return "stale" if stale is None or path in stale else "fresh"
-
-
-def public_state(state: dict) -> dict:
-    """What every answer says it reflects."""
-    return {k: state[k] for k in ("indexed_commit", "head", "catching_up", "note")}
-
-
-def hit(result: dict, edited: set, state: dict) -> dict:
-    """One search or symbol hit as MCP returns it."""
-    return {**named_path(result["path"]), "line": result["line"], "kind": result["kind"],
-            "symbol": result["symbol"], "signature": result["signature"],
-            "doc": result["doc"], "score": result["score"],
-            "freshness": freshness(result["path"], edited, state),
-            **({"matched_summary_by": result["matched_summary_by"]}
-               if result.get("matched_summary_by") else {})}
-
-
-def encode_cursor(kind: str, key: str, offset: int) -> str:
-    """An opaque cursor: which listing, for which arguments, and where to go on."""
-    import base64
-
-    return base64.urlsafe_b64encode(compact_json([kind, key, offset]).encode()).decode()
-
-
-def decode_cursor(cursor, kind: str, key: str) -> int:
-    """The offset in a cursor made by encode_cursor for the same listing and arguments."""
-    import base64
-    import json
-
-    if cursor is None:
-        return 0
-    try:
-        found = json.loads(base64.urlsafe_b64decode(str(cursor).encode()))
-        if isinstance(found, list) and found[:2] == [kind, key] and int(found[2]) >= 0:
-            return int(found[2])
-    except (ValueError, TypeError, IndexError, OverflowError):
-        pass
-    raise ToolError("that cursor does not belong to this listing; ask again without it")
-
-
-def capped(items: list, budget: int = MCP_TEXT_CAP) -> int:
-    """How many of the items fit the text budget (at least one)."""
-    used = 0
-    for count, item in enumerate(items):
-        used += len(compact_json(item)) + 1
-        if used > budget:
-            return max(count, 1)
-    return len(items)
-
-
-@tool(
-    "search",
-    "Search code by words or identifiers (any may match; more matched words rank first).",
-    {"query": {"type": "string", "description": "words or identifiers, e.g. 'retry "
-               "backoff' or 'Builder.WriteString'"},
-     "path": {"type": "string", "description": "folder, path prefix or glob"},
-     "language": {"type": "string", "description": "e.g. python, go, typescript"},
-     "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
-     "cursor": {"type": "string", "description": "next_cursor of an earlier answer"}},
-    ("query",), {"results": {"type": "array", "items": HIT_SCHEMA}, **PAGED_SCHEMA})
-def tool_search(server: McpServer, args: dict, meta: dict, request_id) -> dict:
-    """search: the same ranking as cq search, the working tree laid over the index."""
-    query = args.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise ToolError("query must be a non-empty string of words or identifiers")
-    limit = args.get("limit", 10)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
-        raise ToolError("limit must be a whole number from 1 to 100")
-    for key in ("path", "language"):
-        if not isinstance(args.get(key, ""), str):
-            raise ToolError(f"{key} must be a string")
-    language = canonical_language(args["language"]) if args.get("language") else None
-    key = json_key([query, args.get("path"), language])
-    offset = decode_cursor(args.get("cursor"), "search", key)
-    overlay = server.overlay()  # its git status runs while the index is consulted
-    state = server.fresh_state(meta, request_id)
-    config = server.config()
-    results = search_worktree(server.open_index(), server.repo, query, overlay,
-                              offset + limit + 1, path=args.get("path"), language=language,
-                              demote=config.demote)
-    if not results and args.get("path") and \
-            not path_names_files(server.open_index(), server.repo.git_dir, args["path"]):
-        raise ToolError(f"no indexed file is under path {path_text(args['path'])!r}: give a "
-                        "folder, path prefix or glob from the repository's top (see the files "
-                        "tool)")
-    page = [hit(r, overlay.edited, state) for r in results[offset:offset + limit]]
-    shown = capped(page)
-    more = offset + shown < len(results)
-    note = state["note"] or ("" if overlay.complete else
-                             f"more than {config.overlay_max_files} files are edited: they "
-                             "are marked, not searched as they are now (cq.overlayMaxFiles)")
-    if more:
-        note = (note + "; " if note else "") + "more results: ask again with next_cursor"
-    return {"results": page[:shown], **public_state(state), "note": note,
-            "next_cursor": encode_cursor("search", key, offset + shown) if more else None}
-
-
-@tool(
-    "symbol",
-    "Where a name is defined (plain or qualified: 'parse_config', 'Regex::replace').",
-    {"name": {"type": "string", "description": "the identifier"}},
-    ("name",), {"results": {"type": "array", "items": HIT_SCHEMA}})
-def tool_symbol(server: McpServer, args: dict, meta: dict, request_id) -> dict:
-    """symbol: the definitions a (qualified) name names; several when ambiguous."""
-    name = args.get("name")
-    if not isinstance(name, str) or not SearchQuery(name).last:
-        raise ToolError("name must be an identifier, plain or qualified (Class.method)")
-    state = server.fresh_state(meta, request_id)
-    overlay = server.overlay()
-    query = SearchQuery(name)
-    results = [r for r in search_worktree(server.open_index(), server.repo, name, overlay, 50)
-               if r["kind"] in DEFINITION_KINDS and
-               names_exactly(query, r["name"], r["container"])]
-    page = [hit(r, overlay.edited, state) for r in results]
-    return {"results": page[:capped(page)], **public_state(state)}
-
-
-@tool(
-    "outline",
-    "One file's documentation as it is in the working tree now: summary and definitions.",
-    {"path": {"type": "string", "description": "path from the repository's top"}},
-    ("path",), {"path": {"type": "string"}, "language": {"type": "string"},
-                "summary": {"type": "string"}, "summary_by": {"type": "string"},
-                "freshness": {"type": "string"},
-                "entries": {"type": "array", "items": {"type": "object"}}})
-def tool_outline(server: McpServer, args: dict, meta: dict, request_id) -> dict:
-    """outline: one file's documentation, as the file is in the working tree now."""
-    path = args.get("path")
-    if not isinstance(path, str) or not path.strip():
-        raise ToolError("path must be a file's path from the repository's top")
-    state = server.fresh_state(meta, request_id)
-    overlay = server.overlay()
-    shown = path
-    for path in path_text_names(os.path.normpath(shown).removeprefix("./")):
-        try:
-            os.fsencode(path)
-        except UnicodeError:
-            continue  # characters no file name can have
-        if path in overlay.deleted:
-            raise ToolError(f"{shown} is deleted in the working tree")
-        source = overlay.index if path in overlay.edited and overlay.complete else \
-            server.open_index()
-        doc = source.file_doc(server.repo.git_dir, path)
-        if doc is not None:
-            break
-    else:
-        raise ToolError(f"{shown} is not a file of this repository (see the files tool)")
-    entries = doc["entries"][:capped(doc["entries"])]
-    return {**named_path(path), "language": doc["language"], "summary": doc["summary"],
-            "summary_by": doc["summary_by"],
-            "freshness": freshness(path, overlay.edited, state), "entries": entries,
-            **public_state(state)}
-
-
-@tool(
-    "files",
-    "Indexed files under a path, with language and one-line summary, page by page.",
-    {"path_glob": {"type": "string", "description": "folder, prefix or glob"},
-     "cursor": {"type": "string"}},
-    (), {"files": {"type": "array", "items": {"type": "object"}}, **PAGED_SCHEMA})
-def tool_files(server: McpServer, args: dict, meta: dict, request_id) -> dict:
-    """files: the indexed files under a path, with language and one-line summary."""
-    glob = args.get("path_glob")
-    if glob is not None and not isinstance(glob, str):
-        raise ToolError("path_glob must be a string: a folder, prefix or glob")
-    offset = decode_cursor(args.get("cursor"), "files", json_key(glob))
-    state = server.fresh_state(meta, request_id)
-    matches = path_matcher(glob) or (lambda path: True)
-    files = [{**named_path(f.path), "language": f.language,
-              "summary": f.summary.strip().split("\n", 1)[0][:160]}
-             for f in server.open_index().files(server.repo.git_dir)
-             if matches(path_text(f.path))]
-    if glob and not files:
-        raise ToolError(f"no indexed file matches {glob!r}; try a folder such as 'src'")
-    page = files[offset:offset + 200]
-    shown = capped(page)
-    more = offset + shown < len(files)
-    return {"files": page[:shown], **public_state(state),
-            "next_cursor": encode_cursor("files", json_key(glob), offset + shown)
-            if more else None}
-
-
-@tool(
-    "status",
-    "Index freshness per worktree (indexed commit vs HEAD), pending and failed files, "
-    "the worker's state, the external documenter's progress.", {}, (),
-    {"worktrees": {"type": "array"}, "worker": {"type": "string"},
-     "summaries": {"type": ["object", "null"]}})
-def tool_status(server: McpServer, args: dict, meta: dict, request_id) -> dict:
-    """status: per worktree, indexed commit vs HEAD and counts; the worker's state."""
-    index = server.open_index()
-    this = index_state(index, server.repo.git_dir, cache=server.counts)
-    worktrees = []
-    for git_dir in worktree_git_dirs(server.repo.common_dir):
-        state = this if git_dir == server.repo.git_dir else index_state(index, git_dir)
-        worktrees.append({"git_dir": path_text(git_dir), "head": state.head,
-                          "indexed_commit": state.indexed_commit,
-                          "files": state.counts["files"], "pending": state.counts["pending"],
-                          "failed": state.counts["failed"]})
-    summaries = summary_progress(index, server.repo.git_dir, server.config())
-    if summaries:
-        summaries = {k: v for k, v in summaries.items() if k != "failed_files"}
-    return {"worktrees": worktrees, "worker": probe_worker(server.repo).state,
-            "summaries": summaries, "indexed_commit": this.indexed_commit, "head": this.head,
-            "catching_up": this.catching_up, "note": this.note()}
 
 
 MCP_METHODS = {
@@ -866,17 +568,30 @@ def mcp_command(repo: Repo, archive: str | None) -> list[str]:
     return [*self_command(copy if os.path.isfile(copy) else archive), "-C", top, "mcp"]
 
 
-def mcp_client_config(repo: Repo, client: str, top: str) -> str:
-    """What to paste for a client: Claude Code's command, or Cursor's or VS Code's JSON."""
+# The command a project's shared MCP file runs: it finds the repository (the workspace
+# folder the client opens) and the copy of cq that `cq init` made in it, so the file works
+# in every clone where cq is set up, with no path of one machine in it.
+PORTABLE_COMMAND = ("sh", "-c", ('cd "$1" && exec python3 -I -S '
+                                 '"$(git rev-parse --git-common-dir)/cq/cq.pyz" mcp'), "sh",
+                    "${workspaceFolder}")
+CLIENT_FILES = {"cursor": (".cursor/mcp.json", "mcpServers"),
+                "vscode": (".vscode/mcp.json", "servers")}
+
+
+def mcp_client_config(repo: Repo, client: str, top: str) -> tuple[str, str]:
+    """What to give a client, and where it goes: Claude Code's command (local scope: this
+    machine's paths stay on this machine), or the JSON of Cursor's or VS Code's project file
+    (a command that works in any clone of the repository where cq is set up)."""
     import json
     import shlex
 
-    command = mcp_command(repo, running_archive())
-    command[command.index("-C") + 1] = top
     if client == "claude":
-        return "claude mcp add --transport stdio --scope project cq -- " + \
-            " ".join(shlex.quote(c) for c in command)
-    entry = {"type": "stdio", "command": command[0], "args": command[1:]}
-    if client == "cursor":
-        return f"# .cursor/mcp.json\n{json.dumps({'mcpServers': {'cq': entry}}, indent=2)}"
-    return f"# .vscode/mcp.json\n{json.dumps({'servers': {'cq': entry}}, indent=2)}"
+        command = mcp_command(repo, running_archive())
+        command[command.index("-C") + 1] = top
+        return ("claude mcp add --transport stdio --scope local cq -- " +
+                " ".join(shlex.quote(c) for c in command),
+                "run it in a shell (local scope: for you, in this repository)")
+    name, key = CLIENT_FILES[client]
+    entry = {"type": "stdio", "command": PORTABLE_COMMAND[0], "args": list(PORTABLE_COMMAND[1:])}
+    return (json.dumps({key: {"cq": entry}}, indent=2),
+            f"merge it into {name} (it works in every clone where cq init has run)")

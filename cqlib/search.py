@@ -23,6 +23,7 @@ from cqlib.index.queries import (
     Filters,
     best_rows,
     entry_ranks,
+    has_outdated,
     matches_more_than,
     named_entries,
     path_files,
@@ -36,6 +37,7 @@ from cqlib.words import (
     STOP_WORDS,
     identifier_parts,
     marks_alike,
+    other_forms,
     split_identifier,
     squash,
     words_of_path,
@@ -70,7 +72,8 @@ COVERAGE_PENALTY = {"source": 0.0, "test": 0.5, "example": 0.5, "copy": 1.0, "de
 
 
 class Term:
-    """One thing a result can cover: a word, or a quoted phrase."""
+    """One thing a result can cover: a word (or one of its other forms, see other_forms),
+    or a quoted phrase."""
 
     def __init__(self, words: list[str], prefix: bool = False):
         self.words = words
@@ -81,6 +84,13 @@ class Term:
         self.named = " AND ".join(f'"{NAME_MARK}{w}"' + ("*" if prefix and w == words[-1] else "")
                                   for w in words if marks_alike(w))
         self.files = " ".join(f'"{w}"' for w in words) + ("*" if prefix else "")  # no phrases
+        self.forms = other_forms(words[0]) if len(words) == 1 else ()
+        if self.forms:  # `maximum` covered by `max` too
+            alternatives = "".join(f' OR "{form}"' for form in self.forms)
+            self.entries = self.files = f"({self.entries}{alternatives})"
+            every = (*words, *self.forms)
+            self.named = "(" + " OR ".join(f'"{NAME_MARK}{w}"' for w in every) + ")" \
+                if all(marks_alike(w) for w in every) and not prefix else ""
 
 
 class SearchQuery:
@@ -188,7 +198,8 @@ class Candidate:
     def __init__(self, kind: str, rowid: int, path: str, language: str, line: int = 1,
                  name: str = "", container: str = "", signature: str = "", doc: str = ""):
         self.kind, self.rowid, self.path, self.language = kind, rowid, path, language
-        self.line, self.name, self.container = line, name, container
+        self.line, self.end, self.name, self.container = line, line, name, container
+        self.outdated = False  # of the version of its file before the one being documented
         self.signature, self.doc = signature, doc
         self.bm25 = self.score = 0.0
         self.summary_by = ""  # the external documenter whose summary doc is, if any
@@ -200,7 +211,8 @@ class Candidate:
         """A definition found by a query (with its BM25, if the query ranked it)."""
         c = cls(hit.kind, hit.id, hit.path, hit.language, hit.line, hit.name, hit.container,
                 hit.signature, hit.doc)
-        c.bm25 = -hit.rank if ranked else 0.0
+        c.end, c.bm25 = max(hit.end, hit.line), (-hit.rank if ranked else 0.0)
+        c.outdated = hit.outdated
         return c
 
     @classmethod
@@ -232,26 +244,28 @@ def names_exactly(query: SearchQuery, name: str, container: str) -> bool:
 
 def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | None = None,
            language: str | None = None, tests: bool = False, all_entries: bool = False,
-           demote: tuple = (), spare: int = 0) -> list[dict]:
+           demote: tuple = (), spare: int = 0, named: bool = False) -> list[dict]:
     """Ranked results for a query in one worktree: what the CLI prints and MCP returns.
 
     Definitions that cover every term come from an AND query, which is selective and fast;
     only where they fill fewer than `limit` source files does the search take in file-level
     records, then any term (OR) with what each candidate covers, then paths.  `spare` more
-    results are returned, without widening for them (for a caller that drops some)."""
+    results are returned, without widening for them (for a caller that drops some).  With
+    `named`, only the definitions the query names, plainly or qualified (what `symbol`
+    asks), looked up by name alone."""
     query = SearchQuery(text)
     db = index.db
     use_path_filter(db, path_matcher(path))
-    where = Filters(git_dir, path, language)
+    where = Filters(git_dir, path, language, has_outdated(db, git_dir))
     every = range(len(query.terms))
-    candidates = entry_candidates(db, query.terms, where)
+    candidates = [] if named else entry_candidates(db, query.terms, where)
     if query.whole:
         candidates += [c for c in exact_candidates(db, query, where) if c.exact(query)]
-    if len(source_paths(candidates, demote)) < limit:
+    if not named and len(source_paths(candidates, demote)) < limit:
         candidates += file_candidates(db, " AND ".join(t.files for t in query.terms), where)
     for c in candidates:
         c.covered.update(every)
-    if len(source_paths(candidates, demote)) < limit:
+    if not named and len(source_paths(candidates, demote)) < limit:
         seen = {(c.kind == "file", c.rowid, c.path) for c in candidates}
         candidates += [c for c in any_term_candidates(db, query, where)
                        if (c.kind == "file", c.rowid, c.path) not in seen]
@@ -271,7 +285,16 @@ def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | N
     # A file's own record adds nothing where one of its definitions covers as much.
     kept = [c for c in unique if c.kind != "file" or c.coverage > best_entry.get(c.path, -9)]
     ranked = sorted(kept, key=lambda c: (-c.coverage, -c.score, c.path, c.line))
-    return [result(c, query) for c in grouped(ranked, limit + spare, all_entries)]
+    # No cap per file where one file is asked for, nor on the definitions a query names.
+    every = all_entries or names_one_file(index, git_dir, path)
+    return [result(c, query) for c in grouped(ranked, limit + spare,
+                                               lambda c: every or c.exact(query))]
+
+
+def names_one_file(index: Index, git_dir: str, path: str | None) -> bool:
+    """True if a `--path` is one indexed file's path (not a folder, prefix or glob)."""
+    return bool(path) and not any(ch in path for ch in "*?[") and \
+        index.file_doc(git_dir, path.removeprefix("./")) is not None
 
 
 def coverage_penalty(path: str, lifted: bool, demote: tuple) -> float:
@@ -406,28 +429,32 @@ def rank_score(c: Candidate, query: SearchQuery, path: str | None, tests: bool,
     return score
 
 
-def grouped(ranked: list[Candidate], limit: int, all_entries: bool) -> list[Candidate]:
-    """The first `limit` candidates, with at most PER_FILE from any one file."""
-    chosen, per_file = [], {}
+def grouped(ranked: list[Candidate], limit: int, uncapped) -> list[Candidate]:
+    """The first `limit` candidates, at most PER_FILE from any one file first (but those
+    `uncapped` accepts), then those the cap held back, in rank order (so that a page past
+    the first reaches them)."""
+    chosen, held, per_file = [], [], {}
     for c in ranked:
-        if not all_entries and per_file.get(c.path, 0) >= PER_FILE:
+        if not uncapped(c) and per_file.get(c.path, 0) >= PER_FILE:
+            held.append(c)
             continue
         per_file[c.path] = per_file.get(c.path, 0) + 1
         chosen.append(c)
         if len(chosen) == limit:
             break
-    return chosen
+    return (chosen + held)[:limit]
 
 
 def result(c: Candidate, query: SearchQuery) -> dict:
     """One search result as the CLI prints it and MCP returns it."""
     first_doc = (c.doc.strip().splitlines() or [""])[0]
-    return {"path": c.path, "line": c.line, "kind": c.kind, "symbol": c.symbol(),
+    return {"path": c.path, "line": c.line, "end": c.end, "kind": c.kind, "symbol": c.symbol(),
             "name": c.name or os.path.basename(c.path), "container": c.container,
             "language": c.language, "signature": c.signature[:200], "doc": first_doc[:200],
             "snippet": (c.signature or first_doc)[:200],
             "covered": len(c.covered), "of": len(query.terms),
-            "score": round(c.score, 4), "matched_summary_by": matched_summary_by(c, query)}
+            "score": round(c.score, 4), "matched_summary_by": matched_summary_by(c, query),
+            **({"outdated": True} if c.outdated else {})}
 
 
 def matched_summary_by(c: Candidate, query: SearchQuery) -> str:

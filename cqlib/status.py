@@ -5,8 +5,10 @@ Owns: opening the index to read (for the CLI and MCP alike: an index that is mis
 another cq, explained and rebuilt), whether a running worker is of this cq and schema,
 IndexState (HEAD, the commit the worktree's map was brought to, and the counts of its files)
 and what follows from it: current, searchable, complete, catching up, and the note an answer
-carries.  Two callers asking at the same moment get the same answer.
-Must not: wait for the worker, import the queue or format output (its callers do).
+carries (two callers asking at the same moment get the same answer); and await_head, the
+wait (up to cq.mcpWaitMs) for the worker to reach HEAD that the CLI's search and every MCP
+answer make before saying what they reflect (fresh_state).
+Must not: import the queue or format output (its callers do).
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from cqlib import VERSION
 from cqlib.control import mark_all_moved, wake_worker
 from cqlib.detector import probe_worker
 from cqlib.errors import CqError
-from cqlib.gitio import head_commit
+from cqlib.gitio import changed_blobs, commit_exists, head_commit, new_blobs
 from cqlib.index.database import NotIndexed
 from cqlib.index.schema import SCHEMA_VERSION
 from cqlib.index.store import Index
-from cqlib.state import PYZ_COPY, Repo
+from cqlib.state import PYZ_COPY, Repo, mark_moved
 
 
 class IndexState(namedtuple("IndexState", ("head", "indexed_commit", "known", "counts"))):
@@ -131,3 +133,65 @@ def open_index_to_read(repo: Repo) -> Index:
     wake_worker(repo, start=True)
     raise CqError("the index is empty; the worker is building it from git: ask again shortly "
                   "(progress: cq index status)")
+
+
+AWAITED_FILES_MAX = 200  # a move bringing more files than this is answered at once, as such
+WAIT_STEP = 0.05  # seconds between looks at the index while waiting for it
+
+
+class Freshness(namedtuple("Freshness", ("indexed_commit", "head", "catching_up", "stale",
+                                         "note"))):
+    """What an answer reflects: the commit the worktree's map is at, HEAD, whether the index
+    is still catching up (IndexState.catching_up), the paths HEAD moved past the index (None
+    where that is not known, so any may have), and the note an answer carries."""
+
+    __slots__ = ()
+
+
+def fresh_state(repo: Repo, index: Index, wait_ms: int, autostart: bool,
+                cache: CountCache | None = None, cancelled=lambda: False,
+                progress=lambda step: None) -> Freshness:
+    """Where the index stands, after await_head: what every MCP answer says it reflects."""
+    head = await_head(repo, index, wait_ms, autostart, cancelled, progress)
+    state = index_state(index, repo.git_dir, head, cache=cache)
+    indexed = state.indexed_commit
+    stale: set | None = set()
+    if indexed != head:
+        stale = {p for p, _, _ in changed_blobs(repo.common_dir, indexed, head)} \
+            if indexed and head and commit_exists(repo.common_dir, indexed) else None
+    return Freshness(indexed, head, state.catching_up, stale, state.note())
+
+
+def await_head(repo: Repo, index: Index, wait_ms: int, autostart: bool,
+               cancelled=lambda: False, progress=lambda step: None) -> str | None:
+    """Give the worker up to wait_ms to bring the worktree to HEAD (woken, or started with
+    autostart) and to document the files the move brought (AWAITED_FILES_MAX at most);
+    `progress(step)` is called on each look, and `cancelled()` ends the wait.  HEAD, as read
+    before waiting.  The wait the CLI's search and every MCP answer make."""
+    head = head_commit(repo.git_dir)
+    indexed = index.worktree_commit(repo.git_dir)
+    if indexed == head:
+        return head
+    mark_moved(repo)
+    wake_worker(repo, start=autostart)
+    deadline = time.monotonic() + wait_ms / 1000
+    step, before, awaited = 0, indexed, None
+    while time.monotonic() < deadline and not cancelled():
+        if indexed == head:  # and then the files of the move documented too
+            awaited = blobs_to_await(repo, before, head) if awaited is None else awaited
+            if not awaited or next(index.missing_blobs(repo.git_dir, awaited), None) is None:
+                break
+        step += 1
+        progress(step)
+        time.sleep(WAIT_STEP)
+        indexed = index.worktree_commit(repo.git_dir)
+    return head
+
+
+def blobs_to_await(repo: Repo, before: str | None, head: str | None) -> list:
+    """The blobs a move of HEAD brought in, to wait for (none when the move is unknown or
+    brings more than AWAITED_FILES_MAX, too many to be documented within a wait)."""
+    if not (before and head and commit_exists(repo.common_dir, before)):
+        return []
+    blobs = new_blobs(changed_blobs(repo.common_dir, before, head))
+    return blobs if len(blobs) <= AWAITED_FILES_MAX else []

@@ -157,6 +157,49 @@ STOP_WORDS = frozenset({
     "what", "when", "where", "which", "who", "why", "will", "with", "within"})
 
 
+# The words people ask in, and the abbreviations code writes them as (space-separated): a
+# query word of either side also finds the others, ranked below the word as written.  Only
+# queries read this table (the index keeps words as written), so a line may be added freely.
+ABBREVIATIONS = {
+    "address": "addr", "allocate": "alloc", "allocation": "alloc", "argument": "arg args",
+    "asynchronous": "async", "attribute": "attr attrs", "authentication": "auth",
+    "authorization": "auth authz", "boolean": "bool", "buffer": "buf buff",
+    "calculate": "calc", "certificate": "cert", "character": "char chr", "command": "cmd",
+    "compare": "cmp", "configuration": "config cfg conf", "context": "ctx",
+    "count": "cnt", "current": "cur curr", "database": "db", "decrement": "dec",
+    "definition": "def", "delete": "del", "description": "desc", "destination": "dst dest",
+    "directory": "dir", "document": "doc docs", "environment": "env", "error": "err",
+    "execute": "exec", "expression": "expr", "extension": "ext", "function": "func fn",
+    "generate": "gen", "identifier": "id ident", "image": "img", "implementation": "impl",
+    "increment": "inc", "index": "idx", "information": "info", "initialize": "init",
+    "initialise": "init", "integer": "int", "iterator": "iter", "length": "len",
+    "library": "lib", "maximum": "max", "memory": "mem", "message": "msg", "minimum": "min",
+    "number": "num", "object": "obj", "operator": "op", "operation": "op",
+    "package": "pkg", "parameter": "param params", "pointer": "ptr", "position": "pos",
+    "previous": "prev", "property": "prop props", "receive": "recv", "reference": "ref",
+    "regular": "regex", "request": "req", "response": "resp res", "sequence": "seq",
+    "source": "src", "specification": "spec", "statistics": "stats", "string": "str",
+    "synchronize": "sync", "temporary": "tmp temp", "utility": "util utils",
+    "value": "val", "variable": "var", "version": "ver", "window": "win"}
+WORD_FORMS: dict = {}  # word -> the other forms of it, made from ABBREVIATIONS at first use
+
+
+def other_forms(word: str) -> tuple:
+    """The abbreviations of a word, or the words of an abbreviation (ABBREVIATIONS), a plural
+    taken as its singular: `maximum` -> ("max",); `max` -> ("maximum",); `extensions` ->
+    ("ext",)."""
+    if not WORD_FORMS:
+        for full, short in ABBREVIATIONS.items():
+            for abbreviation in short.split():
+                WORD_FORMS.setdefault(full, []).append(abbreviation)
+                WORD_FORMS.setdefault(abbreviation, []).append(full)
+    for form in (word, word[:-1] if word.endswith("s") else "",
+                 word[:-2] if word.endswith("es") else ""):
+        if form in WORD_FORMS:
+            return tuple(f for f in dict.fromkeys(WORD_FORMS[form]) if f != word)
+    return ()
+
+
 PATH_WORDS: dict = {}  # path -> its words, for the life of a process (paths repeat a lot)
 
 

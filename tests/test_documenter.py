@@ -120,6 +120,88 @@ def test_go_rust_java_c_and_shell_definitions():
     assert document_text("run.sh", cases["run.sh"][0])["summary"] == "Deploys the app."
 
 
+@pytest.mark.parametrize("path, source, expected", [
+    ("conf.py", b"import os\nMAX_SIZE = 10\n#: the loaded table\ntable = {}\n_, rest = 1, 2\n",
+     {("MAX_SIZE", "constant"), ("table", "variable"), ("rest", "variable")}),
+    ("conf.js", b"const MAX_SIZE = 10;\nexport let count = 0;\nconst fs = require('fs');\n",
+     {("MAX_SIZE", "constant"), ("count", "variable")}),
+    ("conf.ts", b"export const LIMIT: number = 3;\nclass A {\n  static readonly TOP = 1;\n}\n",
+     {("LIMIT", "constant"), ("TOP", "constant")}),
+    ("conf.go", b"package conf\n\nconst (\n\tA = 1\n\tB, C = 2, 3\n)\nvar hits int\n",
+     {("A", "constant"), ("B", "constant"), ("C", "constant"), ("hits", "variable")}),
+    ("conf.rs", b"pub const MAX: u32 = 4;\nstatic NAME: &str = \"x\";\n",
+     {("MAX", "constant"), ("NAME", "constant")}),
+    ("conf.c", b"#define BUFSZ 1024\nint counter = 0;\nstatic const int LIMIT = 3;\n",
+     {("BUFSZ", "constant"), ("counter", "variable"), ("LIMIT", "constant")}),
+    ("Conf.java", b"class Conf {\n  public static final int MAX = 3;\n}\n", {("MAX", "constant")}),
+])
+def test_module_level_constants_and_variables_are_definitions(path, source, expected):
+    doc = document_text(path, source)
+    assert expected <= {(e["name"], e["kind"]) for e in doc["entries"]}, doc["entries"]
+    assert not {"os", "fs", "require", "_"} & set(names(doc, "variable"))
+
+
+@pytest.mark.parametrize("path, source, name, lines", [
+    ("a.py", b"@cache\ndef f(x):\n    y = (x +\n         1)\n    return y\n\nZ = 1\n", "f", (2, 5)),
+    ("a.go", b"package a\n\nfunc F() {\n\tif x {\n\t}\n}\nvar Y = 1\n", "F", (3, 6)),
+    ("a.rs", b"fn f() {\n    let s = \"}\";\n}\nfn g() {}\n", "f", (1, 3)),
+    ("a.c", b"int f(void)\n{\n  char c = '}';\n  return 0;\n}\nint g;\n", "f", (1, 5)),
+    ("a.js", b"function f() {\n  const re = /[{]/;\n  return `${re}`;\n}\nconst g = 1;\n",
+     "f", (1, 4)),
+])
+def test_each_definition_knows_its_last_line(path, source, name, lines):
+    entry_ = find(document_text(path, source), name)
+    assert (entry_["line"], entry_["end"]) == lines
+
+
+def test_a_javascript_class_keeps_its_methods_past_lines_of_brackets_and_calls():
+    source = (b"class Command {\n  constructor(name) {\n    super();\n    this.args = [];\n"
+              b"    this.config = {\n      write: (s) => out(s),\n    };\n  }\n\n"
+              b"  unknownOption(flag) {\n    fail();\n  }\n}\n")
+    doc = document_text("command.js", source)
+    assert find(doc, "unknownOption")["container"] == "Command"
+    assert (find(doc, "constructor")["line"], find(doc, "constructor")["end"]) == (2, 8)
+
+
+def test_a_c_function_with_its_return_type_on_a_line_of_its_own_is_a_definition():
+    source = (b"/* Sort with a temporary buffer.  */\nstatic void\n"
+              b"msort_with_tmp (struct param *p, void *b, size_t n)\n{\n  if (n <= 1)\n"
+              b"    return;\n}\n\nint\nmain (void)\n{\n  return 0;\n}\n")
+    doc = document_text("msort.c", source)
+    sort = find(doc, "msort_with_tmp")
+    assert (sort["kind"], sort["line"], sort["end"]) == ("function", 3, 7)
+    assert sort["signature"].startswith("static void msort_with_tmp (")
+    assert sort["doc"] == "Sort with a temporary buffer."
+    assert (find(doc, "main")["line"], find(doc, "main")["end"]) == (10, 13)
+    assert "void" not in names(doc) and "int" not in names(doc)
+
+
+def test_a_prototype_a_header_exports_is_a_definition_and_a_forward_declaration_is_not():
+    source = (b"/* The largest size a compressed block may take. */\n"
+              b"LZ4LIB_API int LZ4_compressBound(int inputSize);\n"
+              b"extern int shared_count(void);\nstatic int helper(int x);\n")
+    doc = document_text("lz4.h", source)
+    assert find(doc, "LZ4_compressBound")["doc"] == \
+        "The largest size a compressed block may take."
+    assert "shared_count" in names(doc) and "helper" not in names(doc)
+
+
+def test_a_licence_header_is_never_a_summary():
+    go = (b"// Copyright 2013-2022 The Cobra Authors\n//\n// Licensed under the Apache License,"
+          b" Version 2.0\n\n// Package cobra is a commander for modern CLI apps.\n"
+          b"package cobra\n")
+    assert document_text("cobra.go", go)["summary"] == \
+        "Package cobra is a commander for modern CLI apps."
+    python = b'"""Copyright (c) 2020 Someone.\n\nAll rights reserved."""\ndef run():\n    pass\n'
+    assert "Copyright" not in document_text("run.py", python)["summary"]
+
+
+def test_a_file_without_a_comment_is_summarised_by_what_it_defines():
+    source = b"const LIMIT = 3;\nclass Loader {\n}\nfunction parse(a) {\n}\n"
+    assert document_text("loader.js", source)["summary"] == \
+        "Defines class Loader; function parse; constant LIMIT."
+
+
 def test_markdown_headings_with_their_first_paragraph():
     doc = document_text("README.md", b"# Title\n\nIntro text.\n\n```\n# not a heading\n```\n"
                                         b"## Usage\n\nRun it.\n")
@@ -284,6 +366,11 @@ def test_the_documenter_never_raises_on_arbitrary_bytes(data, path):
     assert set(doc) == {"language", "summary", "entries", "error", "words"}
 
 
+QUOTED = r'"[^"]*"\*?'
+ONE = rf'(?:{QUOTED}|\({QUOTED}(?: OR {QUOTED})+\))'
+SAFE_FTS = re.compile(rf"{ONE}(?: {ONE})*")
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200))
 def test_any_query_becomes_safe_fts_expressions_or_a_clear_error(query):
@@ -292,17 +379,15 @@ def test_any_query_becomes_safe_fts_expressions_or_a_clear_error(query):
     except CqError as exc:
         assert "nothing to search for" in str(exc)
         return
-    for term in terms:
-        for expression in (term.entries, *term.files.split()):
-            body = expression.rstrip("*")
-            assert body.startswith('"') and body.endswith('"')
-            assert '"' not in body[1:-1]
+    for term in terms:  # quoted strings, or a word's other forms as one group of ORs
+        for expression in (term.entries, term.files):
+            assert SAFE_FTS.fullmatch(expression), expression
 
 
 def test_preprocessor_lines_are_not_doc_comments_in_c():
     source = "\n".join(f"#define REG_{i} {i}" for i in range(3000)).encode()
     doc = document_text("regs.h", source)
-    assert len(names(doc, "macro")) == 3000
+    assert len(names(doc, "constant")) == 3000  # a #define with a value is a constant
     assert all(e["doc"] == "" for e in doc["entries"])
 
 
@@ -323,8 +408,8 @@ def test_a_doc_comment_is_capped_keeping_its_first_sentences():
 def test_c_definitions_with_trailing_block_comments_are_kept():
     doc = document_text("a.c", b"#define MAX 10 /* max */\nstruct foo { /* x */\n};\n"
                                   b"int x; /* trailing */\nint main(void)\n{\n}\n")
-    assert names(doc) == ["MAX", "foo", "main"]
-    assert find(doc, "main")["doc"] == ""
+    assert names(doc) == ["MAX", "foo", "x", "main"]
+    assert find(doc, "main")["doc"] == "" and find(doc, "x")["kind"] == "variable"
 
 
 def test_sizes_in_config_take_git_suffixes():

@@ -318,14 +318,26 @@ def test_show_works_from_a_directory_reached_through_a_symlink(initialised, tmp_
     assert proc.stdout.startswith("pkg/mod.py (python, ok)")
 
 
-def test_search_right_after_a_move_without_hooks_says_so_and_catches_up(initialised):
+def test_search_right_after_a_commit_without_hooks_answers_from_head(initialised):
     repo = initialised
-    repo.commit({"later.py": "def added_later():\n    pass\n"})
-    repo.wait_indexed()
+    repo.git("config", "cq.mcpWaitMs", "60000")  # the wait ends once the worker is there
+    repo.write("later.py", "def added_later():\n    pass\n")
+    repo.git("add", "later.py")
+    repo.git("-c", "core.hooksPath=/nonexistent", "commit", "-q", "-m", "no hook fires")
+    proc = repo.cq("search", "--json", "added_later")
+    assert json.loads(proc.stdout)[0]["path"] == "later.py" and proc.stderr == ""
     repo.git("reset", "-q", "--hard", "HEAD~1")  # no hook fires; reconciliation is 60 s away
     proc = repo.cq("search", "added_later")
-    assert "results may be out of date; the worker is catching up" in proc.stderr
-    wait_until(lambda: not repo.search("added_later"))
+    assert proc.stdout == "no results\n" and proc.stderr == ""
+
+
+def test_search_says_so_when_the_index_is_behind_and_nobody_catches_up(initialised):
+    repo = initialised
+    assert repo.cq("worker", "stop").returncode == 0
+    repo.git("config", "cq.autostart", "false")
+    repo.commit({"later.py": "def added_later():\n    pass\n"})
+    proc = repo.cq("search", "added_later")
+    assert "results may be out of date; start the worker: cq worker start" in proc.stderr
 
 
 def test_a_failing_external_documenter_keeps_the_built_in_record_searchable(initialised):

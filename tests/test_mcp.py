@@ -66,22 +66,27 @@ def with_client(repo, body, mode: str = "auto"):
 
 def structured(result) -> dict:
     assert result.is_error is False, result.content
-    text = json.loads(result.content[0].text)
-    assert text == result.structured_content  # the text block mirrors it
+    assert result.content[0].text.strip()  # the answer as text, written for a model
     return result.structured_content
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-def test_the_sdk_lists_five_read_only_tools_with_schemas(served, mode):
+def test_the_sdk_lists_eight_read_only_tools_with_schemas(served, mode):
     async def body(client):
         return (await client.list_tools()).tools
 
     tools = with_client(served, body, mode)
-    assert sorted(t.name for t in tools) == ["files", "outline", "search", "status", "symbol"]
+    assert sorted(t.name for t in tools) == ["changes", "files", "outline", "read",
+                                             "references", "search", "status", "symbol"]
     for t in tools:
         assert t.annotations.read_only_hint and t.annotations.idempotent_hint
         assert t.input_schema["type"] == "object" and t.output_schema["type"] == "object"
-    assert sum(len(t.description) for t in tools) < 2048
+
+
+def test_the_whole_tool_list_stays_under_about_5000_characters(served):
+    listing = raw_session(served, [INIT, json.dumps({"jsonrpc": "2.0", "id": 1,
+                                                     "method": "tools/list"})])[-1]
+    assert len(json.dumps(listing["result"]["tools"], separators=(",", ":"))) < 5000
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -97,7 +102,8 @@ def test_every_tool_answers_through_the_sdk(served, mode):
     first = answers["search"]["results"][0]
     assert (first["path"], first["symbol"], first["freshness"]) == \
         ("config/loader.py", "parse_config", "fresh")
-    assert answers["search"]["indexed_commit"] == answers["search"]["head"]
+    assert "indexed_commit" not in answers["search"]  # said only when it is not HEAD
+    assert len(answers["search"]["head"]) == 12
     assert answers["symbol"]["results"][0]["line"] == 4
     assert answers["outline"]["summary"] == "Loading of configuration files."
     assert [f["path"] for f in answers["files"]["files"]] == ["config/loader.py"]
@@ -136,7 +142,7 @@ def test_an_answer_over_the_cap_is_cut_and_says_how_to_get_the_rest(served):
         return structured(await client.call_tool("files", {}))
 
     listing = with_client(served, body)
-    assert listing["next_cursor"] is None or len(json.dumps(listing)) < 20_000
+    assert "next_cursor" not in listing and len(json.dumps(listing)) < 20_000
     assert len(listing["files"]) == len(FILES) + 1
 
 
@@ -155,7 +161,7 @@ def test_an_edited_file_is_found_and_a_deleted_one_is_not(served):
         assert (new["results"][0]["path"], new["results"][0]["freshness"]) == \
             ("web/fresh.ts", "edited")
         assert all(r["path"] != "config/loader.py" for r in gone["results"])
-        assert outline["entries"][0]["name"] == "brandNewThing"
+        assert outline["entries"][0]["symbol"] == "brandNewThing"
     finally:
         (repo.path / "web/fresh.ts").unlink()
         repo.git("checkout", "--", "config/loader.py")
@@ -212,7 +218,7 @@ def test_a_head_that_moved_without_hooks_is_caught_up_within_the_wait(served):
         return structured(await client.call_tool("search", {"query": "committed_without_hooks"}))
 
     answer = with_client(repo, body)
-    assert answer["indexed_commit"] == answer["head"] and not answer["catching_up"]
+    assert "indexed_commit" not in answer and not answer["catching_up"]
     assert answer["results"][0]["path"] == "late.py"
 
 
@@ -320,13 +326,32 @@ def test_outside_a_repository_every_tool_says_how_to_fix_it(tmp_path, cq_pyz):
         reply["result"]["content"][0]["text"]
 
 
-@pytest.mark.parametrize("client, needle", [
-    ("claude", "claude mcp add --transport stdio --scope project cq -- "),
-    ("cursor", '"mcpServers"'), ("vscode", '"servers"')])
-def test_print_config_gives_each_client_what_to_paste(served, client, needle):
-    proc = served.cq("mcp", "--print-config", client)
-    assert proc.returncode == 0 and needle in proc.stdout
+def test_print_config_for_claude_gives_a_local_command_with_this_machines_paths(served):
+    proc = served.cq("mcp", "--print-config", "claude")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("claude mcp add --transport stdio --scope local cq -- ")
     assert str(served.state / "cq.pyz") in proc.stdout and str(served.path) in proc.stdout
+
+
+@pytest.mark.parametrize("client, key", [("cursor", "mcpServers"), ("vscode", "servers")])
+def test_print_config_for_a_project_file_writes_only_json_that_runs_in_any_clone(
+        served, client, key, tmp_path):
+    proc = served.cq("mcp", "--print-config", client)
+    assert proc.returncode == 0 and "mcp.json" in proc.stderr
+    entry = json.loads(proc.stdout)[key]["cq"]  # stdout is the file's JSON, and only that
+    assert str(served.path) not in proc.stdout and str(served.state) not in proc.stdout
+    clone = tmp_path / "clone"  # another clone, set up: the same entry starts its server
+    subprocess.run(["git", "clone", "-q", str(served.path), str(clone)], check=True)
+    try:
+        assert served.cq("init", "--no-wait", cwd=clone).returncode == 0
+        args = [a.replace("${workspaceFolder}", str(clone)) for a in entry["args"]]
+        ping = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "ping"})
+        reply = subprocess.run([entry["command"], *args], input=f"{INIT}\n{ping}\n", text=True,
+                               capture_output=True, timeout=120, check=False)
+        assert json.loads(reply.stdout.splitlines()[-1]) == \
+            {"jsonrpc": "2.0", "id": 7, "result": {}}
+    finally:
+        kill_workers_of(tmp_path)
 
 
 @pytest.fixture
@@ -407,12 +432,12 @@ def test_outside_a_repository_it_serves_the_first_root_that_is_one(served, tmp_p
 
 def test_a_search_answer_stays_under_the_cap_and_says_how_to_get_the_rest(served):
     async def body(client):
-        return structured(await client.call_tool("search", {"query": "helper number",
-                                                            "limit": 100}))
+        return await client.call_tool("search", {"query": "helper number", "limit": 100})
 
-    answer = with_client(served, body)
-    assert len(json.dumps(answer, separators=(",", ":"))) < 17_000  # as the text block
-    assert answer["next_cursor"] and "next_cursor" in answer["note"]
+    result = with_client(served, body)
+    answer, text = structured(result), result.content[0].text
+    assert len(text) < 17_000 and len(json.dumps(answer, separators=(",", ":"))) < 17_000
+    assert answer["next_cursor"] and f"cursor {answer['next_cursor']}" in text
 
 
 def test_stray_answers_deep_nesting_and_batches_never_stop_the_server(served):
@@ -512,7 +537,7 @@ def test_search_and_status_asked_at_the_same_moment_agree_on_catching_up(tmp_pat
             return search, status
 
         search, status = with_client(repo, body)
-        assert search["indexed_commit"] == search["head"]
+        assert "indexed_commit" not in search and search["head"] == status["head"]
         assert search["catching_up"] is True and status["catching_up"] is True
         assert "1 files are still being indexed" in search["note"]
         assert search["note"] == status["note"]

@@ -4,7 +4,11 @@ Owns: the table of languages (LANGUAGES, gathered from the LANGUAGES of one file
 family: a new language is one Language record in its family's file, a new family one line
 here), telling a file's language from its
 name or `#!` line, naming languages as `--lang` does, and document_text, the one entry point:
-bounded in time (cq.parseBudget), stdlib only, and never raising on bad input.
+bounded in time (cq.parseBudget), stdlib only, and never raising on bad input.  There, one
+rule for every language: a file's summary is its documenter's own (Python's docstring,
+Markdown's first paragraph), else its first leading comment that is not a licence, else what
+it defines (DEFINED_KINDS); a name assigned twice is defined where it is first; an entry's
+extent lies within the file.
 Must not: read blobs or touch the index (the pipeline hands it bytes and stores what it gives).
 """
 
@@ -14,6 +18,7 @@ import os
 
 from cqlib.config import Config
 from cqlib.documenters import c_family, go, javascript, markdown, python, rust, shell
+from cqlib.documenters.extent import last_line
 from cqlib.documenters.language import DEFINITION_KINDS, Deadline, Language, OverBudget, ParserCrash
 from cqlib.documenters.patterns import document_by_patterns, leading_comment
 from cqlib.errors import EXIT_USAGE, CqError
@@ -30,6 +35,15 @@ BY_EXTENSION = {ext: language for language in LANGUAGES.values()
 BY_NAME = {alias: language.name for language in LANGUAGES.values()
            for alias in (language.name, *language.aliases)}
 PARSE_BUDGET = Config.KEYS["cq.parseBudget"][2]  # seconds the documenter may spend on a file
+# What a summary made of a file's definitions names, most telling first: kind -> its plural.
+DEFINED_KINDS = {"class": "classes", "struct": "structs", "record": "records",
+                 "interface": "interfaces", "trait": "traits", "enum": "enums",
+                 "type": "types", "module": "modules", "function": "functions",
+                 "macro": "macros", "method": "methods", "constant": "constants",
+                 "variable": "variables"}
+SUMMARY_NAMES = 3  # names of each kind a summary made of definitions shows
+SUMMARY_CHARS = 160  # the longest summary made of definitions
+ASSIGNED_KINDS = ("constant", "variable")  # the kinds a name assigned again could have
 __all__ = ["DEFINITION_KINDS", "LANGUAGES", "canonical_language", "detect_language",
            "document_text", "looks_binary", "minimal_record", "separator", "skip_status"]
 
@@ -83,9 +97,50 @@ def document_text(path: str, data: bytes, budget: float = PARSE_BUDGET,
             entries = fallback_definitions(language, lines, deadline)
     except (OverBudget, ParserCrash) as exc:
         summary, entries, error = "", [], str(exc)
-    summary = summary or leading_comment(lines, language.comments)
+    entries = first_assignments(entries)
+    last = last_line(lines)
+    for e in entries:  # within the file, never before its own line
+        e["end"] = max(min(e.get("end", e["line"]), last), e["line"])
+    summary = summary or leading_comment(lines, language.comments) or defined_summary(entries)
     return {"language": language.name, "summary": summary[:2000], "entries": entries,
             "error": error, "words": file_words(text) if words else None}
+
+
+def first_assignments(entries: list[dict]) -> list[dict]:
+    """The entries, but for a constant or variable assigned again in the same container
+    (`x = 1` at the top, `x = 2` further down): its first assignment defines it."""
+    seen: set = set()
+    kept = []
+    for e in entries:
+        if e["kind"] in ASSIGNED_KINDS:
+            key = (e["container"], e["name"])
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(e)
+    return kept
+
+
+def defined_summary(entries: list[dict]) -> str:
+    """A summary of a file without a comment of its own, from what it defines: "Defines
+    class Loader; functions parse, load and 2 more; constant MAX." (imports, headings and
+    members' properties never count; public names before _private ones)."""
+    by_kind: dict = {}
+    for e in entries:
+        if e["kind"] in DEFINED_KINDS:
+            by_kind.setdefault(e["kind"], {})[e["name"]] = None
+    parts: list[str] = []
+    for kind, plural in DEFINED_KINDS.items():
+        names = sorted(by_kind.get(kind, ()), key=lambda name: name.startswith("_"))
+        if not names:
+            continue
+        more = f" and {len(names) - SUMMARY_NAMES} more" if len(names) > SUMMARY_NAMES else ""
+        part = f"{kind if len(names) == 1 else plural} {', '.join(names[:SUMMARY_NAMES])}{more}"
+        if parts and len("; ".join([*parts, part])) + len("Defines .") > SUMMARY_CHARS:
+            break
+        parts.append(part)
+    summary = f"Defines {'; '.join(parts)}." if parts else ""
+    return summary if len(summary) <= SUMMARY_CHARS else summary[:SUMMARY_CHARS - 3] + "..."
 
 
 def fallback_definitions(language: Language, lines: list[str],

@@ -2,16 +2,23 @@
 
 Owns: JAVASCRIPT and TYPESCRIPT (their Language records) and their rules: functions, classes,
 arrow functions, `X.prototype.y =`, `proto.y = function`, `exports.z =`, class fields and
-methods, object-literal methods, interfaces and their members, types, enums, namespaces.
-Must not: match past a line (what spans lines is found by its first line only).
+methods, object-literal methods, interfaces and their members, types, enums, namespaces;
+top-level `const`, `let` and `var` (a constant where `const` names it in UPPER_CASE, else a
+variable; an object literal's members are its own) and `static` UPPER_CASE class fields.
+Must not: match past a line (what spans lines is found by its first line only), or take
+`require()` for a variable (it is an import).
 """
 
 from __future__ import annotations
 
-from cqlib.documenters.language import Language
+from cqlib.documenters.language import Blocks, Language
 from cqlib.documenters.patterns import LazyPattern
 
 NAME = r"(?P<name>[A-Za-z_$][\w$]*)"
+UPPER_NAME = r"(?P<name>_*[A-Z][A-Z0-9_]*)"
+DECLARED = r"(?:export )?(?:declare )?"
+# After a declared name: its type, if any, then its value (not a `require`) or the line's end.
+VALUE = r" ?(?::[^=;]*)?(?:=(?! ?require\b)|;$|$)"
 FUNCTION_VALUE = r"(?:async ?)?(?:function\b|\([^)]*\) ?(?::[^=]*)?=>|[A-Za-z_$][\w$]* ?=>)"
 METHOD = LazyPattern(
     r"(?:(?:static|async|public|private|protected|readonly|override|get|set) )*\*? ?"
@@ -49,13 +56,17 @@ RULES = (
     ("class", rf"(?:export )?(?:default )?(?:declare )?(?:abstract )?class {NAME}", "any"),
     ("function", rf"(?:export )?(?:const|let|var) {NAME} ?(?::[^=]*)?= ?{FUNCTION_VALUE}",
      "any"),
+    ("class", rf"(?:export )?(?:const|let|var) {NAME} ?= ?class\b", "any"),
     ("interface", rf"(?:export )?(?:declare )?interface {NAME}", "any"),
     ("type", rf"(?:export )?(?:declare )?type {NAME} ?(?:<[^>]*>)? ?=", "any"),
     ("enum", rf"(?:export )?(?:declare )?(?:const )?enum {NAME}", "any"),
     ("module", rf"(?:export )?(?:declare )?namespace {NAME}", "any"),
-    ("object", rf"(?:export )?(?:const|let|var) {NAME} ?(?::[^=]*)?= ?\{{$", "top"),
+    ("constant", rf"{DECLARED}const {UPPER_NAME}{VALUE}", "top"),
+    ("variable", rf"{DECLARED}(?:const|let|var) {NAME}{VALUE}", "top"),
     ("object", r"(?:module\.)?(?P<name>exports) ?= ?\{$", "top"),
     ("method", js_assignment, "any"),
+    ("constant", (rf"(?:(?:public|private|protected|readonly|declare|override) )*static "
+                  rf"(?:readonly )?{UPPER_NAME}{VALUE}"), "member"),
     ("method", js_method, "member"),
     ("method", rf"{NAME}\?? ?: ?{FUNCTION_VALUE}", "member"),
     ("method", rf"{NAME}\?? ?(?:<[^>]*>)? ?\(", "member"),  # in an interface
@@ -63,10 +74,12 @@ RULES = (
                   r"abstract|accessor) )*#?(?P<name>[A-Za-z_$][\w$]*)[?!]? ?(?:: ?[^=;]|=|;$)"),
      "member"),
 )
+# Strings in either quote end with their line; a template literal may span lines.
+BLOCKS = Blocks(strings="\"'", long_strings="`", regexes=True)
 JAVASCRIPT = Language("javascript", extensions=(".js", ".jsx", ".mjs", ".cjs"),
                       aliases=("js", "jsx"), interpreters=("node",), comments=("//", "/*"),
-                      rules=RULES)
+                      rules=RULES, blocks=BLOCKS)
 TYPESCRIPT = Language("typescript", extensions=(".ts", ".tsx", ".mts", ".cts"),
-                      aliases=("ts", "tsx"), comments=("//", "/*"), rules=RULES)
+                      aliases=("ts", "tsx"), comments=("//", "/*"), rules=RULES, blocks=BLOCKS)
 
 LANGUAGES = (JAVASCRIPT, TYPESCRIPT)  # what this family adds to the table in __init__.py

@@ -1,8 +1,9 @@
 """The pattern documenter: definitions found line by line, for every language without a parser.
 
-Owns: reading comments (a file's leading comment, the doc comment above a definition), the
-scopes a definition sits in (class, impl, namespace, package, receiver, object literal), and
-turning a Language's rules into plans that try a run of patterns as one alternation.
+Owns: reading comments (a file's leading comment, past licence headers and tool directives;
+the doc comment above a definition), the scopes a definition sits in (class, impl, namespace,
+package, receiver, object literal), groups of definitions (Go's `const (`), and turning a
+Language's rules into plans that try a run of patterns as one alternation.
 Must not: hold any language's rules (the family modules do), or take more than linear time in
 its input: with white space collapsed, no pattern has two adjacent quantifiers that can take
 the same characters, and a line longer than LONGEST_LINE_MATCHED is not matched at all.
@@ -10,6 +11,7 @@ the same characters, and a line longer than LONGEST_LINE_MATCHED is not matched 
 
 from __future__ import annotations
 
+from cqlib.documenters.extent import read_blocks, set_extents
 from cqlib.documenters.language import (
     DOC_COMMENT_MAX_CHARS,
     LONGEST_LINE_MATCHED,
@@ -23,6 +25,21 @@ IDENTIFIER_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567
 # Kinds whose `{` opens a scope: what is defined inside has the scope as its container.
 SCOPE_KINDS = {"class", "interface", "struct", "enum", "trait", "impl", "object", "module",
                "type"}
+# Kinds whose value, where it is a literal in braces (`= {`), holds members (`helpers.escape`).
+VALUE_KINDS = {"constant", "variable"}
+MAX_SCOPES = 32  # scopes named at once (a container of more is machine-made, not read)
+# A comment paragraph with any of these (lowercase) is a licence or copyright notice: it and
+# what follows it in its comment are never a summary.
+LICENCE_MARKERS = ("copyright", "license", "licence", "spdx-", "all rights reserved",
+                   "permission is hereby granted", "free software", "redistribution and use",
+                   "without warranty", "warranties", "this file is part of", "(c) 1", "(c) 2",
+                   "\u00a9")
+# A comment line that starts with one of these (lowercase) speaks to a tool, not a reader.
+DIRECTIVES = ("-*-", "vim:", "vi:", "coding:", "coding=", "go:build", "+build ", "eslint-",
+              "eslint ", "jshint ", "jslint ", "@ts-check", "@ts-nocheck", "@flow", "@jsx ",
+              "prettier-ignore", "pylint:", "noqa", "type: ignore", "mypy:", "flake8:",
+              "fmt: off", "fmt: on", "isort:", "clang-format ", "nolint", "shellcheck ",
+              "istanbul ignore", "tslint:", "cython:")
 PLANS: dict = {}  # language name -> its rule plans by (indented, member), made on first use
 
 
@@ -48,6 +65,10 @@ class LazyPattern:
     def fullmatch(self, text: str):
         """As re.Pattern.fullmatch."""
         return self.get().fullmatch(text)
+
+
+# The names a line of a group starts with (`A, B = 1, 2`; `Name Type = value`; `Name`).
+GROUP_NAMES = LazyPattern(r"([A-Za-z_]\w*(?: ?, ?[A-Za-z_]\w*)*)(?: |=|$)")
 
 
 def comment_step(stripped: str, prefixes: tuple, in_block: bool) -> tuple[str | None, bool]:
@@ -86,17 +107,45 @@ class CommentBlock:
 
 
 def leading_comment(lines: list[str], prefixes: tuple) -> str:
-    """The first comment block of a file (after a shebang and blank lines)."""
+    """The first comment block of a file (after a shebang and blank lines) that says
+    something: a block that opens with a licence, or holds only tool directives, is passed
+    over for the next one before the code."""
     block, in_block = CommentBlock(), False
     for line in lines:
         stripped = line.strip()
         text, in_block = comment_step(stripped, prefixes, in_block)
-        if text is None:
-            if block.parts or (stripped and not stripped.startswith("#!")):
-                break
+        if text is not None:
+            block.add(text)
             continue
-        block.add(text)
-    return block.text()
+        if block.parts:
+            said = "\n".join(p for p in without_boilerplate(block.parts) if p)
+            if said:
+                return said.strip()[:DOC_COMMENT_MAX_CHARS]
+            block = CommentBlock()
+        if stripped and not stripped.startswith("#!"):
+            break
+    return "\n".join(p for p in without_boilerplate(block.parts) if p).strip()
+
+
+def without_boilerplate(lines: list[str]) -> list[str]:
+    """The lines of a comment or docstring that say something: without tool directives
+    (`-*- coding -*-`, `eslint-disable`), and cut before its first paragraph that is a
+    licence or copyright notice (with all that follows it)."""
+    kept, paragraph = [], []
+    for line in [*lines, ""]:
+        if line.strip().lower().startswith(DIRECTIVES):
+            continue
+        if line.strip():
+            paragraph.append(line)
+            continue
+        words = " ".join(" ".join(paragraph).lower().split())
+        if any(marker in words for marker in LICENCE_MARKERS):
+            break
+        kept += [*paragraph, line]
+        paragraph = []
+    while kept and not kept[-1].strip():
+        kept.pop()
+    return kept
 
 
 def code_lines(lines: list[str], prefixes: tuple, deadline: Deadline):
@@ -184,10 +233,12 @@ def plan_match(step: tuple, code: str) -> tuple[str, str, str] | None:
 
 class Scopes:
     """The classes, impls, namespaces and object literals open at a line, by brace depth, and
-    the package a file declares: what an entry is defined in."""
+    the package a file declares: what an entry is defined in.  Values' object literals are
+    scopes only where `values` (a file whose braces were read past its strings), and no
+    more than MAX_SCOPES are open at once (deeper ones are not named)."""
 
-    def __init__(self, separator: str):
-        self.separator = separator
+    def __init__(self, separator: str, values: bool = False):
+        self.separator, self.values = separator, values
         self.package = ""
         self.open: list[tuple[str, str, int]] = []  # (name, kind, depth of its body)
         self.pending: tuple[str, str] | None = None  # `class X` whose `{` is on a later line
@@ -202,13 +253,16 @@ class Scopes:
         """True directly in a class, interface or object body (not in a method's body)."""
         return bool(self.open) and self.depth == self.open[-1][2]
 
-    def advance(self, code: str, opened: tuple[str, str] | None) -> None:
-        """Account for a line's braces; `opened` is the scope its definition starts."""
-        opens, closes = code.count("{"), code.count("}")
-        if opened and opened[1] in SCOPE_KINDS:
+    def advance(self, code: str, opened: tuple[str, str] | None, opens: int,
+                closes: int) -> None:
+        """Account for a line's braces (`opens` and `closes` of them outside its strings and
+        comments); `opened` is the scope its definition starts."""
+        if opened and len(self.open) < MAX_SCOPES and (opened[1] in SCOPE_KINDS or (
+                self.values and opened[1] in VALUE_KINDS and code.endswith(("= {", "={")))):
             if opens > closes:
                 self.open.append((*opened, self.depth + 1))
-            elif not opens and not code.endswith((";", ",")) and "=" not in code:
+            elif opened[1] in SCOPE_KINDS and not opens and \
+                    not code.endswith((";", ",")) and "=" not in code:
                 self.pending = opened  # its `{` comes on a later line
         elif self.pending and opens > closes:
             self.open.append((*self.pending, self.depth + 1))
@@ -219,34 +273,80 @@ class Scopes:
 
 
 def document_by_patterns(language: Language, lines: list[str], deadline: Deadline) -> list[dict]:
-    """Definitions found line by line, each with the doc comment above it and the scope it
-    is defined in (class, impl, namespace, package, receiver, object literal)."""
+    """Definitions found line by line, each with the doc comment above it, the scope it is
+    defined in (class, impl, namespace, package, receiver, object literal) and its extent."""
     by_line = plans(language)
-    scopes = Scopes(language.separator)
-    entries = []
+    read = read_blocks(language.blocks, language.comments, lines, deadline)
+    scopes = Scopes(language.separator, values=read is not None)
+    entries: list[dict] = []
+    group = None  # while in a group (see Language): [its kind, brace depth, open parens]
+    head = None  # (index, code, doc) of a line that may be the first half of a definition
     for index, line, doc in code_lines(lines, language.comments, deadline):
         if len(line) > 4 * LONGEST_LINE_MATCHED:
             continue
         plan = by_line[line[:1] in (" ", "\t"), scopes.at_member_level()]
         code = line  # made single-spaced only to be matched (most lines of Go have no rule)
-        if plan or len(line) > LONGEST_LINE_MATCHED:
+        if plan or group or len(line) > LONGEST_LINE_MATCHED:
             code = " ".join(line.split())
             if len(code) > LONGEST_LINE_MATCHED:
                 continue
         opened = None
-        for step in plan:
-            found = plan_match(step, code)
+        if group:
+            group = group_line(group, code, index, doc, scopes, entries)
+            plan = ()
+        found, said = first_match(plan, code), doc
+        if found is None and head and head[0] == index - 1:  # `static int` above `name (`
+            found = first_match(plan, f"{head[1]} {code}")
             if found:
-                rule_kind, name, extra = found
-                if rule_kind == "package":  # the container of all that follows, in every file
-                    scopes.package = name
-                    break
+                code, said = f"{head[1]} {code}", head[2] or doc
+        head = (index, code, doc) if language.split_heads and found is None and \
+            not scopes.depth and may_head(line, code) else None
+        if found:
+            rule_kind, name, extra = found
+            if rule_kind == "package":  # the container of all that follows, in every file
+                scopes.package = name
+            elif not name:  # `const (`: the names are on the lines that follow
+                group = [rule_kind, scopes.depth, code.count("(") - code.count(")") - 1]
+            else:
                 kind = "method" if rule_kind == "function" and scopes.open and \
                     scopes.open[-1][1] in ("class", "impl", "trait", "interface") else rule_kind
                 entries.append(entry(kind, name, index + 1, code[:200],
-                                     doc.text() if doc else "", scopes.container(extra)))
+                                     said.text() if said else "", scopes.container(extra)))
                 opened = (name, kind)
-                break
-        if opened or "{" in code or "}" in code:  # else the scopes stay as they are
-            scopes.advance(code, opened)
+        braces = read.line_tokens(index) if read else code  # outside strings, where known
+        if opened or "{" in braces or "}" in braces:  # else the scopes stay as they are
+            scopes.advance(code, opened, braces.count("{"), braces.count("}"))
+    set_extents(language.blocks, language.comments, lines, entries, read, deadline)
     return entries
+
+
+def first_match(plan: list, code: str) -> tuple[str, str, str] | None:
+    """(kind, name, container) of the first rule of a plan that matches a line, or None."""
+    for step in plan:
+        found = plan_match(step, code)
+        if found:
+            return found
+    return None
+
+
+def may_head(line: str, code: str) -> bool:
+    """Whether an unmatched line could be a definition's return type, on a line of its own
+    above its name (see Language.split_heads): unindented, no parenthesis, no preprocessor
+    line, and not the end of a statement or of a block."""
+    return line[:1] not in (" ", "\t", "#") and "(" not in code and \
+        not code.endswith((";", "{", "}", ",", ")", "=", "\\", "*/"))
+
+
+def group_line(group: list, code: str, index: int, doc: CommentBlock | None, scopes: Scopes,
+               entries: list[dict]) -> list | None:
+    """Read one line of a group (see Language): an entry for each name it starts with, where
+    it is directly in the group; the group, or None once its `)` closed it."""
+    kind, depth, parens = group
+    if not parens and scopes.depth == depth:
+        match = GROUP_NAMES.match(code)
+        for name in (match.group(1).split(",") if match else ()):
+            if name.strip() != "_":
+                entries.append(entry(kind, name.strip(), index + 1, code[:200],
+                                     doc.text() if doc else "", scopes.container()))
+    group[2] = parens + code.count("(") - code.count(")")
+    return group if group[2] >= 0 else None

@@ -16,10 +16,12 @@ from cqlib.index.schema import ENTRY_COLUMN_WEIGHTS, ENTRY_SLOT_BITS
 from cqlib.words import NAME_MARK
 
 
-class Filters(namedtuple("Filters", ("git_dir", "path", "language"))):
+class Filters(namedtuple("Filters", ("git_dir", "path", "language", "outdated"),
+                         defaults=(False,))):
     """Which rows a search may return: those of one worktree (its git dir), under a `--path`
     (its spec, or None; the connection's path_matches decides: see use_path_filter), in one
-    language (or None)."""
+    language (or None); with outdated, also the definitions of the versions before those of
+    files not documented yet (see has_outdated)."""
 
     __slots__ = ()
 
@@ -31,19 +33,23 @@ class Filters(namedtuple("Filters", ("git_dir", "path", "language"))):
         return (os.fsencode(self.git_dir), filtered, self.language, self.language)
 
 
-class EntryHit(namedtuple("EntryHit", ("id", "kind", "name", "container", "line", "signature",
-                                       "doc", "path", "language", "rank"))):
-    """A definition a query found: where it is, what it says (its doc, else the external
-    documenter's note), and its BM25 rank (lower is better; 0.0 when not ranked)."""
+class EntryHit(namedtuple("EntryHit", ("id", "kind", "name", "container", "line", "end",
+                                       "signature", "doc", "path", "language", "outdated",
+                                       "rank"))):
+    """A definition a query found: where it is (its first and last lines), what it says
+    (its doc, else the external documenter's note), whether it is of the version of its file
+    before the one not documented yet, and its BM25 rank (lower is better; 0.0 when not
+    ranked)."""
 
     __slots__ = ()
 
     @classmethod
     def of(cls, row: tuple) -> EntryHit:
         """A hit from a row of ENTRY_COLUMNS and a rank."""
-        rowid, kind, name, container, line, signature, doc, path, language, rank = row
-        return cls(rowid, kind, name, container or "", line, signature or "", doc or "",
-                   os.fsdecode(path), language or "", rank)
+        rowid, kind, name, container, line, end, signature, doc, path, language, outdated, \
+            rank = row
+        return cls(rowid, kind, name, container or "", line, end or line, signature or "",
+                   doc or "", os.fsdecode(path), language or "", bool(outdated), rank)
 
 
 class FileHit(namedtuple("FileHit", ("id", "path", "language", "summary", "summary_by",
@@ -85,20 +91,23 @@ HITS_SQL = ("SELECT rowid, rank FROM {table} WHERE {table} MATCH ?{weights} ORDE
             "LIMIT ?")
 POOLED_HITS_SQL = (f"SELECT rowid, rank FROM (SELECT rowid, rank FROM {{table}} WHERE {{table}} "
                    f"MATCH ?{{weights}} ORDER BY rowid DESC LIMIT {POOL}) ORDER BY rank LIMIT ?")
-ENTRY_COLUMNS = ("e.id, e.kind, e.name, e.container, e.line, e.signature, "
-                 "CASE WHEN e.doc = '' THEN e.note ELSE e.doc END, f.path, d.language")
+ENTRY_COLUMNS = ("e.id, e.kind, e.name, e.container, e.line, e.end_line, e.signature, "
+                 "CASE WHEN e.doc = '' THEN e.note ELSE e.doc END, f.path, d.language, "
+                 "f.blob != d.blob")
+# A definition joins its file by the file's blob, or (`prev_blob`) by the version before.
+LINKS = ("blob", "prev_blob")
 ENTRY_SQL = (
     f"SELECT {ENTRY_COLUMNS}, hits.rank FROM ({{hits}}) AS hits "
     "JOIN entries e ON e.id = hits.rowid "
     f"JOIN docs d ON d.id = e.id >> {ENTRY_SLOT_BITS} "
-    "JOIN files f ON f.blob = d.blob AND f.git_dir = ? "
+    "JOIN files f ON f.{link} = d.blob AND f.git_dir = ? "
     "WHERE (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) "
     "ORDER BY hits.rank LIMIT ?")
 EXACT_SQL = (  # one term's rows: an exact name is found however common its words are
     f"SELECT {ENTRY_COLUMNS}, 0.0 FROM entries_fts "  # CROSS JOIN: the term's rows first
     "CROSS JOIN entries e ON e.id = entries_fts.rowid "
     f"CROSS JOIN docs d ON d.id = e.id >> {ENTRY_SLOT_BITS} "
-    "CROSS JOIN files f ON f.blob = d.blob AND f.git_dir = ? "
+    "CROSS JOIN files f ON f.{link} = d.blob AND f.git_dir = ? "
     "WHERE entries_fts MATCH ? AND (? IS NULL OR path_matches(f.path)) "
     "AND (? IS NULL OR d.language = ?) LIMIT ?")
 FILE_SQL = (
@@ -114,6 +123,20 @@ PATH_SQL = (  # paths_fts narrows by words' first letters; path_has_word() decid
     "AND (? IS NULL OR path_matches(f.path)) AND (? IS NULL OR d.language = ?) LIMIT ?")
 
 
+WORD_FILES_SQL = (
+    "SELECT f.path, d.id FROM files_fts CROSS JOIN docs d ON d.id = files_fts.rowid "
+    "CROSS JOIN files f ON f.blob = d.blob AND f.git_dir = ? WHERE files_fts MATCH ? "
+    "AND (? IS NULL OR path_matches(f.path)) ORDER BY f.path")
+
+
+def files_with_words(db, expression: str, filters: Filters) -> list[tuple[str, int]]:
+    """(path, doc id) of the worktree's files whose words match an FTS expression (over
+    files_fts: every word of a file), within the `--path` filter, in path order."""
+    git_dir, path, _, _ = filters.params()
+    return [(os.fsdecode(raw), doc_id) for raw, doc_id in
+            db.execute(WORD_FILES_SQL, (git_dir, expression, path))]
+
+
 def best_rows(db, table: str, expression: str, filters: Filters, limit: int,
               named: str = "") -> list:
     """The first `limit` hits (EntryHit or FileHit) of a ranked query within the filters: FTS5
@@ -125,9 +148,13 @@ def best_rows(db, table: str, expression: str, filters: Filters, limit: int,
     wanted = WIDER * limit if filters.path or filters.language else limit + limit // 4
 
     def ranked(hits: str, text: str, count: int) -> list:
-        return [hit.of(row) for row in db.execute(
-            sql.format(hits=hits.format(table=table, weights=WEIGHTS[table])),
-            (text, count, *filters.params(), limit))]
+        found = []
+        for link in LINKS if entries and filters.outdated else LINKS[:1]:
+            found += [hit.of(row) for row in db.execute(
+                sql.format(hits=hits.format(table=table, weights=WEIGHTS[table]), link=link),
+                (text, count, *filters.params(), limit))]
+        return sorted(found, key=lambda row: row.rank)[:limit] if len(found) > limit \
+            else found
 
     if not matches_more_than(db, table, expression, POOL):
         rows = ranked(HITS_SQL, expression, wanted)
@@ -155,8 +182,17 @@ def matches_more_than(db, table: str, expression: str, count: int) -> bool:
 def named_entries(db, squashed: str, filters: Filters) -> list[EntryHit]:
     """Definitions whose squashed name has this term (up to POOL of them, unranked)."""
     git_dir, filtered, language, _ = filters.params()
-    return [EntryHit.of(row) for row in db.execute(EXACT_SQL, (
-        git_dir, f'squashed : "{squashed}{NAME_MARK}"', filtered, language, language, POOL))]
+    return [EntryHit.of(row) for link in (LINKS if filters.outdated else LINKS[:1])
+            for row in db.execute(EXACT_SQL.format(link=link), (
+                git_dir, f'squashed : "{squashed}{NAME_MARK}"', filtered, language, language,
+                POOL))]
+
+
+def has_outdated(db, git_dir: str) -> bool:
+    """True if some file of the worktree is not documented yet in its version at the
+    worktree's commit, while the version before is (files.prev_blob)."""
+    return db.execute("SELECT 1 FROM files WHERE prev_blob IS NOT NULL AND git_dir = ? "
+                      "LIMIT 1", (os.fsencode(git_dir),)).fetchone() is not None
 
 
 def entry_ranks(db, expression: str, ids: list[int]) -> dict:

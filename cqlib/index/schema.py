@@ -14,7 +14,7 @@ from collections import namedtuple
 
 from cqlib.words import NAME_MARK, with_search_words
 
-SCHEMA_VERSION = 11  # PRAGMA user_version; an index of another version is rebuilt from git
+SCHEMA_VERSION = 12  # PRAGMA user_version; an index of another version is rebuilt from git
 # The WAL grows while readers hold old snapshots (a long indexing with searches running); a
 # checkpoint that empties it cuts the file back to this size, not to keep it at its largest.
 WAL_LIMIT = 4 << 20
@@ -41,6 +41,9 @@ ENTRY_COLUMN_WEIGHTS = "10.0, 5.0, 2.0, 1.0, 0.0"
 # SCHEMA_VERSION.  (Word positions stay: with detail=column, a contentless table's BM25 is
 # always 0.)  An entry's id is its doc's id shifted by ENTRY_SLOT_BITS plus its number in the
 # file, so a blob's entries are one range of ids, with no index.
+# A path whose blob changed keeps the one before in files.prev_blob until the new one is
+# documented beyond the lexical pass: meanwhile the old version's definitions answer (marked
+# stale) rather than nothing.
 # files_fts holds one row per blob (rowid = docs.id): every distinct word of the file, and
 # its summary (written once: after a lexical pass, the words already hold a built-in one).
 # paths_fts holds the words of each path of each worktree (rowid = files.rowid), so a search
@@ -49,15 +52,18 @@ ENTRY_COLUMN_WEIGHTS = "10.0, 5.0, 2.0, 1.0, 0.0"
 # settings, so no content is sent twice: --rebuild keeps them, with `calls` and `pauses`.  The
 # summary in use is copied to docs.llm_summary (and into files_fts), its notes to entries.note.
 SCHEMA = """
-CREATE TABLE worktrees (git_dir BLOB PRIMARY KEY, commit_id TEXT, updated_at REAL);
+CREATE TABLE worktrees (git_dir BLOB PRIMARY KEY, commit_id TEXT, updated_at REAL,
+                        previous_commit TEXT);
 CREATE TABLE files (git_dir BLOB, path BLOB, blob TEXT, mode TEXT, excluded TEXT,
-                    PRIMARY KEY (git_dir, path));
+                    prev_blob TEXT, PRIMARY KEY (git_dir, path));
 CREATE INDEX files_blob ON files (blob);
+CREATE INDEX files_prev_blob ON files (prev_blob) WHERE prev_blob IS NOT NULL;
 CREATE TABLE docs (id INTEGER PRIMARY KEY, blob TEXT UNIQUE, status TEXT, language TEXT,
                    summary TEXT, error TEXT, size INTEGER, documented_at REAL, orphaned_at REAL,
                    llm_summary TEXT, llm_key TEXT, llm_by TEXT);
 CREATE TABLE entries (id INTEGER PRIMARY KEY, kind TEXT, name TEXT, container TEXT,
-                      line INTEGER, signature TEXT, doc TEXT, note TEXT DEFAULT '');
+                      line INTEGER, signature TEXT, doc TEXT, note TEXT DEFAULT '',
+                      end_line INTEGER);
 CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, container, body, squashed,
                                              content = '',
                                              tokenize = 'porter unicode61 remove_diacritics 2');

@@ -50,6 +50,11 @@ if TYPE_CHECKING:
 # instead of a copy per page took a sixth off the CPU time of its queries at 50k files.  (The
 # worker's and the repair's connections do not map it: an I/O error would be a signal there.)
 READER_MMAP_BYTES = 1 << 30
+# Whether a blob (an SQL expression) is documented beyond the lexical pass.
+DOCUMENTED = f"EXISTS (SELECT 1 FROM docs WHERE blob = {{}} AND status != '{LEXICAL}')"
+# The blobs whose documentation a worktree may show: its files' and their previous versions'.
+REFERENCED_BLOBS = ("SELECT blob FROM files UNION ALL SELECT prev_blob FROM files "
+                    "WHERE prev_blob IS NOT NULL")
 
 
 class Record(namedtuple("Record", ("blob", "status", "size", "doc", "path"))):
@@ -147,9 +152,21 @@ class Index:
                               (os.fsencode(git_dir),)).fetchone()
         return row[0] if row else None
 
+    def previous_commit(self, git_dir: str) -> str | None:
+        """The commit this worktree was indexed at before the last one (None if none): what
+        `changes` compares HEAD with by default."""
+        row = self.db.execute("SELECT previous_commit FROM worktrees WHERE git_dir = ?",
+                              (os.fsencode(git_dir),)).fetchone()
+        return row[0] if row else None
+
     def _set_commit(self, git_dir: str, commit: str | None) -> None:
-        self.db.execute("INSERT OR REPLACE INTO worktrees VALUES (?, ?, ?)",
-                        (os.fsencode(git_dir), commit, time.time()))
+        """Bring the worktree's commit to `commit`, keeping the one before (when it moved)."""
+        key = os.fsencode(git_dir)
+        row = self.db.execute("SELECT commit_id, previous_commit FROM worktrees WHERE "
+                              "git_dir = ?", (key,)).fetchone()
+        before = None if row is None else row[1] if row[0] == commit else row[0]
+        self.db.execute("INSERT OR REPLACE INTO worktrees VALUES (?, ?, ?, ?)",
+                        (key, commit, time.time(), before))
 
     def replace_worktree(self, git_dir: str, commit: str | None,
                          entries: Iterable[tuple[str, str, str]], config: Config) -> None:
@@ -157,7 +174,8 @@ class Index:
         at a time (inside the caller's transaction)."""
         key = os.fsencode(git_dir)
         self._drop_worktree_files(key)
-        self.db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (
+        self.db.executemany("INSERT INTO files (git_dir, path, blob, mode, excluded) "
+                            "VALUES (?, ?, ?, ?, ?)", (
             (key, os.fsencode(path), sha, mode, skip_reason(path, mode, config))
             for path, mode, sha in entries))
         self.db.executemany("INSERT INTO paths_fts (rowid, words) VALUES (?, ?)", (
@@ -177,11 +195,15 @@ class Index:
         for path, mode, sha in changes:
             row = self.db.execute("SELECT rowid FROM files WHERE git_dir = ? AND path = ?",
                                   (key, os.fsencode(path))).fetchone()
-            if sha and row:  # the same path, so the same words
-                self.db.execute("UPDATE files SET blob = ?, mode = ?, excluded = ? WHERE "
-                                "rowid = ?", (sha, mode, skip_reason(path, mode, config), row[0]))
+            if sha and row:  # the same path, so the same words; the old version answers
+                self.db.execute(  # until the new one is documented (see prev_blob)
+                    f"UPDATE files SET prev_blob = CASE WHEN {DOCUMENTED.format('?')} THEN NULL "
+                    f"WHEN {DOCUMENTED.format('blob')} THEN blob ELSE prev_blob END, "
+                    "blob = ?, mode = ?, excluded = ? WHERE rowid = ?",
+                    (sha, sha, mode, skip_reason(path, mode, config), row[0]))
             elif sha:
-                rowid = self.db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (
+                rowid = self.db.execute("INSERT INTO files (git_dir, path, blob, mode, "
+                                        "excluded) VALUES (?, ?, ?, ?, ?)", (
                     key, os.fsencode(path), sha, mode, skip_reason(path, mode, config))).lastrowid
                 self.db.execute("INSERT INTO paths_fts (rowid, words) VALUES (?, ?)",
                                 (rowid, path_words(path)))
@@ -297,16 +319,19 @@ class Index:
                 for entry_id, e in zip(range(first, last + 1), doc["entries"]):
                     fts.append((entry_id, *entry_text(e, "")))
                     entries.append((entry_id, e["kind"], e["name"], e["container"], e["line"],
-                                    e["signature"], e["doc"]))
+                                    e.get("end", e["line"]), e["signature"], e["doc"]))
             self.db.executemany("INSERT INTO docs (id, status, language, summary, error, size, "
                                 "documented_at, blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", added)
             self.db.executemany("UPDATE docs SET status = ?, language = ?, summary = ?, "
                                 "error = ?, size = ?, documented_at = ? WHERE id = ?", promoted)
             self.db.executemany("INSERT INTO files_fts (rowid, words) VALUES (?, ?)", files)
             self.db.executemany(
-                "INSERT INTO entries (id, kind, name, container, line, signature, doc) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", entries)
+                "INSERT INTO entries (id, kind, name, container, line, end_line, signature, "
+                "doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", entries)
             self.db.executemany(ENTRY_FTS_INSERT, fts)
+            self.db.executemany("UPDATE files SET prev_blob = NULL WHERE blob = ? AND "
+                                "prev_blob IS NOT NULL", [(r[0],) for r in fresh
+                                                          if r[1] != LEXICAL])
 
     def begin_attempts(self, blobs: list) -> None:
         """Note durably, in one commit, that documenting these (blob, path) pairs starts."""
@@ -375,9 +400,9 @@ class Index:
         now = time.time()
         with self.transaction():
             self.db.execute("UPDATE docs SET orphaned_at = NULL WHERE orphaned_at IS NOT NULL "
-                            "AND blob IN (SELECT blob FROM files)")
+                            f"AND blob IN ({REFERENCED_BLOBS})")
             self.db.execute("UPDATE docs SET orphaned_at = ? WHERE orphaned_at IS NULL "
-                            "AND blob NOT IN (SELECT blob FROM files)", (now,))
+                            f"AND blob NOT IN ({REFERENCED_BLOBS})", (now,))
             doomed = [r[0] for r in self.db.execute(
                 "SELECT blob FROM docs WHERE orphaned_at IS NOT NULL AND orphaned_at <= ?",
                 (now - grace_seconds,))]
@@ -454,10 +479,11 @@ class Index:
             return None
         blob, excluded, status, language, summary, error, llm_summary, llm_by, size, doc_id = row
         entries = [] if doc_id is None else [
-            dict(zip(("kind", "name", "container", "line", "signature", "doc", "note"), r))
-            for r in self.db.execute("SELECT kind, name, container, line, signature, doc, note "
-                                     "FROM entries WHERE id BETWEEN ? AND ? ORDER BY line, id",
-                                     entry_ids(doc_id))]
+            dict(zip(("kind", "name", "container", "line", "end", "signature", "doc", "note"),
+                     r))
+            for r in self.db.execute("SELECT kind, name, container, line, end_line, signature, "
+                                     "doc, note FROM entries WHERE id BETWEEN ? AND ? "
+                                     "ORDER BY line, id", entry_ids(doc_id))]
         state = excluded or status or "pending"
         return {"path": path, "blob": blob, "status": state, "language": language or "",
                 "summary": llm_summary or summary or "", "summary_by": llm_by or "built-in",

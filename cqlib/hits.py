@@ -1,0 +1,139 @@
+"""What a search answer shows of each hit, so that an assistant can decide without another call.
+
+Owns: a hit as answers give it (path and line range, kind, qualified symbol, signature, the
+doc's first line, and a few numbered lines: a definition's first lines, or the lines of a
+file that hold the query's words), fields with no value left out; the same code in several
+places (sync and async twins made from one source, vendored copies) folded into one hit that
+names the others; each hit's freshness; and the text an answer of hits reads as.
+Must not: rank (search.py does), or write anything.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cqlib.errors import CqError
+from cqlib.reader import read_worktree_file
+from cqlib.search import SearchQuery
+from cqlib.text import named_path, path_text
+from cqlib.words import other_forms
+
+SNIPPET_LINES = 3  # lines shown of each hit
+SNIPPET_CHARS = 160  # characters shown of each line
+# Words that tell sync and async twins apart, and their spelling in paths.
+TWIN_WORDS = re.compile(r"(?i)\b(async|await)\s+|async_?|_?async\b")
+
+
+def freshness(path: str, edited: set, stale: set | None) -> str:
+    """fresh, edited (differs from HEAD in the working tree) or stale (HEAD moved past the
+    index; None: which paths moved is not known, so any may have)."""
+    if path in edited:
+        return "edited"
+    return "stale" if stale is None or path in stale else "fresh"
+
+
+def presented(results: list[dict], query: str, top: str | None, edited: set,
+              stale: set | None) -> list[dict]:
+    """The hits of a search as an answer gives them: twins folded into the first of them,
+    each with its lines (read from the work tree at `top`) and freshness."""
+    words = SearchQuery(query).words
+    texts: dict = {}
+    hits, twins = [], {}
+    for r in results:
+        key = twin_key(r)
+        if key is not None and key in twins:
+            twins[key].setdefault("also", []).append(f"{path_text(r['path'])}:{r['line']}")
+            continue
+        hit = {**named_path(r["path"]), "line": r["line"],
+               **({"end": r["end"]} if r.get("end", r["line"]) > r["line"] else {}),
+               "kind": r["kind"], "symbol": r["symbol"],
+               **{k: r[k] for k in ("signature", "doc", "matched_summary_by") if r.get(k)},
+               "freshness": "stale" if r.get("outdated") and r["path"] not in edited
+               else freshness(r["path"], edited, stale)}
+        lines = file_lines(top, r["path"], texts)
+        snippet = hit_lines(lines, r, words) if lines else ""
+        if snippet:
+            hit["lines"] = snippet
+        if key is not None:
+            twins[key] = hit
+        hits.append(hit)
+    return hits
+
+
+def twin_key(result: dict) -> tuple | None:
+    """What a definition's twins share: its kind, its file's name, its symbol and signature
+    (the words that tell sync from async left out) and its doc.  None for a file, an import,
+    or a definition with too little to tell it from an unrelated one of the same name."""
+    signature = TWIN_WORDS.sub("", result.get("signature") or "").replace(" ", "")
+    if result["kind"] in ("file", "import", "heading") or \
+            not (result.get("doc") or len(signature) > 20):
+        return None
+    return (result["kind"], TWIN_WORDS.sub("", result["path"].rsplit("/", 1)[-1]).lower(),
+            TWIN_WORDS.sub("", result["symbol"]).lower(), signature, result.get("doc") or "")
+
+
+def file_lines(top: str | None, path: str, texts: dict) -> list[str] | None:
+    """A file's lines as the work tree holds them (read once per answer); None if unread."""
+    if path not in texts:
+        data = None
+        if top is not None:
+            try:
+                data = read_worktree_file(top, path)
+            except CqError:
+                data = None
+        texts[path] = None if data is None or b"\0" in data[:8000] else \
+            data.decode("utf-8", "replace").split("\n")
+    return texts[path]
+
+
+def hit_lines(lines: list[str], result: dict, words: set) -> str:
+    """A hit's numbered lines: a definition's first lines, or for a file the lines holding
+    the most query words."""
+    if result["kind"] == "file":
+        numbers = best_lines(lines, words)
+    else:
+        first = result["line"]
+        last = min(result.get("end") or first, first + SNIPPET_LINES - 1, len(lines))
+        numbers = range(first, last + 1)
+    return "\n".join(f"{n}: {shortened(lines[n - 1])}" for n in numbers
+                     if 0 < n <= len(lines) and lines[n - 1].strip())
+
+
+def best_lines(lines: list[str], words: set) -> list[int]:
+    """The numbers of the (at most SNIPPET_LINES) lines holding the most query words (a word
+    found by one of its other forms, `max` for `maximum`, counts as the word)."""
+    if not words:
+        return []
+    form_of = {form: word for word in words for form in (word, *other_forms(word))}
+    pattern = re.compile("|".join(re.escape(w) for w in sorted(form_of, key=len, reverse=True)),
+                         re.IGNORECASE)
+    scored = []
+    for number, line in enumerate(lines, 1):
+        found = {form_of[m.group(0).lower()] for m in pattern.finditer(line)}
+        if found:
+            scored.append((-len(found), number))
+    return sorted(number for _, number in sorted(scored)[:SNIPPET_LINES])
+
+
+def shortened(line: str) -> str:
+    """A line as a hit shows it: its indentation dropped, cut to SNIPPET_CHARS."""
+    text = line.strip()
+    return text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS] + "..."
+
+
+def hits_text(hits: list[dict]) -> str:
+    """An answer's hits as text: one heading line each (path:line-end, kind, symbol, what
+    sets it apart), its doc and its lines indented under it."""
+    out = []
+    for hit in hits:
+        where = f"{hit['path']}:{hit['line']}" + (f"-{hit['end']}" if "end" in hit else "")
+        marks = "" if hit["freshness"] == "fresh" else f" [{hit['freshness']}]"
+        also = f" (also {', '.join(hit['also'])})" if hit.get("also") else ""
+        out.append(f"{where} {hit['kind']} {hit['symbol']}{marks}{also}")
+        if hit.get("doc"):
+            out.append(f"  {hit['doc']}")
+        if hit.get("lines"):
+            out += [f"  {line}" for line in hit["lines"].split("\n")]
+        elif hit.get("signature"):
+            out.append(f"  {hit['signature']}")
+    return "\n".join(out)
