@@ -29,7 +29,8 @@ as everything they read holds all the facts (an assistant knows the answer when 
   a "references" task; else `search` (limit 5), then `read` on its hits, best first (the
   definition of the name the question names; then source code before tests and docs, as
   grep's policy ranks them; definitions before files), one call
-  each: a definition whole, a file in the same window around the lines the hit showed.
+  each: a definition whole, a file's hit as the definition its best line is in (or in the
+  same window around the lines it showed).
 
 For each task and policy the table gives: answered or not, the number of calls, and the
 characters of tool output read (the commands themselves count towards finding a fact, a path
@@ -345,8 +346,8 @@ def mcp_policy(pyz: Path, repo: Path, task: Task, max_calls: int = MAX_CALLS) ->
 
 def reads(task: Task, hits: list[dict]) -> list[dict]:
     """The `read` calls to make of a search's hits, best first: the definition of the name the
-    task names, then source code before tests and docs, definitions before files (around the
-    lines shown)."""
+    task names, then source code before tests and docs, definitions before files (the
+    definition their best line is in, or around the lines shown)."""
     def last_part(symbol: str) -> str:
         return re.split(r"::|\.", symbol)[-1]
 
@@ -358,6 +359,8 @@ def reads(task: Task, hits: list[dict]) -> list[dict]:
     for hit in sorted(hits, key=order):
         if hit["kind"] != "file" and hit.get("end", hit["line"]) > hit["line"]:
             calls.append({"path": hit["path"], "symbol": hit["symbol"]})
+        elif hit.get("in"):  # a file's best line is in this definition
+            calls.append({"path": hit["path"], "symbol": hit["in"]["symbol"]})
         else:
             shown = [int(n) for n in re.findall(r"^(\d+):", hit.get("lines", ""),
                                                 re.MULTILINE)]

@@ -80,7 +80,8 @@ def tool_medians(session: Session, runs: int) -> dict[str, float]:
     hit = next(h for h in session.call("search", {"query": "parse config"})[1]["results"]
                if h["kind"] != "file")
     name = hit["symbol"].rsplit(".", 1)[-1]
-    calls = {"search": {"query": "retry timeout"}, "symbol": {"name": hit["symbol"]},
+    calls = {"search (retry timeout)": {"query": "retry timeout"},
+             "symbol": {"name": hit["symbol"]},
              "symbol with body": {"name": hit["symbol"], "body": True},
              "read (a definition)": {"path": hit["path"], "symbol": hit["symbol"]},
              "read (40 lines)": {"path": hit["path"], "start": 1, "end": 40},

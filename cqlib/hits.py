@@ -2,7 +2,8 @@
 
 Owns: a hit as answers give it (path and line range, kind, qualified symbol, signature, the
 doc's first line, and a few numbered lines: a definition's first lines, or the lines of a
-file that hold the query's words), fields with no value left out; the same code in several
+file that hold the query's words, with the definition the best of them is in), fields with no
+value left out; the same code in several
 places (sync and async twins made from one source, vendored copies) folded into one hit that
 names the others; each hit's freshness; and the text an answer of hits reads as.
 Must not: rank (search.py does), or write anything.
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import re
 
+from cqlib.documenters import DEFINITION_KINDS
 from cqlib.errors import CqError
-from cqlib.reader import read_worktree_file
+from cqlib.reader import qualified, read_worktree_file
 from cqlib.search import SearchQuery
 from cqlib.text import named_path, path_text
 from cqlib.words import other_forms
@@ -33,9 +35,11 @@ def freshness(path: str, edited: set, stale: set | None) -> str:
 
 
 def presented(results: list[dict], query: str, top: str | None, edited: set,
-              stale: set | None) -> list[dict]:
+              stale: set | None, doc_of=lambda path: None) -> list[dict]:
     """The hits of a search as an answer gives them: twins folded into the first of them,
-    each with its lines (read from the work tree at `top`) and freshness."""
+    each with its lines (read from the work tree at `top`) and freshness; a file's hit
+    names the definition its best line is in (`in`), from its documentation as doc_of(path)
+    gives it (None where unknown)."""
     words = SearchQuery(query).words
     texts: dict = {}
     hits, twins = [], {}
@@ -51,9 +55,13 @@ def presented(results: list[dict], query: str, top: str | None, edited: set,
                "freshness": "stale" if r.get("outdated") and r["path"] not in edited
                else freshness(r["path"], edited, stale)}
         lines = file_lines(top, r["path"], texts)
-        snippet = hit_lines(lines, r, words) if lines else ""
+        best = best_lines(lines, words) if lines and r["kind"] == "file" else []
+        snippet = hit_lines(lines, r, best) if lines else ""
         if snippet:
             hit["lines"] = snippet
+        within = enclosing(doc_of(r["path"]), best[0]) if best else None
+        if within:
+            hit["in"] = within
         if key is not None:
             twins[key] = hit
         hits.append(hit)
@@ -86,11 +94,11 @@ def file_lines(top: str | None, path: str, texts: dict) -> list[str] | None:
     return texts[path]
 
 
-def hit_lines(lines: list[str], result: dict, words: set) -> str:
-    """A hit's numbered lines: a definition's first lines, or for a file the lines holding
-    the most query words."""
+def hit_lines(lines: list[str], result: dict, best: list[int]) -> str:
+    """A hit's numbered lines: a definition's first lines, or for a file its best lines
+    (see best_lines), in the file's order."""
     if result["kind"] == "file":
-        numbers = best_lines(lines, words)
+        numbers = sorted(best)
     else:
         first = result["line"]
         last = min(result.get("end") or first, first + SNIPPET_LINES - 1, len(lines))
@@ -100,8 +108,8 @@ def hit_lines(lines: list[str], result: dict, words: set) -> str:
 
 
 def best_lines(lines: list[str], words: set) -> list[int]:
-    """The numbers of the (at most SNIPPET_LINES) lines holding the most query words (a word
-    found by one of its other forms, `max` for `maximum`, counts as the word)."""
+    """The numbers of the (at most SNIPPET_LINES) lines holding the most query words, best
+    first (a word found by one of its other forms, `max` for `maximum`, counts as it)."""
     if not words:
         return []
     form_of = {form: word for word in words for form in (word, *other_forms(word))}
@@ -112,7 +120,18 @@ def best_lines(lines: list[str], words: set) -> list[int]:
         found = {form_of[m.group(0).lower()] for m in pattern.finditer(line)}
         if found:
             scored.append((-len(found), number))
-    return sorted(number for _, number in sorted(scored)[:SNIPPET_LINES])
+    return [number for _, number in sorted(scored)[:SNIPPET_LINES]]
+
+
+def enclosing(doc: dict | None, line: int) -> dict | None:
+    """The innermost definition of more than one line that a line of a file is in, as a hit
+    names it (symbol, line, end); None if the line is in none or the file is unknown."""
+    inside = [e for e in (doc or {}).get("entries", ()) if e["kind"] in DEFINITION_KINDS
+              and e["line"] <= line <= (e.get("end") or 0) and e["end"] > e["line"]]
+    if not inside:
+        return None
+    e = min(inside, key=lambda e: e["end"] - e["line"])
+    return {"symbol": qualified(e, doc["language"]), "line": e["line"], "end": e["end"]}
 
 
 def shortened(line: str) -> str:
@@ -130,6 +149,9 @@ def hits_text(hits: list[dict]) -> str:
         marks = "" if hit["freshness"] == "fresh" else f" [{hit['freshness']}]"
         also = f" (also {', '.join(hit['also'])})" if hit.get("also") else ""
         out.append(f"{where} {hit['kind']} {hit['symbol']}{marks}{also}")
+        if hit.get("in"):
+            within = hit["in"]
+            out.append(f"  best lines in {within['symbol']} {within['line']}-{within['end']}")
         if hit.get("doc"):
             out.append(f"  {hit['doc']}")
         if hit.get("lines"):

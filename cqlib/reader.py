@@ -101,6 +101,15 @@ def locate(index: Index, overlay: WorktreeOverlay, text: str) -> Located:
     raise CqError(why_not_a_file(overlay, normal))
 
 
+def doc_at(index: Index, overlay: WorktreeOverlay, path: str) -> dict | None:
+    """A file's documentation as it is now (see locate), or None where the path names no
+    file cq may read."""
+    try:
+        return locate(index, overlay, path).doc
+    except CqError:
+        return None
+
+
 def documented_now(overlay: WorktreeOverlay, path: str, doc: dict) -> dict:
     """A file the worker has not documented yet (fully), documented now from the work tree,
     as the overlay documents an edited one: its definitions are where the file has them."""

@@ -25,7 +25,7 @@ from cqlib.errors import CqError
 from cqlib.gitio import worktree_git_dirs
 from cqlib.hits import freshness, hits_text, presented
 from cqlib.overlay import search_worktree
-from cqlib.reader import entry_place, locate, outline, read_lines
+from cqlib.reader import doc_at, entry_place, locate, outline, read_lines
 from cqlib.references import reference_note, references
 from cqlib.search import SearchQuery, names_exactly, path_matcher, path_names_files
 from cqlib.status import index_state
@@ -201,7 +201,7 @@ def tool_search(session, args: dict, meta: dict, request_id) -> dict:
         raise CqError(f"no indexed file is under path {path_text(path)!r}: give a folder, "
                       "path prefix, glob or file from the repository's top (see files)")
     page = presented(results[offset:offset + limit], query, overlay.top, overlay.edited,
-                     state.stale)
+                     state.stale, lambda path: doc_at(index, overlay, path))
     shown = capped(page, session.budget)
     answer = {"results": page[:shown], **public_state(state)}
     if offset + shown < len(results):

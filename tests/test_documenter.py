@@ -121,7 +121,8 @@ def test_go_rust_java_c_and_shell_definitions():
 
 
 @pytest.mark.parametrize("path, source, expected", [
-    ("conf.py", b"import os\nMAX_SIZE = 10\n#: the loaded table\ntable = {}\n_, rest = 1, 2\n",
+    ("conf.py", (b"import os\nMAX_SIZE = 10\n#: the loaded table\ntable = {}\n_, rest = 1, 2\n"
+                 b"if __name__ == '__main__':\n    os = 1\n"),
      {("MAX_SIZE", "constant"), ("table", "variable"), ("rest", "variable")}),
     ("conf.js", b"const MAX_SIZE = 10;\nexport let count = 0;\nconst fs = require('fs');\n",
      {("MAX_SIZE", "constant"), ("count", "variable")}),
@@ -194,6 +195,11 @@ def test_a_licence_header_is_never_a_summary():
         "Package cobra is a commander for modern CLI apps."
     python = b'"""Copyright (c) 2020 Someone.\n\nAll rights reserved."""\ndef run():\n    pass\n'
     assert "Copyright" not in document_text("run.py", python)["summary"]
+
+
+def test_rules_drawn_in_punctuation_are_never_a_summary():
+    source = b"/*-************\n*  Tuning parameters\n**************/\nint x;\n"
+    assert document_text("lz4.c", source)["summary"] == "Tuning parameters"
 
 
 def test_a_file_without_a_comment_is_summarised_by_what_it_defines():

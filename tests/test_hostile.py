@@ -82,7 +82,7 @@ def test_a_name_that_is_not_utf8_is_answered_as_text_with_its_bytes_over_stdio(h
     assert listed[NAME_TEXT]["path_bytes"] == NAME.hex()
     hit = answer(replies, 2)["results"][0]
     assert (hit["path"], hit["path_bytes"]) == (NAME_TEXT, NAME.hex())
-    assert answer(replies, 3)["entries"][0]["name"] == "hostile_named_function"
+    assert answer(replies, 3)["entries"][0]["symbol"] == "hostile_named_function"
     assert replies[json.dumps("\udcff")]["result"] == {}  # its own id, exactly
     assert replies[json.dumps(4)]["result"] == {}
     # the text a client was given names the file again, as a path filter too

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from conftest import indexed_repository, mcp_command, wait_until
@@ -51,6 +52,8 @@ FILES = {
     "pkg/_sync/pool.py": TWINS.format(prefix="", a=""),
     "pkg/schema.py": "class SchemaMeta(type):\n    pass\n\n\nclass Schema:\n"
                      "    class Meta:\n        fields = ()\n",
+    "pkg/retry.py": 'def schedule(job):\n    """Run a job later."""\n    delay = 5\n'
+                    "    backoff_jitter_seconds = delay * 2\n    return backoff_jitter_seconds\n",
     ".gitignore": "secret.env\n",
     "data.bin": "\0\1\2 binary\n",
 }
@@ -185,6 +188,13 @@ def test_search_hits_carry_their_lines_and_leave_empty_fields_out(served):
     assert "pkg/util.py:1-3 function merge" in result.content[0].text
 
 
+def test_a_file_hit_names_the_definition_its_best_line_is_in(served):
+    hit = answer(ask(served, [("search", {"query": "backoff jitter seconds"})])[0])["results"][0]
+    assert (hit["path"], hit["kind"]) == ("pkg/retry.py", "file")
+    assert hit["in"] == {"symbol": "schedule", "line": 1, "end": 5}
+    assert "4: backoff_jitter_seconds = delay * 2" in hit["lines"]
+
+
 def test_twins_made_from_one_source_are_one_hit_naming_the_other(served):
     found = answer(ask(served, [("search", {"query": "has_expired"})])[0])
     twins = [h for h in found["results"] if h["symbol"].endswith("has_expired")]
@@ -279,3 +289,33 @@ def test_while_the_index_is_behind_every_tool_says_so_and_the_last_version_answe
         assert [a["catching_up"] for a in caught_up] == [False] * len(calls)
         hit = caught_up[2]["results"][0]
         assert (hit["freshness"], hit["signature"]) == ("fresh", "def handle(request, retries=3)")
+
+
+def test_during_a_large_commit_a_changed_definition_answers_old_or_new_never_nothing(
+        tmp_path_factory, cq_pyz):
+    before = 'def handle(request):\n    """Handle one request."""\n    return request\n'
+    after = ('def handle(request, retries=3):\n    """Handle one request, retrying."""\n'
+             '    return request\n')
+    with indexed_repository(tmp_path_factory, cq_pyz, "moving",
+                            {"app/core.py": before}) as repo:
+        repo.git("config", "cq.mcpWaitMs", "0")
+        repo.commit({"app/core.py": after,
+                     **{f"app/made_{i}.py": f"def made_{i}():\n    return {i}\n"
+                        for i in range(1500)}})
+        command = mcp_command(repo)
+
+        async def watch() -> list:
+            seen, deadline = [], time.monotonic() + 300
+            params = StdioServerParameters(command=command[0], args=command[1:])
+            async with Client(params, read_timeout_seconds=60) as client:
+                while not seen or seen[-1]["catching_up"]:
+                    assert time.monotonic() < deadline, "the index never caught up"
+                    seen.append(answer(await client.call_tool("symbol", {"name": "handle"})))
+            return seen
+
+        for found in anyio.run(watch):
+            hit, = found["results"]  # never nothing, and never both versions
+            assert (hit["signature"], hit["freshness"]) in {
+                ("def handle(request)", "stale"), ("def handle(request, retries=3)", "fresh")}
+            assert found["catching_up"] or hit["freshness"] == "fresh"
+        assert hit["freshness"] == "fresh"

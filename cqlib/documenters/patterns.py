@@ -129,11 +129,13 @@ def leading_comment(lines: list[str], prefixes: tuple) -> str:
 
 def without_boilerplate(lines: list[str]) -> list[str]:
     """The lines of a comment or docstring that say something: without tool directives
-    (`-*- coding -*-`, `eslint-disable`), and cut before its first paragraph that is a
-    licence or copyright notice (with all that follows it)."""
+    (`-*- coding -*-`, `eslint-disable`) and rules drawn in punctuation (`*******`,
+    `=====`), and cut before its first paragraph that is a licence or copyright notice
+    (with all that follows it)."""
     kept, paragraph = [], []
     for line in [*lines, ""]:
-        if line.strip().lower().startswith(DIRECTIVES):
+        if line.strip().lower().startswith(DIRECTIVES) or \
+                (line.strip() and not any(c.isalnum() for c in line)):
             continue
         if line.strip():
             paragraph.append(line)

@@ -79,12 +79,21 @@ def document_python(text: str, lines: list[str], deadline: Deadline) -> tuple[st
                     isinstance(child.value.value, str):
                 for e in assigned:  # a string under an assignment documents it
                     e["doc"] = e["doc"] or child.value.value.strip()[:DOC_COMMENT_MAX_CHARS]
-            elif isinstance(child, (ast.If, ast.Try, ast.With)):
+            elif isinstance(child, (ast.If, ast.Try, ast.With)) and not runs_as_script(child):
                 visit(child, owner)
             assigned = []
 
     visit(tree, None)
     return summary, entries
+
+
+def runs_as_script(node) -> bool:
+    """True for `if __name__ == "__main__":`, whose names are a script's locals."""
+    import ast
+
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and isinstance(test, ast.Compare) and \
+        isinstance(test.left, ast.Name) and test.left.id == "__name__"
 
 
 def assignment_entries(node, owner: str | None, lines: list[str], end: int,
