@@ -23,6 +23,7 @@ from cqlib.overlay import WorktreeOverlay
 from cqlib.reader import read_worktree_file
 
 DEFINITIONS_FILES = 60  # changed files whose definitions are compared; the rest are listed
+PATHS_PER_CALL = 500  # paths of the working tree looked up at HEAD in one git call
 CHANGE_BYTES_MAX = 1 << 20  # larger files are listed, not compared
 CHANGES_BUDGET = 12_000  # characters of one answer
 
@@ -66,7 +67,10 @@ def changes(index: Index, overlay: WorktreeOverlay, since: str | None = None,
                                          Side(reader, blob=new), len(found)))
         if head and overlay.top is not None:
             touched = sorted(overlay.edited | overlay.deleted)
-            at_head = blobs_at(repo.common_dir, head, touched[:DEFINITIONS_FILES * 4])
+            at_head = {}  # (asked in runs: a command line holds only so many paths)
+            for first in range(0, len(touched), PATHS_PER_CALL):
+                at_head.update(blobs_at(repo.common_dir, head,
+                                        touched[first:first + PATHS_PER_CALL]))
             for path in touched:
                 now = Side(reader) if path in overlay.deleted else \
                     Side(reader, top=overlay.top, path=path)

@@ -17,7 +17,7 @@ from cqlib.documenters import DEFINITION_KINDS
 from cqlib.errors import CqError
 from cqlib.reader import qualified, read_worktree_file
 from cqlib.search import SearchQuery
-from cqlib.text import named_path, path_text
+from cqlib.text import display, named_path, one_line
 from cqlib.words import other_forms
 
 SNIPPET_LINES = 3  # lines shown of each hit
@@ -46,7 +46,7 @@ def presented(results: list[dict], query: str, top: str | None, edited: set,
     for r in results:
         key = twin_key(r)
         if key is not None and key in twins:
-            twins[key].setdefault("also", []).append(f"{path_text(r['path'])}:{r['line']}")
+            twins[key].setdefault("also", []).append(f"{one_line(r['path'])}:{r['line']}")
             continue
         hit = {**named_path(r["path"]), "line": r["line"],
                **({"end": r["end"]} if r.get("end", r["line"]) > r["line"] else {}),
@@ -113,11 +113,10 @@ def best_lines(lines: list[str], words: set) -> list[int]:
     if not words:
         return []
     form_of = {form: word for word in words for form in (word, *other_forms(word))}
-    pattern = re.compile("|".join(re.escape(w) for w in sorted(form_of, key=len, reverse=True)),
-                         re.IGNORECASE)
+    pattern = re.compile("|".join(re.escape(w) for w in sorted(form_of, key=len, reverse=True)))
     scored = []
     for number, line in enumerate(lines, 1):
-        found = {form_of[m.group(0).lower()] for m in pattern.finditer(line)}
+        found = {form_of[m.group(0)] for m in pattern.finditer(line.lower())}
         if found:
             scored.append((-len(found), number))
     return [number for _, number in sorted(scored)[:SNIPPET_LINES]]
@@ -145,7 +144,8 @@ def hits_text(hits: list[dict]) -> str:
     sets it apart), its doc and its lines indented under it."""
     out = []
     for hit in hits:
-        where = f"{hit['path']}:{hit['line']}" + (f"-{hit['end']}" if "end" in hit else "")
+        where = f"{display(hit['path'])}:{hit['line']}" + \
+            (f"-{hit['end']}" if "end" in hit else "")
         marks = "" if hit["freshness"] == "fresh" else f" [{hit['freshness']}]"
         also = f" (also {', '.join(hit['also'])})" if hit.get("also") else ""
         out.append(f"{where} {hit['kind']} {hit['symbol']}{marks}{also}")

@@ -23,6 +23,7 @@ from cqlib.documenters import (
     looks_binary,
     separator,
 )
+from cqlib.documenters.patterns import may_head
 from cqlib.errors import CqError
 from cqlib.gitio import WorkTreeFiles, git_ignores
 from cqlib.index.schema import LEXICAL
@@ -156,8 +157,9 @@ def read_text(overlay: WorktreeOverlay, located: Located) -> list[str]:
 
 
 def read_worktree_file(top: str, path: str, hops: int = 8) -> bytes | None:
-    """A file's bytes, never through a link out of the work tree; a link within it is
-    followed (at most `hops` in a row).  None where it is not a regular file."""
+    """A file's bytes, never through a link out of the work tree, into git's own files or
+    to a file git ignores; a link to another file of the work tree is followed (at most
+    `hops` in a row).  None where it is not a regular file."""
     with WorkTreeFiles(top) as files:
         data = files.read_file(path, READ_BYTES_MAX)
     if data is not None or hops == 0:
@@ -168,8 +170,11 @@ def read_worktree_file(top: str, path: str, hops: int = 8) -> bytes | None:
         return None
     inside = os.path.normpath(os.path.join(os.path.dirname(path), target))
     if os.path.isabs(target) or inside == ".." or inside.startswith("../"):
-        raise CqError(f"{path_text(path)} is a symbolic link leading out of the work tree "
-                      f"(to {path_text(target)}): cq does not follow it")
+        raise CqError(f"{path_text(path)} is a symbolic link leading out of the work tree: "
+                      "cq does not follow it")
+    if ".git" in inside.split(os.sep) or git_ignores(top, inside):
+        raise CqError(f"{path_text(path)} is a symbolic link to a file git keeps to itself "
+                      "or ignores: cq does not follow it")
     return read_worktree_file(top, inside, hops - 1)
 
 
@@ -197,11 +202,15 @@ def read_lines(overlay: WorktreeOverlay, located: Located, start: int | None = N
         end = definition.get("end") or definition["line"]
     start = 1 if start is None else start
     end = total if end is None else min(end, total)
-    if not 1 <= start <= max(total, 1) or end < start - 1:
+    if end < start and total and 1 <= start <= total:
+        raise CqError(f"end ({end}) comes before start ({start}): give start <= end")
+    if not 1 <= start <= max(total, 1):
         raise CqError(f"lines {start}-{end} are outside {path_text(located.path)}, which "
                       f"has {total} lines")
     shown, used = [], 0
-    for line in lines[start - 1:end]:
+    for text in lines[start - 1:end]:
+        line = text if len(text) <= budget else \
+            f"{text[:budget // 2]}... [cut: this line has {len(text)} characters]"
         used += len(line) + len(str(start + len(shown))) + 2
         if shown and used > budget:
             break
@@ -247,10 +256,14 @@ def no_such_definition(located: Located, name: str) -> str:
 
 def body_start(lines: list[str], line: int, language: str) -> int:
     """The first line of a definition's body with what belongs to it right above: its
-    decorators or attributes and its comment block (ABOVE_MAX lines at most)."""
-    prefixes = (*DECORATIONS, *LANGUAGES[language].comments, "*") if language in LANGUAGES \
-        else DECORATIONS
+    return type where it has a line of its own (C's `static int`), its decorators or
+    attributes and its comment block (ABOVE_MAX lines at most)."""
+    known = LANGUAGES.get(language)
+    prefixes = (*DECORATIONS, *known.comments, "*") if known else DECORATIONS
     first = line
+    head = lines[line - 2] if known and known.split_heads and 1 < line <= len(lines) + 1 else ""
+    if head.strip() and not head.strip().startswith(prefixes) and may_head(head, head.strip()):
+        first -= 1
     while first > 1 and line - first < ABOVE_MAX:
         above = lines[first - 2].strip() if first - 2 < len(lines) else ""
         if not above or not above.startswith(prefixes) or above.startswith("#!"):

@@ -76,7 +76,7 @@ def name_word(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise CqError("name must be an identifier, e.g. parse_config or Client.send")
     word = re.split(r"::|\.|->|#", name.strip())[-1]
-    if not re.fullmatch(r"[\w$]+", word):
+    if not re.fullmatch(r"[\w$]*[^\W_][\w$]*", word):  # a letter or digit, to be looked up
         raise CqError(f"{name!r} is not an identifier: give one such as parse_config or "
                       "Client.send")
     return word

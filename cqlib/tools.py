@@ -30,7 +30,7 @@ from cqlib.references import reference_note, references
 from cqlib.search import SearchQuery, names_exactly, path_matcher, path_names_files
 from cqlib.status import index_state
 from cqlib.summarizer import summary_progress
-from cqlib.text import json_text, named_path, path_text
+from cqlib.text import display, json_text, named_path, path_text
 
 ANSWER_CAP = 16_000  # characters of one answer's text (about 4,000 tokens)
 HARD_CAP = 36_000  # no answer's text is longer, whatever a client asks for
@@ -68,7 +68,8 @@ class Tool(namedtuple("Tool", ("description", "properties", "required", "output"
         tail = [structured["note"]] if structured.get("note") else []
         if structured.get("next_cursor"):
             tail.append(f"more: ask again with cursor {structured['next_cursor']}")
-        return "\n".join([text, *tail])[:HARD_CAP] if tail else text[:HARD_CAP]
+        tail_text = "".join(f"\n{line}" for line in tail)[:HARD_CAP // 2]
+        return text[:HARD_CAP - len(tail_text)] + tail_text  # the cursor is never cut off
 
 
 TOOLS: dict = {}  # name -> Tool, in the order tools/list gives them (see tool)
@@ -165,7 +166,7 @@ def render_hits(answer: dict) -> str:
     """A search or symbol answer as text."""
     hits = answer.get("results") or []
     text = hits_text(hits) if hits else "no results"
-    bodies = [f"{h['path']}:{h['line']}\n{h['body']}" for h in hits if h.get("body")]
+    bodies = [f"{display(h['path'])}:{h['line']}\n{h['body']}" for h in hits if h.get("body")]
     return "\n\n".join([text, *bodies])
 
 
@@ -259,7 +260,7 @@ def definition_body(session, overlay, hit: dict, budget: int) -> str:
 def render_reading(answer: dict) -> str:
     """A read answer as text: where, then the numbered lines."""
     what = answer.get("definition")
-    heading = (f"{answer['path']} lines {answer['start']}-{answer['end']} of "
+    heading = (f"{display(answer['path'])} lines {answer['start']}-{answer['end']} of "
                f"{answer['total_lines']}")
     if what:
         heading += f": {what['kind']} {what['symbol']}"
@@ -309,7 +310,7 @@ def tool_read(session, args: dict, meta: dict, request_id) -> dict:
 
 def render_outline(answer: dict) -> str:
     """An outline as text: the file and its summary, its imports, one line per entry."""
-    out = [f"{answer['path']} ({answer['language']}, {answer['total']} definitions)"
+    out = [f"{display(answer['path'])} ({answer['language']}, {answer['total']} definitions)"
            + (f": {answer['summary']}" if answer.get("summary") else "")]
     if answer.get("imports"):
         out.append(f"imports {answer['imports']}")
@@ -350,8 +351,9 @@ def tool_outline(session, args: dict, meta: dict, request_id) -> dict:
 
 def render_files(answer: dict) -> str:
     """A listing of files as text: one line each."""
-    return "\n".join(f"{f['path']} ({f['language']}): {f['summary']}" if f.get("summary")
-                     else f"{f['path']} ({f['language']})" for f in answer["files"]) \
+    return "\n".join(f"{display(f['path'])} ({f['language']}): {display(f['summary'])}"
+                     if f.get("summary") else f"{display(f['path'])} ({f['language']})"
+                     for f in answer["files"]) \
         or "no files"
 
 
@@ -386,7 +388,7 @@ def render_references(answer: dict) -> str:
     """References as text: each group under its file and the definition it is in."""
     out = []
     for group in answer["groups"]:
-        out.append(f"{group['path']}" + (f" in {group['in']}" if group.get("in") else ""))
+        out.append(display(group["path"]) + (f" in {group['in']}" if group.get("in") else ""))
         out += [f"  {line}" for line in group["lines"]]
     return "\n".join(out) or f"no line holds {answer['name']} as a word"
 
@@ -421,7 +423,7 @@ def render_changes(answer: dict) -> str:
     since = answer.get("since")
     out = [f"since {since}" if since else "the working tree against HEAD"]
     for f in answer["files"]:
-        out.append(f"{f['path']} {f['change']} ({f['where']})")
+        out.append(f"{display(f['path'])} {f['change']} ({f['where']})")
         out += [f"  {d}" for d in f.get("definitions", ())]
     if answer.get("omitted"):
         out.append(f"and {answer['omitted']} more files")

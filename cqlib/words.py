@@ -159,28 +159,29 @@ STOP_WORDS = frozenset({
 
 # The words people ask in, and the abbreviations code writes them as (space-separated): a
 # query word of either side also finds the others, ranked below the word as written.  Only
-# queries read this table (the index keeps words as written), so a line may be added freely.
+# queries read this table (the index keeps words as written), so a line may be added freely;
+# but never an abbreviation that is a keyword or type of some language (def, fn, var, int,
+# str, bool, char, del, impl, async), which would match every signature.
 ABBREVIATIONS = {
     "address": "addr", "allocate": "alloc", "allocation": "alloc", "argument": "arg args",
-    "asynchronous": "async", "attribute": "attr attrs", "authentication": "auth",
-    "authorization": "auth authz", "boolean": "bool", "buffer": "buf buff",
-    "calculate": "calc", "certificate": "cert", "character": "char chr", "command": "cmd",
+    "attribute": "attr attrs", "authentication": "auth", "authorization": "auth authz",
+    "buffer": "buf buff", "calculate": "calc", "certificate": "cert", "command": "cmd",
     "compare": "cmp", "configuration": "config cfg conf", "context": "ctx",
     "count": "cnt", "current": "cur curr", "database": "db", "decrement": "dec",
-    "definition": "def", "delete": "del", "description": "desc", "destination": "dst dest",
+    "description": "desc", "destination": "dst dest",
     "directory": "dir", "document": "doc docs", "environment": "env", "error": "err",
-    "execute": "exec", "expression": "expr", "extension": "ext", "function": "func fn",
-    "generate": "gen", "identifier": "id ident", "image": "img", "implementation": "impl",
+    "execute": "exec", "expression": "expr", "extension": "ext",
+    "generate": "gen", "identifier": "id ident", "image": "img",
     "increment": "inc", "index": "idx", "information": "info", "initialize": "init",
-    "initialise": "init", "integer": "int", "iterator": "iter", "length": "len",
+    "initialise": "init", "iterator": "iter", "length": "len",
     "library": "lib", "maximum": "max", "memory": "mem", "message": "msg", "minimum": "min",
     "number": "num", "object": "obj", "operator": "op", "operation": "op",
     "package": "pkg", "parameter": "param params", "pointer": "ptr", "position": "pos",
     "previous": "prev", "property": "prop props", "receive": "recv", "reference": "ref",
-    "regular": "regex", "request": "req", "response": "resp res", "sequence": "seq",
-    "source": "src", "specification": "spec", "statistics": "stats", "string": "str",
+    "request": "req", "response": "resp res", "sequence": "seq",
+    "source": "src", "specification": "spec", "statistics": "stats",
     "synchronize": "sync", "temporary": "tmp temp", "utility": "util utils",
-    "value": "val", "variable": "var", "version": "ver", "window": "win"}
+    "value": "val", "version": "ver", "window": "win"}
 WORD_FORMS: dict = {}  # word -> the other forms of it, made from ABBREVIATIONS at first use
 
 

@@ -429,7 +429,8 @@ CEILING = 30.0  # seconds for 1 MiB; a quadratic documenter needs minutes (issue
 
 def adversarial_inputs() -> dict[str, bytes]:
     """Inputs that made earlier documenters backtrack or rescan: long runs of spaces, unclosed
-    comments and strings, deep nesting, one huge line, one line repeated."""
+    comments and strings, deep nesting, one huge line, one line repeated, heredoc marks with
+    no line after them."""
     return {
         "spaces": b" " * MIB,
         "spaces before a call": (b" " * 499 + b"a b(\n") * (MIB // 505),
@@ -443,6 +444,9 @@ def adversarial_inputs() -> dict[str, bytes]:
         "one repeated line": b"int f(int a) {\n" * (MIB // 15),
         "annotations": b"@a\n" * (MIB // 3),
         "words before a paren": (b"a " * 240 + b"(\n") * (MIB // 483),
+        "heredocs on a last line": b"f() {\n}\n" + b"<<a " * (MIB // 4),
+        "return types on lines of their own": b"static int\nf (int a)\n" * (MIB // 20),
+        "runs of brackets": b"x();[]{}\n" * (MIB // 10),
     }
 
 

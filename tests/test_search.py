@@ -10,7 +10,8 @@ from conftest import ROOT, indexed_repository
 
 sys.path.insert(0, str(ROOT))
 import cq  # the command-line parser, from the source
-from cqlib.words import NAME_MARK, marks_alike
+from cqlib.hits import best_lines
+from cqlib.words import ABBREVIATIONS, NAME_MARK, marks_alike, other_forms
 
 FILES = {
     "config/loader.py": '''"""Loading of configuration files."""
@@ -274,6 +275,18 @@ def test_words_need_not_all_match_and_more_covered_words_rank_first(polyglot):
 def test_a_word_finds_its_abbreviation_and_an_abbreviation_its_word(polyglot):
     assert top(polyglot, "maximum payload bytes")["symbol"] == "MAX_PAYLOAD_BYTES"
     assert top(polyglot, "backoff min wait")["symbol"] == "backoff_minimum_wait"
+
+
+def test_no_word_is_widened_to_a_keyword_that_every_signature_holds():
+    keywords = {"def", "fn", "func", "var", "let", "int", "str", "bool", "char", "del", "impl",
+                "async", "class", "struct", "return", "const", "static", "type"}
+    forms = {f for word in ABBREVIATIONS for f in (word, *other_forms(word))}
+    assert not keywords & forms
+
+
+def test_a_hit_shows_its_lines_whatever_case_folding_does_to_them():
+    lines = ["cla\u017fs Widget:", "class WIDGET_\u0130:", "\u00df = widget"]
+    assert best_lines(lines, {"class", "widget"})[0] == 2
 
 
 def test_stemmed_forms_match(polyglot):

@@ -54,6 +54,12 @@ FILES = {
                      "    class Meta:\n        fields = ()\n",
     "pkg/retry.py": 'def schedule(job):\n    """Run a job later."""\n    delay = 5\n'
                     "    backoff_jitter_seconds = delay * 2\n    return backoff_jitter_seconds\n",
+    "pkg/add.c": "/* Adds one. */\nstatic int\nadd_one (int x)\n{\n  return x + 1;\n}\n",
+    "pkg/calls.py": "from pkg.many import merge_all\n\n\ndef twice():\n"
+                    "    return merge_all(2)\n",
+    "pkg/many.py": "def merge_all(n):\n    return n\n\n\n" +
+                   "".join(f"X{i} = merge_all({i})\n" for i in range(2500)),
+    "pkg/more.py": "from pkg.many import merge_all\n",
     ".gitignore": "secret.env\n",
     "data.bin": "\0\1\2 binary\n",
 }
@@ -66,6 +72,8 @@ def served(tmp_path_factory, cq_pyz):
     with indexed_repository(tmp_path_factory, cq_pyz, "tools", FILES) as repo:
         os.symlink("/etc/passwd", repo.path / "outside")
         os.symlink("pkg/util.py", repo.path / "inside")
+        os.symlink(".git/config", repo.path / "gitconfig")
+        os.symlink("secret.env", repo.path / "envlink")
         repo.commit()
         (repo.path / "secret.env").write_text("TOKEN=hunter2\n")
         repo.wait_indexed()
@@ -119,11 +127,32 @@ def test_read_gives_a_line_range_and_pages_a_long_file_to_its_end(served):
     ("../elsewhere.py", "outside the repository"), ("/etc/passwd", "outside the repository"),
     ("secret.env", "ignored by git"), ("data.bin", "binary file"),
     ("outside", "leading out of the work tree"), ("pkg", "is a folder"),
+    ("gitconfig", "git keeps to itself or ignores"), ("envlink", "git keeps to itself or ignores"),
     ("pkg/nope.py", "not a file of this repository")])
 def test_read_refuses_with_a_sentence_the_model_can_act_on(served, path, says):
     result, = ask(served, [("read", {"path": path})])
     assert result.is_error is True and says in result.content[0].text
     assert "hunter2" not in result.content[0].text and "root:" not in result.content[0].text
+
+
+def test_read_refuses_a_range_that_ends_before_it_starts(served):
+    result, = ask(served, [("read", {"path": "pkg/util.py", "start": 3, "end": 2})])
+    assert result.is_error is True and "comes before start" in result.content[0].text
+
+
+def test_read_gives_a_c_function_with_its_return_type_and_comment(served):
+    found = answer(ask(served, [("read", {"path": "pkg/add.c", "symbol": "add_one"})])[0])
+    assert (found["start"], found["end"]) == (1, 6)
+
+
+def test_an_answer_cut_at_its_cap_still_ends_with_its_cursor(served):
+    first = answer(ask(served, [("references", {"name": "merge_all"})])[0])
+    result, = ask(served, [("references", {"name": "merge_all",
+                                           "cursor": first["next_cursor"]})])
+    found = answer(result)  # pkg/many.py alone, 2,501 lines: more than an answer's text holds
+    assert [g["path"] for g in found["groups"]][-1] == "pkg/many.py"
+    assert len(result.content[0].text) > 30_000
+    assert result.content[0].text.endswith(f"more: ask again with cursor {found['next_cursor']}")
 
 
 def test_read_follows_a_link_that_stays_in_the_work_tree(served):
@@ -319,3 +348,20 @@ def test_during_a_large_commit_a_changed_definition_answers_old_or_new_never_not
                 ("def handle(request)", "stale"), ("def handle(request, retries=3)", "fresh")}
             assert found["catching_up"] or hit["freshness"] == "fresh"
         assert hit["freshness"] == "fresh"
+
+
+def test_changes_label_every_edited_file_and_text_never_breaks_a_name_into_lines(
+        tmp_path_factory, cq_pyz):
+    files = {f"m{i}.py": f"def made_{i}():\n    return {i}\n" for i in range(260)}
+    with indexed_repository(tmp_path_factory, cq_pyz, "many-edits",
+                            {**files, "new\nline.py": "def odd():\n    pass\n"}) as repo:
+        for i in range(250):
+            repo.write(f"m{i}.py", f"def made_{i}():\n    return {i + 1}\n")
+        (repo.path / "m255.py").unlink()
+        repo.write("m300.py", "def made_300():\n    pass\n")
+        changed = {f["path"]: f["change"]
+                   for f in json.loads(repo.cq("changes", "--json").stdout)["files"]}
+        assert (changed["m0.py"], changed["m249.py"]) == ("modified", "modified")
+        assert (changed["m255.py"], changed["m300.py"]) == ("deleted", "added")
+        heading = repo.cq("read", "new\nline.py").stdout.split("\n")[0]
+        assert heading.startswith("new\\nline.py lines 1-2")

@@ -88,8 +88,10 @@ def lexer(blocks: Blocks, comments: tuple):
         if "#" in comments:  # a word that starts with # (not shell's $# or ${#x})
             skipped.append(r"(?<![^\s;&|()])#[^\n]*")
         if blocks.heredocs:
+            # (past the last line's end at once: a line of many `<<a` without a newline after
+            # it would otherwise be read to its end again for each)
             skipped.append(r"(?<!<)<<-?(?!<)[ \t]*(?P<quote>['\"]?)(?P<word>[A-Za-z_]\w*)"
-                           r"(?P=quote)[^\n]*\n[\s\S]*?(?:^[ \t]*(?P=word)[ \t]*$|\Z)")
+                           r"(?P=quote)[^\n]*(?:\n[\s\S]*?(?:^[ \t]*(?P=word)[ \t]*$|\Z)|\Z)")
         skipped.append(r'"""[\s\S]*?(?:"""|\Z)')  # Java's text blocks
         for quote in blocks.long_strings:
             skipped.append(r'"(?:[^"\\]|\\[\s\S])*(?:"|\Z)' if quote == '"' else
