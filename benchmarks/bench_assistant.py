@@ -46,14 +46,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant_tasks import CORPORA, KINDS, REFERENCES, TASKS, Task
-from common import build, cq, git, new_repo
+from common import build, cq, fetch_corpus, git, imported_repo
 
 MAX_CALLS = 4  # tool calls per task, for each policy, the first search included
 SHOWN = 30_000  # characters of one command's output that an assistant's shell shows
@@ -62,50 +61,14 @@ BEFORE, AFTER = 5, 25  # the lines read around a hit (swapped for "references" t
 
 # --- corpora ----------------------------------------------------------------------------------
 
-def fetch(name: str, cache: Path) -> Path:
-    """The code base, unpacked under cache (fetched once)."""
-    corpus = CORPORA[name]
-    target = cache / "unpacked" / name
-    if target.exists():
-        return target / corpus.folder
-    download = cache / "downloads" / name
-    download.mkdir(parents=True, exist_ok=True)
-    if corpus.client == "npm":
-        command = ["npm", "pack", "--silent", corpus.spec]
-    elif corpus.client == "apt":
-        command = ["apt-get", "download", *corpus.spec.split()]
-    else:
-        command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary",
-                   ":all:", corpus.spec, "-d", str(download)]
-    proc = subprocess.run(command, cwd=download, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"fetching {corpus.spec} failed: {proc.stderr.strip()}")
-    staging = Path(tempfile.mkdtemp(dir=cache))
-    for archive in sorted(download.iterdir()):
-        if archive.suffix == ".deb":
-            subprocess.run(["dpkg-deb", "-x", str(archive), str(staging)], check=True)
-        else:
-            with tarfile.open(archive) as tar:
-                if hasattr(tarfile, "data_filter"):  # 3.12+ warns without a filter
-                    tar.extractall(staging, filter="data")
-                else:
-                    tar.extractall(staging)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(target)
-    return target / corpus.folder
-
-
 def corpus_repo(name: str, cache: Path) -> Path:
     """A repository holding the code base, committed once."""
+    corpus = CORPORA[name]
     repo = cache / "repos" / name
     if (repo / ".git").exists():
         return repo
-    source = fetch(name, cache)
-    new_repo(repo)
-    shutil.copytree(source, repo, dirs_exist_ok=True, symlinks=True)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "import")
-    return repo
+    return imported_repo(repo, fetch_corpus(cache, name, corpus.client, corpus.spec,
+                                            corpus.folder))
 
 
 # --- facts ------------------------------------------------------------------------------------

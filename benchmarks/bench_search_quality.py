@@ -21,12 +21,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-from common import build, cq, git, new_repo
+from common import build, cq, fetch_corpus, imported_repo
 
 # name: (client, what to fetch, the folder of the unpacked files that is the code base)
 CORPORA = {
@@ -139,51 +138,14 @@ QUERIES = [
 ]
 
 
-def fetch(name: str, cache: Path) -> Path:
-    """The code base, unpacked under cache (fetched once)."""
-    client, spec, folder = CORPORA[name]
-    target = cache / "unpacked" / name
-    if target.exists():
-        return target / folder
-    download = cache / "downloads" / name
-    download.mkdir(parents=True, exist_ok=True)
-    if client == "npm":
-        subprocess.run(["npm", "pack", "--silent", spec], cwd=download, check=True,
-                       capture_output=True)
-    elif client == "apt":
-        subprocess.run(["apt-get", "download", *spec.split()], cwd=download, check=True,
-                       capture_output=True)
-    else:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                        "--no-binary", ":all:", spec, "-d", str(download)], check=True,
-                       capture_output=True)
-    staging = Path(tempfile.mkdtemp(dir=cache))
-    for archive in sorted(download.iterdir()):
-        if archive.suffix == ".deb":
-            subprocess.run(["dpkg-deb", "-x", str(archive), str(staging)], check=True)
-        else:
-            with tarfile.open(archive) as tar:
-                tar.extractall(staging)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(target)
-    return target / folder
-
-
 def corpus_repo(name: str, cache: Path) -> Path:
-    """A repository holding the code base, committed once."""
+    """A repository holding the code base (Go's: only GO_PACKAGES), committed once."""
+    client, spec, folder = CORPORA[name]
     repo = cache / "repos" / name
     if (repo / ".git").exists():
         return repo
-    source = fetch(name, cache)
-    new_repo(repo)
-    if name == "go-std":
-        for package in GO_PACKAGES:
-            shutil.copytree(source / package, repo / package)
-    else:
-        shutil.copytree(source, repo, dirs_exist_ok=True, symlinks=True)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "import")
-    return repo
+    return imported_repo(repo, fetch_corpus(cache, name, client, spec, folder),
+                         tuple(GO_PACKAGES) if name == "go-std" else ())
 
 
 def words_of(query: str) -> list[str]:

@@ -1,10 +1,14 @@
-"""Helpers shared by the benchmarks: build cq.pyz, make repositories, run cq."""
+"""Helpers shared by the benchmarks: build cq.pyz, fetch public code bases, make repositories,
+run cq."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +38,53 @@ def new_repo(path: Path) -> Path:
     git(path, "config", "user.name", "Bench")
     git(path, "config", "gc.auto", "0")  # no gc in the background of a measurement
     return path
+
+
+def fetch_corpus(cache: Path, name: str, client: str, spec: str, folder: str) -> Path:
+    """A public code base, unpacked under cache/unpacked/NAME (fetched once by its ordinary
+    client: npm, Debian's apt, or pip for a source distribution); the folder it holds."""
+    target = cache / "unpacked" / name
+    if target.exists():
+        return target / folder
+    download = cache / "downloads" / name
+    download.mkdir(parents=True, exist_ok=True)
+    if client == "npm":
+        command = ["npm", "pack", "--silent", spec]
+    elif client == "apt":
+        command = ["apt-get", "download", *spec.split()]
+    else:
+        command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary",
+                   ":all:", spec, "-d", str(download)]
+    proc = subprocess.run(command, cwd=download, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"fetching {spec} failed: {proc.stderr.strip()}")
+    staging = Path(tempfile.mkdtemp(dir=cache))
+    for archive in sorted(download.iterdir()):
+        if archive.suffix == ".deb":
+            subprocess.run(["dpkg-deb", "-x", str(archive), str(staging)], check=True)
+        else:
+            with tarfile.open(archive) as tar:
+                if hasattr(tarfile, "data_filter"):  # 3.12+ warns without a filter
+                    tar.extractall(staging, filter="data")
+                else:
+                    tar.extractall(staging)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(target)
+    return target / folder
+
+
+def imported_repo(repo: Path, source: Path, parts: tuple = ()) -> Path:
+    """A repository at repo holding source (or only these parts of it), committed once."""
+    if (repo / ".git").exists():
+        return repo
+    new_repo(repo)
+    for part in parts:
+        shutil.copytree(source / part, repo / part)
+    if not parts:
+        shutil.copytree(source, repo, dirs_exist_ok=True, symlinks=True)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "import")
+    return repo
 
 
 def cq(pyz: Path, repo: Path, *args: str, check: bool = True) -> str:

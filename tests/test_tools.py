@@ -43,6 +43,10 @@ LONG = "".join(f"def long_function_{i}(value):\n    return value + {i}\n\n\n" fo
 TWINS = ("class {prefix}Pool:\n    {a}def has_expired(self, now: float) -> bool:\n"
          "        \"\"\"True once the pool's connections have all timed out.\"\"\"\n"
          "        return now > 0\n")
+# A definition that a commit changes, before and after.
+HANDLE_BEFORE = 'def handle(request):\n    """Handle one request."""\n    return request\n'
+HANDLE_AFTER = ('def handle(request, retries=3):\n    """Handle one request, retrying."""\n'
+                '    return request\n')
 FILES = {
     "pkg/__init__.py": "",
     "pkg/client.py": CLIENT,
@@ -295,15 +299,12 @@ def test_cq_refs_and_changes_answer_as_the_tools_do(served):
 
 def test_while_the_index_is_behind_every_tool_says_so_and_the_last_version_answers(
         tmp_path_factory, cq_pyz):
-    before = 'def handle(request):\n    """Handle one request."""\n    return request\n'
-    after = ('def handle(request, retries=3):\n    """Handle one request, retrying."""\n'
-             '    return request\n')
     with indexed_repository(tmp_path_factory, cq_pyz, "behind",
-                            {"app/core.py": before}) as repo:
+                            {"app/core.py": HANDLE_BEFORE}) as repo:
         assert repo.cq("worker", "stop").returncode == 0
         repo.git("config", "cq.autostart", "false")
         repo.git("config", "cq.mcpWaitMs", "0")
-        repo.commit({"app/core.py": after,
+        repo.commit({"app/core.py": HANDLE_AFTER,
                      **{f"app/made_{i}.py": f"def made_{i}():\n    pass\n" for i in range(300)}})
         calls = [("status", {}), ("search", {"query": "handle request"}),
                  ("symbol", {"name": "handle"}), ("files", {}),
@@ -322,13 +323,10 @@ def test_while_the_index_is_behind_every_tool_says_so_and_the_last_version_answe
 
 def test_during_a_large_commit_a_changed_definition_answers_old_or_new_never_nothing(
         tmp_path_factory, cq_pyz):
-    before = 'def handle(request):\n    """Handle one request."""\n    return request\n'
-    after = ('def handle(request, retries=3):\n    """Handle one request, retrying."""\n'
-             '    return request\n')
     with indexed_repository(tmp_path_factory, cq_pyz, "moving",
-                            {"app/core.py": before}) as repo:
+                            {"app/core.py": HANDLE_BEFORE}) as repo:
         repo.git("config", "cq.mcpWaitMs", "0")
-        repo.commit({"app/core.py": after,
+        repo.commit({"app/core.py": HANDLE_AFTER,
                      **{f"app/made_{i}.py": f"def made_{i}():\n    return {i}\n"
                         for i in range(1500)}})
         command = mcp_command(repo)
