@@ -2,10 +2,10 @@
 
 Owns: a hit as answers give it (path and line range, kind, qualified symbol, signature, the
 doc's first line, and a few numbered lines: a definition's first lines, or the lines of a
-file that hold the query's words, with the definition the best of them is in), fields with no
-value left out; the same code in several
-places (sync and async twins made from one source, vendored copies) folded into one hit that
-names the others; each hit's freshness; and the text an answer of hits reads as.
+file that hold the query's words, with the function whose lines hold the most of them), fields
+with no value left out; the same code in several places (sync and async twins made from one
+source, vendored copies) folded into one hit that names the others; each hit's freshness;
+and the text an answer of hits reads as.
 Must not: rank (search.py does), or write anything.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 
-from cqlib.documenters import DEFINITION_KINDS
 from cqlib.errors import CqError
 from cqlib.reader import qualified, read_worktree_file
 from cqlib.search import SearchQuery
@@ -21,6 +20,7 @@ from cqlib.text import display, named_path, one_line
 from cqlib.words import other_forms
 
 SNIPPET_LINES = 3  # lines shown of each hit
+BODY_KINDS = ("function", "method", "macro")  # definitions whose lines are code, not members
 SNIPPET_CHARS = 160  # characters shown of each line
 # Words that tell sync and async twins apart, and their spelling in paths.
 TWIN_WORDS = re.compile(r"(?i)\b(async|await)\s+|async_?|_?async\b")
@@ -38,8 +38,8 @@ def presented(results: list[dict], query: str, top: str | None, edited: set,
               stale: set | None, doc_of=lambda path: None) -> list[dict]:
     """The hits of a search as an answer gives them: twins folded into the first of them,
     each with its lines (read from the work tree at `top`) and freshness; a file's hit
-    names the definition its best line is in (`in`), from its documentation as doc_of(path)
-    gives it (None where unknown)."""
+    names the function whose lines hold the most of the query's words (`in`), from its
+    documentation as doc_of(path) gives it (None where unknown)."""
     words = SearchQuery(query).words
     texts: dict = {}
     hits, twins = [], {}
@@ -55,11 +55,11 @@ def presented(results: list[dict], query: str, top: str | None, edited: set,
                "freshness": "stale" if r.get("outdated") and r["path"] not in edited
                else freshness(r["path"], edited, stale)}
         lines = file_lines(top, r["path"], texts)
-        best = best_lines(lines, words) if lines and r["kind"] == "file" else []
-        snippet = hit_lines(lines, r, best) if lines else ""
+        found = words_by_line(lines, words) if lines and r["kind"] == "file" else {}
+        snippet = hit_lines(lines, r, best_lines(lines, words, found)) if lines else ""
         if snippet:
             hit["lines"] = snippet
-        within = enclosing(doc_of(r["path"]), best[0]) if best else None
+        within = richest_function(doc_of(r["path"]), found) if found else None
         if within:
             hit["in"] = within
         if key is not None:
@@ -107,30 +107,47 @@ def hit_lines(lines: list[str], result: dict, best: list[int]) -> str:
                      if 0 < n <= len(lines) and lines[n - 1].strip())
 
 
-def best_lines(lines: list[str], words: set) -> list[int]:
-    """The numbers of the (at most SNIPPET_LINES) lines holding the most query words, best
-    first (a word found by one of its other forms, `max` for `maximum`, counts as it)."""
+def words_by_line(lines: list[str], words: set) -> dict[int, frozenset]:
+    """line number -> the query words the line holds, for the lines holding any (a word
+    found by one of its other forms, `max` for `maximum`, counts as it)."""
     if not words:
-        return []
+        return {}
     form_of = {form: word for word in words for form in (word, *other_forms(word))}
     pattern = re.compile("|".join(re.escape(w) for w in sorted(form_of, key=len, reverse=True)))
-    scored = []
+    found = {}
     for number, line in enumerate(lines, 1):
-        found = {form_of[m.group(0)] for m in pattern.finditer(line.lower())}
-        if found:
-            scored.append((-len(found), number))
-    return [number for _, number in sorted(scored)[:SNIPPET_LINES]]
+        held = frozenset(form_of[m.group(0)] for m in pattern.finditer(line.lower()))
+        if held:
+            found[number] = held
+    return found
 
 
-def enclosing(doc: dict | None, line: int) -> dict | None:
-    """The innermost definition of more than one line that a line of a file is in, as a hit
-    names it (symbol, line, end); None if the line is in none or the file is unknown."""
-    inside = [e for e in (doc or {}).get("entries", ()) if e["kind"] in DEFINITION_KINDS
-              and e["line"] <= line <= (e.get("end") or 0) and e["end"] > e["line"]]
-    if not inside:
-        return None
-    e = min(inside, key=lambda e: e["end"] - e["line"])
-    return {"symbol": qualified(e, doc["language"]), "line": e["line"], "end": e["end"]}
+def best_lines(lines: list[str], words: set, found: dict | None = None) -> list[int]:
+    """The numbers of the (at most SNIPPET_LINES) lines holding the most query words, best
+    first (found: words_by_line, if already worked out)."""
+    found = words_by_line(lines, words) if found is None else found
+    return [number for _, number in sorted((-len(held), number)
+                                           for number, held in found.items())[:SNIPPET_LINES]]
+
+
+def richest_function(doc: dict | None, found: dict[int, frozenset]) -> dict | None:
+    """The function or method of a file whose lines hold the most of the query's words (the
+    shortest of equals), as a hit names it (symbol, line, end); None if no function's lines
+    hold any, or the file is unknown.  Where a file is found by words that no definition's
+    name or comment holds, this is where they are used together."""
+    from bisect import bisect_left, bisect_right
+
+    numbers = sorted(found)
+    best, best_key = None, (0, 0)
+    for e in (doc or {}).get("entries", ()):
+        if e["kind"] not in BODY_KINDS or (e.get("end") or 0) <= e["line"]:
+            continue
+        inside = numbers[bisect_left(numbers, e["line"]):bisect_right(numbers, e["end"])]
+        key = (len(frozenset().union(*(found[n] for n in inside))), e["line"] - e["end"])
+        if key[0] and key > best_key:
+            best, best_key = e, key
+    return best and {"symbol": qualified(best, doc["language"]), "line": best["line"],
+                     "end": best["end"]}
 
 
 def shortened(line: str) -> str:
@@ -151,7 +168,7 @@ def hits_text(hits: list[dict]) -> str:
         out.append(f"{where} {hit['kind']} {hit['symbol']}{marks}{also}")
         if hit.get("in"):
             within = hit["in"]
-            out.append(f"  best lines in {within['symbol']} {within['line']}-{within['end']}")
+            out.append(f"  most words in {within['symbol']} {within['line']}-{within['end']}")
         if hit.get("doc"):
             out.append(f"  {hit['doc']}")
         if hit.get("lines"):

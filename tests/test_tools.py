@@ -64,6 +64,8 @@ FILES = {
     "pkg/many.py": "def merge_all(n):\n    return n\n\n\n" +
                    "".join(f"X{i} = merge_all({i})\n" for i in range(2500)),
     "pkg/more.py": "from pkg.many import merge_all\n",
+    "pkg/votes.py": "# quorum ballot tally helpers\ndef settle(votes):\n    quorum = len(votes)\n"
+                    "    ballot = votes[0]\n    return tally(quorum, ballot)\n",
     ".gitignore": "secret.env\n",
     "data.bin": "\0\1\2 binary\n",
 }
@@ -221,7 +223,14 @@ def test_search_hits_carry_their_lines_and_leave_empty_fields_out(served):
     assert "pkg/util.py:1-3 function merge" in result.content[0].text
 
 
-def test_a_file_hit_names_the_definition_its_best_line_is_in(served):
+def test_a_file_hit_names_the_function_whose_lines_hold_the_most_query_words(served):
+    hit = answer(ask(served, [("search", {"query": "quorum ballot tally"})])[0])["results"][0]
+    assert (hit["path"], hit["kind"]) == ("pkg/votes.py", "file")
+    assert hit["in"] == {"symbol": "settle", "line": 2, "end": 5}  # not the comment above it
+    assert "1: # quorum ballot tally helpers" in hit["lines"]
+
+
+def test_a_file_hit_names_the_function_its_words_are_in(served):
     hit = answer(ask(served, [("search", {"query": "backoff jitter seconds"})])[0])["results"][0]
     assert (hit["path"], hit["kind"]) == ("pkg/retry.py", "file")
     assert hit["in"] == {"symbol": "schedule", "line": 1, "end": 5}
