@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from cqlib.documenters import document_text, looks_binary, separator
+from cqlib.documenters import document_text, looks_binary
 from cqlib.errors import CqError
 from cqlib.gitio import BlobReader, blobs_at, head_commit, resolve_commit, tree_diff
 from cqlib.index.store import Index
 from cqlib.overlay import WorktreeOverlay
-from cqlib.reader import read_worktree_file
+from cqlib.reader import qualified, read_worktree_file
 
 DEFINITIONS_FILES = 60  # changed files whose definitions are compared; the rest are listed
 PATHS_PER_CALL = 500  # paths of the working tree looked up at HEAD in one git call
@@ -165,9 +165,7 @@ def bodies(path: str, text: str) -> dict:
     for e in doc["entries"]:
         if e["kind"] in ("import", "heading"):
             continue
-        symbol = f"{e['container']}{separator(doc['language'])}{e['name']}" \
-            if e["container"] else e["name"]
         end = e.get("end") or e["line"]
-        found.setdefault((e["kind"], symbol),
+        found.setdefault((e["kind"], qualified(e, doc["language"])),
                          (e["line"], "\n".join(lines[e["line"] - 1:end]).strip()))
     return found

@@ -91,13 +91,14 @@ def locate(index: Index, overlay: WorktreeOverlay, text: str) -> Located:
         if path in overlay.deleted:
             raise CqError(f"{path_text(path)} is deleted in the working tree")
         edited = path in overlay.edited
-        source = overlay.index if edited and overlay.complete else index
-        doc = source.file_doc(git_dir, path)
+        if edited and not overlay.complete:  # more edited files than the overlay documents:
+            return Located(path, text, None, True)  # HEAD's lines are not the file's now
+        doc = (overlay.index if edited else index).file_doc(git_dir, path)
         if doc is not None:
             if doc["status"] in NOT_YET_DOCUMENTED and overlay.top is not None:
                 doc = documented_now(overlay, path, doc)
             return Located(path, text, doc, edited)
-        if edited:  # more edited files than the overlay documents: read, not documented
+        if edited:  # an edited file the overlay does not document (binary, too large)
             return Located(path, text, None, True)
     raise CqError(why_not_a_file(overlay, normal))
 
@@ -225,7 +226,7 @@ def definitions_named(located: Located, name: str) -> list[dict]:
     query = SearchQuery(name)
     if not query.whole:
         raise CqError("symbol must be an identifier, plain or qualified (Class.method)")
-    entries = located.doc["entries"] if located.doc else []
+    entries = documented(located)["entries"]
     named = [e for e in entries if e["kind"] != "import" and
              names_exactly(query, e["name"], e["container"])]
     # `Schema.Meta` and `SchemaMeta` squash alike: the name as written goes first, alone.
@@ -246,10 +247,20 @@ def written_names(entry: dict) -> tuple:
     return (entry["name"], f"{last}.{entry['name']}", f"{container}.{entry['name']}")
 
 
+def documented(located: Located) -> dict:
+    """A located file's documentation; CqError where cq has none of it as it is now (an
+    edited file, with more files edited than cq documents on the fly, or one too large)."""
+    if located.doc is None:
+        raise CqError(f"cq has not documented {path_text(located.path)} as it is now (it is "
+                      "edited, and more files are edited than cq documents on the fly, "
+                      "cq.overlayMaxFiles, or it is too large): read it by lines")
+    return located.doc
+
+
 def no_such_definition(located: Located, name: str) -> str:
     """The sentence for a name the file does not define, with some that it does."""
-    entries = located.doc["entries"] if located.doc else []
-    defined = [e["name"] for e in entries if e["kind"] not in ("import", "heading")][:12]
+    defined = [e["name"] for e in located.doc["entries"]
+               if e["kind"] not in ("import", "heading")][:12]
     hint = f"; it defines {', '.join(defined)}" if defined else ""
     return f"{path_text(located.path)} defines no {name}{hint}"
 
@@ -287,18 +298,14 @@ def qualified(entry: dict, language: str) -> str:
 def outline(located: Located, offset: int = 0, budget: int = OUTLINE_BUDGET) -> Outline:
     """A file's outline, a page from offset: its imports on one line (where they start and
     end), then each other definition with its first and last line and signature."""
-    doc = located.doc
-    if doc is None:
-        raise CqError(f"{path_text(located.path)} is edited, and more files are edited than "
-                      "cq documents on the fly (cq.overlayMaxFiles): read it instead")
+    doc = documented(located)
     imports = [e for e in doc["entries"] if e["kind"] == "import"]
     rest = [e for e in doc["entries"] if e["kind"] != "import"]
     if offset > len(rest):
         raise CqError("that cursor is past the end of the outline; ask again without it")
     page, used = [], 0
     for e in rest[offset:]:
-        shown = {"line": e["line"], "end": e.get("end") or e["line"], "kind": e["kind"],
-                 "symbol": qualified(e, doc["language"]),
+        shown = {**entry_place(e, doc["language"]),
                  **({"signature": e["signature"]} if e["signature"] else {}),
                  **({"doc": first_line(e["doc"] or e.get("note") or "")}
                     if (e["doc"] or e.get("note")) else {})}

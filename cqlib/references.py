@@ -19,7 +19,7 @@ from cqlib.errors import CqError
 from cqlib.index.queries import Filters, files_with_words, use_path_filter
 from cqlib.index.store import Index
 from cqlib.overlay import WorktreeOverlay
-from cqlib.reader import Located, qualified, read_worktree_file
+from cqlib.reader import doc_at, qualified, read_worktree_file
 from cqlib.search import SearchQuery, path_matcher
 
 REFERENCES_BUDGET = 12_000  # characters of one page of references
@@ -112,9 +112,9 @@ def file_uses(index: Index, overlay: WorktreeOverlay, path: str, pattern,
     text = data.decode("utf-8", errors="replace")
     if word not in text:
         return []
-    located = Located(path, path, doc_as_now(index, overlay, path), path in overlay.edited)
-    entries = located.doc["entries"] if located.doc else []
-    language = located.doc["language"] if located.doc else ""
+    doc = doc_at(index, overlay, path)
+    entries = doc["entries"] if doc else []
+    language = doc["language"] if doc else ""
     groups: dict = {}
     for number, line in enumerate(text.split("\n"), 1):
         if word not in line or not pattern.search(line):
@@ -125,15 +125,6 @@ def file_uses(index: Index, overlay: WorktreeOverlay, path: str, pattern,
         key = qualified(within, language) if within else ""
         groups.setdefault(key, []).append(site)
     return [UseGroup(path, within, sites) for within, sites in groups.items()]
-
-
-def doc_as_now(index: Index, overlay: WorktreeOverlay, path: str) -> dict | None:
-    """A file's documentation as it is now: the overlay's for an edited file, else the
-    index's."""
-    if path in overlay.edited:
-        return overlay.index.file_doc(overlay.repo.git_dir, path) if overlay.complete \
-            else None
-    return index.file_doc(overlay.repo.git_dir, path)
 
 
 def innermost(entries: list[dict], line: int) -> dict | None:

@@ -25,9 +25,9 @@ from cqlib.errors import CqError
 from cqlib.gitio import worktree_git_dirs
 from cqlib.hits import freshness, hits_text, presented
 from cqlib.overlay import search_worktree
-from cqlib.reader import doc_at, entry_place, locate, outline, read_lines
+from cqlib.reader import doc_at, entry_place, first_line, locate, outline, read_lines
 from cqlib.references import reference_note, references
-from cqlib.search import SearchQuery, names_exactly, path_matcher, path_names_files
+from cqlib.search import SearchQuery, path_matcher, path_names_files
 from cqlib.status import index_state
 from cqlib.summarizer import summary_progress
 from cqlib.text import display, json_text, named_path, path_text
@@ -229,11 +229,9 @@ def tool_symbol(session, args: dict, meta: dict, request_id) -> dict:
         raise CqError("body must be true or false")
     state = session.fresh_state(meta, request_id)
     overlay = session.overlay()
-    query = SearchQuery(name)
     results = [r for r in search_worktree(session.open_index(), session.repo, name, overlay, 50,
-                                          named=True)
-               if r["kind"] in DEFINITION_KINDS and
-               names_exactly(query, r["name"], r["container"])]
+                                          named=True)  # the definitions named exactly
+               if r["kind"] in DEFINITION_KINDS]  # not an import or heading of that name
     page = presented(results, name, overlay.top, overlay.edited, state.stale)
     for hit in page if with_body else ():
         hit.pop("lines", None)
@@ -370,7 +368,7 @@ def tool_files(session, args: dict, meta: dict, request_id) -> dict:
     state = session.fresh_state(meta, request_id)
     matches = path_matcher(glob) or (lambda path: True)
     files = [{**named_path(f.path), "language": f.language,
-              "summary": f.summary.strip().split("\n", 1)[0][:160]}
+              "summary": first_line(f.summary)}
              for f in session.open_index().files(session.repo.git_dir) if matches(f.path)]
     if glob and not files:
         raise CqError(f"no indexed file matches {glob!r}; try a folder such as 'src'")

@@ -372,3 +372,15 @@ def test_changes_label_every_edited_file_and_text_never_breaks_a_name_into_lines
         assert (changed["m255.py"], changed["m300.py"]) == ("deleted", "added")
         heading = repo.cq("read", "new\nline.py").stdout.split("\n")[0]
         assert heading.startswith("new\\nline.py lines 1-2")
+
+
+def test_an_edited_file_cq_has_not_documented_is_read_by_lines_never_by_heads_lines(
+        tmp_path_factory, cq_pyz):
+    with indexed_repository(tmp_path_factory, cq_pyz, "undocumented-edit",
+                            {"a.py": "def f():\n    return 1\n"}) as repo:
+        repo.git("config", "cq.overlayMaxFiles", "0")  # no edited file documented on the fly
+        repo.write("a.py", "import os\n\n\ndef f():\n    return 2\n")
+        by_name, by_lines = ask(repo, [("read", {"path": "a.py", "symbol": "f"}),
+                                       ("read", {"path": "a.py", "start": 4, "end": 5})])
+        assert by_name.is_error is True and "read it by lines" in by_name.content[0].text
+        assert answer(by_lines)["text"] == "4\tdef f():\n5\t    return 2"
