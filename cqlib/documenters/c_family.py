@@ -72,16 +72,23 @@ def cpp_member(code: str) -> tuple[str, str] | None:
     return qualified(name)
 
 
+def declared(code: str) -> str | None:
+    """What a declaration on this line says before its value: the text before its `=`, or
+    before the `;` that ends one without a value; None for a line that is neither."""
+    head, assigned, _ = code.partition("=")
+    if assigned:
+        return head
+    return code[:-1] if code.endswith(";") else None
+
+
 def c_global(code: str) -> tuple[str, str, bool] | None:
     """(name, container, whether a constant) of the variable a C or C++ declaration on this
     (normalised) line declares: `TYPE NAME;`, `TYPE NAME[N] = ...`; None for a statement,
     a prototype or a function pointer (what has parentheses before its `=`)."""
     code = code.partition("//")[0].partition("/*")[0].rstrip()
-    head, assigned, _ = code.partition("=")
-    if not assigned:
-        if not code.endswith(";"):
-            return None
-        head = code[:-1]
+    head = declared(code)
+    if head is None:
+        return None
     head = head.rstrip()
     if "(" in head or ")" in head or head.endswith(("!", "<", ">", "+", "-", "|", "&", "^")):
         return None
@@ -121,11 +128,9 @@ def cpp_member_constant(code: str) -> tuple[str, str] | None:
 
 def java_constant(code: str) -> tuple[str, str] | None:
     """A Java `static final` field on this (normalised) line of a class body."""
-    head, assigned, _ = code.partition("=")
-    if not assigned:
-        if not code.endswith(";"):
-            return None
-        head = code[:-1]
+    head = declared(code)
+    if head is None:
+        return None
     words = head.split()
     if "static" not in words or "final" not in words or "(" in head or len(words) < 4:
         return None
