@@ -453,7 +453,7 @@ def show_index_status(repo: Repo, as_json: bool) -> int:
     counts = dict(state.report(), schema=1, indexed=True, complete=state.complete,
                   documenter=read_summary_progress(repo))
     if as_json:
-        for listed in ("skipped_files", "failed_files"):
+        for listed in ("skipped_files", "failed_files", "partial_files"):
             counts[listed] = [{**f, **named_path(f["path"])} for f in counts[listed]]
         print_json(counts)
         return EXIT_OK
@@ -469,6 +469,10 @@ def show_index_status(repo: Repo, as_json: bool) -> int:
         paths = [f["path"] for f in counts["skipped_files"] if f["reason"] == reason or
                  (reason == "excluded" and f["reason"].startswith("excluded"))]
         print(display(f"skipped ({reason}): {n}: {', '.join(paths[:5])}"
+                      + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")))
+    for reason, n in sorted(counts["partial"].items()):
+        paths = [f["path"] for f in counts["partial_files"] if f["reason"] == reason]
+        print(display(f"documented in part ({reason}): {n}: {', '.join(paths[:5])}"
                       + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")))
     for item in counts["failed_files"][:20]:
         print(display(f"failed: {item['path']}: {item['error']}"))

@@ -13,6 +13,7 @@ import os
 
 IDENTIFIER_WORDS: dict = {}  # identifier -> its words, for the life of a process (they repeat)
 IDENTIFIER_WORDS_MAX = 4000  # about 1.5 MB (20,000 held the worker's memory 8 MB higher)
+RUN_TOGETHER_MIN = 7  # the shortest part of an all-capitals name that may be two words
 IDENTIFIER_PATTERNS: list = []  # the separators, and the words of an ASCII part, compiled once
 
 
@@ -130,6 +131,8 @@ def with_search_words(e: dict) -> dict:
         # squash(name), sooner: an ASCII name's letters and digits are all in its parts
         e["squashed"] = "".join(parts) if name.isascii() else squash(name)
         e["words"] = name_words(parts, e["squashed"])
+        if name.isupper() and e.get("doc"):
+            e["words"] = " ".join([e["words"], *run_together(parts, e["doc"])])
         e["container_words"] = " ".join(split_identifier(e["container"] or ""))
         # Every word the name and words columns hold: the words column's (the parts and the
         # squashed name) and the name column's own tokens (unicode61 keeps `barBaz` of
@@ -138,6 +141,23 @@ def with_search_words(e: dict) -> dict:
         words.update(dict.fromkeys(identifier_patterns()[0].split(name.lower())))
         e["named"] = " ".join([NAME_MARK + w for w in words if marked_in_name(w)])
     return e
+
+
+def run_together(parts: list[str], doc: str) -> list[str]:
+    """The words an all-capitals name runs together that its doc spells apart
+    (`LZ4_COMPRESSBOUND`, documented with `LZ4_compressBound`: compress, bound), so that the
+    name is found by them; each long part split once, where both halves are the doc's words."""
+    long_parts = [p for p in parts if len(p) >= RUN_TOGETHER_MIN]
+    if not long_parts:
+        return []
+    vocabulary = set(identifier_parts(doc))
+    found = []
+    for part in long_parts:
+        for cut in range(3, len(part) - 2):
+            if part[:cut] in vocabulary and part[cut:] in vocabulary:
+                found += [part[:cut], part[cut:]]
+                break
+    return found
 
 
 def squash(text: str) -> str:

@@ -187,6 +187,47 @@ def test_a_prototype_a_header_exports_is_a_definition_and_a_forward_declaration_
     assert "shared_count" in names(doc) and "helper" not in names(doc)
 
 
+def test_a_c_function_with_its_body_on_the_same_line_is_a_definition():
+    source = (b"int LZ4_versionNumber (void) { return LZ4_VERSION_NUMBER; }\n"
+              b"int LZ4_compressBound(int isize)  { return LZ4_COMPRESSBOUND(isize); }\n"
+              b"int helper(int x);\n")
+    doc = document_text("lz4.c", source)
+    assert names(doc, "function") == ["LZ4_versionNumber", "LZ4_compressBound"]
+    assert find(doc, "LZ4_compressBound")["line"] == 2
+
+
+def test_a_doc_comment_that_opens_with_its_own_name_is_read_from_what_it_says():
+    source = (b"/*! LZ4_compressBound() :\n    Provides the maximum size in a worst case.\n*/\n"
+              b"LZ4LIB_API int LZ4_compressBound(int inputSize);\n"
+              b"/**\n * lz4_free() - Frees a context\n */\nvoid lz4_free(void *c) {\n}\n"
+              b"/* bound is the largest size */\nextern int bound(void);\n")
+    doc = document_text("lz4.h", source)
+    assert find(doc, "LZ4_compressBound")["doc"] == "Provides the maximum size in a worst case."
+    assert find(doc, "lz4_free")["doc"] == "Frees a context"
+    assert find(doc, "bound")["doc"] == "bound is the largest size"
+
+
+def test_an_all_capitals_macro_takes_the_doc_of_the_function_it_twins():
+    source = (b"#define LZ4_COMPRESSBOUND(isize)  ((isize) + ((isize)/255) + 16)\n\n"
+              b"/* Provides the maximum size in a worst case. */\n"
+              b"LZ4LIB_API int LZ4_compressBound(int inputSize);\n"
+              b"/* Its own doc. */\n#define LZ4_HASHLOG 12\nint lz4_hashlog(void);\n")
+    doc = document_text("lz4.h", source)
+    assert find(doc, "LZ4_COMPRESSBOUND")["doc"] == \
+        "As LZ4_compressBound: Provides the maximum size in a worst case."
+    assert find(doc, "LZ4_HASHLOG")["doc"] == "Its own doc."
+
+
+def test_an_all_capitals_name_is_found_by_the_words_its_doc_spells_apart():
+    macro = with_search_words({"name": "LZ4_COMPRESSBOUND", "container": "",
+                               "doc": "As LZ4_compressBound: the largest output"})
+    assert {"compress", "bound"} <= set(macro["words"].split())
+    undocumented = with_search_words({"name": "BUFSIZE", "container": "", "doc": ""})
+    assert undocumented["words"].split() == ["bufsize"]
+    mixed = with_search_words({"name": "compressBound", "container": "", "doc": "compress bound"})
+    assert mixed["words"].split() == ["compress", "bound", "compressbound"]
+
+
 def test_a_licence_header_is_never_a_summary():
     go = (b"// Copyright 2013-2022 The Cobra Authors\n//\n// Licensed under the Apache License,"
           b" Version 2.0\n\n// Package cobra is a commander for modern CLI apps.\n"

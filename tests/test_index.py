@@ -361,6 +361,24 @@ def test_index_status_names_the_skipped_files(initialised):
     assert "skipped (binary): 1: logo.png" in initialised.cq("index", "status").stdout
 
 
+def test_index_status_counts_and_names_the_files_documented_in_part_by_reason(initialised):
+    repo = initialised
+    repo.git("config", "cq.parseBudget", "0.1")
+    repo.commit({"broken.py": "def broken_function(:\n    pass\n",
+                 "huge.js": "/** Adds. */\nfunction add_numbers(a, b) {}\n" * 20000,
+                 "fine.py": "def fine():\n    pass\n"})
+    status = repo.wait_indexed()
+    assert status["partial"] == {"parse error": 1, "over budget": 1}
+    assert status["documented"] == status["files"]  # in part is documented, searchable
+    by_path = {f["path"]: f for f in status["partial_files"]}
+    assert by_path["broken.py"]["reason"] == "parse error"
+    assert by_path["broken.py"]["error"].startswith("SyntaxError")
+    assert by_path["huge.js"]["error"].startswith("took more than 0.1s")
+    text = repo.cq("index", "status").stdout
+    assert "documented in part (parse error): 1: broken.py" in text
+    assert "documented in part (over budget): 1: huge.js" in text
+
+
 def test_an_invalid_setting_does_not_stall_the_worker_and_status_shows_it(initialised):
     repo = initialised
     repo.git("config", "cq.workers", "lots")

@@ -44,6 +44,7 @@ DEFINED_KINDS = {"class": "classes", "struct": "structs", "record": "records",
 SUMMARY_NAMES = 3  # names of each kind a summary made of definitions shows
 SUMMARY_CHARS = 160  # the longest summary made of definitions
 ASSIGNED_KINDS = ("constant", "variable")  # the kinds a name assigned again could have
+TWIN_KINDS = ("macro", "constant")  # the kinds that may share a doc with a twin (with_twin_docs)
 __all__ = ["DEFINITION_KINDS", "LANGUAGES", "canonical_language", "detect_language",
            "document_text", "looks_binary", "minimal_record", "separator", "skip_status"]
 
@@ -97,7 +98,7 @@ def document_text(path: str, data: bytes, budget: float = PARSE_BUDGET,
             entries = fallback_definitions(language, lines, deadline)
     except (OverBudget, ParserCrash) as exc:
         summary, entries, error = "", [], str(exc)
-    entries = first_assignments(entries)
+    entries = with_twin_docs(first_assignments(entries))
     last = last_line(lines)
     for e in entries:  # within the file, never before its own line
         e["end"] = max(min(e.get("end", e["line"]), last), e["line"])
@@ -119,6 +120,20 @@ def first_assignments(entries: list[dict]) -> list[dict]:
             seen.add(key)
         kept.append(e)
     return kept
+
+
+def with_twin_docs(entries: list[dict]) -> list[dict]:
+    """The entries, but an UPPER_CASE macro or constant without a doc of its own takes the
+    doc of the definition its name spells in other case, named: C headers document a
+    function and its compile-time twin once (`LZ4_compressBound()` and `LZ4_COMPRESSBOUND()`),
+    and the twin's name holds the words an all-capitals one runs together."""
+    documented = {e["name"].lower(): e for e in entries if e["doc"] and not e["name"].isupper()}
+    if documented:
+        for e in entries:
+            twin = documented.get(e["name"].lower()) if e["kind"] in TWIN_KINDS else None
+            if twin and not e["doc"] and e["name"].isupper():
+                e["doc"] = f"As {twin['name']}: {twin['doc']}"
+    return entries
 
 
 def defined_summary(entries: list[dict]) -> str:

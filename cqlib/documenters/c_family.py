@@ -47,14 +47,17 @@ def java_method(code: str) -> tuple[str, str] | None:
 
 
 def c_function(code: str) -> tuple[str, str] | None:
-    """A C or C++ function defined at the start of this (normalised, unindented) line, or
-    declared as a library's API: a prototype marked `extern` or by an export macro
-    (`LZ4LIB_API int f(int);`, where a header documents it)."""
+    """A C or C++ function defined at the start of this (normalised, unindented) line (its
+    body may be on the same line), or declared as a library's API: a prototype marked
+    `extern` or by an export macro (`LZ4LIB_API int f(int);`, where a header documents it)."""
     if "(" not in code:
         return None
     prefix, name, after = name_before_paren(code)
     words = prefix.split()
-    if ";" in after and not any(w == "extern" or (len(w) > 3 and w.isupper()) for w in words):
+    # A `;` before any `{` ends a prototype; one after it is in a body on the same line
+    # (`int bound(int n) { return BOUND(n); }`).
+    if ";" in after.partition("{")[0] and \
+            not any(w == "extern" or (len(w) > 3 and w.isupper()) for w in words):
         return None
     if not words or words[0] in NOT_C_TYPES or \
             prefix[-1:] not in (" ", "*", "&") or not C_TYPE.fullmatch(prefix):

@@ -71,7 +71,24 @@ def entry(kind: str, name: str, line: int, signature: str = "", doc: str = "",
     (`Builder` for `Builder.WriteString`, `strings` for Go's `strings.Builder`); line and end
     its first and last line (1-based, inclusive: end is line where no more is known)."""
     return {"kind": kind, "name": name, "line": line, "end": max(end, line),
-            "signature": signature.strip(), "doc": (doc or "").strip(), "container": container}
+            "signature": signature.strip(), "doc": without_own_name((doc or "").strip(), name),
+            "container": container}
+
+
+def without_own_name(doc: str, name: str) -> str:
+    """A doc comment without the heading that only repeats its definition's name, as C's
+    often open (`LZ4_compressBound() :`, kernel-doc's `foo() - Frees a foo`): what it says
+    about the name is the doc."""
+    if not name or not doc.startswith(name):
+        return doc
+    first, _, rest = doc.partition("\n")
+    heading = first[len(name):].lstrip()
+    if heading.startswith("()"):
+        heading = heading[2:].lstrip()
+    if heading[:1].isalnum() or heading[:1] in ("_", ".", "(") or heading.startswith("->"):
+        return doc  # a longer name, a sentence, a call or a signature
+    said = heading.lstrip(":-\u2013 ").strip()
+    return f"{said}\n{rest}".strip() if said else rest.strip()
 
 
 class OverBudget(Exception):

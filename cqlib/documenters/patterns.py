@@ -102,8 +102,9 @@ class CommentBlock:
             self.size += len(text) + 1
 
     def text(self) -> str:
-        """The block as text."""
-        return "\n".join(p for p in self.parts if p).strip()[:DOC_COMMENT_MAX_CHARS]
+        """The block as text, without rules drawn in punctuation (`-*****`)."""
+        return "\n".join(p for p in self.parts
+                         if any(c.isalnum() for c in p)).strip()[:DOC_COMMENT_MAX_CHARS]
 
 
 def leading_comment(lines: list[str], prefixes: tuple) -> str:

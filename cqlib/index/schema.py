@@ -14,13 +14,21 @@ from collections import namedtuple
 
 from cqlib.words import NAME_MARK, with_search_words
 
-SCHEMA_VERSION = 12  # PRAGMA user_version; an index of another version is rebuilt from git
+SCHEMA_VERSION = 13  # PRAGMA user_version; an index of another version is rebuilt from git
 # The WAL grows while readers hold old snapshots (a long indexing with searches running); a
 # checkpoint that empties it cuts the file back to this size, not to keep it at its largest.
 WAL_LIMIT = 4 << 20
 # What a record's status says beyond "ok" (documented) and "error" (kept despite an error):
 LEXICAL = "lexical"  # a record of the lexical pass only: its words, not its entries
 CRASHED = "crashed the documenter"  # its names only: it was in flight at too many deaths
+# Why a record kept despite an error ("error") holds less than a full one, told by the words
+# of its error (the documenters' messages); any other error is the file's own syntax.
+PARTIAL_REASONS = (("parser crash", "parser crashes"), ("over budget", "took more than"))
+PARSE_ERROR = "parse error"
+# That reason as an SQL expression over docs d.
+PARTIAL_REASON_SQL = "CASE " + " ".join(f"WHEN instr(d.error, '{words}') THEN '{reason}'"
+                                        for reason, words in PARTIAL_REASONS) + \
+    f" ELSE '{PARSE_ERROR}' END"
 # bm25 weights of entries_fts's columns: name, words, container, body, and the squashed name,
 # which finds (an exact name's term) but adds nothing to a rank.  They are given with every
 # ranked query (queries.py), never written into the index: a change takes effect at once.

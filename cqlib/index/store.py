@@ -30,6 +30,7 @@ from cqlib.index.schema import (
     ENTRY_FTS_DELETE,
     ENTRY_FTS_INSERT,
     LEXICAL,
+    PARTIAL_REASON_SQL,
     SCHEMA_VERSION,
     WAL_LIMIT,
     StoredEntry,
@@ -421,16 +422,20 @@ class Index:
             self.db.execute("INSERT INTO entries_fts (entries_fts) VALUES ('delete-all')")
 
     def status(self, git_dir: str) -> dict:
-        """Counts for one worktree: files, documented, pending (with those of the lexical
+        """Counts for one worktree: files, documented (with those documented in part, by
+        reason: parse error, over budget, parser crash), pending (with those of the lexical
         pass only, already searchable by their words), skipped by reason, failed."""
         rows = self.db.execute(
-            "SELECT f.excluded, d.status, x.blob IS NOT NULL, COUNT(*) FROM files f "
+            f"SELECT f.excluded, d.status, x.blob IS NOT NULL, CASE WHEN d.status = 'error' "
+            f"THEN {PARTIAL_REASON_SQL} END, COUNT(*) FROM files f "
             "LEFT JOIN docs d ON d.blob = f.blob LEFT JOIN failures x ON x.blob = f.blob "
-            "WHERE f.git_dir = ? GROUP BY 1, 2, 3", (os.fsencode(git_dir),)).fetchall()
+            "WHERE f.git_dir = ? GROUP BY 1, 2, 3, 4", (os.fsencode(git_dir),)).fetchall()
         counts = {"files": 0, "documented": 0, "pending": 0, "lexical": 0, "failed": 0,
-                  "skipped": {}}
-        for excluded, status, failed, n in rows:
+                  "skipped": {}, "partial": {}}
+        for excluded, status, failed, partial, n in rows:
             counts["files"] += n
+            if partial and not (excluded or failed):
+                counts["partial"][partial] = counts["partial"].get(partial, 0) + n
             reason = excluded or (status if status not in (None, "ok", "error", LEXICAL)
                                   else "")
             if reason:
@@ -446,8 +451,9 @@ class Index:
         return counts
 
     def problem_files(self, git_dir: str) -> dict:
-        """The files of a worktree that were skipped (with the reason) or failed (with the
-        error), each list sorted by path."""
+        """The files of a worktree that were skipped (with the reason), failed (with the
+        error) or documented in part (with the reason and the error), each list sorted by
+        path."""
         skipped = self.db.execute(
             "SELECT f.path, CASE WHEN f.excluded != '' THEN f.excluded ELSE d.status END "
             "FROM files f LEFT JOIN docs d ON d.blob = f.blob WHERE f.git_dir = ? AND "
@@ -457,8 +463,15 @@ class Index:
             "SELECT f.path, x.error FROM files f JOIN failures x ON x.blob = f.blob "
             "WHERE f.git_dir = ? AND f.excluded = '' ORDER BY f.path",
             (os.fsencode(git_dir),)).fetchall()
+        partial = self.db.execute(
+            f"SELECT f.path, {PARTIAL_REASON_SQL}, d.error FROM files f JOIN docs d "
+            "ON d.blob = f.blob WHERE f.git_dir = ? AND f.excluded = '' AND d.status = 'error' "
+            "AND NOT EXISTS (SELECT 1 FROM failures x WHERE x.blob = f.blob) ORDER BY f.path",
+            (os.fsencode(git_dir),)).fetchall()
         return {"skipped_files": [{"path": os.fsdecode(p), "reason": r} for p, r in skipped],
-                "failed_files": [{"path": os.fsdecode(p), "error": e} for p, e in failed]}
+                "failed_files": [{"path": os.fsdecode(p), "error": e} for p, e in failed],
+                "partial_files": [{"path": os.fsdecode(p), "reason": r, "error": e}
+                                  for p, r, e in partial]}
 
     def files(self, git_dir: str) -> list[ListedFile]:
         """A worktree's files (not excluded), by path, with their language and summary."""
