@@ -234,6 +234,21 @@ void ui::Widget::draw(int canvas)
         jitter = compute_exponential_jitter()
         return jitter
 ''',
+    "app/options.py": '''class RetryOptions:
+    """Settings of a retry, with their defaults."""
+
+    jitter_seconds: float = 0.5
+
+    def __init__(self, meta):
+        self.ceiling = getattr(meta, "ceiling", 30)
+        if meta:
+            self.scratch = 1
+
+
+def retry(options):
+    """Try again."""
+    return options
+''',
     "tests/test_strategy.py": "".join(f"def test_strategy_{i}():\n    '''strategy'''\n\n\n"
                                       for i in range(6)),
     "storage/engine.py": "def open_engine():\n    '''Open the storage engine.'''\n",
@@ -343,6 +358,12 @@ def test_path_takes_a_folder_or_prefix_as_typed(polyglot):
 def test_a_word_only_in_a_function_body_finds_its_file(polyglot):
     hit = top(polyglot, "exponential", "jitter")
     assert (hit["path"], hit["kind"]) == ("app/strategy.py", "file")
+
+
+def test_a_class_is_found_by_the_names_of_its_attributes(polyglot):
+    assert top(polyglot, "retry ceiling defaults")["symbol"] == "RetryOptions"
+    assert top(polyglot, "jitter seconds settings")["symbol"] == "RetryOptions"
+    assert all(r["symbol"] != "RetryOptions" for r in polyglot.search("scratch"))
 
 
 def test_one_file_holds_at_most_three_top_slots_unless_asked(polyglot):

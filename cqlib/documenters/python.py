@@ -1,12 +1,14 @@
 """Python: documented by the standard library's own parser (ast), by pattern where it fails.
 
 Owns: PYTHON (its Language record), the ast documenter (module docstring, past a licence;
-classes, functions and methods with signatures, docstrings and their class; module-level
-constants and variables and UPPER_CASE class attributes, with the assignment's line and the
-comment above or string below as doc; imports, relative ones with their dots; each with its
-last line), and keeping this interpreter's parser from crashing the process.
+classes with their attributes' names, functions and methods with signatures, docstrings and
+their class; module-level constants and variables and UPPER_CASE class attributes, with the
+assignment's line and the comment above or string below as doc; imports, relative ones with
+their dots; each with its last line), and keeping this interpreter's parser from crashing
+the process.
 Must not: walk function bodies (nested helpers and locals are implementation detail, and
-walking every statement of every body doubles the time per file).
+walking every statement of every body doubles the time per file), but for the statements of
+`__init__` that set the attributes a class is found by (class_members).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ PARSER_CHAIN_LIMIT = 10_000
 CHAIN_CHARACTERS = "+-*/%@&|^.([~<>"
 # Assigned names that define nothing: a throwaway, and the list of a module's public names.
 NOT_DEFINED = frozenset({"_", "__all__"})
+INITIALISERS = ("__init__", "__post_init__")  # the methods that set a class's attributes
+MEMBERS_MAX = 64  # attribute names a class is found by
 # What an assignment's pattern (where ast fails) must not take for a name: `else: x = 1`.
 KEYWORDS = r"(?!(?:else|try|except|finally|lambda|return|yield|assert|del|_|__all__)\b)"
 
@@ -59,6 +63,7 @@ def document_python(text: str, lines: list[str], deadline: Deadline) -> tuple[st
                                      f"class {child.name}({bases})" if bases else
                                      f"class {child.name}", ast.get_docstring(child),
                                      owner or "", end))
+                entries[-1]["members"] = class_members(child)
                 visit(child, f"{owner}.{child.name}" if owner else child.name)
             elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 prefix = "async def" if isinstance(child, ast.AsyncFunctionDef) else "def"
@@ -85,6 +90,30 @@ def document_python(text: str, lines: list[str], deadline: Deadline) -> tuple[st
 
     visit(tree, None)
     return summary, entries
+
+
+def class_members(node) -> str:
+    """The names of a class's attributes, as the words it is found by: those its body
+    assigns (dataclass and NamedTuple fields too) and those `__init__` sets on `self` in its
+    own statements (not in nested blocks: an attribute is set where the object is made)."""
+    import ast
+
+    names: dict = {}
+    for statement in node.body:
+        if isinstance(statement, (ast.Assign, ast.AnnAssign)):
+            targets = statement.targets if isinstance(statement, ast.Assign) \
+                else [statement.target]
+            names.update(dict.fromkeys(name for target in targets
+                                       for name in assigned_names(target)))
+        elif isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                statement.name in INITIALISERS:
+            for line in statement.body:
+                targets = line.targets if isinstance(line, ast.Assign) else \
+                    [line.target] if isinstance(line, (ast.AnnAssign, ast.AugAssign)) else []
+                names.update(dict.fromkeys(
+                    target.attr for target in targets if isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name) and target.value.id == "self"))
+    return " ".join(name for name in list(names)[:MEMBERS_MAX] if name not in NOT_DEFINED)
 
 
 def runs_as_script(node) -> bool:

@@ -14,7 +14,7 @@ from collections import namedtuple
 
 from cqlib.words import NAME_MARK, with_search_words
 
-SCHEMA_VERSION = 13  # PRAGMA user_version; an index of another version is rebuilt from git
+SCHEMA_VERSION = 14  # PRAGMA user_version; an index of another version is rebuilt from git
 # The WAL grows while readers hold old snapshots (a long indexing with searches running); a
 # checkpoint that empties it cuts the file back to this size, not to keep it at its largest.
 WAL_LIMIT = 4 << 20
@@ -33,22 +33,21 @@ PARTIAL_REASON_SQL = "CASE " + " ".join(f"WHEN instr(d.error, '{words}') THEN '{
 # which finds (an exact name's term) but adds nothing to a rank.  They are given with every
 # ranked query (queries.py), never written into the index: a change takes effect at once.
 ENTRY_COLUMN_WEIGHTS = "10.0, 5.0, 2.0, 1.0, 0.0"
-# Words are stemmed (porter over unicode61, diacritics folded) on both sides, so `parsing`
-# finds `parse`.  entries_fts holds definitions: the name as written, its words (split
-# identifier parts and the squashed name), its container's words, signature, doc and note,
-# and the squashed name alone, by which an exact name is looked up however common its words
-# (that column weighs nothing in the BM25; an FTS5 term costs a few bytes a row where a
-# B-tree index of the names cost 15 MB at 50k files, and a quarter of the writing).  It ends
-# in NAME_MARK, a private-use character unicode61 keeps in the token: the term is then the
-# name's own, neither stemmed nor shared with other columns, whose rows a lookup would scan.
-# The same column holds the words of the name behind NAME_MARK (`\ue000parse`, those that
-# marked_in_name takes): terms only the definitions named by a word have, so whether any
-# definition is named by a query's words is known without reading their every row.
-# It keeps no copy of that text (content=''), so deleting a row takes its text again:
-# entry_text computes it from the entry, and what it yields may change only with
-# SCHEMA_VERSION.  (Word positions stay: with detail=column, a contentless table's BM25 is
-# always 0.)  An entry's id is its doc's id shifted by ENTRY_SLOT_BITS plus its number in the
-# file, so a blob's entries are one range of ids, with no index.
+# Words are stemmed (porter over unicode61, diacritics folded) on both sides, so `parsing` finds
+# `parse`. entries_fts holds definitions: the name as written, its words (split identifier parts and
+# the squashed name), its container's words, signature, doc, note and members (the names of a
+# class's attributes, which find it), and the squashed name alone, by which an exact name is looked
+# up however common its words (that column weighs nothing in the BM25; an FTS5 term costs a few
+# bytes a row where a B-tree index of the names cost 15 MB at 50k files, and a quarter of the
+# writing).  It ends in NAME_MARK, a private-use character unicode61 keeps in the token: the term is
+# then the name's own, neither stemmed nor shared with other columns, whose rows a lookup would
+# scan.  The same column holds the words of the name behind NAME_MARK (`\ue000parse`, those that
+# marked_in_name takes): terms only the definitions named by a word have, so whether any definition
+# is named by a query's words is known without reading their every row.  It keeps no copy of that
+# text (content=''), so deleting a row takes its text again: entry_text computes it from the entry,
+# and what it yields may change only with SCHEMA_VERSION.  (Word positions stay: with detail=column,
+# a contentless table's BM25 is always 0.) An entry's id is its doc's id shifted by ENTRY_SLOT_BITS
+# plus its number in the file, so a blob's entries are one range of ids, with no index.
 # A path whose blob changed keeps the one before in files.prev_blob until the new one is
 # documented beyond the lexical pass: meanwhile the old version's definitions answer (marked
 # stale) rather than nothing.
@@ -71,7 +70,7 @@ CREATE TABLE docs (id INTEGER PRIMARY KEY, blob TEXT UNIQUE, status TEXT, langua
                    llm_summary TEXT, llm_key TEXT, llm_by TEXT);
 CREATE TABLE entries (id INTEGER PRIMARY KEY, kind TEXT, name TEXT, container TEXT,
                       line INTEGER, signature TEXT, doc TEXT, note TEXT DEFAULT '',
-                      end_line INTEGER);
+                      end_line INTEGER, members TEXT DEFAULT '');
 CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, container, body, squashed,
                                              content = '',
                                              tokenize = 'porter unicode61 remove_diacritics 2');
@@ -110,12 +109,14 @@ def entry_text(e: dict, note: str) -> tuple:
     squashed with the marked name words), the same when it is written and when it is
     deleted."""
     e = with_search_words(e)
+    members = e.get("members") or ""
     return (e["name"], e["words"], e["container_words"],
-            f"{e['signature']}\n{e['doc']}\n{note}", f"{e['squashed']}{NAME_MARK} {e['named']}")
+            f"{e['signature']}\n{e['doc']}\n{note}" + (f"\n{members}" if members else ""),
+            f"{e['squashed']}{NAME_MARK} {e['named']}")
 
 
 class StoredEntry(namedtuple("StoredEntry", ("id", "name", "container", "signature", "doc",
-                                             "note"))):
+                                             "note", "members"))):
     """A definition as read back from the index: what its entries_fts row was made of."""
 
     __slots__ = ()
@@ -123,7 +124,8 @@ class StoredEntry(namedtuple("StoredEntry", ("id", "name", "container", "signatu
     def fts_text(self, note: str | None = None) -> tuple:
         """Its entries_fts columns (see entry_text), with another note if one is given."""
         return entry_text({"name": self.name, "container": self.container,
-                           "signature": self.signature, "doc": self.doc},
+                           "signature": self.signature, "doc": self.doc,
+                           "members": self.members},
                           self.note if note is None else note)
 
 

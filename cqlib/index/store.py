@@ -320,7 +320,8 @@ class Index:
                 for entry_id, e in zip(range(first, last + 1), doc["entries"]):
                     fts.append((entry_id, *entry_text(e, "")))
                     entries.append((entry_id, e["kind"], e["name"], e["container"], e["line"],
-                                    e.get("end", e["line"]), e["signature"], e["doc"]))
+                                    e.get("end", e["line"]), e["signature"], e["doc"],
+                                    e.get("members") or ""))
             self.db.executemany("INSERT INTO docs (id, status, language, summary, error, size, "
                                 "documented_at, blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", added)
             self.db.executemany("UPDATE docs SET status = ?, language = ?, summary = ?, "
@@ -328,7 +329,7 @@ class Index:
             self.db.executemany("INSERT INTO files_fts (rowid, words) VALUES (?, ?)", files)
             self.db.executemany(
                 "INSERT INTO entries (id, kind, name, container, line, end_line, signature, "
-                "doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", entries)
+                "doc, members) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", entries)
             self.db.executemany(ENTRY_FTS_INSERT, fts)
             self.db.executemany("UPDATE files SET prev_blob = NULL WHERE blob = ? AND "
                                 "prev_blob IS NOT NULL", [(r[0],) for r in fresh
@@ -393,7 +394,8 @@ class Index:
     def entries_of(self, doc_id: int) -> list[StoredEntry]:
         """A doc's definitions, as stored."""
         return [StoredEntry(*row) for row in self.db.execute(
-            "SELECT id, name, container, signature, doc, note FROM entries WHERE id BETWEEN ? "
+            "SELECT id, name, container, signature, doc, note, members FROM entries "
+            "WHERE id BETWEEN ? "
             "AND ?", entry_ids(doc_id))]
 
     def prune(self, grace_seconds: float) -> int:
