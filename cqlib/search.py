@@ -46,14 +46,23 @@ from cqlib.words import (
 DEFINITION_WEIGHT = 2.0
 KIND_WEIGHT = {"import": 0.5, "file": 0.5, "property": 1.2, "heading": 1.2, "object": 1.2}
 EXACT_NAME_BONUS = 100.0  # a definition whose (qualified) name is the query; others get 1/5
+# The share of that bonus a block gets that implements or declares a name rather than defines
+# it (Rust's `impl BytesMut`, `mod bytes_mut;`, a C++ namespace), and a name the query spells
+# only alike (`bytes_mut` for `BytesMut`) rather than as typed.
+EXACT_KIND_SHARE = {"impl": 0.5, "module": 0.3}
+SPELLED_ALIKE_SHARE = 0.8
 CANDIDATES = 300
 PER_FILE = 3
 # Where code that is not the source itself lives, and how far down it ranks.
 PATH_CLASSES = {
+    # Each ecosystem's conventions: Go, Python, Rust and C++'s `_test`, googletest's
+    # `_unittest`, JS's `.test.`/`.spec.`, Java and Kotlin's `Test`, glibc's `tst-` and `bug-`
+    # (with the test data beside them, `tst-regex.input`).
     "test": ({"test", "tests", "__tests__", "testdata", "testing", "spec", "specs", "e2e",
-              "fixtures", "__mocks__"},
-             ("*_test.go", "*_test.py", "test_*.py", "*.test.*", "*.spec.*", "*Test.java",
-              "*Tests.java", "*_test.rs", "conftest.py")),
+              "fixtures", "__mocks__", "__snapshots__"},
+             ("*_test.*", "*_tests.*", "*-test.*", "*-tests.*", "*_unittest.*", "test_*.*",
+              "test-*", "tst-*", "tst_*", "bug-*.c", "*.test.*", "*.spec.*", "*_spec.*",
+              "*Test.java", "*Tests.java", "*Test.kt", "*Tests.kt", "conftest.py")),
     "example": ({"example", "examples", "bench", "benches", "benchmark", "benchmarks", "demo",
                  "samples"}, ()),
     "copy": ({"vendor", "node_modules", "third_party", "dist", "build", "out", "target",
@@ -120,6 +129,7 @@ class SearchQuery:
         self.words = set(meaningful)
         self.whole = squash("".join(t.rstrip("*") for t in tokens))
         self.last = squash(tokens[-1].rstrip("*")) if tokens else ""
+        self.typed_last = tokens[-1].rstrip("*") if tokens else ""  # the name as typed
         self.qualifiers = [p for t in tokens[:-1] for p in split_identifier(t.rstrip("*"))]
 
 
@@ -425,7 +435,9 @@ def rank_score(c: Candidate, query: SearchQuery, path: str | None, tests: bool,
     exact_forms = len(query.words & set(split_identifier(c.name))) if c.name else 0
     score = (c.bm25 + 0.1) * weight * prior * (1 + 0.25 * exact_forms)
     if c.exact(query):
-        score += prior * (EXACT_NAME_BONUS if definition else EXACT_NAME_BONUS / 5)
+        share = EXACT_KIND_SHARE.get(c.kind, 1.0) * \
+            (1.0 if c.name == query.typed_last else SPELLED_ALIKE_SHARE)
+        score += prior * share * (EXACT_NAME_BONUS if definition else EXACT_NAME_BONUS / 5)
     return score
 
 

@@ -11,6 +11,7 @@ from conftest import ROOT, indexed_repository
 sys.path.insert(0, str(ROOT))
 import cq  # the command-line parser, from the source
 from cqlib.hits import best_lines
+from cqlib.search import classify_path
 from cqlib.words import ABBREVIATIONS, NAME_MARK, marks_alike, other_forms
 
 FILES = {
@@ -249,6 +250,12 @@ def retry(options):
     """Try again."""
     return options
 ''',
+    "src/lib.rs": "//! Buffers.\nmod bytes_mut;\npub use crate::bytes_mut::BytesMut;\n",
+    "src/bytes_mut.rs": "/// A unique reference to a slice of memory.\npub struct BytesMut {\n"
+                        "    ptr: usize,\n}\n\n" + "".join(
+                            f"impl {trait}BytesMut {{\n    fn f{i}(&self) {{}}\n}}\n\n"
+                            for i, trait in enumerate(("", "Clone for ", "Drop for ",
+                                                       "Default for "))),
     "tests/test_strategy.py": "".join(f"def test_strategy_{i}():\n    '''strategy'''\n\n\n"
                                       for i in range(6)),
     "storage/engine.py": "def open_engine():\n    '''Open the storage engine.'''\n",
@@ -343,6 +350,20 @@ def test_test_code_and_bundled_copies_rank_below_the_code_under_test(polyglot):
     assert top(polyglot, "Builder")["path"] == "strings/builder.go"
 
 
+@pytest.mark.parametrize("path", [
+    "posix/tst-regex.c", "posix/tst-regex.input", "stdlib/bug-getcwd.c",
+    "absl/strings/str_cat_test.cc", "absl/base/call_once_unittest.cc", "src/parse-test.js",
+    "lib/test-helpers.js", "src/test_util.c", "src/ParserTest.kt", "pkg/__snapshots__/a.snap"])
+def test_test_code_is_known_by_every_common_convention(path):
+    assert classify_path(path, ()) == "test"
+
+
+@pytest.mark.parametrize("path", ["src/latest.py", "src/contest.py", "src/attest.c",
+                                  "stdlib/msort.c", "src/testing_utils.go"])
+def test_names_that_merely_hold_test_are_source(path):
+    assert classify_path(path, ()) == "source"
+
+
 def test_tests_flag_brings_test_code_forward(polyglot):
     assert top(polyglot, "strategy", extra=["--tests"])["path"] == "tests/test_strategy.py"
 
@@ -358,6 +379,14 @@ def test_path_takes_a_folder_or_prefix_as_typed(polyglot):
 def test_a_word_only_in_a_function_body_finds_its_file(polyglot):
     hit = top(polyglot, "exponential", "jitter")
     assert (hit["path"], hit["kind"]) == ("app/strategy.py", "file")
+
+
+@pytest.mark.parametrize("query", ["BytesMut", "bytes mut", "bytes_mut"])
+def test_a_definition_outranks_the_blocks_and_declarations_of_its_name(polyglot, query):
+    kinds = [(r["kind"], r["path"]) for r in polyglot.search(query)[:6]]
+    assert kinds[0] == ("struct", "src/bytes_mut.rs")
+    assert kinds[1:5] == [("impl", "src/bytes_mut.rs")] * 4  # no cap on an exact name
+    assert kinds[5] == ("module", "src/lib.rs")
 
 
 def test_a_class_is_found_by_the_names_of_its_attributes(polyglot):
