@@ -594,7 +594,7 @@ def cmd_search(args, repo: Repo) -> int:
     """cq search QUERY: ranked results from this worktree's index."""
     from cqlib.config import config_or_defaults
     from cqlib.documenters import canonical_language
-    from cqlib.search import path_names_files, search
+    from cqlib.search import correction_note, path_names_files, search
     from cqlib.status import await_head, open_index_to_read
 
     language = canonical_language(args.lang) if args.lang else None
@@ -615,6 +615,8 @@ def cmd_search(args, repo: Repo) -> int:
             raise CqError(f"no indexed file is under --path {args.path} (a folder, path prefix "
                           "or glob from the repository's top; see: git ls-files)", EXIT_USAGE)
         note_if_behind(repo, index, head)
+    if correction_note(results):
+        print(f"cq: note: {correction_note(results)}", file=sys.stderr)
     if args.json:
         print_json([{**r, **named_path(r["path"])} for r in results])
         return EXIT_OK

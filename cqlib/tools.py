@@ -27,7 +27,13 @@ from cqlib.hits import freshness, hits_text, presented
 from cqlib.overlay import search_worktree
 from cqlib.reader import doc_at, entry_place, first_line, locate, outline, read_lines
 from cqlib.references import reference_note, references
-from cqlib.search import SearchQuery, path_matcher, path_names_files
+from cqlib.search import (
+    SearchQuery,
+    corrected_text,
+    correction_note,
+    path_matcher,
+    path_names_files,
+)
 from cqlib.status import index_state
 from cqlib.summarizer import summary_progress
 from cqlib.text import display, json_text, named_path, path_text
@@ -201,10 +207,12 @@ def tool_search(session, args: dict, meta: dict, request_id) -> dict:
     if not results and path and not path_names_files(index, session.repo.git_dir, path):
         raise CqError(f"no indexed file is under path {path_text(path)!r}: give a folder, "
                       "path prefix, glob or file from the repository's top (see files)")
-    page = presented(results[offset:offset + limit], query, overlay.top, overlay.edited,
-                     state.stale, lambda path: doc_at(index, overlay, path))
+    page = presented(results[offset:offset + limit], corrected_text(query, results),
+                     overlay.top, overlay.edited, state.stale,
+                     lambda path: doc_at(index, overlay, path))
     shown = capped(page, session.budget)
-    answer = {"results": page[:shown], **public_state(state)}
+    answer = with_note({"results": page[:shown], **public_state(state)},
+                       correction_note(results))
     if offset + shown < len(results):
         answer["next_cursor"] = encode_cursor("search", key, offset + shown)
     if not overlay.complete:

@@ -221,6 +221,59 @@ def other_forms(word: str) -> tuple:
     return ()
 
 
+# Keys next to each other on a QWERTY keyboard: a typo replaces a letter by a neighbour (a
+# letter replaced by a far one is more often another word: `regains` is not `remains`).
+KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+NEIGHBOUR_KEYS: dict = {}
+
+
+def neighbour_keys() -> dict:
+    """Each letter -> the letters on the keys around it (made once)."""
+    if not NEIGHBOUR_KEYS:
+        for r, row in enumerate(KEYBOARD_ROWS):
+            for i, key in enumerate(row):
+                NEIGHBOUR_KEYS[key] = "".join(
+                    other[j] for o, other in enumerate(KEYBOARD_ROWS) if abs(o - r) <= 1
+                    for j in range(max(0, i - 1), min(len(other), i + 2)) if other[j] != key)
+    return NEIGHBOUR_KEYS
+
+
+def edit_distance(a: str, b: str, limit: int) -> int:
+    """The typing slips (a letter inserted or deleted, replaced by a neighbouring key, or two
+    neighbours swapped; a letter replaced by a far key counts two) that turn a into b, or
+    limit + 1 once it is clear there are more than limit."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    near, over = neighbour_keys(), limit + 1
+    # Only the cells within `limit` of the diagonal can stay within limit: the rest are
+    # `over` (a band, not the whole table).
+    before, row = None, [j if j <= limit else over for j in range(len(b) + 1)]
+    for i, ca in enumerate(a, 1):
+        current = [i if i <= limit else over] + [over] * len(b)
+        for j in range(max(1, i - limit), min(len(b), i + limit) + 1):
+            cb = b[j - 1]
+            replace = 0 if ca == cb else 1 if cb in near.get(ca, "") else 2
+            cost = min(row[j] + 1, current[j - 1] + 1, row[j - 1] + replace)
+            if before is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, before[j - 2] + 1)
+            current[j] = min(cost, over)
+        if min(current) > limit:
+            return over
+        before, row = row, current
+    return row[-1]
+
+
+def one_slip_away(word: str) -> set[str]:
+    """Every spelling one typing slip from a lowercase word (a letter inserted, deleted, or
+    replaced by a neighbouring key, or two neighbours swapped)."""
+    letters, near = "abcdefghijklmnopqrstuvwxyz", neighbour_keys()
+    cuts = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    return {*(a + b[1:] for a, b in cuts if b),
+            *(a + b[1] + b[0] + b[2:] for a, b in cuts if len(b) > 1),
+            *(a + c + b[1:] for a, b in cuts if b for c in near.get(b[0], "")),
+            *(a + c + b for a, b in cuts for c in letters)} - {word}
+
+
 PATH_WORDS: dict = {}  # path -> its words, for the life of a process (paths repeat a lot)
 
 

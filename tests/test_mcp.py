@@ -137,6 +137,15 @@ def test_results_are_paginated_with_an_opaque_cursor(served):
     assert not {r["path"] for r in first["results"]} & {r["path"] for r in second["results"]}
 
 
+def test_a_misspelt_word_is_searched_as_the_index_spells_it_and_the_note_says_so(served):
+    async def body(client):
+        return structured(await client.call_tool("search", {"query": "configuraton loader"}))
+
+    answer = with_client(served, body)
+    assert answer["results"][0]["symbol"] == "parse_config"
+    assert "searched for 'configuration'" in answer["note"]
+
+
 def test_an_answer_over_the_cap_is_cut_and_says_how_to_get_the_rest(served):
     async def body(client):
         return structured(await client.call_tool("files", {}))

@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT))
 import cq  # the command-line parser, from the source
 from cqlib.hits import best_lines
 from cqlib.search import classify_path
-from cqlib.words import ABBREVIATIONS, NAME_MARK, marks_alike, other_forms
+from cqlib.words import ABBREVIATIONS, NAME_MARK, edit_distance, marks_alike, other_forms
 
 FILES = {
     "config/loader.py": '''"""Loading of configuration files."""
@@ -387,6 +387,30 @@ def test_a_definition_outranks_the_blocks_and_declarations_of_its_name(polyglot,
     assert kinds[0] == ("struct", "src/bytes_mut.rs")
     assert kinds[1:5] == [("impl", "src/bytes_mut.rs")] * 4  # no cap on an exact name
     assert kinds[5] == ("module", "src/lib.rs")
+
+
+@pytest.mark.parametrize("typed, meant", [("stratgey", "strategy"), ("stategy", "strategy"),
+                                          ("strtaegy", "strategy"), ("exponentail", "exponential")])
+def test_a_misspelt_word_is_searched_as_the_index_spells_it(polyglot, typed, meant):
+    hit = top(polyglot, typed, "plan")
+    assert hit["path"] == "app/strategy.py" and hit["corrected"] == {typed: meant}
+
+
+@pytest.mark.parametrize("typed, meant, slips", [
+    ("reciev", "receiv", 1), ("conect", "connect", 1), ("authentif", "authent", 2),
+    ("vslid", "valid", 1), ("regain", "remain", 2), ("abc", "xyz", 3)])
+def test_a_typing_slip_is_one_edit_and_a_far_key_two(typed, meant, slips):
+    assert edit_distance(typed, meant, 2) == slips
+
+
+def test_a_word_the_index_holds_is_taken_as_typed(polyglot):
+    assert all("corrected" not in r for r in polyglot.search("storage", "engine"))
+
+
+def test_the_command_line_says_which_correction_it_used(polyglot):
+    proc = polyglot.cq("search", "stratgey")
+    assert proc.returncode == 0
+    assert "few or no files hold 'stratgey': searched for 'strategy' too" in proc.stderr
 
 
 def test_a_class_is_found_by_the_names_of_its_attributes(polyglot):

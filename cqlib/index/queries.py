@@ -2,8 +2,9 @@
 
 Owns: every query search.py makes (the best definitions and files for an FTS5 expression
 within a worktree and the filters, definitions by their exact name, files by the words of
-their paths, which rows match a word), and the ways each is kept cheap however common a word
-is: a pool of the newest matches, the marked name words, one term for an exact name.
+their paths, which rows match a word, the index's vocabulary near a misspelt word), and the
+ways each is kept cheap however common a word is: a pool of the newest matches, the marked
+name words, one term for an exact name.
 Must not: decide what ranks first (search.py) or build FTS5 expressions from a user's text.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
-from cqlib.index.schema import ENTRY_COLUMN_WEIGHTS, ENTRY_SLOT_BITS
+from cqlib.index.schema import ENTRY_COLUMN_WEIGHTS, ENTRY_SLOT_BITS, TOKENIZER
 from cqlib.words import NAME_MARK
 
 
@@ -231,3 +232,54 @@ def path_files(db, narrow: str, filters: Filters, has_word, limit: int) -> list[
     git_dir, path, language, _ = filters.params()
     return [FileHit.of(row) for row in db.execute(PATH_SQL, (narrow, git_dir, path, language,
                                                              language, limit))]
+
+
+# The index's vocabulary (files_fts's terms, stemmed, with how many rows hold each) and a
+# stemmer (an FTS5 table of one row that tokenises as files_fts does), made on the connection
+# that asks: temporary, so a read-only connection may make them and the index holds nothing.
+VOCABULARY_SQL = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.cq_vocabulary USING fts5vocab(main, files_fts, 'row')",
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.cq_stemmer USING fts5(word, tokenize='{TOKENIZER}')",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.cq_stems USING fts5vocab(temp, cq_stemmer, 'row')")
+
+
+def stem_of(db, word: str) -> str:
+    """A word as the index stores it: stemmed and folded as files_fts tokenises.  (It makes
+    the tables term_rows and terms_starting read: call it first.)"""
+    for statement in VOCABULARY_SQL:
+        db.execute(statement)
+    db.execute("DELETE FROM temp.cq_stemmer")
+    db.execute("INSERT INTO temp.cq_stemmer (word) VALUES (?)", (word,))
+    row = db.execute("SELECT term FROM temp.cq_stems LIMIT 1").fetchone()
+    return row[0] if row else ""
+
+
+def term_rows(db, term: str) -> int:
+    """How many files_fts rows hold a stemmed term (0 if none)."""
+    row = db.execute("SELECT doc FROM temp.cq_vocabulary WHERE term = ?", (term,)).fetchone()
+    return row[0] if row else 0
+
+
+def terms_starting(db, prefix: str, lengths: tuple[int, int], rows_at_least: int,
+                   limit: int) -> list[tuple[str, int]]:
+    """The index's stemmed terms that begin with prefix, of a length within lengths and held
+    by at least rows_at_least rows, with the rows holding each: the `limit` most held."""
+    return db.execute("SELECT term, doc FROM temp.cq_vocabulary WHERE term >= ? AND term < ? "
+                      "AND length(term) BETWEEN ? AND ? AND doc >= ? ORDER BY doc DESC LIMIT ?",
+                      (prefix, prefix + "\U0010ffff", *lengths, rows_at_least,
+                       limit)).fetchall()
+
+
+def text_holding(db, term: str) -> str:
+    """The words of one file that holds a stemmed term ('' if none does)."""
+    row = db.execute("SELECT words FROM files_fts WHERE files_fts MATCH ? LIMIT 1",
+                     (f'"{term}"',)).fetchone()
+    return row[0] or "" if row else ""
+
+
+def held_terms(db, words: list[str]) -> list[tuple[str, int]]:
+    """The stemmed terms of these words that the index holds, with the rows holding each."""
+    db.execute("DELETE FROM temp.cq_stemmer")
+    db.execute("INSERT INTO temp.cq_stemmer (word) VALUES (?)", (" ".join(words),))
+    return db.execute("SELECT v.term, v.doc FROM temp.cq_stems s JOIN temp.cq_vocabulary v "
+                      "ON v.term = s.term").fetchall()

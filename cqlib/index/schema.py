@@ -14,6 +14,8 @@ from collections import namedtuple
 
 from cqlib.words import NAME_MARK, with_search_words
 
+# How every FTS5 table here (and the stemmer queries.py asks) splits and folds text.
+TOKENIZER = "porter unicode61 remove_diacritics 2"
 SCHEMA_VERSION = 14  # PRAGMA user_version; an index of another version is rebuilt from git
 # The WAL grows while readers hold old snapshots (a long indexing with searches running); a
 # checkpoint that empties it cuts the file back to this size, not to keep it at its largest.
@@ -58,7 +60,7 @@ ENTRY_COLUMN_WEIGHTS = "10.0, 5.0, 2.0, 1.0, 0.0"
 # An external documenter's answers live in `summaries`, keyed by blob and by the documenter's
 # settings, so no content is sent twice: --rebuild keeps them, with `calls` and `pauses`.  The
 # summary in use is copied to docs.llm_summary (and into files_fts), its notes to entries.note.
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE worktrees (git_dir BLOB PRIMARY KEY, commit_id TEXT, updated_at REAL,
                         previous_commit TEXT);
 CREATE TABLE files (git_dir BLOB, path BLOB, blob TEXT, mode TEXT, excluded TEXT,
@@ -73,9 +75,9 @@ CREATE TABLE entries (id INTEGER PRIMARY KEY, kind TEXT, name TEXT, container TE
                       end_line INTEGER, members TEXT DEFAULT '');
 CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, container, body, squashed,
                                              content = '',
-                                             tokenize = 'porter unicode61 remove_diacritics 2');
+                                             tokenize = '{TOKENIZER}');
 CREATE VIRTUAL TABLE files_fts USING fts5 (words, detail = none,
-                                           tokenize = 'porter unicode61 remove_diacritics 2');
+                                           tokenize = '{TOKENIZER}');
 CREATE VIRTUAL TABLE paths_fts USING fts5 (words, detail = none,
                                            tokenize = 'unicode61 remove_diacritics 2');
 CREATE TABLE failures (blob TEXT PRIMARY KEY, path BLOB, error TEXT, failed_at REAL);
