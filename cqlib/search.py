@@ -38,8 +38,10 @@ from cqlib.index.queries import (
 from cqlib.index.store import Index
 from cqlib.text import path_text
 from cqlib.words import (
+    DIGIT_RUN_PATTERN,
     NAME_MARK,
     STOP_WORDS,
+    digit_runs,
     edit_distance,
     identifier_parts,
     marks_alike,
@@ -105,6 +107,7 @@ class Term:
     def __init__(self, words: list[str], prefix: bool = False, forms: tuple | None = None):
         self.words = words
         self.prefix = prefix
+        self.parts: list[str] = []  # a token's words that cover it together (token_term)
         quoted = " ".join(words)
         self.entries = f'"{quoted}"' + ("*" if prefix else "")  # a phrase in entries_fts
         # What a definition named by this term must hold in the squashed column: the marked
@@ -122,6 +125,32 @@ class Term:
                 if all(marks_alike(w) for w in every) and not prefix else ""
 
 
+def underscore_chunks(token: str) -> list[str]:
+    """A query token cut at its underscores, a prefix query's `*` kept on the last chunk."""
+    chunks = [chunk for chunk in token.rstrip("*").split("_") if chunk]
+    if chunks and token.endswith("*"):
+        chunks[-1] += "*"
+    return chunks
+
+
+def token_term(token: str) -> Term:
+    """The term of a token of letters and digits: the token whole, or (where the index split
+    it at its case changes: `utf8Decode`) all of its runs and other words (`utf8`, `decode`);
+    never a part alone."""
+    typed = token.rstrip("*")
+    term = Term([typed.lower()], token.endswith("*"), forms=())
+    term.named = ""
+    if not typed.islower():
+        runs = digit_runs(typed)
+        rest = identifier_parts(DIGIT_RUN_PATTERN[0].sub(" ", typed))
+        term.parts = [*runs, *(w for w in rest if not w.isdigit())]
+        if len(term.parts) > 1:
+            together = " AND ".join(f'"{w}"' for w in term.parts)
+            term.entries = f"({term.entries} OR ({together}))"
+            term.files = f"({term.files} OR ({together}))"
+    return term
+
+
 class SearchQuery:
     """A query reduced to its words: the terms to cover, and the squashed identifier it may
     name (`Builder.WriteString`, `parse config`)."""
@@ -132,7 +161,15 @@ class SearchQuery:
         phrases = [identifier_parts(p) for p in re.findall(r'"([^"]*)"', text)]
         tokens = re.findall(r"\w+\*?", re.sub(r'"[^"]*"', " ", text))
         words: dict = {}
-        for token in tokens:
+        # A token of letters and digits (`utf8Decode`, `x509`, `E0308`, `abc123def456`) is one
+        # term, found whole: its parts (`8`) would find every `thing8`.
+        # (A token is a word of the index only up to its underscores: `regex_set_0`.)
+        chunks = [chunk for token in tokens for chunk in underscore_chunks(token)]
+        whole_tokens = [c for c in chunks if any(ch.isdigit() for ch in c)
+                        and not c.rstrip("*").isdigit()]
+        for token in chunks:
+            if token in whole_tokens:
+                continue
             parts = split_identifier(token.rstrip("*"))
             for i, part in enumerate(parts):
                 words[part] = words.get(part, False) or (token.endswith("*") and
@@ -142,11 +179,13 @@ class SearchQuery:
                 words.setdefault(phrase[0], False)
         meaningful = {w: p for w, p in words.items() if w not in STOP_WORDS} or words
         self.terms = [Term(p) for p in phrases if len(p) > 1] + \
-            [Term([w], prefix) for w, prefix in meaningful.items()]
+            [Term([w], prefix) for w, prefix in meaningful.items()] + \
+            [token_term(t) for t in dict.fromkeys(whole_tokens)]
         if not self.terms:
             raise CqError(f"nothing to search for in {text!r}: use words or identifiers",
                           EXIT_USAGE)
-        self.words = set(meaningful)
+        self.words = {*meaningful, *(w for t in whole_tokens
+                                     for w in token_term(t).words + token_term(t).parts)}
         self.whole = squash("".join(t.rstrip("*") for t in tokens))
         self.last = squash(tokens[-1].rstrip("*")) if tokens else ""
         self.typed_last = tokens[-1].rstrip("*") if tokens else ""  # the name as typed

@@ -15,6 +15,7 @@ IDENTIFIER_WORDS: dict = {}  # identifier -> its words, for the life of a proces
 IDENTIFIER_WORDS_MAX = 4000  # about 1.5 MB (20,000 held the worker's memory 8 MB higher)
 RUN_TOGETHER_MIN = 7  # the shortest part of an all-capitals name that may be two words
 IDENTIFIER_PATTERNS: list = []  # the separators, and the words of an ASCII part, compiled once
+DIGIT_RUN_PATTERN: list = []  # digit_runs' pattern, compiled once
 
 
 def split_identifier(name: str) -> list[str]:
@@ -73,6 +74,17 @@ ASCII_WORD_BYTES = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuv
 ASCII_WORDS_ONLY = bytes(c if c in ASCII_WORD_BYTES else 32 for c in range(256))
 
 
+def digit_runs(text: str) -> list[str]:
+    """The lowercase runs of letters that end in digits inside identifiers split at their
+    case changes (`utf8` of `utf8Decode`, `int64` of `Int64Value`, `server2` of
+    `HTTPServer2`): kept whole as well as by their parts, so that `utf8` finds them."""
+    if not DIGIT_RUN_PATTERN:
+        import re
+
+        DIGIT_RUN_PATTERN.append(re.compile(r"(?:[A-Z]?[a-z]+|[A-Z]+)[0-9]+"))
+    return [run.lower() for run in DIGIT_RUN_PATTERN[0].findall(text)]
+
+
 def file_words(text: str) -> str:
     """Every distinct word of a file (identifiers of function bodies, comments and strings
     included; camelCase and UPPER_CASE words also by their parts), first occurrences first:
@@ -85,6 +97,7 @@ def file_words(text: str) -> str:
         # Split together, not token by token: a third of the time on Go, whose names are
         # mostly camelCase.
         words.update(dict.fromkeys(identifier_parts(" ".join(split))))
+        words.update(dict.fromkeys(digit_runs(" ".join(split))))
     else:
         if not WORD_PATTERNS:
             import re
@@ -95,6 +108,7 @@ def file_words(text: str) -> str:
         for token in tokens:
             if not token.islower() and not token.isdigit():
                 words.update(dict.fromkeys(split_identifier(token)))
+                words.update(dict.fromkeys(digit_runs(token)))
     return " ".join(list(words)[:FILE_WORDS_MAX])
 
 
@@ -131,6 +145,10 @@ def with_search_words(e: dict) -> dict:
         # squash(name), sooner: an ASCII name's letters and digits are all in its parts
         e["squashed"] = "".join(parts) if name.isascii() else squash(name)
         e["words"] = name_words(parts, e["squashed"])
+        if not name.islower() and any(ch.isdigit() for ch in name):
+            have = set(e["words"].split())
+            e["words"] = " ".join([e["words"], *(run for run in dict.fromkeys(digit_runs(name))
+                                                 if run not in have)])
         if name.isupper() and e.get("doc"):
             e["words"] = " ".join([e["words"], *run_together(parts, e["doc"])])
         e["container_words"] = " ".join(split_identifier(e["container"] or ""))

@@ -331,9 +331,12 @@ def test_a_path_has_the_identifier_words_of_its_folders_and_file_name(path):
 def test_an_ascii_text_has_the_words_of_the_word_pattern(text):
     tokens = dict.fromkeys(re.findall(r"\w+", text, re.ASCII))  # first occurrences first
     words = dict.fromkeys(token.lower() for token in tokens)
-    for token in tokens:
-        if not token.islower() and not token.isdigit():
-            words.update(dict.fromkeys(parts_one_by_one(token)))
+    split = [token for token in tokens if not token.islower() and not token.isdigit()]
+    for token in split:
+        words.update(dict.fromkeys(parts_one_by_one(token)))
+    for token in split:  # and the runs of letters that end in digits (`utf8` of `utf8Decode`)
+        words.update(dict.fromkeys(run.lower() for run in
+                                   re.findall(r"(?:[A-Z]?[a-z]+|[A-Z]+)[0-9]+", token)))
     assert file_words(text) == " ".join(words)
 
 
@@ -343,6 +346,10 @@ def test_a_name_has_the_search_words_of_its_parts_one_by_one(name):
     squashed = squash(name)
     parts = parts_one_by_one(name)
     words = " ".join([*parts, squashed] if squashed and [squashed] != parts else parts)
+    if not name.islower() and any(ch.isdigit() for ch in name):  # `utf8` of `utf8Decode` too
+        runs = dict.fromkeys(run.lower() for run in
+                             re.findall(r"(?:[A-Z]?[a-z]+|[A-Z]+)[0-9]+", name))
+        words = " ".join([words, *(run for run in runs if run not in words.split())])
     marked = [word for word in dict.fromkeys([*words.split(), *re.split(r"[\W_]+", name.lower())])
               if marked_in_name(word)]
     found = with_search_words(entry("function", name, 1))
@@ -414,7 +421,8 @@ def test_the_documenter_never_raises_on_arbitrary_bytes(data, path):
 
 
 QUOTED = r'"[^"]*"\*?'
-ONE = rf'(?:{QUOTED}|\({QUOTED}(?: OR {QUOTED})+\))'
+TOGETHER = rf'\({QUOTED}(?: AND {QUOTED})+\)'  # the words of a token with digits, all of them
+ONE = rf'(?:{QUOTED}|\({QUOTED}(?: OR (?:{QUOTED}|{TOGETHER}))+\))'
 SAFE_FTS = re.compile(rf"{ONE}(?: {ONE})*")
 
 

@@ -256,6 +256,10 @@ def retry(options):
                             f"impl {trait}BytesMut {{\n    fn f{i}(&self) {{}}\n}}\n\n"
                             for i, trait in enumerate(("", "Clone for ", "Drop for ",
                                                        "Default for "))),
+    "src/codec.js": "/** Decodes bytes as UTF-8. */\nfunction utf8Decode(bytes) {}\n"
+                    "function thing8() {}\nfunction other6() {}\n"
+                    "/** Checks the build tag abc123def456 and the error E0308. */\n"
+                    "function checkTag() {}\n",
     "tests/test_strategy.py": "".join(f"def test_strategy_{i}():\n    '''strategy'''\n\n\n"
                                       for i in range(6)),
     "storage/engine.py": "def open_engine():\n    '''Open the storage engine.'''\n",
@@ -411,6 +415,15 @@ def test_the_command_line_says_which_correction_it_used(polyglot):
     proc = polyglot.cq("search", "stratgey")
     assert proc.returncode == 0
     assert "few or no files hold 'stratgey': searched for 'strategy' too" in proc.stderr
+
+
+@pytest.mark.parametrize("query, symbol", [
+    ("abc123def456", "checkTag"), ("E0308", "checkTag"), ("utf8Decode", "utf8Decode"),
+    ("utf8", "utf8Decode"), ("utf8 decode", "utf8Decode")])
+def test_a_token_with_digits_is_found_whole_and_never_by_a_digit_alone(polyglot, query, symbol):
+    results = polyglot.search(query)
+    assert results[0]["symbol"] == symbol
+    assert not {"thing8", "other6"} & {r["symbol"] for r in results}
 
 
 def test_a_class_is_found_by_the_names_of_its_attributes(polyglot):

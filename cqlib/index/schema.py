@@ -16,7 +16,7 @@ from cqlib.words import NAME_MARK, with_search_words
 
 # How every FTS5 table here (and the stemmer queries.py asks) splits and folds text.
 TOKENIZER = "porter unicode61 remove_diacritics 2"
-SCHEMA_VERSION = 14  # PRAGMA user_version; an index of another version is rebuilt from git
+SCHEMA_VERSION = 15  # PRAGMA user_version; an index of another version is rebuilt from git
 # The WAL grows while readers hold old snapshots (a long indexing with searches running); a
 # checkpoint that empties it cuts the file back to this size, not to keep it at its largest.
 WAL_LIMIT = 4 << 20
