@@ -228,6 +228,35 @@ def test_an_all_capitals_name_is_found_by_the_words_its_doc_spells_apart():
     assert mixed["words"].split() == ["compress", "bound", "compressbound"]
 
 
+def test_c_functions_with_attributes_before_their_name_are_definitions():
+    source = (b"__attribute__((noreturn)) void die(const char *msg)\n{\n}\n"
+              b"int __attribute__ ((weak)) weak_fn (void)\n{\n  return 1;\n}\n"
+              b"[[nodiscard]] int checked(int x) {\n  return x;\n}\n"
+              b"static __always_inline unsigned long\nhash_bytes (const void *p)\n{\n}\n")
+    doc = document_text("attrs.c", source)
+    assert names(doc, "function") == ["die", "weak_fn", "checked", "hash_bytes"]
+    assert (find(doc, "weak_fn")["line"], find(doc, "weak_fn")["end"]) == (4, 7)
+
+
+def test_a_c_function_defined_the_old_way_ends_with_its_body():
+    source = (b"int\nold_style (a, b)\n     int a;\n     char *b;\n{\n  return a;\n}\n\n"
+              b"int after (void)\n{\n}\n")
+    doc = document_text("kr.c", source)
+    assert (find(doc, "old_style")["line"], find(doc, "old_style")["end"]) == (2, 7)
+    assert find(doc, "after")["line"] == 9
+
+
+def test_a_c_function_named_through_a_macro_is_recorded_under_both_names():
+    source = (b"#define STRCASESTR strcasestr\n\n/* Find a string, ignoring case. */\n"
+              b"char *\nSTRCASESTR (const char *haystack, const char *needle)\n{\n}\n")
+    doc = document_text("strcasestr.c", source)
+    for name in ("STRCASESTR", "strcasestr"):
+        function = next(e for e in doc["entries"]
+                        if e["name"] == name and e["kind"] == "function")
+        assert (function["line"], function["end"]) == (5, 7)
+        assert function["doc"] == "Find a string, ignoring case."
+
+
 def test_a_licence_header_is_never_a_summary():
     go = (b"// Copyright 2013-2022 The Cobra Authors\n//\n// Licensed under the Apache License,"
           b" Version 2.0\n\n// Package cobra is a commander for modern CLI apps.\n"

@@ -7,8 +7,9 @@ name or `#!` line, naming languages as `--lang` does, and document_text, the one
 bounded in time (cq.parseBudget), stdlib only, and never raising on bad input.  There, one
 rule for every language: a file's summary is its documenter's own (Python's docstring,
 Markdown's first paragraph), else its first leading comment that is not a licence, else what
-it defines (DEFINED_KINDS); a name assigned twice is defined where it is first; an entry's
-extent lies within the file.
+it defines (DEFINED_KINDS); a name assigned twice is defined where it is first; an
+all-capitals macro without a doc takes its twin function's; a function named through a
+macro is recorded under both names; an entry's extent lies within the file.
 Must not: read blobs or touch the index (the pipeline hands it bytes and stores what it gives).
 """
 
@@ -98,7 +99,7 @@ def document_text(path: str, data: bytes, budget: float = PARSE_BUDGET,
             entries = fallback_definitions(language, lines, deadline)
     except (OverBudget, ParserCrash) as exc:
         summary, entries, error = "", [], str(exc)
-    entries = with_twin_docs(first_assignments(entries))
+    entries = with_aliases(with_twin_docs(first_assignments(entries)))
     last = last_line(lines)
     for e in entries:  # within the file, never before its own line
         e["end"] = max(min(e.get("end", e["line"]), last), e["line"])
@@ -134,6 +135,24 @@ def with_twin_docs(entries: list[dict]) -> list[dict]:
             if twin and not e["doc"] and e["name"].isupper():
                 e["doc"] = f"As {twin['name']}: {twin['doc']}"
     return entries
+
+
+def with_aliases(entries: list[dict]) -> list[dict]:
+    """The entries, with a function named through a macro of the same file (`#define
+    STRCASESTR strcasestr`, then `char *STRCASESTR (...)`) recorded under the name it
+    compiles to as well."""
+    aliases = {}
+    for e in entries:
+        if e["kind"] in TWIN_KINDS and e["signature"].startswith("#"):
+            words = e["signature"].split()
+            if len(words) == 3 and words[1] == e["name"] and words[2].isidentifier():
+                aliases[e["name"]] = words[2]
+    if not aliases:
+        return entries
+    named = {e["name"] for e in entries}
+    return [*entries, *({**e, "name": aliases[e["name"]]} for e in entries
+                        if e["kind"] == "function" and e["name"] in aliases
+                        and aliases[e["name"]] not in named)]
 
 
 def defined_summary(entries: list[dict]) -> str:

@@ -4,8 +4,8 @@ with a value, `const` and UPPER_CASE globals, C++ `const` members, Java `static 
 fields) and file-scope variables, each with its doc comment.
 
 Owns: C, CPP and JAVA (their Language records), their rules and the rule functions that tell a
-definition from a call or a statement by what comes before the name's parenthesis, and a
-global from a statement by its type.
+definition from a call or a statement by what comes before the name's parenthesis (its
+attributes left out), and a global from a statement by its type.
 Must not: match past a line (but for a return type on a line of its own, which the pattern
 documenter joins to the name below it: split_heads), or take an indented line for a global
 (a function's body is indented).
@@ -23,6 +23,10 @@ NOT_C_TYPES = {"return", "if", "else", "while", "for", "switch", "typedef", "do"
 # The words a global's type cannot end with (`struct node;` declares a type, not a variable).
 NOT_C_TYPE_ENDS = {"struct", "union", "enum", "class", "static", "extern"}
 CONSTANT_WORDS = {"const", "constexpr", "constinit"}  # of a C or C++ constant's type
+# What compilers read before a name and a reader skips: GNU attributes (nested parentheses
+# two deep: `__attribute__((format(printf, 1, 2)))`), MSVC's __declspec, C++11 `[[...]]`.
+ATTRIBUTES = LazyPattern(r"__attribute__ ?\(\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)\) ?|"
+                         r"__declspec ?\((?:[^()]|\([^()]*\))*\) ?|\[\[[^\]]*\]\] ?")
 JAVA_TYPE = LazyPattern(r"[\w<>\[\],.?@ ]+")
 C_TYPE = LazyPattern(r"[\w *&:<>,]+")
 
@@ -46,13 +50,18 @@ def java_method(code: str) -> tuple[str, str] | None:
     return name, ""
 
 
+def without_attributes(code: str) -> str:
+    """A line with its attributes left out (see ATTRIBUTES)."""
+    return ATTRIBUTES.get().sub("", code) if "__" in code or "[[" in code else code
+
+
 def c_function(code: str) -> tuple[str, str] | None:
     """A C or C++ function defined at the start of this (normalised, unindented) line (its
     body may be on the same line), or declared as a library's API: a prototype marked
     `extern` or by an export macro (`LZ4LIB_API int f(int);`, where a header documents it)."""
     if "(" not in code:
         return None
-    prefix, name, after = name_before_paren(code)
+    prefix, name, after = name_before_paren(without_attributes(code))
     words = prefix.split()
     # A `;` before any `{` ends a prototype; one after it is in a body on the same line
     # (`int bound(int n) { return BOUND(n); }`).
@@ -67,7 +76,7 @@ def c_function(code: str) -> tuple[str, str] | None:
 
 def cpp_member(code: str) -> tuple[str, str] | None:
     """A method declared or defined in a C++ class body (with its return type)."""
-    prefix, name, _ = name_before_paren(code)
+    prefix, name, _ = name_before_paren(without_attributes(code))
     words = prefix.split()
     if not words or words[0] in NOT_C_TYPES or prefix[-1:] not in (" ", "*", "&") or \
             not C_TYPE.fullmatch(prefix) or "::" in name:

@@ -3,8 +3,9 @@
 Owns: reading a file's blocks as its language's Blocks describe them, in one pass over the
 file: braces (past strings, comments, character literals, preprocessor lines, heredocs and
 regular expression literals), or indentation; and from them the last line of each entry's
-definition: the `}` closing the body that follows it, the `;` ending its statement, or the
-last line of a statement continued in parentheses, brackets or a long string.
+definition: the `}` closing the body that follows it (past a K&R function's parameter
+declarations), the `;` ending its statement, or the last line of a statement continued in
+parentheses, brackets or a long string.
 Must not: find definitions (patterns.py and the family modules do), or take more than linear
 time: the lexer is one regular expression each of whose alternatives, once started, either
 always matches or fails within a line, and a definition's body is looked for no further than
@@ -195,12 +196,31 @@ def body_end(found: Structure, lines: list[str], start: int, limit: int,
             elif parens and char in ")]":
                 parens -= 1
             elif not parens:  # `;` ends it; `}` or `)` closes what it was in (`const (`)
+                if char == ";" and index > start:
+                    body = old_style_body(found, lines, start, index, limit)
+                    if body is not None:
+                        return body
                 return index if char == ";" or index == start else index - 1
         index += 1
         if index >= limit or index >= len(lines):
             return index - 1
         if not (parens or found.continued[index] or continues(lines[index], comments)):
             return index - 1
+
+
+def old_style_body(found: Structure, lines: list[str], start: int, index: int,
+                   limit: int) -> int | None:
+    """The last line of a C function defined the old (K&R) way, whose parameters are
+    declared on indented lines between its head (`int f (a, b)`) and the `{` of its body,
+    when the `;` at line index `index` ends one of those declarations; else None."""
+    if not found.line_tokens(start).endswith(")"):
+        return None
+    while index < limit and index < len(lines) and lines[index][:1] in (" ", "\t") and \
+            found.line_tokens(index) == ";":
+        index += 1
+    if index < limit and index < len(lines) and lines[index].startswith("{"):
+        return max(found.closes[found.braces_before(index)], start)
+    return None
 
 
 def continues(line: str, comments: tuple) -> bool:
