@@ -92,12 +92,16 @@ PATH_CLASSES = {
 }
 PATH_CLASSES["history"] = (set(), ("CHANGELOG*", "CHANGES*", "HISTORY*", "History.*", "NEWS*",
                                     "changelog*", "RELEASE*NOTES*"))
+# Prose about the code and declarations of its types: below the implementation that covers
+# as much (`proxy.md` and `index.d.ts` below `proxy-agent.js`), never a word less.
+PATH_CLASSES["docs"] = ({"docs", "doc", "documentation"},
+                        ("*.md", "*.rst", "*.adoc", "*.txt", "*.d.ts", "*.d.mts", "*.d.cts"))
 PATH_PRIOR = {"source": 1.0, "test": 0.5, "example": 0.6, "copy": 0.25, "demoted": 0.25,
-              "history": 0.25}
+              "history": 0.25, "docs": 0.5}
 # How many words of coverage a path class gives up: a test, or a bundled copy that holds
 # every word of its library, must not outrank the source that covers one word less.
 COVERAGE_PENALTY = {"source": 0.0, "test": 0.5, "example": 0.5, "copy": 1.0, "demoted": 1.0,
-                    "history": 1.0}
+                    "history": 1.0, "docs": 0.0}
 
 
 class Term:
@@ -205,7 +209,8 @@ def path_names_files(index: Index, git_dir: str, spec: str) -> bool:
 
 def path_class(path: str, demote: tuple) -> str:
     """source, test, example, copy (vendored, bundled, minified, generated), history
-    (changelogs) or demoted (by the cq.demote patterns)."""
+    (changelogs), docs (prose and type declarations) or demoted (by the cq.demote
+    patterns)."""
     found = PATH_CLASS_CACHE.get((path, demote))
     if found is None:
         found = PATH_CLASS_CACHE[(path, demote)] = classify_path(path, demote)
@@ -225,7 +230,7 @@ def classify_path(path: str, demote: tuple) -> str:
         PATH_CLASS_NAMES.update({kind: re.compile("|".join(map(translate, names)) or "(?!)")
                                  for kind, (_, names) in PATH_CLASSES.items()})
     *folders, name = path.split("/")
-    for kind in ("copy", "test", "example", "history"):
+    for kind in ("copy", "test", "example", "history", "docs"):
         if any(folder.lower() in PATH_CLASSES[kind][0] for folder in folders) or \
                 PATH_CLASS_NAMES[kind].match(name):
             return kind

@@ -257,6 +257,15 @@ def test_a_c_function_named_through_a_macro_is_recorded_under_both_names():
         assert function["doc"] == "Find a string, ignoring case."
 
 
+def test_a_macro_defined_inside_a_namespace_is_in_no_namespace():
+    source = (b"namespace testing {\n/* Tests that a statement throws. */\n"
+              b"#define EXPECT_THROW(statement, exception) CHECK(statement)\n"
+              b"class Foo {\n public:\n  void bar();\n};\n}\n")
+    doc = document_text("gtest.h", source)
+    assert find(doc, "EXPECT_THROW")["container"] == ""
+    assert find(doc, "bar")["container"] == "testing::Foo"
+
+
 def test_a_licence_header_is_never_a_summary():
     go = (b"// Copyright 2013-2022 The Cobra Authors\n//\n// Licensed under the Apache License,"
           b" Version 2.0\n\n// Package cobra is a commander for modern CLI apps.\n"

@@ -260,6 +260,10 @@ def retry(options):
                     "function thing8() {}\nfunction other6() {}\n"
                     "/** Checks the build tag abc123def456 and the error E0308. */\n"
                     "function checkTag() {}\n",
+    "docs/proxy.md": "# Proxy\n\nSend a request through an HTTP proxy with a ProxyAgent.\n",
+    "api/proxy.d.ts": "/** Sends a request through a proxy: an HTTP request, sent through an "
+                      "HTTP proxy. */\nexport class ProxyAgent {}\n",
+    "lib/proxy-agent.js": "/** Sends a request through an HTTP proxy. */\nclass ProxyAgent {}\n",
     "tests/test_strategy.py": "".join(f"def test_strategy_{i}():\n    '''strategy'''\n\n\n"
                                       for i in range(6)),
     "storage/engine.py": "def open_engine():\n    '''Open the storage engine.'''\n",
@@ -424,6 +428,12 @@ def test_a_token_with_digits_is_found_whole_and_never_by_a_digit_alone(polyglot,
     results = polyglot.search(query)
     assert results[0]["symbol"] == symbol
     assert not {"thing8", "other6"} & {r["symbol"] for r in results}
+
+
+def test_the_implementation_ranks_above_its_docs_and_type_declarations(polyglot):
+    paths = [r["path"] for r in polyglot.search("send request through http proxy")]
+    assert paths[0] == "lib/proxy-agent.js"
+    assert {"docs/proxy.md", "api/proxy.d.ts"} <= set(paths[1:])
 
 
 def test_a_class_is_found_by_the_names_of_its_attributes(polyglot):

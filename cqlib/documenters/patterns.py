@@ -281,6 +281,7 @@ def document_by_patterns(language: Language, lines: list[str], deadline: Deadlin
     by_line = plans(language)
     read = read_blocks(language.blocks, language.comments, lines, deadline)
     scopes = Scopes(language.separator, values=read is not None)
+    directives = bool(language.blocks and language.blocks.directives)
     entries: list[dict] = []
     group = None  # while in a group (see Language): [its kind, brace depth, open parens]
     head = None  # (index, code, doc) of a line that may be the first half of a definition
@@ -313,8 +314,11 @@ def document_by_patterns(language: Language, lines: list[str], deadline: Deadlin
             else:
                 kind = "method" if rule_kind == "function" and scopes.open and \
                     scopes.open[-1][1] in ("class", "impl", "trait", "interface") else rule_kind
+                # A preprocessor definition (`#define`) is in no namespace or class.
+                directive = directives and code.startswith("#")
                 entries.append(entry(kind, name, index + 1, code[:200],
-                                     said.text() if said else "", scopes.container(extra)))
+                                     said.text() if said else "",
+                                     "" if directive else scopes.container(extra)))
                 opened = (name, kind)
         braces = read.line_tokens(index) if read else code  # outside strings, where known
         if opened or "{" in braces or "}" in braces:  # else the scopes stay as they are
