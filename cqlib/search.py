@@ -61,6 +61,8 @@ EXACT_NAME_BONUS = 100.0  # a definition whose (qualified) name is the query; ot
 EXACT_KIND_SHARE = {"impl": 0.5, "module": 0.3}
 SPELLED_ALIKE_SHARE = 0.8
 CANDIDATES = 300
+BODY_KINDS = ("function", "method")  # the kinds whose definition is a body (definitions_first)
+HEADER_EXTENSIONS = (".h", ".hh", ".hpp", ".hxx")
 # Typos: a word of at least TYPO_MIN_LENGTH letters held by at most TYPO_RARE_ROWS files is
 # searched with the nearest word the index holds in TYPO_COMMONER times as many (or any, where
 # none holds it): one typing slip away (see edit_distance), two from TYPO_TWO_EDITS_FROM
@@ -78,8 +80,10 @@ PATH_CLASSES = {
     # Each ecosystem's conventions: Go, Python, Rust and C++'s `_test`, googletest's
     # `_unittest`, JS's `.test.`/`.spec.`, Java and Kotlin's `Test`, glibc's `tst-` and `bug-`
     # (with the test data beside them, `tst-regex.input`).
-    "test": ({"test", "tests", "__tests__", "testdata", "testing", "spec", "specs", "e2e",
-              "fixtures", "__mocks__", "__snapshots__"},
+    # What tests read rather than run: corpora and fixtures match any query in words.
+    "test data": ({"testdata", "test_data", "test-data", "fixtures", "__snapshots__"},
+                  ("*.snap",)),
+    "test": ({"test", "tests", "__tests__", "testing", "spec", "specs", "e2e", "__mocks__"},
              ("*_test.*", "*_tests.*", "*-test.*", "*-tests.*", "*_unittest.*", "test_*.*",
               "test-*", "tst-*", "tst_*", "bug-*.c", "*.test.*", "*.spec.*", "*_spec.*",
               "*Test.java", "*Tests.java", "*Test.kt", "*Tests.kt", "conftest.py")),
@@ -97,11 +101,11 @@ PATH_CLASSES["history"] = (set(), ("CHANGELOG*", "CHANGES*", "HISTORY*", "Histor
 PATH_CLASSES["docs"] = ({"docs", "doc", "documentation"},
                         ("*.md", "*.rst", "*.adoc", "*.txt", "*.d.ts", "*.d.mts", "*.d.cts"))
 PATH_PRIOR = {"source": 1.0, "test": 0.5, "example": 0.6, "copy": 0.25, "demoted": 0.25,
-              "history": 0.25, "docs": 0.5}
+              "history": 0.25, "docs": 0.5, "test data": 0.25}
 # How many words of coverage a path class gives up: a test, or a bundled copy that holds
 # every word of its library, must not outrank the source that covers one word less.
 COVERAGE_PENALTY = {"source": 0.0, "test": 0.5, "example": 0.5, "copy": 1.0, "demoted": 1.0,
-                    "history": 1.0, "docs": 0.0}
+                    "history": 1.0, "docs": 0.0, "test data": 1.0}
 
 
 class Term:
@@ -208,8 +212,8 @@ def path_names_files(index: Index, git_dir: str, spec: str) -> bool:
 
 
 def path_class(path: str, demote: tuple) -> str:
-    """source, test, example, copy (vendored, bundled, minified, generated), history
-    (changelogs), docs (prose and type declarations) or demoted (by the cq.demote
+    """source, test, test data, example, copy (vendored, bundled, minified, generated),
+    history (changelogs), docs (prose and type declarations) or demoted (by the cq.demote
     patterns)."""
     found = PATH_CLASS_CACHE.get((path, demote))
     if found is None:
@@ -230,10 +234,11 @@ def classify_path(path: str, demote: tuple) -> str:
         PATH_CLASS_NAMES.update({kind: re.compile("|".join(map(translate, names)) or "(?!)")
                                  for kind, (_, names) in PATH_CLASSES.items()})
     *folders, name = path.split("/")
-    for kind in ("copy", "test", "example", "history", "docs"):
+    for kind in ("copy", "test data", "test", "example", "history", "docs"):
         if any(folder.lower() in PATH_CLASSES[kind][0] for folder in folders) or \
-                PATH_CLASS_NAMES[kind].match(name):
-            return kind
+                (PATH_CLASS_NAMES[kind].match(name) and
+                 not (kind == "test" and name.endswith(HEADER_EXTENSIONS))):
+            return kind  # (a header is a test's only in a test folder: `gtest-death-test.h`)
     return "source"
 
 
@@ -362,6 +367,8 @@ def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | N
     # A file's own record adds nothing where one of its definitions covers as much.
     kept = [c for c in unique if c.kind != "file" or c.coverage > best_entry.get(c.path, -9)]
     ranked = sorted(kept, key=lambda c: (-c.coverage, -c.score, c.path, c.line))
+    if not named:
+        ranked = definitions_first(db, ranked, where, limit + spare)
     # No cap per file where one file is asked for, nor on the definitions a query names.
     every = all_entries or names_one_file(index, git_dir, path)
     return [result(c, query) for c in grouped(ranked, limit + spare,
@@ -451,6 +458,46 @@ def surface_word(db, term: str) -> str:
         if stem_of(db, word) == term:
             return word
     return term
+
+
+def definitions_first(db, ranked: list[Candidate], where: Filters,
+                      limit: int) -> list[Candidate]:
+    """The ranking, with the definition of each C or C++ function that a header declares
+    (its doc there, its body in a source file) moved or brought just above the
+    declaration, with the declaration's doc where it has none: the implementation is what is
+    asked for, and its words are often only in the header (among the first `limit`)."""
+    placed: dict = {}  # key -> the definition to put above the declaration that found it
+    above: dict = {}  # the declaration's key -> the definitions placed above it
+    for c in ranked[:limit]:
+        if not declares_only(c) or key_of(c) in placed:
+            continue
+        for d in named_candidates(db, squash(c.name), where):
+            if d.name == c.name and d.kind in BODY_KINDS and d.end > d.line and \
+                    not d.path.endswith(HEADER_EXTENSIONS) and key_of(d) not in placed:
+                d.covered, d.coverage, d.score = set(c.covered), c.coverage, c.score
+                d.doc = d.doc or c.doc
+                placed[key_of(d)] = d
+                above.setdefault(key_of(c), []).append(d)
+    if not placed:
+        return ranked
+    out = []
+    for c in ranked:
+        out += above.get(key_of(c), [])
+        if key_of(c) not in placed:
+            out.append(c)
+    return out
+
+
+def key_of(c: Candidate) -> tuple:
+    """What tells one candidate from another."""
+    return (c.kind == "file", c.rowid, c.path)
+
+
+def declares_only(c: Candidate) -> bool:
+    """True for a C or C++ function of a header (which declares it, unless it is inline:
+    then no source file defines it too)."""
+    return c.kind in BODY_KINDS and c.language in ("c", "cpp") and \
+        c.path.endswith(HEADER_EXTENSIONS)
 
 
 def names_one_file(index: Index, git_dir: str, path: str | None) -> bool:

@@ -264,6 +264,9 @@ def retry(options):
     "api/proxy.d.ts": "/** Sends a request through a proxy: an HTTP request, sent through an "
                       "HTTP proxy. */\nexport class ProxyAgent {}\n",
     "lib/proxy-agent.js": "/** Sends a request through an HTTP proxy. */\nclass ProxyAgent {}\n",
+    "include/cost.h": "/* Estimates how many bits the literals of a block take. */\n"
+                      "CODEC_API void estimate_literal_costs(int n);\n",
+    "src/cost.c": "#include \"cost.h\"\n\nvoid estimate_literal_costs(int n)\n{\n}\n",
     "tests/test_strategy.py": "".join(f"def test_strategy_{i}():\n    '''strategy'''\n\n\n"
                                       for i in range(6)),
     "storage/engine.py": "def open_engine():\n    '''Open the storage engine.'''\n",
@@ -361,13 +364,20 @@ def test_test_code_and_bundled_copies_rank_below_the_code_under_test(polyglot):
 @pytest.mark.parametrize("path", [
     "posix/tst-regex.c", "posix/tst-regex.input", "stdlib/bug-getcwd.c",
     "absl/strings/str_cat_test.cc", "absl/base/call_once_unittest.cc", "src/parse-test.js",
-    "lib/test-helpers.js", "src/test_util.c", "src/ParserTest.kt", "pkg/__snapshots__/a.snap"])
+    "lib/test-helpers.js", "src/test_util.c", "src/ParserTest.kt"])
 def test_test_code_is_known_by_every_common_convention(path):
     assert classify_path(path, ()) == "test"
 
 
+@pytest.mark.parametrize("path", ["tests/testdata/alice29.txt", "pkg/__snapshots__/a.snap",
+                                  "spec/fixtures/users.json", "go/testdata/x.go"])
+def test_what_tests_read_is_test_data_below_test_code(path):
+    assert classify_path(path, ()) == "test data"
+
+
 @pytest.mark.parametrize("path", ["src/latest.py", "src/contest.py", "src/attest.c",
-                                  "stdlib/msort.c", "src/testing_utils.go"])
+                                  "stdlib/msort.c", "src/testing_utils.go",
+                                  "googletest/include/gtest/gtest-death-test.h"])
 def test_names_that_merely_hold_test_are_source(path):
     assert classify_path(path, ()) == "source"
 
@@ -434,6 +444,13 @@ def test_the_implementation_ranks_above_its_docs_and_type_declarations(polyglot)
     paths = [r["path"] for r in polyglot.search("send request through http proxy")]
     assert paths[0] == "lib/proxy-agent.js"
     assert {"docs/proxy.md", "api/proxy.d.ts"} <= set(paths[1:])
+
+
+def test_a_c_definition_ranks_above_the_header_that_declares_and_documents_it(polyglot):
+    results = polyglot.search("how many bits do literals take")
+    assert [(r["path"], r["kind"]) for r in results[:2]] == \
+        [("src/cost.c", "function"), ("include/cost.h", "function")]
+    assert results[0]["doc"] == "Estimates how many bits the literals of a block take."
 
 
 def test_a_class_is_found_by_the_names_of_its_attributes(polyglot):
