@@ -18,6 +18,7 @@ order data flows through them:
   documenters bytes -> language, summary, definitions, words (one file per language family)
   llm         the external documenter (cq.documenter): calls, limits, answers
   index/      SQLite + FTS5, the only SQL: schema, store, summaries, search queries
+  spelling    a misspelt query word -> the index's nearest word (typing slips, its vocabulary)
   search      query -> terms -> candidates -> ranked hits (weights and priors as tables)
   overlay     the working tree laid over the index: edited, new and deleted files
   status      opening the index to read; where it stands for a worktree (CLI and MCP alike)
@@ -594,7 +595,8 @@ def cmd_search(args, repo: Repo) -> int:
     """cq search QUERY: ranked results from this worktree's index."""
     from cqlib.config import config_or_defaults
     from cqlib.documenters import canonical_language
-    from cqlib.search import correction_note, path_names_files, search
+    from cqlib.search import path_names_files, search
+    from cqlib.spelling import correction_note
     from cqlib.status import await_head, open_index_to_read
 
     language = canonical_language(args.lang) if args.lang else None

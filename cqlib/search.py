@@ -1,11 +1,14 @@
 """Search: a query becomes words, candidates come from the index, results are ranked.
 
 Owns: turning a query into terms (never FTS5 syntax, so a query is never an error or an
-injection), gathering candidates (definitions that cover every term, then file-level records,
-then each term on its own, then paths), and ranking: how many distinct query words a result
-covers, then BM25 weighted by kind, by path class (tests, examples, vendored or generated
-copies, changelogs below source) and by exact word forms, an exact name first, and at most a
-few results from one file.  The weights, priors and path classes are tables at the top.
+injection; a token with digits whole; a misspelt word with the correction spelling.py finds),
+gathering candidates (definitions that cover every term, then file-level records, then each
+term on its own, then paths), and ranking: how many distinct query words a result covers,
+then BM25 weighted by kind, by path class (tests, test data, examples, vendored or generated
+copies, changelogs, docs below source) and by exact word forms, an exact name first (its
+definition above its impl blocks and declarations), a C function's definition above the
+header that declares it, and at most a few results from one file.  The weights, priors and
+path classes are tables at the top.
 Must not: hold SQL (index/queries.py does) or format output (cq.py and mcp.py do).
 """
 
@@ -24,28 +27,22 @@ from cqlib.index.queries import (
     best_rows,
     entry_ranks,
     has_outdated,
-    held_terms,
     matches_more_than,
     named_entries,
     path_files,
     rows_matching,
-    stem_of,
-    term_rows,
-    terms_starting,
-    text_holding,
     use_path_filter,
 )
 from cqlib.index.store import Index
+from cqlib.spelling import corrections
 from cqlib.text import path_text
 from cqlib.words import (
     DIGIT_RUN_PATTERN,
     NAME_MARK,
     STOP_WORDS,
     digit_runs,
-    edit_distance,
     identifier_parts,
     marks_alike,
-    one_slip_away,
     other_forms,
     split_identifier,
     squash,
@@ -63,26 +60,15 @@ SPELLED_ALIKE_SHARE = 0.8
 CANDIDATES = 300
 BODY_KINDS = ("function", "method")  # the kinds whose definition is a body (definitions_first)
 HEADER_EXTENSIONS = (".h", ".hh", ".hpp", ".hxx")
-# Typos: a word of at least TYPO_MIN_LENGTH letters held by at most TYPO_RARE_ROWS files is
-# searched with the nearest word the index holds in TYPO_COMMONER times as many (or any, where
-# none holds it): one typing slip away (see edit_distance), two from TYPO_TWO_EDITS_FROM
-# letters, sharing its first TYPO_SAME_START letters, among the TYPO_SCAN most held of the
-# index's words (about 0.1 s at most for the edits of that many).
-TYPO_MIN_LENGTH = 4
-TYPO_RARE_ROWS = 2
-TYPO_COMMONER = 20
-TYPO_TWO_EDITS_FROM = 7
-TYPO_SAME_START = 3
-TYPO_SCAN = 2_000
 PER_FILE = 3
 # Where code that is not the source itself lives, and how far down it ranks.
 PATH_CLASSES = {
-    # Each ecosystem's conventions: Go, Python, Rust and C++'s `_test`, googletest's
-    # `_unittest`, JS's `.test.`/`.spec.`, Java and Kotlin's `Test`, glibc's `tst-` and `bug-`
-    # (with the test data beside them, `tst-regex.input`).
     # What tests read rather than run: corpora and fixtures match any query in words.
     "test data": ({"testdata", "test_data", "test-data", "fixtures", "__snapshots__"},
                   ("*.snap",)),
+    # Each ecosystem's conventions: Go, Python, Rust and C++'s `_test`, googletest's
+    # `_unittest`, JS's `.test.`/`.spec.`, Java and Kotlin's `Test`, glibc's `tst-` and `bug-`
+    # (with the test data beside them, `tst-regex.input`).
     "test": ({"test", "tests", "__tests__", "testing", "spec", "specs", "e2e", "__mocks__"},
              ("*_test.*", "*_tests.*", "*-test.*", "*-tests.*", "*_unittest.*", "test_*.*",
               "test-*", "tst-*", "tst_*", "bug-*.c", "*.test.*", "*.spec.*", "*_spec.*",
@@ -336,7 +322,9 @@ def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | N
     query = SearchQuery(text)
     db = index.db
     if not named:
-        correct_spelling(db, query)
+        for n, used in corrections(db, query.terms).items():
+            query.corrections[query.terms[n].words[0]] = used
+            query.terms[n] = Term(query.terms[n].words, forms=(used,))
     use_path_filter(db, path_matcher(path))
     where = Filters(git_dir, path, language, has_outdated(db, git_dir))
     every = range(len(query.terms))
@@ -373,91 +361,6 @@ def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | N
     every = all_entries or names_one_file(index, git_dir, path)
     return [result(c, query) for c in grouped(ranked, limit + spare,
                                                lambda c: every or c.exact(query))]
-
-
-def correct_spelling(db, query: SearchQuery) -> None:
-    """Give each word of the query that no file (or hardly any) holds the nearest word the
-    index holds in many more (TYPO_* below) as another form, and note it in
-    query.corrections: `recieve` finds `receive`, `conection` `connection`.  A correction
-    covers the word as an abbreviation does, without the bonus of a word as typed."""
-    for n, term in enumerate(query.terms):
-        word = term.words[0]
-        if len(term.words) > 1 or term.prefix or term.forms or len(word) < TYPO_MIN_LENGTH \
-                or not word.isalpha():
-            continue
-        stem = stem_of(db, word)
-        rows = term_rows(db, stem)
-        if rows > TYPO_RARE_ROWS:
-            continue
-        least = max(1, rows * TYPO_COMMONER)
-        near = nearest_term(db, stem, least)
-        # A word some file holds is likely a word: only a near stem corrects it, not a slip
-        # that makes another word of it (`serve`, `server`).
-        surface = surface_word(db, near) if near else \
-            None if rows else respelt_word(db, word, least)
-        if surface:
-            query.terms[n] = Term([word], forms=(surface,))
-            query.corrections[word] = surface
-
-
-def correction_note(results: list[dict]) -> str:
-    """What an answer says of the corrections its search made ('' if none)."""
-    corrected = results[0].get("corrected") if results else None
-    return "; ".join(f"few or no files hold {typed!r}: searched for {used!r} too"
-                     for typed, used in (corrected or {}).items())
-
-
-def corrected_text(text: str, results: list[dict]) -> str:
-    """A query with the words its search corrected (see correct_spelling) as searched."""
-    import re
-
-    corrected = results[0].get("corrected") if results else None
-    for typed, used in (corrected or {}).items():
-        text = re.sub(rf"\b{re.escape(typed)}\b", used, text, flags=re.IGNORECASE)
-    return text
-
-
-def nearest_term(db, stem: str, rows_at_least: int) -> str | None:
-    """The index's term nearest a stemmed word (fewest edits, then most rows), among those
-    that share its first letters and are held by at least rows_at_least rows; None if none
-    is within the edits a word of its length may have."""
-    limit = 1 if len(stem) < TYPO_TWO_EDITS_FROM else 2
-    best, best_key = None, None
-    lengths = (len(stem) - limit, len(stem) + limit)
-    for term, rows in terms_starting(db, stem[:TYPO_SAME_START], lengths, rows_at_least,
-                                     TYPO_SCAN):
-        if term == stem:
-            continue
-        distance = edit_distance(stem, term, limit)
-        if distance <= limit and (best_key is None or (distance, -rows) < best_key):
-            best, best_key = term, (distance, -rows)
-    return best
-
-
-def respelt_word(db, word: str, rows_at_least: int) -> str | None:
-    """The spelling one typing slip from the word as typed whose term the index holds in the most
-    rows (at least rows_at_least); None if none.  Where a typo changes how the stemmer cuts
-    a word (`valdation` is stemmed `valdat`, `validation` `valid`), stems are too far apart
-    to compare."""
-    edits = sorted(one_slip_away(word.lower()))
-    held = [(rows, term) for term, rows in held_terms(db, edits) if rows >= rows_at_least]
-    if not held:
-        return None
-    term = max(held)[1]
-    return next((e for e in edits if e[:2] == term[:2] and stem_of(db, e) == term), term)
-
-
-def surface_word(db, term: str) -> str:
-    """A word as written in a file that the index stores as this stemmed term (the shortest
-    such: `receive` for `receiv`), or the term itself."""
-    import re
-
-    found = re.findall(rf"(?<![^\W\d_]){re.escape(term[:max(TYPO_SAME_START, len(term) - 1)])}"
-                       r"[^\W\d_]*", text_holding(db, term), re.IGNORECASE)
-    for word in sorted({w.lower() for w in found}, key=len):
-        if stem_of(db, word) == term:
-            return word
-    return term
 
 
 def definitions_first(db, ranked: list[Candidate], where: Filters,

@@ -27,13 +27,8 @@ from cqlib.hits import freshness, hits_text, presented
 from cqlib.overlay import search_worktree
 from cqlib.reader import doc_at, entry_place, first_line, locate, outline, read_lines
 from cqlib.references import reference_note, references
-from cqlib.search import (
-    SearchQuery,
-    corrected_text,
-    correction_note,
-    path_matcher,
-    path_names_files,
-)
+from cqlib.search import SearchQuery, path_matcher, path_names_files
+from cqlib.spelling import corrected_text, correction_note
 from cqlib.status import index_state
 from cqlib.summarizer import summary_progress
 from cqlib.text import display, json_text, named_path, path_text
