@@ -88,6 +88,7 @@ PATH_CLASSES["docs"] = ({"docs", "doc", "documentation"},
                         ("*.md", "*.rst", "*.adoc", "*.txt", "*.d.ts", "*.d.mts", "*.d.cts"))
 PATH_PRIOR = {"source": 1.0, "test": 0.5, "example": 0.6, "copy": 0.25, "demoted": 0.25,
               "history": 0.25, "docs": 0.5, "test data": 0.25}
+OWN_CLASSES = ("source", "docs")  # the classes whose hits make a wider search needless
 # How many words of coverage a path class gives up: a test, or a bundled copy that holds
 # every word of its library, must not outrank the source that covers one word less.
 COVERAGE_PENALTY = {"source": 0.0, "test": 0.5, "example": 0.5, "copy": 1.0, "demoted": 1.0,
@@ -416,8 +417,9 @@ def coverage_penalty(path: str, lifted: bool, demote: tuple) -> float:
 
 
 def source_paths(candidates: list[Candidate], demote: tuple) -> set[str]:
-    """The source files (not tests, examples or copies) among candidates."""
-    return {c.path for c in candidates if path_class(c.path, demote) == "source"}
+    """The files of the project's own among candidates: its source and its docs (not tests,
+    examples or copies), enough of which make a wider search needless."""
+    return {c.path for c in candidates if path_class(c.path, demote) in OWN_CLASSES}
 
 
 def entry_candidates(db, terms: list[Term], where: Filters) -> list[Candidate]:
