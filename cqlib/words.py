@@ -1,9 +1,11 @@
 """Words: what the index and the queries agree a text, a path or an identifier is made of.
 
 Owns: splitting identifiers into their parts (parse_config, ParseConfig, HTTPServer2, in any
-script), a file's distinct words, a path's words, the squashed form of a name, the words a
-definition is found by (computed once, in the documenting process that made it), the marked
-name words that tell cheaply whether any definition is named by a word, and stop words.
+script) and their runs of letters and digits (utf8 of utf8Decode), a file's distinct words, a
+path's words, the squashed form of a name, the words a definition is found by (computed once,
+in the documenting process that made it), the marked name words that tell cheaply whether any
+definition is named by a word, stop words, abbreviations, and how far apart two spellings are
+in typing slips (for spelling.py).
 Must not: touch storage; a change here changes what the index holds (bump SCHEMA_VERSION).
 """
 
