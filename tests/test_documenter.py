@@ -266,6 +266,21 @@ def test_a_macro_defined_inside_a_namespace_is_in_no_namespace():
     assert find(doc, "bar")["container"] == "testing::Foo"
 
 
+def test_the_body_of_a_multi_line_define_defines_nothing():
+    source = (b"#define FORWARD_ARG(i, arg) \\\n  , arg(::std::forward<arg>(p##i))\n"
+              b"#define WRAP(x) \\\n  int hidden_fn(int y) { return y; }\n"
+              b"int after(void)\n{\n  return 0;\n}\n")
+    doc = document_text("m.cc", source)
+    assert names(doc) == ["FORWARD_ARG", "WRAP", "after"]
+
+
+def test_a_cpp_base_class_list_is_not_a_method_and_a_conversion_is_named_operator():
+    source = (b"struct negation\n    : std::integral_constant<bool, bool(!P::value)> {};\n"
+              b"class Foo {\n public:\n  explicit operator bool() const;\n  void bar();\n};\n")
+    doc = document_text("m.cc", source)
+    assert names(doc, "method") == ["operator bool", "bar"]
+
+
 def test_a_licence_header_is_never_a_summary():
     go = (b"// Copyright 2013-2022 The Cobra Authors\n//\n// Licensed under the Apache License,"
           b" Version 2.0\n\n// Package cobra is a commander for modern CLI apps.\n"

@@ -75,12 +75,16 @@ def c_function(code: str) -> tuple[str, str] | None:
 
 
 def cpp_member(code: str) -> tuple[str, str] | None:
-    """A method declared or defined in a C++ class body (with its return type)."""
+    """A method declared or defined in a C++ class body (with its return type); not a base
+    class list (`: std::integral_constant<bool, bool(...)>`) or an initialiser (`, arg(x)`)."""
     prefix, name, _ = name_before_paren(without_attributes(code))
     words = prefix.split()
     if not words or words[0] in NOT_C_TYPES or prefix[-1:] not in (" ", "*", "&") or \
+            prefix[:1] in (":", ",") or \
             not C_TYPE.fullmatch(prefix) or "::" in name:
         return None
+    if words[-1] == "operator":  # a conversion: `explicit operator bool() const`
+        return f"operator {name}", ""
     return qualified(name)
 
 

@@ -11,7 +11,7 @@ the same characters, and a line longer than LONGEST_LINE_MATCHED is not matched 
 
 from __future__ import annotations
 
-from cqlib.documenters.extent import read_blocks, set_extents
+from cqlib.documenters.extent import directive_end, read_blocks, set_extents
 from cqlib.documenters.language import (
     DOC_COMMENT_MAX_CHARS,
     LONGEST_LINE_MATCHED,
@@ -285,7 +285,14 @@ def document_by_patterns(language: Language, lines: list[str], deadline: Deadlin
     entries: list[dict] = []
     group = None  # while in a group (see Language): [its kind, brace depth, open parens]
     head = None  # (index, code, doc) of a line that may be the first half of a definition
+    directive_to = -1  # the last line of the preprocessor directive being read, if any
     for index, line, doc in code_lines(lines, language.comments, deadline):
+        if directives and (index <= directive_to or line.lstrip().startswith("#")):
+            continued = index <= directive_to
+            directive_to = directive_end(lines, index, len(lines)) if not continued \
+                else directive_to
+            if continued:  # a `#define`'s body, continued by backslashes, defines nothing
+                continue
         if len(line) > 4 * LONGEST_LINE_MATCHED:
             continue
         plan = by_line[line[:1] in (" ", "\t"), scopes.at_member_level()]
