@@ -312,6 +312,20 @@ def names_exactly(query: SearchQuery, name: str, container: str) -> bool:
 def search(index: Index, git_dir: str, text: str, limit: int = 10, path: str | None = None,
            language: str | None = None, tests: bool = False, all_entries: bool = False,
            demote: tuple = (), spare: int = 0, named: bool = False) -> list[dict]:
+    """Ranked results for a query in one worktree (see ranked_results), read at one moment:
+    whether old versions of files answer and the rows that answer must agree, or a file
+    mapped to its new blob between the two reads answers with neither version."""
+    arguments = (index, git_dir, text, limit, path, language, tests, all_entries, demote,
+                 spare, named)
+    if index.db.in_transaction:
+        return ranked_results(*arguments)
+    with index.snapshot():
+        return ranked_results(*arguments)
+
+
+def ranked_results(index: Index, git_dir: str, text: str, limit: int, path: str | None,
+                   language: str | None, tests: bool, all_entries: bool, demote: tuple,
+                   spare: int, named: bool) -> list[dict]:
     """Ranked results for a query in one worktree: what the CLI prints and MCP returns.
 
     Definitions that cover every term come from an AND query, which is selective and fast;
