@@ -617,8 +617,9 @@ def cmd_search(args, repo: Repo) -> int:
             raise CqError(f"no indexed file is under --path {args.path} (a folder, path prefix "
                           "or glob from the repository's top; see: git ls-files)", EXIT_USAGE)
         note_if_behind(repo, index, head)
-    if correction_note(results):
-        print(f"cq: note: {correction_note(results)}", file=sys.stderr)
+    corrected = correction_note(results)
+    if corrected:
+        print(f"cq: note: {corrected}", file=sys.stderr)
     if args.json:
         print_json([{**r, **named_path(r["path"])} for r in results])
         return EXIT_OK

@@ -58,7 +58,7 @@ EXACT_NAME_BONUS = 100.0  # a definition whose (qualified) name is the query; ot
 EXACT_KIND_SHARE = {"impl": 0.5, "module": 0.3}
 SPELLED_ALIKE_SHARE = 0.8
 CANDIDATES = 300
-BODY_KINDS = ("function", "method")  # the kinds whose definition is a body (definitions_first)
+DECLARED_KINDS = ("function", "method")  # what a header declares, a source file defines
 HEADER_EXTENSIONS = (".h", ".hh", ".hpp", ".hxx")
 PER_FILE = 3
 # Where code that is not the source itself lives, and how far down it ranks.
@@ -173,14 +173,13 @@ class SearchQuery:
             if len(phrase) == 1:
                 words.setdefault(phrase[0], False)
         meaningful = {w: p for w, p in words.items() if w not in STOP_WORDS} or words
+        token_terms = [token_term(t) for t in dict.fromkeys(whole_tokens)]
         self.terms = [Term(p) for p in phrases if len(p) > 1] + \
-            [Term([w], prefix) for w, prefix in meaningful.items()] + \
-            [token_term(t) for t in dict.fromkeys(whole_tokens)]
+            [Term([w], prefix) for w, prefix in meaningful.items()] + token_terms
         if not self.terms:
             raise CqError(f"nothing to search for in {text!r}: use words or identifiers",
                           EXIT_USAGE)
-        self.words = {*meaningful, *(w for t in whole_tokens
-                                     for w in token_term(t).words + token_term(t).parts)}
+        self.words = {*meaningful, *(w for t in token_terms for w in t.words + t.parts)}
         self.whole = squash("".join(t.rstrip("*") for t in tokens))
         self.last = squash(tokens[-1].rstrip("*")) if tokens else ""
         self.typed_last = tokens[-1].rstrip("*") if tokens else ""  # the name as typed
@@ -351,9 +350,9 @@ def ranked_results(index: Index, git_dir: str, text: str, limit: int, path: str 
     for c in candidates:
         c.covered.update(every)
     if not named and len(source_paths(candidates, demote)) < limit:
-        seen = {(c.kind == "file", c.rowid, c.path) for c in candidates}
+        seen = {key_of(c) for c in candidates}
         candidates += [c for c in any_term_candidates(db, query, where)
-                       if (c.kind == "file", c.rowid, c.path) not in seen]
+                       if key_of(c) not in seen]
         candidates += path_candidates(db, query, where,
                                       {c.path for c in candidates if c.kind == "file"})
     for c in candidates:
@@ -390,7 +389,7 @@ def definitions_first(db, ranked: list[Candidate], where: Filters,
         if not declares_only(c) or key_of(c) in placed:
             continue
         for d in named_candidates(db, squash(c.name), where):
-            if d.name == c.name and d.kind in BODY_KINDS and d.end > d.line and \
+            if d.name == c.name and d.kind in DECLARED_KINDS and d.end > d.line and \
                     not d.path.endswith(HEADER_EXTENSIONS) and key_of(d) not in placed:
                 d.covered, d.coverage, d.score = set(c.covered), c.coverage, c.score
                 d.doc = d.doc or c.doc
@@ -414,7 +413,7 @@ def key_of(c: Candidate) -> tuple:
 def declares_only(c: Candidate) -> bool:
     """True for a C or C++ function of a header (which declares it, unless it is inline:
     then no source file defines it too)."""
-    return c.kind in BODY_KINDS and c.language in ("c", "cpp") and \
+    return c.kind in DECLARED_KINDS and c.language in ("c", "cpp") and \
         c.path.endswith(HEADER_EXTENSIONS)
 
 

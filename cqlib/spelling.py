@@ -51,19 +51,22 @@ def corrections(db, terms: list) -> dict[int, str]:
     return found
 
 
+def corrections_made(results: list[dict]) -> dict:
+    """The corrections a search made (typed word -> word searched), as its results say."""
+    return (results[0].get("corrected") or {}) if results else {}
+
+
 def correction_note(results: list[dict]) -> str:
     """What an answer says of the corrections its search made ('' if none)."""
-    corrected = results[0].get("corrected") if results else None
     return "; ".join(f"few or no files hold {typed!r}: searched for {used!r} too"
-                     for typed, used in (corrected or {}).items())
+                     for typed, used in corrections_made(results).items())
 
 
 def corrected_text(text: str, results: list[dict]) -> str:
-    """A query with the words its search corrected (see correct_spelling) as searched."""
+    """A query with the words its search corrected (see corrections) as searched."""
     import re
 
-    corrected = results[0].get("corrected") if results else None
-    for typed, used in (corrected or {}).items():
+    for typed, used in corrections_made(results).items():
         text = re.sub(rf"\b{re.escape(typed)}\b", used, text, flags=re.IGNORECASE)
     return text
 

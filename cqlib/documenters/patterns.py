@@ -287,12 +287,11 @@ def document_by_patterns(language: Language, lines: list[str], deadline: Deadlin
     head = None  # (index, code, doc) of a line that may be the first half of a definition
     directive_to = -1  # the last line of the preprocessor directive being read, if any
     for index, line, doc in code_lines(lines, language.comments, deadline):
-        if directives and (index <= directive_to or line.lstrip().startswith("#")):
-            continued = index <= directive_to
-            directive_to = directive_end(lines, index, len(lines)) if not continued \
-                else directive_to
-            if continued:  # a `#define`'s body, continued by backslashes, defines nothing
-                continue
+        if directives:
+            if index <= directive_to:  # a `#define`'s body, continued by backslashes,
+                continue  # defines nothing
+            if line.lstrip().startswith("#"):
+                directive_to = directive_end(lines, index, len(lines))
         if len(line) > 4 * LONGEST_LINE_MATCHED:
             continue
         plan = by_line[line[:1] in (" ", "\t"), scopes.at_member_level()]

@@ -243,13 +243,18 @@ VOCABULARY_SQL = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS temp.cq_stems USING fts5vocab(temp, cq_stemmer, 'row')")
 
 
-def stem_of(db, word: str) -> str:
-    """A word as the index stores it: stemmed and folded as files_fts tokenises.  (It makes
-    the tables term_rows and terms_starting read: call it first.)"""
+def stemming(db, text: str) -> None:
+    """Put a text in the stemmer, making the vocabulary's tables first where they are not
+    (term_rows and terms_starting read them: stem_of or held_terms comes first)."""
     for statement in VOCABULARY_SQL:
         db.execute(statement)
     db.execute("DELETE FROM temp.cq_stemmer")
-    db.execute("INSERT INTO temp.cq_stemmer (word) VALUES (?)", (word,))
+    db.execute("INSERT INTO temp.cq_stemmer (word) VALUES (?)", (text,))
+
+
+def stem_of(db, word: str) -> str:
+    """A word as the index stores it: stemmed and folded as files_fts tokenises."""
+    stemming(db, word)
     row = db.execute("SELECT term FROM temp.cq_stems LIMIT 1").fetchone()
     return row[0] if row else ""
 
@@ -279,7 +284,6 @@ def text_holding(db, term: str) -> str:
 
 def held_terms(db, words: list[str]) -> list[tuple[str, int]]:
     """The stemmed terms of these words that the index holds, with the rows holding each."""
-    db.execute("DELETE FROM temp.cq_stemmer")
-    db.execute("INSERT INTO temp.cq_stemmer (word) VALUES (?)", (" ".join(words),))
+    stemming(db, " ".join(words))
     return db.execute("SELECT v.term, v.doc FROM temp.cq_stems s JOIN temp.cq_vocabulary v "
                       "ON v.term = s.term").fetchall()
