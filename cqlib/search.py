@@ -25,6 +25,7 @@ from cqlib.index.queries import (
     FileHit,
     Filters,
     best_rows,
+    documented_files,
     entry_ranks,
     has_outdated,
     matches_more_than,
@@ -32,6 +33,7 @@ from cqlib.index.queries import (
     path_files,
     rows_matching,
     use_path_filter,
+    word_terms,
 )
 from cqlib.index.store import Index
 from cqlib.spelling import corrections
@@ -57,6 +59,9 @@ EXACT_NAME_BONUS = 100.0  # a definition whose (qualified) name is the query; ot
 # only alike (`bytes_mut` for `BytesMut`) rather than as typed.
 EXACT_KIND_SHARE = {"impl": 0.5, "module": 0.3}
 SPELLED_ALIKE_SHARE = 0.8
+# The share of its score a result keeps for each term it covers only by another form of the
+# word (an abbreviation, `max` for `maximum`, or a typo's correction): below the word as typed.
+OTHER_FORM_SHARE = 0.7
 CANDIDATES = 300
 DECLARED_KINDS = ("function", "method")  # what a header declares, a source file defines
 HEADER_EXTENSIONS = (".h", ".hh", ".hpp", ".hxx")
@@ -93,6 +98,13 @@ OWN_CLASSES = ("source", "docs")  # the classes whose hits make a wider search n
 # every word of its library, must not outrank the source that covers one word less.
 COVERAGE_PENALTY = {"source": 0.0, "test": 0.5, "example": 0.5, "copy": 1.0, "demoted": 1.0,
                     "history": 1.0, "docs": 0.0, "test data": 1.0}
+# Rare words count more: a term weighs its rarity (log of files per file holding it) against
+# the query's rarest term's, and a word held by at most RARE_SHARE of the files counts whole.
+# Words missed are counted by their weights summed, rounded: a result missing only a word
+# that most files hold (weight below MISSED_FROM) ranks with those that cover every word, by
+# its BM25 (a definition that answers above a long file that holds each word somewhere).
+RARE_SHARE = 0.1
+MISSED_FROM = 0.5
 
 
 class Term:
@@ -184,6 +196,7 @@ class SearchQuery:
         self.last = squash(tokens[-1].rstrip("*")) if tokens else ""
         self.typed_last = tokens[-1].rstrip("*") if tokens else ""  # the name as typed
         self.corrections: dict = {}  # a misspelt word -> the index's word searched instead
+        self.weights = [1.0] * len(self.terms)  # how much covering each counts (term_weights)
         self.qualifiers = [p for t in tokens[:-1] for p in split_identifier(t.rstrip("*"))]
 
 
@@ -271,6 +284,7 @@ class Candidate:
         self.summary_by = ""  # the external documenter whose summary doc is, if any
         self.covered: set[int] = set()
         self.coverage = 0.0  # how many terms it covers, less its path's penalty
+        self.other_forms = 0  # how many of them only by another form (see OTHER_FORM_SHARE)
 
     @classmethod
     def of_entry(cls, hit: EntryHit, ranked: bool = True) -> Candidate:
@@ -336,9 +350,12 @@ def ranked_results(index: Index, git_dir: str, text: str, limit: int, path: str 
     query = SearchQuery(text)
     db = index.db
     if not named:
-        for n, used in corrections(db, query.terms).items():
+        held = word_terms(db, [w for t in query.terms for w in (*t.words, *t.forms)])
+        for n, used in corrections(db, query.terms, held).items():
             query.corrections[query.terms[n].words[0]] = used
             query.terms[n] = Term(query.terms[n].words, forms=(used,))
+            held.update(word_terms(db, [used]))
+        query.weights = term_weights(db, query.terms, held)
     use_path_filter(db, path_matcher(path))
     where = Filters(git_dir, path, language, has_outdated(db, git_dir))
     every = range(len(query.terms))
@@ -349,6 +366,8 @@ def ranked_results(index: Index, git_dir: str, text: str, limit: int, path: str 
         candidates += file_candidates(db, " AND ".join(t.files for t in query.terms), where)
     for c in candidates:
         c.covered.update(every)
+    if not named:
+        candidates += precise_candidates(db, query, where, {key_of(c) for c in candidates})
     if not named and len(source_paths(candidates, demote)) < limit:
         seen = {key_of(c) for c in candidates}
         candidates += [c for c in any_term_candidates(db, query, where)
@@ -359,7 +378,10 @@ def ranked_results(index: Index, git_dir: str, text: str, limit: int, path: str 
         if len(c.covered) < len(query.terms):
             c.covered.update(n for n, term in enumerate(query.terms) if n not in c.covered
                              and covers_path_word(term, words_of_path(c.path)))
-        c.coverage = len(c.covered) - coverage_penalty(c.path, bool(path or tests), demote)
+    count_other_forms(db, query, candidates)
+    for c in candidates:
+        c.coverage = len(query.terms) - words_missed(c, query) - \
+            coverage_penalty(c.path, bool(path or tests), demote)
         c.score = rank_score(c, query, path, tests, demote)
     unique = {(c.kind, c.rowid, c.path): c for c in reversed(candidates)}.values()
     best_entry: dict = {}
@@ -375,6 +397,67 @@ def ranked_results(index: Index, git_dir: str, text: str, limit: int, path: str 
     every = all_entries or names_one_file(index, git_dir, path)
     return [result(c, query) for c in grouped(ranked, limit + spare,
                                                lambda c: every or c.exact(query))]
+
+
+def term_weights(db, terms: list[Term], held: dict[str, tuple[str, int]]) -> list[float]:
+    """How much covering each term counts (see RARE_SHARE): 1 for the query's rarest, and
+    for any word held by few files, a phrase or a prefix; less for a commoner word.  `held`
+    has the rows holding each word (word_terms)."""
+    import math
+
+    if len(terms) < 2:
+        return [1.0] * len(terms)
+    files = max(documented_files(db), 1)
+    whole = math.log(1 / RARE_SHARE)
+
+    def rarity(term: Term) -> float | None:
+        if len(term.words) > 1 or term.parts or term.prefix:
+            return None
+        rows = max(held.get(w, ("", 0))[1] for w in (*term.words, *term.forms))
+        return math.log(files / rows) if rows else None
+
+    rarities = [rarity(term) for term in terms]
+    rarest = min(max((r for r in rarities if r is not None), default=whole), whole)
+    return [1.0 if r is None or r >= rarest else r / rarest for r in rarities]
+
+
+def count_other_forms(db, query: SearchQuery, candidates: list[Candidate]) -> None:
+    """Count, for each candidate, the terms it covers only by another form of the word
+    (neither its text nor its path holds the word as typed)."""
+    for n, term in enumerate(query.terms):
+        if not term.forms:
+            continue
+        typed = Term(term.words, term.prefix, forms=())
+        for table, expression in (("entries_fts", typed.entries), ("files_fts", typed.files)):
+            group = [c for c in candidates if n in c.covered and (c.kind == "file") ==
+                     (table == "files_fts") and not covers_path_word(typed, words_of_path(c.path))]
+            if not group:
+                continue
+            holding = rows_matching(db, table, expression, [c.rowid for c in group])
+            for c in group:
+                c.other_forms += c.rowid not in holding
+
+
+def words_missed(c: Candidate, query: SearchQuery) -> int:
+    """The words a candidate misses, rarity-weighted and rounded (see MISSED_FROM)."""
+    missed = sum(w for n, w in enumerate(query.weights) if n not in c.covered)
+    return int(missed + 1 - MISSED_FROM)
+
+
+def precise_candidates(db, query: SearchQuery, where: Filters, seen: set) -> list[Candidate]:
+    """Definitions that cover every term but the commonest (those whose weight is below
+    MISSED_FROM), with the common ones they cover too: the precise definition a long file
+    would crowd out of the first stage by holding each word somewhere."""
+    common = [n for n, w in enumerate(query.weights) if w < MISSED_FROM]
+    if not common or len(common) == len(query.terms):
+        return []
+    rest = [n for n in range(len(query.terms)) if n not in common]
+    found = [c for c in entry_candidates(db, [query.terms[n] for n in rest], where)
+             if key_of(c) not in seen]
+    for c in found:
+        c.covered.update(rest)
+    measure_coverage(db, [(n, query.terms[n]) for n in common], found)
+    return found
 
 
 def definitions_first(db, ranked: list[Candidate], where: Filters,
@@ -550,7 +633,8 @@ def rank_score(c: Candidate, query: SearchQuery, path: str | None, tests: bool,
     if tests and kind == "test":
         prior = 2.0
     exact_forms = len(query.words & set(split_identifier(c.name))) if c.name else 0
-    score = (c.bm25 + 0.1) * weight * prior * (1 + 0.25 * exact_forms)
+    score = (c.bm25 + 0.1) * weight * prior * (1 + 0.25 * exact_forms) * \
+        OTHER_FORM_SHARE ** c.other_forms
     if c.exact(query):
         share = EXACT_KIND_SHARE.get(c.kind, 1.0) * \
             (1.0 if c.name == query.typed_last else SPELLED_ALIKE_SHARE)
@@ -582,6 +666,7 @@ def result(c: Candidate, query: SearchQuery) -> dict:
             "language": c.language, "signature": c.signature[:200], "doc": first_doc[:200],
             "snippet": (c.signature or first_doc)[:200],
             "covered": len(c.covered), "of": len(query.terms),
+            "matched": [" ".join(query.terms[n].words) for n in sorted(c.covered)],
             "score": round(c.score, 4), "matched_summary_by": matched_summary_by(c, query),
             **({"corrected": query.corrections} if query.corrections else {}),
             **({"outdated": True} if c.outdated else {})}

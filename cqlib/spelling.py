@@ -9,7 +9,7 @@ Must not: rank (search.py takes a correction as another form of the word) or hol
 
 from __future__ import annotations
 
-from cqlib.index.queries import held_terms, stem_of, term_rows, terms_starting, text_holding
+from cqlib.index.queries import held_terms, stem_of, terms_starting, text_holding
 from cqlib.words import edit_distance, one_slip_away
 
 # Typos: a word of at least TYPO_MIN_LENGTH letters held by at most TYPO_RARE_ROWS files is
@@ -25,20 +25,19 @@ TYPO_SAME_START = 3
 TYPO_SCAN = 2_000
 
 
-def corrections(db, terms: list) -> dict[int, str]:
+def corrections(db, terms: list, held: dict[str, tuple[str, int]]) -> dict[int, str]:
     """For each term (by its number) whose word no file (or hardly any) holds, the nearest
     word the index holds in many more (TYPO_* above): `recieve` -> `receive`, `conection` ->
     `connection`.  The search covers the word by it as by an abbreviation, without the bonus
-    of a word as typed."""
+    of a word as typed.  `held` has each word's term and the rows holding it (word_terms)."""
     found = {}
     for n, term in enumerate(terms):
         word = term.words[0]
         if len(term.words) > 1 or term.prefix or term.forms or len(word) < TYPO_MIN_LENGTH \
                 or not word.isalpha():
             continue
-        stem = stem_of(db, word)
-        rows = term_rows(db, stem)
-        if rows > TYPO_RARE_ROWS:
+        stem, rows = held.get(word, ("", 0))
+        if not stem or rows > TYPO_RARE_ROWS:
             continue
         least = max(1, rows * TYPO_COMMONER)
         near = nearest_term(db, stem, least)

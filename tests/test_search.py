@@ -580,3 +580,41 @@ def test_marked_name_words_are_stemmed_as_the_words_themselves():
     assert len(words) > 20000 and len(stems) == len(words)
     unlike = [words[row] for row, s in stems.items() if NAME_MARK + s["plain"] != s["marked"]]
     assert unlike == []
+
+
+# Most files hold "count"; one long file holds every word of the question somewhere.
+RARITY = {f"stats/s{i}.py": f"def tally_{i}():\n    \"\"\"Count the items of batch {i}.\"\"\"\n"
+          for i in range(24)}
+RARITY.update({
+    "net/redirects.py": "def follow_redirects(response, limit):\n"
+                        "    \"\"\"Follow redirects up to the maximum of limit hops.\"\"\"\n",
+    "misc/grab_bag.py": "def follow_the_leader():\n    \"\"\"Follow.\"\"\"\n\n\n"
+                        "def list_redirects():\n    \"\"\"The redirects.\"\"\"\n\n\n"
+                        "def largest():\n    \"\"\"The maximum, up to now.\"\"\"\n\n\n"
+                        "def total():\n    \"\"\"The count.\"\"\"\n",
+    # The word as typed, and its abbreviation held by fewer files (so BM25 alone prefers it).
+    "pool/ceiling.py": "def pool_ceiling():\n    \"\"\"The maximum of connections.\"\"\"\n",
+    "pool/limit.py": "def pool_limit():\n    \"\"\"The max of connections.\"\"\"\n",
+})
+
+
+@pytest.fixture(scope="module")
+def rarity(tmp_path_factory, cq_pyz):
+    with indexed_repository(tmp_path_factory, cq_pyz, "rarity", RARITY) as repo:
+        yield repo
+
+
+def test_a_definition_missing_only_a_common_word_beats_a_file_holding_every_word(rarity):
+    top = rarity.search("follow redirects up to a maximum count")[0]
+    assert (top["path"], top["symbol"]) == ("net/redirects.py", "follow_redirects")
+
+
+def test_each_hit_says_which_words_of_the_query_it_covered(rarity):
+    hits = {r["symbol"]: r for r in rarity.search("follow redirects up to a maximum count")}
+    assert hits["follow_redirects"]["matched"] == ["follow", "redirects", "up", "maximum"]
+    assert hits["follow_redirects"]["of"] == 5
+
+
+def test_a_word_as_typed_ranks_above_its_abbreviation(rarity):
+    assert rarity.search("maximum connections")[0]["symbol"] == "pool_ceiling"
+

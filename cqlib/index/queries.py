@@ -240,16 +240,34 @@ def path_files(db, narrow: str, filters: Filters, has_word, limit: int) -> list[
 VOCABULARY_SQL = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS temp.cq_vocabulary USING fts5vocab(main, files_fts, 'row')",
     f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.cq_stemmer USING fts5(word, tokenize='{TOKENIZER}')",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.cq_stems USING fts5vocab(temp, cq_stemmer, 'row')")
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.cq_stems USING fts5vocab(temp, cq_stemmer, 'row')",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.cq_places USING fts5vocab(temp, cq_stemmer, instance)")
 
 
 def stemming(db, text: str) -> None:
     """Put a text in the stemmer, making the vocabulary's tables first where they are not
-    (term_rows and terms_starting read them: stem_of or held_terms comes first)."""
+    (terms_starting reads them: stem_of, word_terms or held_terms comes first)."""
     for statement in VOCABULARY_SQL:
         db.execute(statement)
     db.execute("DELETE FROM temp.cq_stemmer")
     db.execute("INSERT INTO temp.cq_stemmer (word) VALUES (?)", (text,))
+
+
+def word_terms(db, words: list[str]) -> dict[str, tuple[str, int]]:
+    """Each word -> (its term as the index stores it, how many files_fts rows hold that
+    term), read together (a word the tokeniser keeps nothing of is left out)."""
+    for statement in VOCABULARY_SQL:
+        db.execute(statement)
+    db.execute("DELETE FROM temp.cq_stemmer")
+    words = list(dict.fromkeys(words))
+    db.executemany("INSERT INTO temp.cq_stemmer (rowid, word) VALUES (?, ?)",
+                   enumerate(words, 1))
+    found: dict = {}
+    for row, term, rows in db.execute(
+            "SELECT p.doc, p.term, COALESCE(v.doc, 0) FROM temp.cq_places p LEFT JOIN "
+            "temp.cq_vocabulary v ON v.term = p.term ORDER BY p.doc, p.offset"):
+        found.setdefault(words[row - 1], (term, rows))
+    return found
 
 
 def stem_of(db, word: str) -> str:
@@ -259,10 +277,9 @@ def stem_of(db, word: str) -> str:
     return row[0] if row else ""
 
 
-def term_rows(db, term: str) -> int:
-    """How many files_fts rows hold a stemmed term (0 if none)."""
-    row = db.execute("SELECT doc FROM temp.cq_vocabulary WHERE term = ?", (term,)).fetchone()
-    return row[0] if row else 0
+def documented_files(db) -> int:
+    """How many file versions the index holds words for (files_fts's rows, one per blob)."""
+    return db.execute("SELECT count(*) FROM docs").fetchone()[0]
 
 
 def terms_starting(db, prefix: str, lengths: tuple[int, int], rows_at_least: int,
