@@ -29,7 +29,8 @@ order data flows through them:
   pool        documenting processes, so every core works while the worker writes
   pipeline    what tasks do: sync a worktree's map, the lexical and full passes, reconcile
   queue       Huey (the only module that imports it): the tasks and the consumer
-  summarizer  the external documenter's threads, pauses and budget
+  sharing     the external documenter's answers between clones, as git notes (cq share)
+  summarizer  the external documenter's threads, pauses and budget; background sharing
   maintenance stop, clean up after a crash, repair a damaged database
   worker      the worker process: consumer, heartbeat, wake-up FIFO, shutdown order
   tools       the MCP tools: name -> schemas, handler and the text an answer reads as
@@ -126,6 +127,9 @@ def print_worker_status(report: dict, verbose: bool) -> None:
     if report["documenter_paused"]:
         print(display(f"documenter: paused until {local_time(report['documenter_paused']['until'])}"
                       f" ({report['documenter_paused']['reason']})"))
+    if report["sharing"]:
+        age = human_seconds(time.time() - report["sharing"]["at"])
+        print(display(f"sharing ({age} ago): {report['sharing']['message']}"))
     if report["problem"]:
         age = human_seconds(time.time() - report["problem"]["at"])
         print(display(f"problem ({age} ago): {report['problem']['message']}"))
@@ -249,9 +253,13 @@ def cmd_hook(args, repo: Repo) -> int:
 
 def print_summary_progress(counts: dict) -> None:
     """The external documenter's lines of `cq index status`."""
-    print(display(f"documenter {counts['name']}: {counts['done']} summarised, "
+    shared = f" ({counts['shared']} by answers a clone shared)" if counts["shared"] else ""
+    others = f", {counts['other_shards']} left to other shards" \
+        if counts["other_shards"] else ""
+    print(display(f"documenter {counts['name']}: {counts['done']} summarised{shared}, "
                   f"{counts['pending']} pending, {counts['failed']} failed, "
-                  f"{counts['too_large']} over cq.documenterMaxBytes (built-in record only)"))
+                  f"{counts['too_large']} over cq.documenterMaxBytes (built-in record only)"
+                  f"{others}"))
     print(f"calls: {counts['calls_today']} today (${counts['cost_usd_today']:.2f}), "
           f"{counts['calls']} in all (${counts['cost_usd']:.2f})")
     if counts["paused_until"]:
@@ -402,6 +410,12 @@ def cmd_index(args, repo: Repo) -> int:
 
     if args.index_command == "status":
         return show_index_status(repo, args.json)
+    if args.shard is not None:  # before the worker is woken: it summarises by it at once
+        from cqlib.config import parse_shard
+        from cqlib.gitio import run_git
+
+        number, of = parse_shard(args.shard)
+        run_git(["config", "--local", "cq.documenterShard", f"{number}/{of}"], repo.git_dir)
     if args.estimate:
         from cqlib.summarizer import estimate_summaries
 
@@ -492,6 +506,7 @@ def format_estimate(estimate: dict) -> str:
              (f"would send {estimate['send']} files, {sent} bytes (about {sent // 4} tokens "
               f"of file content, plus a prompt for each)"),
              (f"not sent: {estimate['done']} summarised before with these settings, "
+              f"{estimate['shared']} answered by a clone that shared them (cq share fetch), "
               f"{estimate['failed']} failed (sent again after cq queue retry), "
               f"{estimate['large']} over cq.documenterMaxBytes ({estimate['max_bytes']} "
               f"bytes), {estimate['other']} binary or skipped")]
@@ -833,6 +848,8 @@ def cli_spec(argparse) -> dict:
     """Every command: name -> (help, arguments, actions), each action -> (help, arguments);
     an argument is (flags, keyword arguments of add_argument)."""
     json_flag = (("--json",), {"action": "store_true", "help": "machine-readable output"})
+    remote = (("remote",), {"nargs": "?", "metavar": "REMOTE", "help": "a remote's name or "
+                            "URL (default: git config cq.shareRemote, else origin)"})
     seconds = bounded(argparse, float, 0, 86400, "seconds from 0 to 86400")
     stop_args = [(("--timeout",), {"type": seconds, "metavar": "S",
                                    "help": "seconds to wait for a graceful stop"}),
@@ -869,6 +886,9 @@ def cli_spec(argparse) -> dict:
                               "(the external documenter's answers are kept)"}),
             (("--estimate",), {"action": "store_true", "help": "print what the external "
                                "documenter would be sent, and send nothing"}),
+            (("--shard",), {"metavar": "K/N", "help": "send the external documenter only "
+                            "shard K of N of the contents (kept as cq.documenterShard; 1/1: "
+                            "all); share the answers with cq share push"}),
             (("--repair",), {"action": "store_true", "help": "check the index and the queue; "
                              "move a damaged one aside and rebuild it"})], {
             "status": ("indexed versus HEAD", [json_flag])}),
@@ -890,6 +910,10 @@ def cli_spec(argparse) -> dict:
                                   "help": "more than three results from one file"}),
             (("--worktree",), {"action": "store_true", "help": "files edited in the working "
                                "tree too, as they are now (not committed)"})], {}),
+        "share": ("share the external documenter's answers with other clones (git notes)",
+                  [], {
+            "push": ("send this clone's answers to the remote (refs/notes/cq)", [remote]),
+            "fetch": ("take the remote's answers: they are used instead of calls", [remote])}),
         "show": ("the stored documentation of one file", [(("path",), {}), json_flag], {}),
         "read": ("numbered lines of a file as it is now: a definition or a range", [
             (("path",), {}),
@@ -994,9 +1018,23 @@ def cmd_mcp(args, repo: Repo | None) -> int:
     return serve_stdio(repo, args.directory)
 
 
+def cmd_share(args, repo: Repo) -> int:
+    """cq share push|fetch [REMOTE]: the external documenter's answers through git notes."""
+    from cqlib.config import load_config
+    from cqlib.control import poke_worker
+    from cqlib.sharing import share, share_remote
+
+    config = load_config(repo)
+    remote = share_remote(args.remote, config.share_remote)
+    done = share(repo, args.share_command, remote, config.share_timeout)
+    print(display(done.text()))
+    poke_worker(repo)  # answers taken in are put to use
+    return EXIT_OK
+
+
 COMMANDS = {"init": cmd_init, "worker": cmd_worker, "hook": cmd_hook, "index": cmd_index,
             "queue": cmd_queue, "search": cmd_search, "show": cmd_show, "read": cmd_read,
-            "refs": cmd_refs, "changes": cmd_changes, "mcp": cmd_mcp}
+            "refs": cmd_refs, "changes": cmd_changes, "mcp": cmd_mcp, "share": cmd_share}
 
 
 def run_command(args, repo: Repo) -> int:

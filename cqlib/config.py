@@ -61,6 +61,13 @@ class Config:
                                   "a whole number from 1 to 1000"),
         "cq.documenterBackoff": ("documenter_backoff", "float:0.1:86400", 60.0,
                                  "seconds, from 0.1 to 86400"),
+        "cq.documenterShard": ("documenter_shard", "shard", (1, 1),
+                               "K/N: this machine summarises shard K of N (1/1: all)"),
+        "cq.shareRemote": ("share_remote", "str", "", "a remote's name or URL"),
+        "cq.shareAuto": ("share_auto", "bool", False, "true or false"),
+        "cq.shareInterval": ("share_interval", "float:10:604800", 600.0,
+                             "seconds, from 10 to 604800"),
+        "cq.shareTimeout": ("share_timeout", "float:1:3600", 60.0, "seconds, from 1 to 3600"),
     }
     BY_GIT_NAME = {key.lower(): key for key in KEYS}  # git prints keys in lowercase
 
@@ -86,6 +93,8 @@ def parse_config_value(key: str, raw: str) -> object:
             return False
     elif kind in ("list", "str"):
         return raw
+    elif kind == "shard":
+        return parse_shard(raw, fix)
     else:
         name, low, high = kind.split(":")
         text = raw.strip().lower()
@@ -99,6 +108,18 @@ def parse_config_value(key: str, raw: str) -> object:
         if value is not None and float(low) <= value <= float(high):
             return value
     raise CqError(f"invalid value {raw!r} for {key}: expected {hint} {fix}", EXIT_USAGE)
+
+
+SHARDS_MAX = 4096
+
+
+def parse_shard(raw: str, fix: str = "") -> tuple[int, int]:
+    """`K/N` (shard K of N, 1 <= K <= N <= SHARDS_MAX) as (K, N); CqError otherwise."""
+    number, _, of = raw.strip().partition("/")
+    if number.isdigit() and of.isdigit() and 1 <= int(number) <= int(of) <= SHARDS_MAX:
+        return int(number), int(of)
+    raise CqError(f"invalid shard {raw!r}: expected K/N, shard K of N, with 1 <= K <= N <= "
+                  f"{SHARDS_MAX} (such as 2/4){' ' + fix if fix else ''}", EXIT_USAGE)
 
 
 def parse_config(pairs: list[tuple[str, str]]) -> Config:

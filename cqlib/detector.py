@@ -386,6 +386,9 @@ def worker_status_report(repo: Repo, state: WorkerState) -> dict:
         "documenter_paused": {"until": hb["documenter_paused_until"],
                               "reason": str(hb.get("documenter_pause_reason", ""))}
         if "documenter_paused_until" in hb and state.alive else None,
+        "sharing": {"at": hb["sharing_at"], "ok": bool(hb.get("sharing_ok")),
+                    "message": str(hb.get("sharing", ""))}
+        if "sharing_at" in hb and state.alive else None,
         "last_hook_problem": last_hook_problem(repo),
         "state_dir": repo.state_dir,
     }

@@ -104,6 +104,34 @@ def run_git(args: list[str], git_dir: str | None = None, cwd: str | None = None,
     return proc
 
 
+def network_git(common_dir: str, args: list[str], timeout: float) -> tuple[int, str]:
+    """Run a git command that may reach a remote (fetch, push): never a prompt (a missing
+    credential is an error), and within `timeout` seconds, after which git and every process
+    it started are killed.  (exit code, its stderr with control characters escaped: a
+    remote writes it)."""
+    import signal
+    import subprocess
+
+    from cqlib.text import display
+
+    env = scrubbed_env()
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    try:
+        proc = subprocess.Popen(["git", "--git-dir", common_dir, *args], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
+    except FileNotFoundError as exc:
+        raise CqError("git is not installed or not on PATH") from exc
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # with the ssh or https helper it started
+        proc.communicate()
+        return -1, f"no answer within {timeout:g} s (cq.shareTimeout)"
+    return proc.returncode, display(os.fsdecode(err[-20_000:]), keep_newlines=True)
+
+
 def head_commit(git_dir: str) -> str | None:
     """The commit HEAD of this worktree points at, or None on an unborn branch."""
     code, out = spawn_git(["--git-dir", git_dir, "rev-parse", "-q", "--verify",

@@ -128,6 +128,7 @@ class WorkerActivity:
         self.failed = 0
         self.current: dict = {}
         self.paused: tuple | None = None  # (until, why) of the external documenter
+        self.sharing: tuple | None = None  # (when, ok, what) of the last background share
 
     def started(self, key: str, task: str, detail: str) -> None:
         """Work started: a task (key: its id) or a call (key: its thread)."""
@@ -168,6 +169,9 @@ class WorkerActivity:
             paused = {"documenter_paused_until": self.paused[0],
                       "documenter_pause_reason": " ".join(self.paused[1].split())} \
                 if self.paused else {}
+            if self.sharing:
+                paused.update(sharing_at=self.sharing[0], sharing_ok=int(self.sharing[1]),
+                              sharing=" ".join(self.sharing[2].split())[:400])
             return {"tasks_done": self.done, "tasks_failed": self.failed,
                     "progress_at": Progress.last, **paused,
                     "current": json.dumps(list(self.current.values())[:most])}

@@ -99,11 +99,13 @@ OWN_CLASSES = ("source", "docs")  # the classes whose hits make a wider search n
 COVERAGE_PENALTY = {"source": 0.0, "test": 0.5, "example": 0.5, "copy": 1.0, "demoted": 1.0,
                     "history": 1.0, "docs": 0.0, "test data": 1.0}
 # Rare words count more: a term weighs its rarity (log of files per file holding it) against
-# the query's rarest term's, and a word held by at most RARE_SHARE of the files counts whole.
+# the query's rarest term's, and a word held by at most RARE_SHARE of the files, or by fewer
+# than RARE_FILES (however small the index: two files in three say little), counts whole.
 # Words missed are counted by their weights summed, rounded: a result missing only a word
 # that most files hold (weight below MISSED_FROM) ranks with those that cover every word, by
 # its BM25 (a definition that answers above a long file that holds each word somewhere).
 RARE_SHARE = 0.1
+RARE_FILES = 10
 MISSED_FROM = 0.5
 
 
@@ -384,12 +386,13 @@ def ranked_results(index: Index, git_dir: str, text: str, limit: int, path: str 
             coverage_penalty(c.path, bool(path or tests), demote)
         c.score = rank_score(c, query, path, tests, demote)
     unique = {(c.kind, c.rowid, c.path): c for c in reversed(candidates)}.values()
-    best_entry: dict = {}
+    entries_cover: dict = {}
     for c in unique:
         if c.kind != "file":
-            best_entry[c.path] = max(best_entry.get(c.path, c.coverage), c.coverage)
-    # A file's own record adds nothing where one of its definitions covers as much.
-    kept = [c for c in unique if c.kind != "file" or c.coverage > best_entry.get(c.path, -9)]
+            entries_cover.setdefault(c.path, []).append(c.covered)
+    # A file's own record adds nothing where one of its definitions covers every word it does.
+    kept = [c for c in unique if c.kind != "file" or
+            not any(c.covered <= covered for covered in entries_cover.get(c.path, ()))]
     ranked = sorted(kept, key=lambda c: (-c.coverage, -c.score, c.path, c.line))
     if not named:
         ranked = definitions_first(db, ranked, where, limit + spare)
@@ -414,10 +417,10 @@ def term_weights(db, terms: list[Term], held: dict[str, tuple[str, int]]) -> lis
         if len(term.words) > 1 or term.parts or term.prefix:
             return None
         rows = max(held.get(w, ("", 0))[1] for w in (*term.words, *term.forms))
-        return math.log(files / rows) if rows else None
+        return math.log(files / rows) if rows >= RARE_FILES else None
 
     rarities = [rarity(term) for term in terms]
-    rarest = min(max((r for r in rarities if r is not None), default=whole), whole)
+    rarest = max(whole if r is None else min(r, whole) for r in rarities)
     return [1.0 if r is None or r >= rarest else r / rarest for r in rarities]
 
 

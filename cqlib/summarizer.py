@@ -16,7 +16,7 @@ from cqlib.control import request_repair
 from cqlib.gitio import LazyBlobReader, head_commit, tree_entries, tree_listing
 from cqlib.index.database import NotIndexed, needs_repair
 from cqlib.index.store import Index
-from cqlib.index.summaries import Summaries, SummaryJob
+from cqlib.index.summaries import Shard, Summaries, SummaryJob
 from cqlib.lifecycle import Progress, SummaryWork, WorkerActivity, WorkerStopping
 from cqlib.llm import (
     BAD_COST,
@@ -29,6 +29,7 @@ from cqlib.llm import (
     external_documenter,
     next_midnight,
 )
+from cqlib.sharing import answers_for, import_notes, share
 from cqlib.state import Repo, log
 
 
@@ -76,9 +77,14 @@ class Summarizer:
         self.failures_in_row = 0
         self.half_open = False  # the breaker closed again: one more failure reopens it
         self.trial = False  # a half-open breaker's one call is in flight
+        self.notes_lock = threading.Lock()  # one import of shared notes at a time
+        self.shared_once = threading.Event()  # background sharing fetched once (or is off)
+        self.made = 0  # answers made by calls, that background sharing has yet to push
         SummaryWork.arrived = threading.Event()
         self.threads = [threading.Thread(target=self.run, name=f"summarizer-{n}", daemon=True)
                         for n in range(config.documenter_jobs)]
+        self.threads.append(threading.Thread(target=self.share_in_background, name="sharer",
+                                             daemon=True))
 
     def start(self) -> None:
         """Start the threads."""
@@ -150,8 +156,8 @@ class Summarizer:
                 self.queue, self.queue_key = [], documenter.key
             if not self.queue:
                 self.queue = [job for job in summaries.pending(
-                    documenter.key, config.documenter_max_bytes, 16 + len(self.claimed))
-                    if job.blob not in self.claimed]
+                    documenter.key, config.documenter_max_bytes, 16 + len(self.claimed),
+                    Shard(*config.documenter_shard)) if job.blob not in self.claimed]
             while self.queue:
                 job = self.queue.pop(0)
                 if job.blob not in self.claimed:
@@ -164,6 +170,8 @@ class Summarizer:
         """Send one file (unless the same documenter summarised this content before)."""
         blob, path = job.blob, job.path
         known = summaries.known(blob, documenter.key)
+        if not known:
+            known = self.shared_answer(summaries, documenter, blob, config)
         if known:
             with summaries.transaction():
                 summaries.use(blob, documenter.key, documenter.name, *known)
@@ -204,7 +212,60 @@ class Summarizer:
             if strikes and until <= time.time():  # a pause still running stays
                 summaries.set_pause(documenter.key, 0.0, "", 0)
         log(f"summarised {path} ({size} bytes) with {documenter.name}")
+        with self.lock:
+            self.made += 1
         Progress.made()
+
+    def shared_answer(self, summaries: Summaries, documenter: ExternalDocumenter, blob: str,
+                      config: Config) -> tuple[str, dict] | None:
+        """A teammate's answer for this content (refs/notes/cq, fetched since the last
+        look, or just now by background sharing, whose first fetch comes before any call),
+        taken into the index; None if there is none and the documenter must be called."""
+        self.shared_once.wait(config.share_timeout + 5.0)
+        with self.notes_lock:
+            import_notes(self.repo, summaries.index)
+            known = summaries.known(blob, documenter.key)
+            if known is None:
+                answers = [a for a in answers_for(self.repo, blob) if a.key == documenter.key]
+                if answers:
+                    with summaries.transaction():
+                        summaries.take_shared(answers)
+                    known = summaries.known(blob, documenter.key)
+        return known
+
+    def share_in_background(self) -> None:
+        """With cq.shareAuto: at the start and every cq.shareInterval after, share with the
+        remote (see share_once).  Never a hook's work."""
+        due = None  # when the next share is (monotonic): the first comes at once
+        while not self.stop_taking.is_set():
+            config = self.config()
+            if not config.share_auto:
+                due = None
+            elif due is None or time.monotonic() >= due:
+                due = time.monotonic() + config.share_interval
+                self.share_once(config)
+            self.shared_once.set()  # the first fetch is done (or not asked for): calls go on
+            self.stop_taking.wait(1.0)
+
+    def share_once(self, config: Config) -> None:
+        """Fetch the remote's answers (taken in before the next call), or where answers
+        were made here since the last push, push them (which fetches and merges first when
+        the remote moved).  A failure (no credential, no network) is one line in `worker
+        status` and the log; the next try comes an interval later."""
+        with self.lock:
+            made = self.made
+        action = "push" if made else "fetch"
+        try:
+            with self.notes_lock:
+                done = share(self.repo, action, config.share_remote or "origin",
+                             config.share_timeout)
+        except Exception as exc:  # noqa: BLE001 - reported in worker status; tried again
+            self.activity.sharing = (time.time(), False, f"{action} failed: {exc}")
+            log(f"sharing: {action} failed: {exc}", error=True)
+            return
+        with self.lock:
+            self.made -= made
+        self.activity.sharing = (time.time(), True, done.text())
 
     def count(self, summaries: Summaries, config: Config, documenter: ExternalDocumenter,
               cost: float | None) -> None:
@@ -255,7 +316,8 @@ def summary_progress(index: Index, git_dir: str, config: Config) -> dict | None:
     if documenter is None:
         return None
     summaries = Summaries(index)
-    counts = summaries.status(git_dir, documenter.key, config.documenter_max_bytes)
+    counts = summaries.status(git_dir, documenter.key, config.documenter_max_bytes,
+                              Shard(*config.documenter_shard))
     until, why = documenter_pause(summaries, config, documenter, time.time())
     return {"name": documenter.name, **counts, "paused_until": until or None,
             "pause_reason": why or None}
@@ -283,7 +345,7 @@ def estimate_summaries(repo: Repo, config: Config) -> dict:
     sizes = {sha: size for path, mode, sha, size in (
         tree_entries(tree_listing(repo.common_dir, head, sizes=True)) if head else [])
         if size is not None and not skip_reason(path, mode, config)}
-    counts = {"send": 0, "done": 0, "failed": 0, "large": 0, "other": 0}
+    counts = {"send": 0, "done": 0, "shared": 0, "failed": 0, "large": 0, "other": 0}
     sent = 0
     for blob, size in sizes.items():
         kind = kinds.get(blob) or ("large" if size > config.documenter_max_bytes else "send")

@@ -2,7 +2,8 @@
 
     fake_documenter.py MODE CALLS_FILE [claude's own arguments...]
 
-Each call appends one line to CALLS_FILE before it answers: the file's path (from CQ_PATH),
+Each call appends one line to CALLS_FILE (`@state`: fake-calls.log in the calling clone's
+state directory, so that clones share one command and so one settings key) before it answers: the file's path (from CQ_PATH),
 the arguments, whether stdin began with cq's prompt, and the working directory.  MODE is one of:
 
   claude      Claude Code's `--output-format json` answer, with a cq-shaped JSON result
@@ -39,6 +40,8 @@ def answer(cost: float) -> None:
 
 def main() -> int:
     mode, calls = sys.argv[1], sys.argv[2]
+    if calls == "@state":
+        calls = os.path.join(os.environ["CQ_STATE_DIR"], "fake-calls.log")
     prompted = sys.stdin.buffer.read().startswith(b"You are writing the entry")
     with open(calls, "a") as f:
         f.write(f"{os.environ.get('CQ_PATH', '?')} {' '.join(sys.argv[3:])} "

@@ -23,6 +23,28 @@ class SummaryJob(namedtuple("SummaryJob", ("blob", "path", "language"))):
     __slots__ = ()
 
 
+class SharedAnswer(namedtuple("SharedAnswer", ("blob", "key", "summary", "notes"))):
+    """One documenter settings' answer for one content, as it travels in a git note (see
+    sharing.py): no path, no cost, nothing of the clone that made it."""
+
+    __slots__ = ()
+
+
+class Shard(namedtuple("Shard", ("number", "of"))):
+    """Shard `number` (from 1) of `of`: the contents whose blob id, read as a number, leaves
+    number - 1 when divided by `of` (cq index --shard K/N); 1 of 1 is every content."""
+
+    __slots__ = ()
+
+
+ALL_SHARDS = Shard(1, 1)
+
+
+def shard_of(blob: str, of: int) -> int:
+    """Which shard (from 0) of `of` a blob falls in: its id's first 8 hex digits, mod of."""
+    return int(blob[:8], 16) % of
+
+
 def today() -> str:
     """The local date, which a daily budget runs by."""
     return time.strftime("%Y-%m-%d")
@@ -34,27 +56,56 @@ class Summaries:
 
     def __init__(self, index):
         self.index, self.db = index, index.db
+        self.db.create_function("cq_shard", 2, shard_of, deterministic=True)
 
     def transaction(self):
         """A write transaction of the index (see Index.transaction)."""
         return self.index.transaction()
 
-    def pending(self, key: str, max_bytes: int, most: int) -> list[SummaryJob]:
+    def pending(self, key: str, max_bytes: int, most: int,
+                shard: Shard = ALL_SHARDS) -> list[SummaryJob]:
         """The text files the external documenter `key` has yet to summarise (its failures
-        aside), the most recently documented first."""
+        aside), the most recently documented first: those of its shard (see Shard), and any
+        it has an answer for already (made here or shared), which only needs putting to use."""
         rows = self.db.execute(
             "SELECT d.blob, MIN(f.path), d.language FROM docs d JOIN files f ON f.blob = d.blob "
             "AND f.excluded = '' WHERE d.status IN ('ok', 'error') AND d.size <= ? AND "
             "d.llm_key IS NOT ? AND NOT EXISTS (SELECT 1 FROM summaries s WHERE s.blob = d.blob "
-            "AND s.documenter = ? AND s.status = 'failed') GROUP BY d.id ORDER BY d.id DESC "
-            "LIMIT ?", (max_bytes, key, key, most)).fetchall()
+            "AND s.documenter = ? AND s.status = 'failed') AND (cq_shard(d.blob, ?) = ? OR "
+            "EXISTS (SELECT 1 FROM summaries s WHERE s.blob = d.blob AND s.documenter = ? AND "
+            "s.status IN ('ok', 'shared'))) GROUP BY d.id ORDER BY d.id DESC LIMIT ?",
+            (max_bytes, key, key, shard.of, shard.number - 1, key, most)).fetchall()
         return [SummaryJob(blob, os.fsdecode(path), language) for blob, path, language in rows]
 
     def known(self, blob: str, key: str) -> tuple[str, dict] | None:
-        """The summary and notes documenter `key` already gave for this content."""
+        """The summary and notes documenter `key` already gave for this content (here, or
+        in a clone that shared it)."""
         row = self.db.execute("SELECT summary, notes FROM summaries WHERE blob = ? AND "
-                              "documenter = ? AND status = 'ok'", (blob, key)).fetchone()
+                              "documenter = ? AND status IN ('ok', 'shared')",
+                              (blob, key)).fetchone()
         return (row[0], json.loads(row[1] or "{}")) if row else None
+
+    def answers(self) -> list[SharedAnswer]:
+        """Every answer the index holds, made here or taken from a clone (to share)."""
+        return [SharedAnswer(blob, key, summary, json.loads(notes or "{}"))
+                for blob, key, summary, notes in self.db.execute(
+                    "SELECT blob, documenter, summary, notes FROM summaries WHERE status IN "
+                    "('ok', 'shared') ORDER BY blob")]
+
+    def take_shared(self, answers: list[SharedAnswer]) -> int:
+        """Keep answers from shared notes where the index has none for the same content and
+        settings (a failure here gives way to one); how many were new (in a transaction).
+        The worker puts them to use instead of calling its documenter."""
+        before = self.db.total_changes
+        self.db.executemany(
+            "INSERT INTO summaries VALUES (?, ?, 'shared', ?, ?, '', "
+            "COALESCE((SELECT MIN(path) FROM files WHERE blob = ?), x''), ?) "
+            "ON CONFLICT (blob, documenter) DO UPDATE SET status = 'shared', "
+            "summary = excluded.summary, notes = excluded.notes, error = '', "
+            "made_at = excluded.made_at WHERE status = 'failed'",
+            [(a.blob, a.key, a.summary, json.dumps(a.notes), a.blob, time.time())
+             for a in answers])
+        return self.db.total_changes - before
 
     def store(self, blob: str, key: str, name: str, path: str, summary: str,
               notes: dict) -> None:
@@ -123,20 +174,25 @@ class Summaries:
         self.db.execute("INSERT OR REPLACE INTO pauses VALUES (?, ?, ?, ?)",
                         (key, until, reason[:500], strikes))
 
-    def status(self, git_dir: str, key: str, max_bytes: int) -> dict:
-        """For one worktree and external documenter: summarised, pending, failed, too large;
+    def status(self, git_dir: str, key: str, max_bytes: int,
+               shard: Shard = ALL_SHARDS) -> dict:
+        """For one worktree and external documenter: summarised (and of those, how many by
+        answers shared by another clone), pending, failed, too large, left to other shards;
         its calls and cost today and in all."""
         rows = self.db.execute(
-            "SELECT d.llm_key = ?, d.size > ?, s.status = 'failed', COUNT(*) FROM files f "
-            "JOIN docs d ON d.blob = f.blob LEFT JOIN summaries s ON s.blob = d.blob AND "
-            "s.documenter = ? WHERE f.git_dir = ? AND f.excluded = '' AND "
-            "d.status IN ('ok', 'error') GROUP BY 1, 2, 3",
-            (key, max_bytes, key, os.fsencode(git_dir))).fetchall()
-        counts = {"done": 0, "pending": 0, "failed": 0, "too_large": 0}
-        for done, large, failed, n in rows:
-            name = "done" if done else "too_large" if large else "failed" if failed else \
-                "pending"
+            "SELECT d.llm_key = ?, d.size > ?, s.status, cq_shard(d.blob, ?) = ?, COUNT(*) "
+            "FROM files f JOIN docs d ON d.blob = f.blob LEFT JOIN summaries s ON "
+            "s.blob = d.blob AND s.documenter = ? WHERE f.git_dir = ? AND f.excluded = '' AND "
+            "d.status IN ('ok', 'error') GROUP BY 1, 2, 3, 4",
+            (key, max_bytes, shard.of, shard.number - 1, key,
+             os.fsencode(git_dir))).fetchall()
+        counts = {"done": 0, "shared": 0, "pending": 0, "failed": 0, "too_large": 0,
+                  "other_shards": 0}
+        for done, large, status, in_shard, n in rows:
+            name = "done" if done else "too_large" if large else "failed" if \
+                status == "failed" else "pending" if in_shard or status else "other_shards"
             counts[name] += n
+            counts["shared"] += n if done and status == "shared" else 0
         day = today()
         calls = self.db.execute(
             "SELECT COALESCE(SUM(calls), 0), COALESCE(SUM(cost), 0), COALESCE(SUM(tokens), 0), "
@@ -167,12 +223,13 @@ class Summaries:
 
     def kinds(self, key: str) -> dict:
         """Every blob of the index -> why documenter `key` is sent nothing for it: "done"
-        (answered before), "failed" (until a retry), "other" (binary, too large or skipped by
-        the built-in pass), or None (documented, and not yet sent)."""
+        (answered before), "shared" (answered in a clone that shared it), "failed" (until a
+        retry), "other" (binary, too large or skipped by the built-in pass), or None
+        (documented, and not yet sent)."""
         kinds = dict(self.db.execute(
             "SELECT blob, CASE WHEN status NOT IN ('ok', 'error', ?) THEN 'other' END "
             "FROM docs", (LEXICAL,)))
         kinds.update(self.db.execute(
-            "SELECT blob, CASE status WHEN 'ok' THEN 'done' ELSE 'failed' END "
-            "FROM summaries WHERE documenter = ?", (key,)))
+            "SELECT blob, CASE status WHEN 'ok' THEN 'done' WHEN 'shared' THEN 'shared' "
+            "ELSE 'failed' END FROM summaries WHERE documenter = ?", (key,)))
         return kinds

@@ -1,0 +1,375 @@
+"""Sharing: the external documenter's answers travel between clones as git notes.
+
+The pipeline, from one clone to the next:
+
+    summaries (index.db) --export--> refs/notes/cq --push--> remote's refs/notes/cq
+    remote's refs/notes/cq --fetch--> refs/notes/remotes/<remote>/cq --merge--> refs/notes/cq
+    refs/notes/cq --import (checked, capped)--> summaries, status 'shared' --> in use
+
+A note annotates the blob it describes and holds one line of JSON per documenter settings
+(`{"key": ..., "notes": {...}, "summary": ..., "v": 1}`, keys sorted): the settings' key is
+the hash ExternalDocumenter makes of its preset or command, model and prompt version, so
+teammates with different models never overwrite each other, and git's `cat_sort_uniq` notes
+merge (a union of lines) joins concurrent pushes without losing an answer.  A push the remote
+refuses (someone pushed first) fetches, merges and tries again.
+
+Owns: the note format, export, import, and moving refs/notes/cq to and from a remote (with
+GIT_TERMINAL_PROMPT=0 and a deadline, so a missing credential is an error, never a prompt).
+Must not: call the documenter, or trust a note: anyone who can push to the remote writes
+them.  A note is size-capped before it is read, each line schema-checked (a settings key, a
+summary, notes on definitions, within the documenter's own caps: nothing that could name a
+path, a command or a setting), and one for an object that is not a blob here is skipped.
+Shown, its text is escaped as a file's contents are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from typing import NamedTuple
+
+from cqlib.errors import EXIT_USAGE, CqError
+from cqlib.gitio import BlobReader, network_git, run_git, scrubbed_env
+from cqlib.index.store import Index
+from cqlib.index.summaries import SharedAnswer, Summaries
+from cqlib.llm import MOST_NOTES, NOTE_CHARS, SUMMARY_CHARS
+from cqlib.state import INDEX_DB, Repo, ensure_state_dir, log, read_state_file, write_state_file
+
+NOTES_REF = "refs/notes/cq"
+NOTE_VERSION = 1
+NOTE_MAX_BYTES = 64 << 10  # one note: an answer per documenter settings, each a few KB
+KEY_PATTERN = re.compile(r"[0-9a-f]{16}")
+OBJECT_PATTERN = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")  # SHA-1 or SHA-256
+NAME_CHARS = 200  # a definition's name a note may speak of
+PUSH_TRIES = 5  # a push refused because another landed first: fetch, merge, push again
+IMPORTED_MARK = "notes-imported"  # the notes commit last imported (a state file)
+# Who writes cq's notes commits (git asks for an identity; a CI machine may have none).
+NOTES_IDENTITY = {"GIT_AUTHOR_NAME": "cq", "GIT_AUTHOR_EMAIL": "cq@localhost",
+                  "GIT_COMMITTER_NAME": "cq", "GIT_COMMITTER_EMAIL": "cq@localhost"}
+
+
+class Imported(NamedTuple):
+    """What one import took from the notes: answers new to the index, and lines skipped."""
+
+    answers: int
+    skipped: int
+
+
+def note_line(answer: SharedAnswer) -> str:
+    """An answer as its note line: canonical JSON, so the same answer is the same line."""
+    return json.dumps({"key": answer.key, "notes": answer.notes, "summary": answer.summary,
+                       "v": NOTE_VERSION}, sort_keys=True, ensure_ascii=False,
+                      separators=(",", ":"))
+
+
+def parsed_line(blob: str, line: str) -> SharedAnswer | str:
+    """A note line as an answer, or why it is not one (a line of another version is not
+    this cq's to read, and is skipped too)."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(value, dict) or set(value) != {"key", "notes", "summary", "v"}:
+        return "not a cq answer (its fields are key, notes, summary and v)"
+    if value["v"] != NOTE_VERSION:
+        return f"of another format ({str(value['v'])[:20]!r})"
+    key, summary, notes = value["key"], value["summary"], value["notes"]
+    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
+        return "its key is not a documenter settings key (16 hexadecimal digits)"
+    if not isinstance(summary, str) or not summary.strip() or len(summary) > SUMMARY_CHARS:
+        return f"its summary is empty, not text, or over {SUMMARY_CHARS} characters"
+    if not isinstance(notes, dict) or len(notes) > MOST_NOTES or not all(
+            isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= NAME_CHARS and
+            len(v) <= NOTE_CHARS for k, v in notes.items()):
+        return (f"its notes are not at most {MOST_NOTES} names of at most {NAME_CHARS} "
+                f"characters with texts of at most {NOTE_CHARS}")
+    return SharedAnswer(blob, key, summary, notes)
+
+
+def notes_commit(repo: Repo, ref: str = NOTES_REF) -> str | None:
+    """The commit a notes ref points at, or None if there is none."""
+    proc = run_git(["rev-parse", "-q", "--verify", f"{ref}^{{commit}}"], repo.common_dir,
+                   check=False)
+    return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+
+
+def note_files(repo: Repo, commit: str, since: str | None = None) -> dict[str, tuple]:
+    """Annotated object -> (note blob, size) for the notes of a notes commit; with `since`,
+    only those added or changed after that commit."""
+    if since:
+        proc = run_git(["diff-tree", "-r", "-z", "--no-renames", "--diff-filter=AM", since,
+                        commit], repo.common_dir, check=False)
+        if proc.returncode == 0:
+            fields = proc.stdout.split(b"\0")
+            changed = {os.fsdecode(path).replace("/", ""): meta.split()[3].decode()
+                       for meta, path in zip(fields[0::2], fields[1::2]) if meta}
+            sizes = object_sizes(repo, list(changed.values()))
+            return {obj: (note, sizes.get(note, -1)) for obj, note in changed.items()}
+    listing = run_git(["ls-tree", "-r", "-z", "-l", commit], repo.common_dir).stdout
+    found = {}
+    for entry in filter(None, listing.split(b"\0")):
+        meta, _, path = entry.partition(b"\t")
+        _, kind, note, size = meta.split()
+        if kind == b"blob":
+            found[os.fsdecode(path).replace("/", "")] = (note.decode(), int(size))
+    return found
+
+
+def object_sizes(repo: Repo, objects: list[str]) -> dict[str, int]:
+    """Object -> its size, for those of these that are blobs in the repository."""
+    if not objects:
+        return {}
+    proc = run_git(["cat-file", "--batch-check=%(objectname) %(objecttype) %(objectsize)"],
+                   repo.common_dir, input="".join(f"{o}\n" for o in objects).encode())
+    sizes = {}
+    for line in proc.stdout.decode().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "blob":
+            sizes[parts[0]] = int(parts[2])
+    return sizes
+
+
+def read_answers(repo: Repo, commit: str, since: str | None = None) -> tuple[list, int]:
+    """The answers the notes of a commit hold (only the new ones, with `since`), checked;
+    and how many notes or lines were refused (each logged).  A note on an object this clone
+    lacks (a teammate's branch not fetched yet, or nothing at all) is left for later: the
+    worker reads it when the content arrives (answers_for)."""
+    files = note_files(repo, commit, since)
+    present = object_sizes(repo, [o for o in files if OBJECT_PATTERN.fullmatch(o)])
+    wanted, refused = [], 0
+    for obj, (note, size) in files.items():
+        if obj not in present:
+            log(f"sharing: a note on {obj[:80]!r} waits: it describes no blob of this "
+                "repository (yet)")
+        elif not 0 <= size <= NOTE_MAX_BYTES:
+            refused += 1
+            log(f"sharing: the note on blob {obj} was skipped: it is {size} bytes, over the "
+                f"cap of {NOTE_MAX_BYTES}", error=True)
+        else:
+            wanted.append((obj, note))
+    answers = []
+    if wanted:
+        reader = BlobReader(repo.common_dir)
+        try:
+            texts = list(reader.read_all([note for _, note in wanted], NOTE_MAX_BYTES))
+        finally:
+            reader.close()
+        for (obj, _), (_, data) in zip(wanted, texts):
+            found, bad = note_answers(obj, data or b"")
+            answers += found
+            refused += bad
+    return answers, refused
+
+
+def note_answers(blob: str, data: bytes) -> tuple[list[SharedAnswer], int]:
+    """The answers of one note's text, and how many of its lines were refused (logged)."""
+    answers, refused = [], 0
+    for line in data.decode("utf-8", "replace").splitlines():
+        found = parsed_line(blob, line) if line.strip() else None
+        if isinstance(found, SharedAnswer):
+            answers.append(found)
+        elif found:
+            refused += 1
+            log(f"sharing: a line of the note on blob {blob} was skipped: {found}", error=True)
+    return answers, refused
+
+
+def answers_for(repo: Repo, blob: str) -> list[SharedAnswer]:
+    """The answers refs/notes/cq holds for one blob (checked as an import checks them): what
+    the worker reads before it calls the documenter, whatever has been imported."""
+    proc = run_git(["notes", f"--ref={NOTES_REF}", "list", blob], repo.common_dir,
+                   check=False)
+    note = proc.stdout.decode().strip()
+    if proc.returncode != 0 or not OBJECT_PATTERN.fullmatch(note):
+        return []
+    size = object_sizes(repo, [note]).get(note, -1)
+    if not 0 <= size <= NOTE_MAX_BYTES:
+        log(f"sharing: the note on blob {blob} was skipped: it is {size} bytes, over the "
+            f"cap of {NOTE_MAX_BYTES}", error=True)
+        return []
+    return note_answers(blob, run_git(["cat-file", "blob", note], repo.common_dir).stdout)[0]
+
+
+def import_notes(repo: Repo, index: Index) -> Imported | None:
+    """Take the answers of refs/notes/cq that the index lacks into it (status 'shared'),
+    reading only the notes changed since the last import; None when the ref has not moved."""
+    commit = notes_commit(repo)
+    mark = repo.state_path(IMPORTED_MARK)
+    last = (read_state_file(mark) or b"").decode(errors="replace").strip() or None
+    if commit is None or commit == last:
+        return None
+    answers, skipped = read_answers(repo, commit, since=last)
+    with index.transaction():
+        added = Summaries(index).take_shared(answers)
+    ensure_state_dir(repo)
+    write_state_file(mark, commit.encode())
+    if added or skipped:
+        log(f"sharing: took {added} answer(s) from {NOTES_REF}; skipped {skipped}")
+    return Imported(added, skipped)
+
+
+def export_answers(repo: Repo, index: Index) -> int:
+    """Write the index's answers that refs/notes/cq lacks into it, as one commit; how many
+    answers were added."""
+    ours: dict = {}
+    for answer in Summaries(index).answers():
+        ours.setdefault(answer.blob, set()).add(note_line(answer))
+    commit = notes_commit(repo)
+    files = note_files(repo, commit) if commit else {}
+    present = {obj: note for obj, (note, size) in files.items() if obj in ours and
+               0 <= size <= NOTE_MAX_BYTES}
+    texts = {}
+    if present:
+        reader = BlobReader(repo.common_dir)
+        try:
+            for obj, (_, data) in zip(present, reader.read_all(list(present.values()),
+                                                                NOTE_MAX_BYTES)):
+                texts[obj] = (data or b"").decode("utf-8", "replace").splitlines()
+        finally:
+            reader.close()
+    changed, added = {}, 0
+    for blob, lines in ours.items():
+        held = set(texts.get(blob, ()))
+        if blob in files and blob not in texts:
+            continue  # a note too large to read: left as it is
+        new = lines - held
+        if new:
+            changed[blob] = sorted(held | lines)
+            added += len(new)
+    if changed:
+        write_notes(repo, commit, changed, files)
+    return added
+
+
+def write_notes(repo: Repo, parent: str | None, changed: dict, files: dict) -> None:
+    """One commit on refs/notes/cq that sets these notes (blob -> lines), through
+    `git fast-import` (thousands of notes in one process); a note keeps its path, a new one
+    takes git's two-level fan-out."""
+    message = b"cq: answers to share\n"
+    chunks = [f"commit {NOTES_REF}\ncommitter cq <cq@localhost> {int(time.time())} +0000\n"
+              f"data {len(message)}\n".encode() + message]
+    if parent:
+        chunks.append(f"from {parent}\n".encode())
+    paths = {}
+    if parent:
+        listing = run_git(["ls-tree", "-r", "-z", "--name-only", parent],
+                          repo.common_dir).stdout
+        paths = {os.fsdecode(p).replace("/", ""): os.fsdecode(p)
+                 for p in filter(None, listing.split(b"\0"))}
+    for blob, lines in changed.items():
+        body = "".join(f"{line}\n" for line in lines).encode()
+        path = paths.get(blob) or f"{blob[:2]}/{blob[2:]}"
+        chunks.append(f"M 100644 inline {path}\ndata {len(body)}\n".encode() + body + b"\n")
+    run_git(["fast-import", "--quiet"], repo.common_dir, input=b"".join(chunks))
+
+
+def share_remote(remote: str | None, configured: str) -> str:
+    """The remote to share with: as given, else cq.shareRemote, else origin; never one that
+    git would read as an option."""
+    name = remote or configured or "origin"
+    if name.startswith("-") or not name.strip() or "\n" in name or "\0" in name:
+        raise CqError(f"not a remote: {name!r} (give a remote's name or URL)", EXIT_USAGE)
+    return name
+
+
+def tracking_ref(remote: str) -> str:
+    """Where a remote's notes are fetched to: refs/notes/remotes/<name>/cq, the name made
+    safe for a ref (a URL by its hash)."""
+    import hashlib
+
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", remote) and ".." not in remote and \
+            not remote.endswith((".lock", ".")):
+        return f"refs/notes/remotes/{remote}/cq"
+    return f"refs/notes/remotes/url-{hashlib.sha256(remote.encode()).hexdigest()[:16]}/cq"
+
+
+def fetch_notes(repo: Repo, remote: str, timeout: float) -> bool:
+    """Fetch the remote's refs/notes/cq and merge it into ours (a union of lines); False if
+    the remote has none yet."""
+    tracking = tracking_ref(remote)
+    code, err = network_git(repo.common_dir, ["fetch", "--no-tags", "--quiet", remote,
+                                              f"+{NOTES_REF}:{tracking}"], timeout)
+    if code != 0:
+        if "couldn't find remote ref" in err:
+            return False
+        raise CqError(f"cannot fetch {NOTES_REF} from {remote}: {git_problem(err)}")
+    merge_notes(repo, tracking)
+    return True
+
+
+def merge_notes(repo: Repo, ref: str) -> None:
+    """Join another notes ref into refs/notes/cq: its lines and ours, each once."""
+    if notes_commit(repo) is None:
+        run_git(["update-ref", NOTES_REF, ref], repo.common_dir)
+        return
+    env = {**scrubbed_env(), **NOTES_IDENTITY}
+    run_git(["notes", f"--ref={NOTES_REF}", "merge", "-q", "-s", "cat_sort_uniq", ref],
+            repo.common_dir, env=env)
+
+
+def push_notes(repo: Repo, remote: str, timeout: float) -> None:
+    """Push refs/notes/cq; where the remote took another push first, fetch and merge it,
+    then push again (PUSH_TRIES in all)."""
+    err = ""
+    for _ in range(PUSH_TRIES):
+        code, err = network_git(repo.common_dir, ["push", "--quiet", remote,
+                                                  f"{NOTES_REF}:{NOTES_REF}"], timeout)
+        if code == 0:
+            return
+        if code < 0 or not re.search(r"rejected|fetch first|non-fast-forward|cannot lock|"
+                                     r"failed to update ref", err):
+            break
+        fetch_notes(repo, remote, timeout)
+    raise CqError(f"cannot push {NOTES_REF} to {remote}: {git_problem(err)}")
+
+
+def git_problem(err: str) -> str:
+    """The line of a failed git command's stderr that says what went wrong."""
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    said = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    return ((said or lines or ["no reason given"])[0])[:300]
+
+
+class Shared(NamedTuple):
+    """What `cq share push` or `fetch` did."""
+
+    action: str  # push or fetch
+    remote: str
+    exported: int  # answers written into refs/notes/cq from the index
+    imported: int  # answers taken into the index from refs/notes/cq
+    skipped: int  # note lines refused (see the worker log)
+    found: bool  # the remote had notes to fetch
+    indexed: bool  # there was an index to take them into (else the worker takes them in)
+
+    def text(self) -> str:
+        """What it did, in words (for `cq share` and `worker status`)."""
+        if not self.found:
+            return f"{self.remote} has no shared answers yet (no {NOTES_REF})"
+        done = [f"pushed {self.exported} answer(s) to {self.remote}"] \
+            if self.action == "push" else [f"fetched from {self.remote}"]
+        done.append(f"took in {self.imported}" if self.indexed else
+                    "the worker takes the answers in before it calls the documenter")
+        if self.skipped:
+            done.append(f"refused {self.skipped} malformed (see: cq worker logs)")
+        return "; ".join(done)
+
+
+def share(repo: Repo, action: str, remote: str, timeout: float) -> Shared:
+    """`cq share push`: export the index's answers, push (fetching and merging first where
+    the remote moved).  `cq share fetch`: fetch, merge, and import into the index where
+    there is one (else the worker imports them before it first calls the documenter).  One
+    answer for both the command line and the worker's background sharing."""
+    if not os.path.exists(repo.state_path(INDEX_DB)):
+        if action == "push":
+            raise CqError("nothing to share: this repository is not indexed (run: cq init)",
+                          EXIT_USAGE)
+        return Shared(action, remote, 0, 0, 0, fetch_notes(repo, remote, timeout), False)
+    with Index(repo) as index:
+        exported = export_answers(repo, index) if action == "push" else 0
+        if action == "push":
+            push_notes(repo, remote, timeout)
+        found = fetch_notes(repo, remote, timeout) if action == "fetch" else True
+        result = import_notes(repo, index) or Imported(0, 0)
+    return Shared(action, remote, exported, result.answers, result.skipped, found, True)
