@@ -45,6 +45,8 @@ OBJECT_PATTERN = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")  # SHA-1 or SHA-25
 NAME_CHARS = 200  # a definition's name a note may speak of
 PUSH_TRIES = 5  # a push refused because another landed first: fetch, merge, push again
 IMPORTED_MARK = "notes-imported"  # the notes commit last imported (a state file)
+EXPORTED_MARK = "notes-exported"  # "TIME COMMIT": answers up to TIME are in COMMIT's notes
+EXPORT_OVERLAP = 60.0  # seconds of answers an export looks at again
 # Who writes cq's notes commits (git asks for an identity; a CI machine may have none).
 NOTES_IDENTITY = {"GIT_AUTHOR_NAME": "cq", "GIT_AUTHOR_EMAIL": "cq@localhost",
                   "GIT_COMMITTER_NAME": "cq", "GIT_COMMITTER_EMAIL": "cq@localhost"}
@@ -69,7 +71,7 @@ def parsed_line(blob: str, line: str) -> SharedAnswer | str:
     this cq's to read, and is skipped too)."""
     try:
         value = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested thousands deep: no answer is)
         return "not JSON"
     if not isinstance(value, dict) or set(value) != {"key", "notes", "summary", "v"}:
         return "not a cq answer (its fields are key, notes, summary and v)"
@@ -96,24 +98,26 @@ def notes_commit(repo: Repo, ref: str = NOTES_REF) -> str | None:
 
 
 def note_files(repo: Repo, commit: str, since: str | None = None) -> dict[str, tuple]:
-    """Annotated object -> (note blob, size) for the notes of a notes commit; with `since`,
-    only those added or changed after that commit."""
+    """Annotated object -> (note blob, size, path in the notes tree) for the notes of a notes
+    commit; with `since`, only those added or changed after that commit."""
     if since:
         proc = run_git(["diff-tree", "-r", "-z", "--no-renames", "--diff-filter=AM", since,
                         commit], repo.common_dir, check=False)
         if proc.returncode == 0:
             fields = proc.stdout.split(b"\0")
-            changed = {os.fsdecode(path).replace("/", ""): meta.split()[3].decode()
+            changed = {os.fsdecode(path): meta.split()[3].decode()
                        for meta, path in zip(fields[0::2], fields[1::2]) if meta}
             sizes = object_sizes(repo, list(changed.values()))
-            return {obj: (note, sizes.get(note, -1)) for obj, note in changed.items()}
+            return {path.replace("/", ""): (note, sizes.get(note, -1), path)
+                    for path, note in changed.items()}
     listing = run_git(["ls-tree", "-r", "-z", "-l", commit], repo.common_dir).stdout
     found = {}
     for entry in filter(None, listing.split(b"\0")):
         meta, _, path = entry.partition(b"\t")
         _, kind, note, size = meta.split()
         if kind == b"blob":
-            found[os.fsdecode(path).replace("/", "")] = (note.decode(), int(size))
+            name = os.fsdecode(path)
+            found[name.replace("/", "")] = (note.decode(), int(size), name)
     return found
 
 
@@ -139,8 +143,11 @@ def read_answers(repo: Repo, commit: str, since: str | None = None) -> tuple[lis
     files = note_files(repo, commit, since)
     present = object_sizes(repo, [o for o in files if OBJECT_PATTERN.fullmatch(o)])
     wanted, refused = [], 0
-    for obj, (note, size) in files.items():
-        if obj not in present:
+    for obj, (note, size, _) in files.items():
+        if not OBJECT_PATTERN.fullmatch(obj):
+            refused += 1
+            log(f"sharing: a note at {obj[:80]!r} was skipped: it names no object", error=True)
+        elif obj not in present:
             log(f"sharing: a note on {obj[:80]!r} waits: it describes no blob of this "
                 "repository (yet)")
         elif not 0 <= size <= NOTE_MAX_BYTES:
@@ -212,13 +219,21 @@ def import_notes(repo: Repo, index: Index) -> Imported | None:
 
 def export_answers(repo: Repo, index: Index) -> int:
     """Write the index's answers that refs/notes/cq lacks into it, as one commit; how many
-    answers were added."""
-    ours: dict = {}
-    for answer in Summaries(index).answers():
-        ours.setdefault(answer.blob, set()).add(note_line(answer))
+    answers were added.  Only answers made or taken in since the last export are looked at,
+    while the notes that export wrote are still in refs/notes/cq (else all are)."""
+    summaries = Summaries(index)
     commit = notes_commit(repo)
-    files = note_files(repo, commit) if commit else {}
-    present = {obj: note for obj, (note, size) in files.items() if obj in ours and
+    mark = repo.state_path(EXPORTED_MARK)
+    since, _, exported = (read_state_file(mark) or b"").decode(errors="replace").partition(" ")
+    newest = summaries.newest_answer()
+    kept = bool(commit and exported and run_git(
+        ["merge-base", "--is-ancestor", exported.strip(), commit], repo.common_dir,
+        check=False).returncode == 0)
+    ours: dict = {}
+    for answer in summaries.answers(float(since) if kept else 0.0):
+        ours.setdefault(answer.blob, set()).add(note_line(answer))
+    files = note_files(repo, commit) if commit and ours else {}
+    present = {obj: note for obj, (note, size, _) in files.items() if obj in ours and
                0 <= size <= NOTE_MAX_BYTES}
     texts = {}
     if present:
@@ -239,25 +254,23 @@ def export_answers(repo: Repo, index: Index) -> int:
             changed[blob] = sorted(held | lines)
             added += len(new)
     if changed:
-        write_notes(repo, commit, changed, files)
+        write_notes(repo, commit, changed, {obj: path for obj, (_, _, path) in files.items()})
+    commit = notes_commit(repo)
+    if commit:  # an answer stored meanwhile may carry an older time: a minute looked at again
+        ensure_state_dir(repo)
+        write_state_file(mark, f"{newest - EXPORT_OVERLAP} {commit}".encode())
     return added
 
 
-def write_notes(repo: Repo, parent: str | None, changed: dict, files: dict) -> None:
+def write_notes(repo: Repo, parent: str | None, changed: dict, paths: dict) -> None:
     """One commit on refs/notes/cq that sets these notes (blob -> lines), through
-    `git fast-import` (thousands of notes in one process); a note keeps its path, a new one
-    takes git's two-level fan-out."""
+    `git fast-import` (thousands of notes in one process); a note keeps its path (`paths`:
+    blob -> its path in the parent's tree), a new one takes git's two-level fan-out."""
     message = b"cq: answers to share\n"
     chunks = [f"commit {NOTES_REF}\ncommitter cq <cq@localhost> {int(time.time())} +0000\n"
               f"data {len(message)}\n".encode() + message]
     if parent:
         chunks.append(f"from {parent}\n".encode())
-    paths = {}
-    if parent:
-        listing = run_git(["ls-tree", "-r", "-z", "--name-only", parent],
-                          repo.common_dir).stdout
-        paths = {os.fsdecode(p).replace("/", ""): os.fsdecode(p)
-                 for p in filter(None, listing.split(b"\0"))}
     for blob, lines in changed.items():
         body = "".join(f"{line}\n" for line in lines).encode()
         path = paths.get(blob) or f"{blob[:2]}/{blob[2:]}"
@@ -340,13 +353,14 @@ class Shared(NamedTuple):
     exported: int  # answers written into refs/notes/cq from the index
     imported: int  # answers taken into the index from refs/notes/cq
     skipped: int  # note lines refused (see the worker log)
-    found: bool  # the remote had notes to fetch
+    found: bool  # there were notes: the remote's to fetch, or ours to push
     indexed: bool  # there was an index to take them into (else the worker takes them in)
 
     def text(self) -> str:
         """What it did, in words (for `cq share` and `worker status`)."""
         if not self.found:
-            return f"{self.remote} has no shared answers yet (no {NOTES_REF})"
+            return f"no answers to push yet (no {NOTES_REF})" if self.action == "push" \
+                else f"{self.remote} has no shared answers yet (no {NOTES_REF})"
         done = [f"pushed {self.exported} answer(s) to {self.remote}"] \
             if self.action == "push" else [f"fetched from {self.remote}"]
         done.append(f"took in {self.imported}" if self.indexed else
@@ -368,6 +382,8 @@ def share(repo: Repo, action: str, remote: str, timeout: float) -> Shared:
         return Shared(action, remote, 0, 0, 0, fetch_notes(repo, remote, timeout), False)
     with Index(repo) as index:
         exported = export_answers(repo, index) if action == "push" else 0
+        if action == "push" and notes_commit(repo) is None:
+            return Shared(action, remote, 0, 0, 0, False, True)
         if action == "push":
             push_notes(repo, remote, timeout)
         found = fetch_notes(repo, remote, timeout) if action == "fetch" else True

@@ -13,6 +13,7 @@ import time
 
 from cqlib.config import Config, FreshConfig, config_or_defaults, skip_reason
 from cqlib.control import request_repair
+from cqlib.errors import CqError
 from cqlib.gitio import LazyBlobReader, head_commit, tree_entries, tree_listing
 from cqlib.index.database import NotIndexed, needs_repair
 from cqlib.index.store import Index
@@ -223,15 +224,18 @@ class Summarizer:
         taken into the index; None if there is none and the documenter must be called."""
         self.shared_once.wait(config.share_timeout + 5.0)
         with self.notes_lock:
-            import_notes(self.repo, summaries.index)
-            known = summaries.known(blob, documenter.key)
-            if known is None:
-                answers = [a for a in answers_for(self.repo, blob) if a.key == documenter.key]
-                if answers:
-                    with summaries.transaction():
-                        summaries.take_shared(answers)
-                    known = summaries.known(blob, documenter.key)
-        return known
+            try:
+                import_notes(self.repo, summaries.index)
+                if summaries.known(blob, documenter.key) is None:
+                    answers = [a for a in answers_for(self.repo, blob)
+                               if a.key == documenter.key]
+                    if answers:
+                        with summaries.transaction():
+                            summaries.take_shared(answers)
+            except (CqError, OSError) as exc:  # shared notes are a saving, never a stop
+                log(f"sharing: the notes could not be read ({exc}); the documenter is called",
+                    error=True)
+        return summaries.known(blob, documenter.key)
 
     def share_in_background(self) -> None:
         """With cq.shareAuto: at the start and every cq.shareInterval after, share with the

@@ -3,8 +3,9 @@
     fake_documenter.py MODE CALLS_FILE [claude's own arguments...]
 
 Each call appends one line to CALLS_FILE (`@state`: fake-calls.log in the calling clone's
-state directory, so that clones share one command and so one settings key) before it answers: the file's path (from CQ_PATH),
-the arguments, whether stdin began with cq's prompt, and the working directory.  MODE is one of:
+state directory, so that clones share one command and so one settings key) before it
+answers: the file's path (from CQ_PATH), the arguments, whether stdin began with cq's
+prompt, and the working directory.  MODE is one of:
 
   claude      Claude Code's `--output-format json` answer, with a cq-shaped JSON result
   cost=X      the same, reporting X US dollars

@@ -215,7 +215,8 @@ def hostile_notes(repo: Repository) -> dict:
         "b.py": "{not json\n",
         "c.py": json.dumps({**good, "summary": "red \x1b[31mALERT\x1b[0m \x07 text"}) + "\n",
         "d.py": json.dumps({**good, "key": "sh -c 'touch /tmp/owned'"}) + "\n" +
-                json.dumps({**good, "command": "touch /tmp/owned"}) + "\n",
+                json.dumps({**good, "command": "touch /tmp/owned"}) + "\n" +
+                "[" * 30000 + "\n",  # nested deeper than any parser recurses
         "0" * 40: json.dumps(good) + "\n",
     }
 
@@ -330,3 +331,16 @@ def test_background_sharing_pushes_and_fetches_answers(base):
     b = clone(remote, base / "b", shareAuto="true")
     assert b.cq("init").returncode == 0
     assert summarised(b)["shared"] == 5 and calls(b) == []
+
+
+def test_a_push_after_the_notes_were_removed_sends_every_answer_again(base):
+    remote = new_remote(base, {f"m{i}.py": module(i) for i in range(3)})
+    a = clone(remote, base / "a")
+    assert a.cq("init").returncode == 0
+    summarised(a)
+    assert "pushed 3 answer(s)" in share(a, "push")
+    assert "pushed 0 answer(s)" in share(a, "push")
+    a.git("update-ref", "-d", "refs/notes/cq")
+    git(remote, "update-ref", "-d", "refs/notes/cq")
+    assert "pushed 3 answer(s)" in share(a, "push")
+    assert len(git(remote, "notes", "--ref=cq", "list").splitlines()) == 3

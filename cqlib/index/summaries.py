@@ -85,12 +85,18 @@ class Summaries:
                               (blob, key)).fetchone()
         return (row[0], json.loads(row[1] or "{}")) if row else None
 
-    def answers(self) -> list[SharedAnswer]:
-        """Every answer the index holds, made here or taken from a clone (to share)."""
+    def answers(self, since: float = 0.0) -> list[SharedAnswer]:
+        """The answers the index holds, made here or taken from a clone (to share): those
+        kept after `since` (epoch seconds)."""
         return [SharedAnswer(blob, key, summary, json.loads(notes or "{}"))
                 for blob, key, summary, notes in self.db.execute(
                     "SELECT blob, documenter, summary, notes FROM summaries WHERE status IN "
-                    "('ok', 'shared') ORDER BY blob")]
+                    "('ok', 'shared') AND made_at > ? ORDER BY blob", (since,))]
+
+    def newest_answer(self) -> float:
+        """When the newest answer was kept (0 if there is none)."""
+        return self.db.execute("SELECT COALESCE(MAX(made_at), 0) FROM summaries WHERE status "
+                               "IN ('ok', 'shared')").fetchone()[0]
 
     def take_shared(self, answers: list[SharedAnswer]) -> int:
         """Keep answers from shared notes where the index has none for the same content and
