@@ -410,17 +410,23 @@ def cmd_index(args, repo: Repo) -> int:
 
     if args.index_command == "status":
         return show_index_status(repo, args.json)
-    if args.shard is not None:  # before the worker is woken: it summarises by it at once
+    shard = None
+    if args.shard is not None:
         from cqlib.config import parse_shard
-        from cqlib.gitio import run_git
 
-        number, of = parse_shard(args.shard)
-        run_git(["config", "--local", "cq.documenterShard", f"{number}/{of}"], repo.git_dir)
-    if args.estimate:
+        shard = parse_shard(args.shard)
+    if args.estimate:  # (of the shard asked for, which it does not keep)
         from cqlib.summarizer import estimate_summaries
 
-        print(format_estimate(estimate_summaries(repo, config_or_defaults(repo))))
+        config = config_or_defaults(repo)
+        config.documenter_shard = shard or config.documenter_shard
+        print(format_estimate(estimate_summaries(repo, config)))
         return EXIT_OK
+    if shard:  # kept before the worker is woken: it summarises by it at once
+        from cqlib.gitio import run_git
+
+        run_git(["config", "--local", "cq.documenterShard", "/".join(map(str, shard))],
+                repo.git_dir)
     if args.repair:
         from cqlib.maintenance import repair_databases
 
@@ -507,6 +513,7 @@ def format_estimate(estimate: dict) -> str:
               f"of file content, plus a prompt for each)"),
              (f"not sent: {estimate['done']} summarised before with these settings, "
               f"{estimate['shared']} answered by a clone that shared them (cq share fetch), "
+              f"{estimate['other_shards']} left to other shards (cq.documenterShard), "
               f"{estimate['failed']} failed (sent again after cq queue retry), "
               f"{estimate['large']} over cq.documenterMaxBytes ({estimate['max_bytes']} "
               f"bytes), {estimate['other']} binary or skipped")]
@@ -1025,6 +1032,9 @@ def cmd_share(args, repo: Repo) -> int:
     from cqlib.sharing import share, share_remote
 
     config = load_config(repo)
+    if not config.share:
+        raise CqError("sharing is off here (cq.share is false); turn it on with: git config "
+                      "cq.share true", EXIT_USAGE)
     remote = share_remote(args.remote, config.share_remote)
     done = share(repo, args.share_command, remote, config.share_timeout)
     print(display(done.text()))

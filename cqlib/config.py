@@ -63,6 +63,7 @@ class Config:
                                  "seconds, from 0.1 to 86400"),
         "cq.documenterShard": ("documenter_shard", "shard", (1, 1),
                                "K/N: this machine summarises shard K of N (1/1: all)"),
+        "cq.share": ("share", "bool", True, "true or false"),
         "cq.shareRemote": ("share_remote", "str", "", "a remote's name or URL"),
         "cq.shareAuto": ("share_auto", "bool", False, "true or false"),
         "cq.shareInterval": ("share_interval", "float:10:604800", 600.0,

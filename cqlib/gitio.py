@@ -105,31 +105,41 @@ def run_git(args: list[str], git_dir: str | None = None, cwd: str | None = None,
 
 
 def network_git(common_dir: str, args: list[str], timeout: float) -> tuple[int, str]:
-    """Run a git command that may reach a remote (fetch, push): never a prompt (a missing
-    credential is an error), and within `timeout` seconds, after which git and every process
-    it started are killed.  (exit code, its stderr with control characters escaped: a
-    remote writes it)."""
+    """Run a git command that may reach a remote (fetch, push): never a prompt (no terminal,
+    no askpass: a missing credential is an error), and within `timeout` seconds, after which
+    git and every process of its group are killed, and its answer is not waited for
+    (a helper that left the group may hold a pipe: stderr goes to a file).  (exit code, its
+    stderr with control characters escaped: a remote writes it)."""
     import signal
     import subprocess
+    import tempfile
 
     from cqlib.text import display
 
-    env = scrubbed_env()
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-    try:
-        proc = subprocess.Popen(["git", "--git-dir", common_dir, *args], env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, start_new_session=True)
-    except FileNotFoundError as exc:
-        raise CqError("git is not installed or not on PATH") from exc
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # with the ssh or https helper it started
-        proc.communicate()
-        return -1, f"no answer within {timeout:g} s (cq.shareTimeout)"
-    return proc.returncode, display(os.fsdecode(err[-20_000:]), keep_newlines=True)
+    env = dict(scrubbed_env(), GIT_TERMINAL_PROMPT="0", SSH_ASKPASS_REQUIRE="never",
+               GIT_ASKPASS="/bin/false")
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(["git", "--git-dir", common_dir, *args], env=env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=err, start_new_session=True)
+        except FileNotFoundError as exc:
+            raise CqError("git is not installed or not on PATH") from exc
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = -1
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # with the ssh or https helper it started
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        if code == -1:
+            return -1, f"no answer within {timeout:g} s (cq.shareTimeout)"
+        err.seek(0)
+        text = err.read()[-20_000:]
+    return code, display(os.fsdecode(text), keep_newlines=True)
 
 
 def head_commit(git_dir: str) -> str | None:

@@ -24,10 +24,12 @@ Shown, its text is escaped as a file's contents are.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from cqlib.errors import EXIT_USAGE, CqError
@@ -35,7 +37,16 @@ from cqlib.gitio import BlobReader, network_git, run_git, scrubbed_env
 from cqlib.index.store import Index
 from cqlib.index.summaries import SharedAnswer, Summaries
 from cqlib.llm import MOST_NOTES, NOTE_CHARS, SUMMARY_CHARS
-from cqlib.state import INDEX_DB, Repo, ensure_state_dir, log, read_state_file, write_state_file
+from cqlib.state import (
+    INDEX_DB,
+    Repo,
+    ensure_state_dir,
+    log,
+    open_state_file,
+    read_state_file,
+    write_state_file,
+)
+from cqlib.text import is_text
 
 NOTES_REF = "refs/notes/cq"
 NOTE_VERSION = 1
@@ -45,8 +56,14 @@ OBJECT_PATTERN = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")  # SHA-1 or SHA-25
 NAME_CHARS = 200  # a definition's name a note may speak of
 PUSH_TRIES = 5  # a push refused because another landed first: fetch, merge, push again
 IMPORTED_MARK = "notes-imported"  # the notes commit last imported (a state file)
+WAITING_NOTES = "notes-waiting"  # "OBJECT NOTE" lines: notes on content not here yet
+WAITING_MAX = 200_000
+IMPORT_BATCH = 2_000  # notes read and taken in at a time (so memory stays bounded)
 EXPORTED_MARK = "notes-exported"  # "TIME COMMIT": answers up to TIME are in COMMIT's notes
-EXPORT_OVERLAP = 60.0  # seconds of answers an export looks at again
+# An answer stored while an export runs may carry an earlier time than the newest it saw:
+# each export looks again at the answers of this many seconds before that one.
+EXPORT_OVERLAP = 60.0
+SHARE_LOCK = "share.lock"  # one share at a time, the worker's and the command line's
 # Who writes cq's notes commits (git asks for an identity; a CI machine may have none).
 NOTES_IDENTITY = {"GIT_AUTHOR_NAME": "cq", "GIT_AUTHOR_EMAIL": "cq@localhost",
                   "GIT_COMMITTER_NAME": "cq", "GIT_COMMITTER_EMAIL": "cq@localhost"}
@@ -87,6 +104,8 @@ def parsed_line(blob: str, line: str) -> SharedAnswer | str:
             len(v) <= NOTE_CHARS for k, v in notes.items()):
         return (f"its notes are not at most {MOST_NOTES} names of at most {NAME_CHARS} "
                 f"characters with texts of at most {NOTE_CHARS}")
+    if not all(is_text(text) for text in (summary, *notes, *notes.values())):
+        return "not text (it escapes half a UTF-16 character, which no file can hold)"
     return SharedAnswer(blob, key, summary, notes)
 
 
@@ -135,45 +154,10 @@ def object_sizes(repo: Repo, objects: list[str]) -> dict[str, int]:
     return sizes
 
 
-def read_answers(repo: Repo, commit: str, since: str | None = None) -> tuple[list, int]:
-    """The answers the notes of a commit hold (only the new ones, with `since`), checked;
-    and how many notes or lines were refused (each logged).  A note on an object this clone
-    lacks (a teammate's branch not fetched yet, or nothing at all) is left for later: the
-    worker reads it when the content arrives (answers_for)."""
-    files = note_files(repo, commit, since)
-    present = object_sizes(repo, [o for o in files if OBJECT_PATTERN.fullmatch(o)])
-    wanted, refused = [], 0
-    for obj, (note, size, _) in files.items():
-        if not OBJECT_PATTERN.fullmatch(obj):
-            refused += 1
-            log(f"sharing: a note at {obj[:80]!r} was skipped: it names no object", error=True)
-        elif obj not in present:
-            log(f"sharing: a note on {obj[:80]!r} waits: it describes no blob of this "
-                "repository (yet)")
-        elif not 0 <= size <= NOTE_MAX_BYTES:
-            refused += 1
-            log(f"sharing: the note on blob {obj} was skipped: it is {size} bytes, over the "
-                f"cap of {NOTE_MAX_BYTES}", error=True)
-        else:
-            wanted.append((obj, note))
-    answers = []
-    if wanted:
-        reader = BlobReader(repo.common_dir)
-        try:
-            texts = list(reader.read_all([note for _, note in wanted], NOTE_MAX_BYTES))
-        finally:
-            reader.close()
-        for (obj, _), (_, data) in zip(wanted, texts):
-            found, bad = note_answers(obj, data or b"")
-            answers += found
-            refused += bad
-    return answers, refused
-
-
 def note_answers(blob: str, data: bytes) -> tuple[list[SharedAnswer], int]:
     """The answers of one note's text, and how many of its lines were refused (logged)."""
     answers, refused = [], 0
-    for line in data.decode("utf-8", "replace").splitlines():
+    for line in data.decode("utf-8", "replace").split("\n"):  # (U+2028 is no line end)
         found = parsed_line(blob, line) if line.strip() else None
         if isinstance(found, SharedAnswer):
             answers.append(found)
@@ -200,21 +184,97 @@ def answers_for(repo: Repo, blob: str) -> list[SharedAnswer]:
 
 
 def import_notes(repo: Repo, index: Index) -> Imported | None:
-    """Take the answers of refs/notes/cq that the index lacks into it (status 'shared'),
-    reading only the notes changed since the last import; None when the ref has not moved."""
+    """Take the answers of refs/notes/cq that the index lacks into it (status 'shared'):
+    those of the notes changed since the last import, and of notes that waited for their
+    content (a teammate's branch not fetched yet), IMPORT_BATCH notes at a time; None when
+    there was nothing to look at."""
     commit = notes_commit(repo)
     mark = repo.state_path(IMPORTED_MARK)
     last = (read_state_file(mark) or b"").decode(errors="replace").strip() or None
-    if commit is None or commit == last:
+    waiting = read_waiting(repo)
+    if (commit is None or commit == last) and not waiting:
         return None
-    answers, skipped = read_answers(repo, commit, since=last)
-    with index.transaction():
-        added = Summaries(index).take_shared(answers)
+    files = note_files(repo, commit, since=last) if commit and commit != last else {}
+    if waiting:
+        sizes = object_sizes(repo, list(waiting.values()))
+        for obj, note in waiting.items():
+            files.setdefault(obj, (note, sizes.get(note, -1), ""))
+    present = object_sizes(repo, [o for o in files if OBJECT_PATTERN.fullmatch(o)])
+    wanted, still_waiting, refused = [], {}, 0
+    for obj, (note, size, _) in files.items():
+        if not OBJECT_PATTERN.fullmatch(obj):
+            refused += 1
+            log(f"sharing: a note at {obj[:80]!r} was skipped: it names no object", error=True)
+        elif obj not in present:
+            if size >= 0:  # (a note gone from the ref waits no more)
+                still_waiting[obj] = note
+            if obj not in waiting:
+                log(f"sharing: the note on {obj} waits: it describes no blob of this "
+                    "repository (yet)")
+        elif not 0 <= size <= NOTE_MAX_BYTES:
+            refused += 1
+            log(f"sharing: the note on blob {obj} was skipped: it is {size} bytes, over the "
+                f"cap of {NOTE_MAX_BYTES}", error=True)
+        else:
+            wanted.append((obj, note))
+    added = 0
+    for start in range(0, len(wanted), IMPORT_BATCH):
+        answers, bad = batch_answers(repo, wanted[start:start + IMPORT_BATCH])
+        refused += bad
+        with index.transaction():
+            added += Summaries(index).take_shared(answers)
     ensure_state_dir(repo)
-    write_state_file(mark, commit.encode())
-    if added or skipped:
-        log(f"sharing: took {added} answer(s) from {NOTES_REF}; skipped {skipped}")
-    return Imported(added, skipped)
+    write_waiting(repo, still_waiting)
+    if commit:
+        write_state_file(mark, commit.encode())
+    if added or refused:
+        log(f"sharing: took {added} answer(s) from {NOTES_REF}; refused {refused}; "
+            f"{len(still_waiting)} wait for their content")
+    return Imported(added, refused)
+
+
+def batch_answers(repo: Repo, notes: list[tuple[str, str]]) -> tuple[list, int]:
+    """The answers of these (blob, note) pairs, checked, and how many lines were refused."""
+    answers, refused = [], 0
+    reader = BlobReader(repo.common_dir)
+    try:
+        for (obj, _), (_, data) in zip(notes, reader.read_all([n for _, n in notes],
+                                                                NOTE_MAX_BYTES)):
+            found, bad = note_answers(obj, data or b"")
+            answers += found
+            refused += bad
+    finally:
+        reader.close()
+    return answers, refused
+
+
+def noted_blobs(repo: Repo, key: str, blobs: list[str]) -> set[str]:
+    """Those of these blobs that refs/notes/cq holds an answer for with settings `key`
+    (imported or not: what `cq index --estimate` spares)."""
+    commit = notes_commit(repo)
+    files = note_files(repo, commit) if commit and blobs else {}
+    notes = [(blob, files[blob][0]) for blob in blobs
+             if blob in files and 0 <= files[blob][1] <= NOTE_MAX_BYTES]
+    found: set = set()
+    for start in range(0, len(notes), IMPORT_BATCH):
+        answers, _ = batch_answers(repo, notes[start:start + IMPORT_BATCH])
+        found.update(a.blob for a in answers if a.key == key)
+    return found
+
+
+def read_waiting(repo: Repo) -> dict[str, str]:
+    """The notes that wait for their content: object -> note."""
+    data = read_state_file(repo.state_path(WAITING_NOTES), WAITING_MAX * 82) or b""
+    pairs = (line.split() for line in data.decode(errors="replace").splitlines())
+    return {p[0]: p[1] for p in pairs if len(p) == 2}
+
+
+def write_waiting(repo: Repo, waiting: dict[str, str]) -> None:
+    """Keep the notes that wait for their content (at most WAITING_MAX of them)."""
+    path = repo.state_path(WAITING_NOTES)
+    if waiting or os.path.exists(path):
+        write_state_file(path, "".join(f"{obj} {note}\n" for obj, note in
+                                       list(waiting.items())[:WAITING_MAX]).encode())
 
 
 def export_answers(repo: Repo, index: Index) -> int:
@@ -224,13 +284,13 @@ def export_answers(repo: Repo, index: Index) -> int:
     summaries = Summaries(index)
     commit = notes_commit(repo)
     mark = repo.state_path(EXPORTED_MARK)
-    since, _, exported = (read_state_file(mark) or b"").decode(errors="replace").partition(" ")
+    since, exported = export_mark(repo)
     newest = summaries.newest_answer()
     kept = bool(commit and exported and run_git(
-        ["merge-base", "--is-ancestor", exported.strip(), commit], repo.common_dir,
+        ["merge-base", "--is-ancestor", exported, commit], repo.common_dir,
         check=False).returncode == 0)
     ours: dict = {}
-    for answer in summaries.answers(float(since) if kept else 0.0):
+    for answer in summaries.answers(since - EXPORT_OVERLAP if kept else 0.0):
         ours.setdefault(answer.blob, set()).add(note_line(answer))
     files = note_files(repo, commit) if commit and ours else {}
     present = {obj: note for obj, (note, size, _) in files.items() if obj in ours and
@@ -241,7 +301,8 @@ def export_answers(repo: Repo, index: Index) -> int:
         try:
             for obj, (_, data) in zip(present, reader.read_all(list(present.values()),
                                                                 NOTE_MAX_BYTES)):
-                texts[obj] = (data or b"").decode("utf-8", "replace").splitlines()
+                texts[obj] = [line for line in (data or b"").decode("utf-8", "replace")
+                              .split("\n") if line]
         finally:
             reader.close()
     changed, added = {}, 0
@@ -256,10 +317,25 @@ def export_answers(repo: Repo, index: Index) -> int:
     if changed:
         write_notes(repo, commit, changed, {obj: path for obj, (_, _, path) in files.items()})
     commit = notes_commit(repo)
-    if commit:  # an answer stored meanwhile may carry an older time: a minute looked at again
+    if commit:
         ensure_state_dir(repo)
-        write_state_file(mark, f"{newest - EXPORT_OVERLAP} {commit}".encode())
+        write_state_file(mark, f"{newest} {commit}".encode())
     return added
+
+
+def export_mark(repo: Repo) -> tuple[float, str]:
+    """(time of the newest answer the last export looked at, the notes commit it left)."""
+    text = (read_state_file(repo.state_path(EXPORTED_MARK)) or b"").decode(errors="replace")
+    since, _, commit = text.partition(" ")
+    try:
+        return float(since), commit.strip()
+    except ValueError:
+        return 0.0, ""
+
+
+def has_unshared(repo: Repo, index: Index) -> bool:
+    """True if the index holds an answer newer than the last export looked at."""
+    return Summaries(index).newest_answer() > export_mark(repo)[0]
 
 
 def write_notes(repo: Repo, parent: str | None, changed: dict, paths: dict) -> None:
@@ -302,8 +378,9 @@ def fetch_notes(repo: Repo, remote: str, timeout: float) -> bool:
     """Fetch the remote's refs/notes/cq and merge it into ours (a union of lines); False if
     the remote has none yet."""
     tracking = tracking_ref(remote)
-    code, err = network_git(repo.common_dir, ["fetch", "--no-tags", "--quiet", remote,
-                                              f"+{NOTES_REF}:{tracking}"], timeout)
+    code, err = network_git(repo.common_dir, [
+        "fetch", "--no-tags", "--quiet", "--no-write-fetch-head", "--no-recurse-submodules",
+        remote, f"+{NOTES_REF}:{tracking}"], timeout)
     if code != 0:
         if "couldn't find remote ref" in err:
             return False
@@ -339,10 +416,12 @@ def push_notes(repo: Repo, remote: str, timeout: float) -> None:
 
 
 def git_problem(err: str) -> str:
-    """The line of a failed git command's stderr that says what went wrong."""
+    """The line of a failed git command's stderr that says what went wrong: its last fatal
+    error, else its first error, else its last line."""
     lines = [line.strip() for line in err.splitlines() if line.strip()]
-    said = [line for line in lines if line.startswith(("fatal:", "error:"))]
-    return ((said or lines or ["no reason given"])[0])[:300]
+    fatal = [line for line in lines if line.startswith("fatal:")]
+    said = fatal[-1:] or [line for line in lines if line.startswith("error:")][:1]
+    return ((said or lines[-1:] or ["no reason given"])[0])[:300]
 
 
 class Shared(NamedTuple):
@@ -375,10 +454,31 @@ def share(repo: Repo, action: str, remote: str, timeout: float) -> Shared:
     the remote moved).  `cq share fetch`: fetch, merge, and import into the index where
     there is one (else the worker imports them before it first calls the documenter).  One
     answer for both the command line and the worker's background sharing."""
+    if action == "push" and not os.path.exists(repo.state_path(INDEX_DB)):
+        raise CqError("nothing to share: this repository is not indexed (run: cq init)",
+                      EXIT_USAGE)
+    ensure_state_dir(repo)
+    with share_lock(repo):
+        return shared_locked(repo, action, remote, timeout)
+
+
+@contextlib.contextmanager
+def share_lock(repo: Repo) -> Iterator[None]:
+    """An exclusive flock on the state directory's share.lock, held while the `with` lasts:
+    a merge or an export must not move refs/notes/cq under another's feet."""
+    import fcntl
+
+    fd = open_state_file(repo.state_path(SHARE_LOCK), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def shared_locked(repo: Repo, action: str, remote: str, timeout: float) -> Shared:
+    """share(), under the share lock."""
     if not os.path.exists(repo.state_path(INDEX_DB)):
-        if action == "push":
-            raise CqError("nothing to share: this repository is not indexed (run: cq init)",
-                          EXIT_USAGE)
         return Shared(action, remote, 0, 0, 0, fetch_notes(repo, remote, timeout), False)
     with Index(repo) as index:
         exported = export_answers(repo, index) if action == "push" else 0

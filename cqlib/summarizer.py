@@ -13,11 +13,10 @@ import time
 
 from cqlib.config import Config, FreshConfig, config_or_defaults, skip_reason
 from cqlib.control import request_repair
-from cqlib.errors import CqError
 from cqlib.gitio import LazyBlobReader, head_commit, tree_entries, tree_listing
 from cqlib.index.database import NotIndexed, needs_repair
 from cqlib.index.store import Index
-from cqlib.index.summaries import Shard, Summaries, SummaryJob
+from cqlib.index.summaries import Shard, Summaries, SummaryJob, shard_of
 from cqlib.lifecycle import Progress, SummaryWork, WorkerActivity, WorkerStopping
 from cqlib.llm import (
     BAD_COST,
@@ -30,7 +29,14 @@ from cqlib.llm import (
     external_documenter,
     next_midnight,
 )
-from cqlib.sharing import answers_for, import_notes, share
+from cqlib.sharing import (
+    answers_for,
+    has_unshared,
+    import_notes,
+    noted_blobs,
+    share,
+    share_remote,
+)
 from cqlib.state import Repo, log
 
 
@@ -80,7 +86,6 @@ class Summarizer:
         self.trial = False  # a half-open breaker's one call is in flight
         self.notes_lock = threading.Lock()  # one import of shared notes at a time
         self.shared_once = threading.Event()  # background sharing fetched once (or is off)
-        self.made = 0  # answers made by calls, that background sharing has yet to push
         SummaryWork.arrived = threading.Event()
         self.threads = [threading.Thread(target=self.run, name=f"summarizer-{n}", daemon=True)
                         for n in range(config.documenter_jobs)]
@@ -141,6 +146,7 @@ class Summarizer:
         try:
             job = self.claim(summaries, documenter, config)
             if job is None:
+                self.take_waiting_notes(summaries, config)
                 return 15.0  # new records and pokes wake it sooner
             self.summarize(summaries, reader, config, documenter, job)
         finally:
@@ -213,8 +219,6 @@ class Summarizer:
             if strikes and until <= time.time():  # a pause still running stays
                 summaries.set_pause(documenter.key, 0.0, "", 0)
         log(f"summarised {path} ({size} bytes) with {documenter.name}")
-        with self.lock:
-            self.made += 1
         Progress.made()
 
     def shared_answer(self, summaries: Summaries, documenter: ExternalDocumenter, blob: str,
@@ -222,6 +226,8 @@ class Summarizer:
         """A teammate's answer for this content (refs/notes/cq, fetched since the last
         look, or just now by background sharing, whose first fetch comes before any call),
         taken into the index; None if there is none and the documenter must be called."""
+        if not config.share:
+            return None
         self.shared_once.wait(config.share_timeout + 5.0)
         with self.notes_lock:
             try:
@@ -232,10 +238,22 @@ class Summarizer:
                     if answers:
                         with summaries.transaction():
                             summaries.take_shared(answers)
-            except (CqError, OSError) as exc:  # shared notes are a saving, never a stop
-                log(f"sharing: the notes could not be read ({exc}); the documenter is called",
-                    error=True)
+            except Exception as exc:  # noqa: BLE001 - shared notes are a saving, never a stop
+                log(f"sharing: the notes could not be read ({type(exc).__name__}: {exc}); the "
+                    "documenter is called", error=True)
         return summaries.known(blob, documenter.key)
+
+    def take_waiting_notes(self, summaries: Summaries, config: Config) -> None:
+        """With nothing to summarise: take in shared answers whose content has arrived since
+        (a shard's clone is sent none of another shard's, so nothing else would)."""
+        if not config.share:
+            return
+        with self.notes_lock:
+            try:
+                import_notes(self.repo, summaries.index)
+            except Exception as exc:  # noqa: BLE001 - logged; a saving, tried again later
+                log(f"sharing: the notes could not be read ({type(exc).__name__}: {exc})",
+                    error=True)
 
     def share_in_background(self) -> None:
         """With cq.shareAuto: at the start and every cq.shareInterval after, share with the
@@ -243,7 +261,7 @@ class Summarizer:
         due = None  # when the next share is (monotonic): the first comes at once
         while not self.stop_taking.is_set():
             config = self.config()
-            if not config.share_auto:
+            if not (config.share_auto and config.share):
                 due = None
             elif due is None or time.monotonic() >= due:
                 due = time.monotonic() + config.share_interval
@@ -252,23 +270,21 @@ class Summarizer:
             self.stop_taking.wait(1.0)
 
     def share_once(self, config: Config) -> None:
-        """Fetch the remote's answers (taken in before the next call), or where answers
-        were made here since the last push, push them (which fetches and merges first when
-        the remote moved).  A failure (no credential, no network) is one line in `worker
-        status` and the log; the next try comes an interval later."""
-        with self.lock:
-            made = self.made
-        action = "push" if made else "fetch"
+        """Fetch the remote's answers (taken in before the next call), or where the index
+        holds answers the last export did not look at (made here, before a restart too),
+        push them (which fetches and merges first when the remote moved).  A failure (no
+        credential, no network) is one line in `worker status` and the log; the next try
+        comes an interval later."""
+        action = "fetch"
         try:
-            with self.notes_lock:
-                done = share(self.repo, action, config.share_remote or "origin",
-                             config.share_timeout)
+            with Index(self.repo, readonly=True) as index:
+                action = "push" if has_unshared(self.repo, index) else "fetch"
+            done = share(self.repo, action, share_remote(None, config.share_remote),
+                         config.share_timeout)
         except Exception as exc:  # noqa: BLE001 - reported in worker status; tried again
             self.activity.sharing = (time.time(), False, f"{action} failed: {exc}")
             log(f"sharing: {action} failed: {exc}", error=True)
             return
-        with self.lock:
-            self.made -= made
         self.activity.sharing = (time.time(), True, done.text())
 
     def count(self, summaries: Summaries, config: Config, documenter: ExternalDocumenter,
@@ -336,7 +352,9 @@ def read_summary_progress(repo: Repo) -> dict | None:
 def estimate_summaries(repo: Repo, config: Config) -> dict:
     """What the external documenter (or the Claude Code preset, when none is set) would be
     sent for HEAD of this worktree, content by content: files and bytes, less what it
-    answered before (or failed on, until `cq queue retry`), by reason."""
+    answered before, what a clone's shared answers spare (taken in or still in
+    refs/notes/cq), what other shards send, and what it failed on (until `cq queue retry`),
+    by reason."""
     documenter = external_documenter(config) or ExternalDocumenter(
         Config({"cq.documenter": "claude", "cq.documenterModel": config.documenter_model}))
     head = head_commit(repo.git_dir)
@@ -349,10 +367,18 @@ def estimate_summaries(repo: Repo, config: Config) -> dict:
     sizes = {sha: size for path, mode, sha, size in (
         tree_entries(tree_listing(repo.common_dir, head, sizes=True)) if head else [])
         if size is not None and not skip_reason(path, mode, config)}
-    counts = {"send": 0, "done": 0, "shared": 0, "failed": 0, "large": 0, "other": 0}
+    counts = {"send": 0, "done": 0, "shared": 0, "failed": 0, "large": 0, "other": 0,
+              "other_shards": 0}
+    unsent = [blob for blob, size in sizes.items()
+              if not kinds.get(blob) and size <= config.documenter_max_bytes]
+    noted = noted_blobs(repo, documenter.key, unsent) if config.share else set()
+    shard = Shard(*config.documenter_shard)
     sent = 0
     for blob, size in sizes.items():
-        kind = kinds.get(blob) or ("large" if size > config.documenter_max_bytes else "send")
+        kind = kinds.get(blob) or ("large" if size > config.documenter_max_bytes else
+                                   "shared" if blob in noted else "send"
+                                   if shard_of(blob, shard.of) == shard.number - 1 else
+                                   "other_shards")
         counts[kind] += 1
         sent += size if kind == "send" else 0
     return {"documenter": documenter.name, "set": bool(config.documenter.strip()),

@@ -19,6 +19,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, Repository, git, kill_workers_of, wait_until
 
+sys.path.insert(0, str(ROOT))
+from cqlib.index.summaries import SharedAnswer
+from cqlib.sharing import note_answers, note_line, parsed_line
+
 FAKE = ROOT / "tests" / "fake_documenter.py"
 
 
@@ -217,12 +221,13 @@ def hostile_notes(repo: Repository) -> dict:
         "d.py": json.dumps({**good, "key": "sh -c 'touch /tmp/owned'"}) + "\n" +
                 json.dumps({**good, "command": "touch /tmp/owned"}) + "\n" +
                 "[" * 30000 + "\n",  # nested deeper than any parser recurses
+        "e.py": json.dumps({**good, "summary": "half a character: \ud800"}) + "\n",
         "0" * 40: json.dumps(good) + "\n",
     }
 
 
 def test_hostile_notes_are_skipped_logged_and_never_shown_raw(base):
-    names = ("a.py", "b.py", "c.py", "d.py")
+    names = ("a.py", "b.py", "c.py", "d.py", "e.py")
     remote = new_remote(base, {name: module(i) for i, name in enumerate(names)})
     a = clone(remote, base / "a")
     assert a.cq("init").returncode == 0
@@ -243,12 +248,13 @@ def test_hostile_notes_are_skipped_logged_and_never_shown_raw(base):
     assert b.cq("init").returncode == 0
     status = summarised(b)
     assert status["shared"] == 1  # c.py's: a summary, its escapes shown escaped
-    assert sorted(calls(b)) == ["a.py", "b.py", "d.py"]
+    assert sorted(calls(b)) == ["a.py", "b.py", "d.py", "e.py"]
     shown = b.cq("show", "c.py").stdout
     assert "ALERT" in shown and "\x1b" not in shown and "\x07" not in shown
     log = b.cq("worker", "logs", "-n", "200").stdout
     assert "over the cap" in log and "not JSON" in log and "not a documenter settings key" \
-        in log and "not a cq answer" in log and "describes no blob" in log
+        in log and "not a cq answer" in log and "describes no blob" in log and \
+        "half a UTF-16 character" in log
     assert not Path("/tmp/owned").exists()
 
 
@@ -344,3 +350,40 @@ def test_a_push_after_the_notes_were_removed_sends_every_answer_again(base):
     git(remote, "update-ref", "-d", "refs/notes/cq")
     assert "pushed 3 answer(s)" in share(a, "push")
     assert len(git(remote, "notes", "--ref=cq", "list").splitlines()) == 3
+
+
+def test_a_note_line_reads_back_as_written_whatever_its_text():
+    answer = SharedAnswer("a" * 40, "0123456789abcdef", "one\u2028two \x85 three",
+                          {"f": "x\u2029y"})
+    assert note_answers(answer.blob, (note_line(answer) + "\n").encode()) == ([answer], 0)
+
+
+def test_a_note_escaping_half_a_utf16_character_is_refused():
+    line = json.dumps({"key": "0" * 16, "notes": {}, "summary": "\ud800", "v": 1})
+    assert isinstance(parsed_line("a" * 40, line), str)
+
+
+def test_with_sharing_off_no_note_is_read_and_cq_share_refuses(base):
+    remote = new_remote(base, {"m.py": module(1)})
+    a = clone(remote, base / "a")
+    assert a.cq("init").returncode == 0
+    summarised(a)
+    share(a, "push")
+    b = clone(remote, base / "b", share="false")
+    b.git("fetch", "-q", "origin", "refs/notes/cq:refs/notes/cq")  # a refspec of the user's
+    proc = b.cq("share", "fetch")
+    assert proc.returncode == 2 and "cq.share" in proc.stderr and proc.stdout == ""
+    assert b.cq("init").returncode == 0
+    assert summarised(b)["shared"] == 0 and calls(b) == ["m.py"]
+
+
+def test_the_timeout_holds_when_a_helper_leaves_the_process_group(base):
+    remote = new_remote(base, {"m.py": module(1)})
+    a = clone(remote, base / "a", shareTimeout="3")
+    # The remote's side: a helper in a session of its own holds stderr, then a hang.
+    a.git("remote", "add", "slow", str(remote))
+    a.git("config", "remote.slow.uploadpack", "setsid sleep 30 & sleep 20; git-upload-pack")
+    start = time.monotonic()
+    proc = a.cq("share", "fetch", "slow", timeout=60)
+    assert time.monotonic() - start < 15
+    assert proc.returncode == 1 and "no answer within 3 s" in proc.stderr
