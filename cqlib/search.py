@@ -2,13 +2,15 @@
 
 Owns: turning a query into terms (never FTS5 syntax, so a query is never an error or an
 injection; a token with digits whole; a misspelt word with the correction spelling.py finds),
-gathering candidates (definitions that cover every term, then file-level records, then each
-term on its own, then paths), and ranking: how many distinct query words a result covers,
-then BM25 weighted by kind, by path class (tests, test data, examples, vendored or generated
-copies, changelogs, docs below source) and by exact word forms, an exact name first (its
-definition above its impl blocks and declarations), a C function's definition above the
-header that declares it, and at most a few results from one file.  The weights, priors and
-path classes are tables at the top.
+gathering candidates (definitions that cover every term, then those that miss only common
+ones, then file-level records, then each term on its own, then paths), and ranking: how many
+distinct query words a result covers (each weighed by how rare it is in the index), then
+BM25 weighted by kind, by path class (tests, test data, examples, vendored or generated
+copies, changelogs, docs below source) and by exact word forms (a word held only in another
+form, an abbreviation or a typo's correction, below the word as typed), an exact name first
+(its definition above its impl blocks and declarations), a C function's definition above
+the header that declares it, and at most a few results from one file.  The weights, priors
+and path classes are tables at the top.
 Must not: hold SQL (index/queries.py does) or format output (cq.py and mcp.py do).
 """
 
