@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from cqlib.errors import EXIT_USAGE, CqError
-from cqlib.gitio import BlobReader, network_git, run_git, scrubbed_env
+from cqlib.gitio import BlobReader, network_git, resolve_commit, run_git, scrubbed_env
 from cqlib.index.store import Index
 from cqlib.index.summaries import SharedAnswer, Summaries
 from cqlib.llm import MOST_NOTES, NOTE_CHARS, SUMMARY_CHARS
@@ -109,13 +109,6 @@ def parsed_line(blob: str, line: str) -> SharedAnswer | str:
     return SharedAnswer(blob, key, summary, notes)
 
 
-def notes_commit(repo: Repo, ref: str = NOTES_REF) -> str | None:
-    """The commit a notes ref points at, or None if there is none."""
-    proc = run_git(["rev-parse", "-q", "--verify", f"{ref}^{{commit}}"], repo.common_dir,
-                   check=False)
-    return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
-
-
 def note_files(repo: Repo, commit: str, since: str | None = None) -> dict[str, tuple]:
     """Annotated object -> (note blob, size, path in the notes tree) for the notes of a notes
     commit; with `since`, only those added or changed after that commit."""
@@ -188,7 +181,7 @@ def import_notes(repo: Repo, index: Index) -> Imported | None:
     those of the notes changed since the last import, and of notes that waited for their
     content (a teammate's branch not fetched yet), IMPORT_BATCH notes at a time; None when
     there was nothing to look at."""
-    commit = notes_commit(repo)
+    commit = resolve_commit(repo.common_dir, NOTES_REF)
     mark = repo.state_path(IMPORTED_MARK)
     last = (read_state_file(mark) or b"").decode(errors="replace").strip() or None
     waiting = read_waiting(repo)
@@ -251,7 +244,7 @@ def batch_answers(repo: Repo, notes: list[tuple[str, str]]) -> tuple[list, int]:
 def noted_blobs(repo: Repo, key: str, blobs: list[str]) -> set[str]:
     """Those of these blobs that refs/notes/cq holds an answer for with settings `key`
     (imported or not: what `cq index --estimate` spares)."""
-    commit = notes_commit(repo)
+    commit = resolve_commit(repo.common_dir, NOTES_REF)
     files = note_files(repo, commit) if commit and blobs else {}
     notes = [(blob, files[blob][0]) for blob in blobs
              if blob in files and 0 <= files[blob][1] <= NOTE_MAX_BYTES]
@@ -282,7 +275,7 @@ def export_answers(repo: Repo, index: Index) -> int:
     answers were added.  Only answers made or taken in since the last export are looked at,
     while the notes that export wrote are still in refs/notes/cq (else all are)."""
     summaries = Summaries(index)
-    commit = notes_commit(repo)
+    commit = resolve_commit(repo.common_dir, NOTES_REF)
     mark = repo.state_path(EXPORTED_MARK)
     since, exported = export_mark(repo)
     newest = summaries.newest_answer()
@@ -316,7 +309,7 @@ def export_answers(repo: Repo, index: Index) -> int:
             added += len(new)
     if changed:
         write_notes(repo, commit, changed, {obj: path for obj, (_, _, path) in files.items()})
-    commit = notes_commit(repo)
+    commit = resolve_commit(repo.common_dir, NOTES_REF)
     if commit:
         ensure_state_dir(repo)
         write_state_file(mark, f"{newest} {commit}".encode())
@@ -391,7 +384,7 @@ def fetch_notes(repo: Repo, remote: str, timeout: float) -> bool:
 
 def merge_notes(repo: Repo, ref: str) -> None:
     """Join another notes ref into refs/notes/cq: its lines and ours, each once."""
-    if notes_commit(repo) is None:
+    if resolve_commit(repo.common_dir, NOTES_REF) is None:
         run_git(["update-ref", NOTES_REF, ref], repo.common_dir)
         return
     env = {**scrubbed_env(), **NOTES_IDENTITY}
@@ -482,7 +475,7 @@ def shared_locked(repo: Repo, action: str, remote: str, timeout: float) -> Share
         return Shared(action, remote, 0, 0, 0, fetch_notes(repo, remote, timeout), False)
     with Index(repo) as index:
         exported = export_answers(repo, index) if action == "push" else 0
-        if action == "push" and notes_commit(repo) is None:
+        if action == "push" and resolve_commit(repo.common_dir, NOTES_REF) is None:
             return Shared(action, remote, 0, 0, 0, False, True)
         if action == "push":
             push_notes(repo, remote, timeout)
