@@ -7,11 +7,17 @@ For generated trees of each size (`bench_search_latency.generate`) and for this 
 `Lib/`, it measures, with the anchors in the same run and interleaved with cq:
 
 - the initial index: `cq init` on a repository cq has not seen, until searchable and until
-  complete, against `ctags -R` (the medians of --index-runs runs of cq, each after a run of
-  ctags, and of those ctags runs and one more);
-- `cq search` as a whole process (median and p95), rare word, common word and three words,
-  on the largest tree, against `rg` and `git grep` for the same words;
-- commit -> searchable for one-file commits at every size, against a `ctags -R` rebuild;
+  complete, against `ctags -R` and against the parse floor: every `.py` file through
+  `ast.parse` and every other file through one regex word scan, in as many processes as the
+  worker's documenting processes may be (the medians of --index-runs runs of cq, each after
+  a run of ctags and of the floor, and of those anchor runs and one more);
+- the process tree's peak during that index: the worker and every process under it (its
+  documenting processes, its git readers), their resident memory summed, sampled;
+- `cq search` as a whole process (median and p95), rare word, common word, three words and
+  an exact identifier, on the largest tree, against `rg` and `git grep` for the same words;
+  and the same queries as warm `search` calls of one `cq mcp` session (median and p95);
+- commit -> searchable for one-file commits at every size, the first right after the
+  initial index (median and slowest), against a `ctags -R` rebuild;
 - the worker's resident memory at the largest size, idle and at its peak;
 - the index on disk against the source (its text files) and against ctags' tags file, at
   the largest size and for `Lib/`.
@@ -23,7 +29,9 @@ one is reported as such in the table.  Prints the date, the core count and a Mar
 from __future__ import annotations
 
 import argparse
+import ast
 import os
+import re
 import shutil
 import sqlite3
 import statistics
@@ -34,11 +42,51 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_mcp import Session
 from bench_search_latency import generate
 from common import build, cq, git, new_repo, searchable_after
 
 QUERIES = {"rare word": ["xylophonist"], "common word": ["parse"],
            "three words": ["retry", "timeout", "handler"]}
+
+
+WORD = re.compile(rb"[^\W\d]\w*")
+FLOOR_PROCESSES = 4  # cq's POOL_MAX: documenting processes at most, one per core
+
+
+def floor_share(paths: list[bytes]) -> int:
+    """One process's share of the parse floor: parse each Python file, scan each other file's
+    words once; the words found (so the scan is not optimised away)."""
+    found = 0
+    for path in paths:
+        try:
+            data = Path(os.fsdecode(path)).read_bytes()
+        except OSError:
+            continue
+        if path.endswith(b".py"):
+            try:
+                ast.parse(data)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                pass
+        else:
+            found += len(WORD.findall(data))
+    return found
+
+
+def parse_floor(repo: Path) -> float:
+    """Wall seconds of the parse floor over the committed files (see the module docstring)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    start = time.perf_counter()
+    paths = [p for p in subprocess.run(["git", "-C", str(repo), "ls-files", "-z"],
+                                       capture_output=True, check=True).stdout.split(b"\0")
+             if p]
+    processes = min(len(os.sched_getaffinity(0)), FLOOR_PROCESSES)
+    shares = [[os.path.join(os.fsencode(repo), p) for p in paths[n::processes * 8]]
+              for n in range(processes * 8)]
+    with ProcessPoolExecutor(processes) as pool:
+        sum(pool.map(floor_share, shares))
+    return time.perf_counter() - start
 
 
 def seconds(argv: list[str], cwd: Path) -> float:
@@ -111,6 +159,37 @@ def pool_peaks(repo: Path, peaks: dict) -> None:
                 peaks[name] = max(peaks.get(name, 0), int(line.split()[1]) * 1024)
 
 
+def tree_memory(root_pid: int) -> int:
+    """Resident bytes of a process and every process under it, summed."""
+    children: dict = {}
+    rss = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(name))
+        rss[int(name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo += children.get(pid, [])
+    return total
+
+
+def worker_pid(repo: Path) -> int | None:
+    """The running worker's PID, from its pid file."""
+    try:
+        record = (repo / ".git" / "cq" / "worker.pid").read_text()
+    except OSError:
+        return None
+    return next((int(line.split("=")[1]) for line in record.splitlines()
+                 if line.startswith("pid=")), None)
+
+
 def is_searchable(repo: Path, blobs: int) -> bool:
     """True once each of the blobs of HEAD has a record of either pass (or failed): read from
     the fresh index itself, cheaply, since a `cq index status` process or a join over the
@@ -128,7 +207,8 @@ def is_searchable(repo: Path, blobs: int) -> bool:
 
 
 def commit_to_searchable(pyz: Path, repo: Path, commits: int, ctags: str | None) -> dict:
-    """Medians of one-file commits until searchable, and of a ctags rebuild after each."""
+    """Medians of one-file commits until searchable (the first made right after the initial
+    index; the slowest too), and of a ctags rebuild after each."""
     cq_times, ctags_times = [], []
     for number in range(commits):
         marker = f"fresh_function_{number}"
@@ -139,7 +219,7 @@ def commit_to_searchable(pyz: Path, repo: Path, commits: int, ctags: str | None)
         if ctags:
             ctags_times.append(ctags_seconds(ctags, repo, "/dev/null"))
         time.sleep(0.2)
-    return {"cq": statistics.median(cq_times),
+    return {"cq": statistics.median(cq_times), "slowest": max(cq_times),
             "ctags": statistics.median(ctags_times) if ctags_times else None}
 
 
@@ -163,14 +243,15 @@ def python_lib(tmp: Path) -> Path:
 
 def initial_index(pyz: Path, repo: Path, blobs: int, pool: dict) -> tuple[float, float]:
     """Seconds of one `cq init` on a repository cq has not seen: until searchable (every
-    blob has a record of either pass) and until complete (init returns)."""
+    blob has a record of either pass) and until complete (init returns); the process tree's
+    peak goes into pool["tree"]."""
     cq(pyz, repo, "worker", "stop")  # exits 0 where none runs; fails if one cannot stop
     if (repo / ".git" / "cq").exists():
         shutil.rmtree(repo / ".git" / "cq")
     start = time.perf_counter()
     init = subprocess.Popen([sys.executable, "-I", "-S", str(pyz), "-C", str(repo), "init"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    searchable, peaks_read = None, start
+    searchable, peaks_read, tree = None, start, 0
     while init.poll() is None:
         time.sleep(0.05)
         if searchable is None and is_searchable(repo, blobs):
@@ -178,6 +259,9 @@ def initial_index(pyz: Path, repo: Path, blobs: int, pool: dict) -> tuple[float,
         if time.perf_counter() - peaks_read > PEAKS_READ_EVERY:
             pool_peaks(repo, pool)
             peaks_read = time.perf_counter()
+        pid = worker_pid(repo)
+        tree = max(tree, tree_memory(pid) if pid else 0)
+    pool["tree"] = tree
     complete = time.perf_counter() - start
     pool_peaks(repo, pool)  # the processes outlive the index by a minute (POOL_IDLE)
     if init.returncode != 0:
@@ -191,20 +275,25 @@ def measure_tree(pyz: Path, repo: Path, ctags: str | None, commits: int, runs: i
     files = len(git(repo, "ls-files", "-z").split("\0")) - 1
     blobs = len({line.split()[2] for line in git(repo, "ls-tree", "-r", "HEAD").splitlines()
                  if line.startswith("100")})  # files: not symlinks (cq skips them unread)
-    ctags_runs, searchable, complete, pools = [], [], [], []
+    ctags_runs, floor_runs, searchable, complete, pools = [], [], [], [], []
     for _ in range(runs):
         if ctags:
             ctags_runs.append(ctags_seconds(ctags, repo))
+        floor_runs.append(parse_floor(repo))
         pools.append({})
         first, whole = initial_index(pyz, repo, blobs, pools[-1])
         searchable.append(first)
         complete.append(whole)
     if ctags:
         ctags_runs.append(ctags_seconds(ctags, repo))
+    floor_runs.append(parse_floor(repo))
+    trees = [pool.pop("tree") for pool in pools]
     peak = worker_memory(repo)[1]
     result = {"files": files, "cq_index": statistics.median(complete),
               "cq_searchable": statistics.median(searchable),
               "ctags_index": statistics.median(ctags_runs) if ctags_runs else None,
+              "floor": statistics.median(floor_runs), "tree_peak": max(trees),
+              "searchable_runs": searchable, "ctags_runs": ctags_runs,
               "source": source_bytes(repo), "index": index_bytes(repo),
               "tags": (repo / "tags").stat().st_size if (repo / "tags").exists() else None,
               "first_peak": peak, "pool": max(map(len, pools)),
@@ -217,11 +306,19 @@ def measure_tree(pyz: Path, repo: Path, ctags: str | None, commits: int, runs: i
     return result
 
 
+def exact_identifier(repo: Path) -> str:
+    """The name of a function defined in the generated tree (one in the middle of it)."""
+    paths = sorted(git(repo, "ls-files", "*.js").split())
+    return re.search(r"function (\w+)", (repo / paths[len(paths) // 2]).read_text()).group(1)
+
+
 def measure_search(pyz: Path, repo: Path, runs: int) -> dict:
-    """Per query: cq, rg and git grep, interleaved, each a whole process."""
+    """Per query: cq, rg and git grep, interleaved, each a whole process; then the same
+    queries as warm calls of one `cq mcp` session (under "cq mcp")."""
     rg = shutil.which("rg")
     timings: dict = {}
-    for name, words in QUERIES.items():
+    queries = {**QUERIES, "exact identifier": [exact_identifier(repo)]}
+    for name, words in queries.items():
         tools = {"cq": [sys.executable, "-I", "-S", str(pyz), "-C", str(repo), "search",
                         "--", *words],
                  "rg": [rg, "-i", "-l", "-e", "|".join(words), "."] if rg else None,
@@ -234,6 +331,13 @@ def measure_search(pyz: Path, repo: Path, runs: int) -> dict:
                     found[tool].append(seconds(argv, repo))
         timings[name] = {tool: (statistics.median(v), p95(v)) if v else None
                          for tool, v in found.items()}
+    session = Session(pyz, repo)
+    try:
+        for name, words in queries.items():
+            calls = [session.search(" ".join(words)) for _ in range(runs)]
+            timings[name]["cq mcp"] = (statistics.median(calls), p95(calls))
+    finally:
+        session.close()
     return timings
 
 
@@ -264,12 +368,24 @@ def table(sizes: list[int], trees: dict, lib: dict, search: dict, cores: int) ->
                               for s in sizes)
     lib_ctags = "n/a" if lib["ctags_index"] is None else f"{lib['ctags_index']:.1f} s"
     largest = trees[sizes[-1]]
+    floors = " / ".join(f"{trees[s]['floor']:.1f} s" for s in [*sizes]) + \
+        f" / `Lib/` {lib['floor']:.1f} s"
+    completes = " / ".join(f"{trees[s]['cq_index']:.1f} s" for s in sizes) + \
+        f" / `Lib/` {lib['cq_index']:.1f} s"
+    floor_ratios = " / ".join(ratio(t["cq_index"], t["floor"])
+                              for t in [*(trees[s] for s in sizes), lib])
+    worst = " / ".join(f"{max(a / b for a, b in pairs):.1f}x" if pairs else "n/a" for pairs in
+                       (list(zip(trees[s]["searchable_runs"], trees[s]["ctags_runs"]))
+                        for s in sizes))
     rows = [
         "| | cq | anchor | cq / anchor |", "|---|---|---|---|",
         (f"| searchable (lexical pass), {sizes_text} generated files | {first} | "
          f"`ctags -R` {anchor} | {first_ratios} |"),
+        (f"| searchable, the slowest run against its `ctags -R`, {sizes_text} | | | {worst} |"),
         (f"| initial index complete, {sizes_text} generated files | {initial} ({rates} "
          f"files/s) | `ctags -R` {anchor} | {ratios} |"),
+        (f"| initial index complete against the parse floor, {sizes_text} / `Lib/` | "
+         f"{completes} | floor {floors} | {floor_ratios} |"),
         (f"| searchable / complete, Python {sys.version.split()[0]} `Lib/` ({lib['files']:,} "
          f"files) | {lib['cq_searchable']:.1f} s / {lib['cq_index']:.1f} s | `ctags -R` "
          f"{lib_ctags} | {ratio(lib['cq_searchable'], lib['ctags_index'])} / "
@@ -283,11 +399,20 @@ def table(sizes: list[int], trees: dict, lib: dict, search: dict, cores: int) ->
                     f"{ms(rg[0]) if rg else 'not installed'}; git grep "
                     f"{ms(grep[0]) if grep else 'n/a'} | "
                     f"{ratio(cq_median, rg[0] if rg else None)} of rg |")
-    commit = " / ".join(ms(trees[s]["commit"]["cq"]) for s in sizes)
+    for name, tools in search.items():
+        rows.append(f"| `search` over `cq mcp` (warm) at {sizes[-1] // 1000}k, {name} "
+                    f"(median / p95) | {ms(tools['cq mcp'][0])} / {ms(tools['cq mcp'][1])} "
+                    f"| | |")
+    commit = " / ".join(f"{ms(trees[s]['commit']['cq'])} (slowest "
+                        f"{ms(trees[s]['commit']['slowest'])})" for s in sizes)
     rebuild = " / ".join(ms(trees[s]["commit"]["ctags"]) for s in sizes)
     rows += [
-        (f"| commit -> searchable, {sizes_text} (median) | {commit} | a `ctags -R` per commit "
-        f"{rebuild} | |"),
+        (f"| commit -> searchable, {sizes_text} (median; the first right after the initial "
+         f"index) | {commit} | a `ctags -R` per commit {rebuild} | |"),
+        (f"| process tree (worker and all under it) during the initial index, "
+         f"{sizes_text} / `Lib/` | peak " + " / ".join(
+             f"{trees[s]['tree_peak'] / 2**20:.0f} MB" for s in sizes) +
+         f" / {lib['tree_peak'] / 2**20:.0f} MB | | |"),
         (f"| worker memory at {sizes[-1] // 1000}k | idle {largest['idle'] / 2**20:.0f} MB, "
          f"peak {largest['peak'] / 2**20:.0f} MB; its {largest['pool']} documenting processes "
          f"(during the initial index) peak {largest['pool_peak'] / 2**20:.0f} MB each | | |"),

@@ -31,6 +31,8 @@ class Config:
                                  "seconds, from 0.05 to 60"),
         "cq.reconcileInterval": ("reconcile_interval", "float:0.1:86400", 60.0,
                                  "seconds, from 0.1 to 86400"),
+        "cq.workerIdleExit": ("idle_exit", "float:0:604800", 600.0,
+                              "seconds, from 0 (never) to 604800"),
         "cq.logMaxBytes": ("log_max_bytes", "size:4096:1073741824", 1 << 20,
                            "a size from 4k to 1g"),
         "cq.logBackups": ("log_backups", "int:1:100", 3, "a whole number from 1 to 100"),

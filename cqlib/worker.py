@@ -132,6 +132,11 @@ def removed_wals(state_dir: str) -> set[str]:
     return removed
 
 
+def is_work(task_name: str) -> bool:
+    """True for a task that is work, not the periodic reconcile (which mostly finds none)."""
+    return task_name.rsplit(".", 1)[-1] != "reconcile"
+
+
 class WorkerLoop:
     """The worker's own threads: the heartbeat and the FIFO listener that turns hook pokes and
     timers into sync and reconcile tasks."""
@@ -151,6 +156,7 @@ class WorkerLoop:
         self.queue_count = queued_task_count(repo)  # on the heartbeat thread's connection
         self.heartbeat = Heartbeat(repo.state_path(HEARTBEAT_FILE))
         self.gone_beats = 0  # heartbeats in a row that found the state directory gone
+        self.idle_stop = False  # set when the worker stops itself for being idle
         self.removed_before: set = set()  # the WALs removed under us at the last heartbeat
 
     def start(self) -> None:
@@ -263,6 +269,7 @@ class WorkerLoop:
             recheck_when_drained = self.queue.pending_count() > 0
             self.queue.reconcile()
             next_reconcile = time.monotonic() + self.config.reconcile_interval
+            busy_at = time.monotonic()
             while not self.stopping.is_set():
                 timeout = max(0.0, min(next_reconcile - time.monotonic(), 0.5))
                 readable, _, _ = select.select([fifo], [], [], timeout)
@@ -276,6 +283,10 @@ class WorkerLoop:
                 if time.monotonic() >= next_reconcile:
                     self.queue.reconcile()
                     next_reconcile = time.monotonic() + self.config.reconcile_interval
+                if readable or self.busy():
+                    busy_at = time.monotonic()
+                elif self.quiet_long_enough(busy_at):
+                    self.stop_idle()
         finally:
             os.close(fifo)
             os.close(keep_open)
@@ -283,6 +294,30 @@ class WorkerLoop:
     def idle(self) -> bool:
         """True when nothing is queued or running."""
         return not self.activity.snapshot_current() and self.queue.pending_count() == 0
+
+    def busy(self) -> bool:
+        """True while work (see is_work) is queued or running."""
+        if any(is_work(task["task"]) for task in self.activity.snapshot_current()):
+            return True
+        queued = self.queue.pending_count()  # a few reconciles at most are read by name
+        return queued > 2 or (queued > 0 and
+                              any(is_work(name) for name, _ in self.queue.pending()))
+
+    def quiet_long_enough(self, busy_at: float) -> bool:
+        """True once the worker has been idle for cq.workerIdleExit seconds (never for 0),
+        with no worktree marked as moved."""
+        return bool(self.config.idle_exit) and not self.idle_stop and \
+            time.monotonic() - busy_at >= self.config.idle_exit and \
+            not os.listdir(self.repo.state_path(PENDING_DIR))
+
+    def stop_idle(self) -> None:
+        """Stop the worker gracefully, as `cq worker stop` would: a hook, `cq mcp` or a
+        search that finds HEAD moved starts it again (see restart_if_needed)."""
+        import signal
+
+        log(f"idle for {self.config.idle_exit:g}s (cq.workerIdleExit); stopping")
+        self.idle_stop = True
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def drain(self, fifo: int) -> None:
         """Empty the FIFO, then wait briefly for a burst of commits to settle."""
@@ -364,9 +399,31 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
             log(f"could not close the attempts in flight: {exc}", error=True)
         log(f"worker {os.getpid()} stopped")
         write_pid_record(lock_fd, None)
-        return EXIT_OK
     finally:
         os.close(lock_fd)
+    if loop.idle_stop:
+        restart_if_needed(repo, queue)
+    return EXIT_OK
+
+
+def restart_if_needed(repo: Repo, queue: TaskQueue) -> None:
+    """After an idle stop, run again if work arrived meanwhile (a hook that found this worker
+    still listening marked its worktree and left): as a new worker in this same process, by
+    exec, since the one a detached start made would take this one, still running, for a
+    leftover and kill it."""
+    import sys
+
+    from cqlib.detector import probe_worker
+    from cqlib.state import self_command
+
+    queued = any(is_work(name) for name, _ in queue.pending())
+    if not (os.listdir(repo.state_path(PENDING_DIR)) or queued) or probe_worker(repo).alive:
+        return
+    log("work arrived while stopping; running again")
+    argv = [*self_command(), "-C", repo.common_dir, "worker", "run"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
 
 
 def limit_malloc_arenas() -> None:

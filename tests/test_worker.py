@@ -500,3 +500,42 @@ def test_whose_process_a_pid_is_has_one_answer():
         sleeper.kill()
         sleeper.wait()
     assert pid_owner(sleeper.pid) == "none" and not process_exists(sleeper.pid)
+
+
+def worker_log(repo) -> str:
+    """The worker's log so far."""
+    return (repo.state / "worker.log").read_text(errors="replace")
+
+
+def test_an_idle_worker_stops_after_the_quiet_period_and_a_commit_starts_it_again(repo):
+    repo.git("config", "cq.workerIdleExit", "2")
+    repo.git("config", "cq.reconcileInterval", "0.3")  # its reconciles are not work
+    assert repo.cq("init").returncode == 0
+    wait_until(lambda: repo.status()["returncode"] == 3, timeout=60,
+               what="the idle worker to stop")
+    assert "(cq.workerIdleExit); stopping" in worker_log(repo)
+    repo.commit({"late.py": "def arrived_after_the_stop():\n    pass\n"})
+    repo.wait_indexed()
+    assert repo.status()["returncode"] == 0
+    assert repo.search("arrived_after_the_stop")[0]["path"] == "late.py"
+
+
+def test_with_idle_exit_0_the_worker_never_stops_for_idleness(repo):
+    repo.git("config", "cq.workerIdleExit", "0")
+    repo.git("config", "cq.reconcileInterval", "0.3")
+    assert repo.cq("init").returncode == 0
+    time.sleep(4)
+    assert repo.status()["returncode"] == 0
+    assert "cq.workerIdleExit" not in worker_log(repo)
+
+
+def test_commits_made_while_the_idle_worker_stops_are_all_indexed(repo):
+    repo.git("config", "cq.workerIdleExit", "0.5")
+    assert repo.cq("init").returncode == 0
+    for number in range(3):
+        stops = worker_log(repo).count("(cq.workerIdleExit); stopping")
+        wait_until(lambda stops=stops: worker_log(repo).count("(cq.workerIdleExit); stopping")
+                   > stops, timeout=60, interval=0.01, what="the worker to decide to stop")
+        repo.commit({f"during_{number}.py": f"def made_during_stop_{number}():\n    pass\n"})
+        repo.wait_indexed()
+        assert repo.search(f"made_during_stop_{number}")[0]["path"] == f"during_{number}.py"
