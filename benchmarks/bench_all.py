@@ -263,7 +263,7 @@ def initial_index(pyz: Path, repo: Path, blobs: int, pool: dict) -> tuple[float,
         tree = max(tree, tree_memory(pid) if pid else 0)
     pool["tree"] = tree
     complete = time.perf_counter() - start
-    pool_peaks(repo, pool)  # the processes outlive the index by a minute (POOL_IDLE)
+    pool_peaks(repo, pool)  # the processes outlive the index by a few seconds (POOL_IDLE)
     if init.returncode != 0:
         raise SystemExit(f"cq init failed in {repo}")
     return searchable or complete, complete

@@ -114,12 +114,15 @@ def words_by_line(lines: list[str], words: set) -> dict[int, frozenset]:
         return {}
     form_of = {form: word for word in words for form in (word, *other_forms(word))}
     pattern = re.compile("|".join(re.escape(w) for w in sorted(form_of, key=len, reverse=True)))
-    found = {}
-    for number, line in enumerate(lines, 1):
-        held = frozenset(form_of[m.group(0)] for m in pattern.finditer(line.lower()))
-        if held:
-            found[number] = held
-    return found
+    # One pass over the whole text (a line at a time cost a long file's hit 10 ms or more).
+    text = "\n".join(lines).lower()
+    found: dict = {}
+    number, at = 1, 0
+    for match in pattern.finditer(text):
+        number += text.count("\n", at, match.start())
+        at = match.start()
+        found.setdefault(number, set()).add(form_of[match.group(0)])
+    return {number: frozenset(held) for number, held in found.items()}
 
 
 def best_lines(lines: list[str], words: set, found: dict | None = None) -> list[int]:

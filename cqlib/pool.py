@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 POOL_MIN_FILES = 24  # a batch with fewer files to document is documented in the worker itself
 POOL_GROUP = 16  # files sent to a process at once (a round trip each)
 POOL_MAX = 4  # processes at most, one per core up to this
-POOL_IDLE = 60.0
+POOL_IDLE = 10.0  # (a first index keeps them busy; a commit's few files need none)
 POOL_REST = 60.0  # seconds without processes after they kept ending
 POOL_DEPTH = 2  # jobs a process has at once
 # A job sent while the process has another is this small at most: a pipe holds a page at

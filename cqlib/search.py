@@ -111,9 +111,13 @@ COVERAGE_PENALTY = {"source": 0.0, "test": 0.5, "example": 0.5, "copy": 1.0, "de
 # Words missed are counted by their weights summed, rounded: a result missing only a word
 # that most files hold (weight below MISSED_FROM) ranks with those that cover every word, by
 # its BM25 (a definition that answers above a long file that holds each word somewhere).
+# A word nearly every file holds (weight below NEGLIGIBLE: `2` among names that end in
+# `_2`) counts for nothing, so the search neither widens by it nor asks which results hold
+# it, each of which reads the whole of its list (a second at 50,000 files).
 RARE_SHARE = 0.1
 RARE_FILES = 10
 MISSED_FROM = 0.5
+NEGLIGIBLE = 0.05
 
 
 class Term:
@@ -139,6 +143,10 @@ class Term:
             every = (*words, *self.forms)
             self.named = "(" + " OR ".join(f'"{NAME_MARK}{w}"' for w in every) + ")" \
                 if all(marks_alike(w) for w in every) and not prefix else ""
+
+    def expression(self, table: str) -> str:
+        """The FTS expression that finds this term in entries_fts or files_fts."""
+        return self.entries if table == "entries_fts" else self.files
 
 
 def underscore_chunks(token: str) -> list[str]:
@@ -206,6 +214,7 @@ class SearchQuery:
         self.typed_last = tokens[-1].rstrip("*") if tokens else ""  # the name as typed
         self.corrections: dict = {}  # a misspelt word -> the index's word searched instead
         self.weights = [1.0] * len(self.terms)  # how much covering each counts (term_weights)
+        self.held: dict = {}  # word -> (its term, the files holding it), see word_terms
         self.qualifiers = [p for t in tokens[:-1] for p in split_identifier(t.rstrip("*"))]
         # One name as code spells it (`_siftdown_max`, `sigprofNonGoPC`, `io.Reader`), not
         # words: where it names a definition, that is the answer (see ranked_results).
@@ -380,18 +389,21 @@ def ranked_results(index: Index, git_dir: str, text: str, limit: int, path: str 
             query.corrections[query.terms[n].words[0]] = used
             query.terms[n] = Term(query.terms[n].words, forms=(used,))
             held.update(word_terms(db, [used]))
-        query.weights = term_weights(db, query.terms, held)
+        query.weights, query.held = term_weights(db, query.terms, held), held
     use_path_filter(db, path_matcher(path))
     where = Filters(git_dir, path, language, has_outdated(db, git_dir))
     every = range(len(query.terms))
-    candidates = [] if named else entry_candidates(db, query.terms, where)
-    if query.whole:
-        candidates += [c for c in exact_candidates(db, query, where) if c.exact(query)]
-    # A compound name that names definitions is answered by them, what holds all its words
-    # and its rarest words' own hits (`_siftdown` for `_siftdown_max`): a common part alone
-    # (`max`) finds nothing the name's reader wants, and is the costliest lookup there is.
-    answered = query.identifier and any(c.exact(query) for c in candidates)
-    if not named and len(source_paths(candidates, demote)) < limit:
+    exact = [c for c in exact_candidates(db, query, where) if c.exact(query)] \
+        if query.whole else []
+    # A compound name that names definitions (in source, not a test or a built copy) is
+    # answered by them and by its rarest words' own hits (`_siftdown` for `_siftdown_max`):
+    # what holds every word, or a common one (`max`, `0`), adds nothing its reader wants,
+    # and ranking those is the costliest query there is (BM25 reads the whole of each
+    # word's list to weigh it).
+    answered = query.identifier and bool(source_paths(exact, demote))
+    candidates = [] if named or answered else entry_candidates(db, query.terms, where)
+    candidates += exact
+    if not (named or answered) and len(source_paths(candidates, demote)) < limit:
         candidates += file_candidates(db, " AND ".join(t.files for t in query.terms), where)
     for c in candidates:
         c.covered.update(every)
@@ -401,8 +413,9 @@ def ranked_results(index: Index, git_dir: str, text: str, limit: int, path: str 
         seen = {key_of(c) for c in candidates}
         candidates += [c for c in any_term_candidates(db, query, where, answered)
                        if key_of(c) not in seen]
-        candidates += path_candidates(db, query, where,
-                                      {c.path for c in candidates if c.kind == "file"}, answered)
+        if not answered:
+            candidates += path_candidates(db, query, where,
+                                          {c.path for c in candidates if c.kind == "file"})
     for c in candidates:
         if len(c.covered) < len(query.terms):
             c.covered.update(n for n, term in enumerate(query.terms) if n not in c.covered
@@ -458,12 +471,24 @@ def count_other_forms(db, query: SearchQuery, candidates: list[Candidate]) -> No
         if not term.forms:
             continue
         typed = Term(term.words, term.prefix, forms=())
-        for table, expression in (("entries_fts", typed.entries), ("files_fts", typed.files)):
+        other = Term(list(term.forms[:1]), forms=term.forms[1:])  # any other form
+        # A candidate that covers the term holds the word as typed or another form: ask
+        # about the rarer of the two (a common word's list is long to read), and about the
+        # other only for the candidates the first did not settle.
+        rows = [sum(query.held.get(w, ("", 0))[1] for w in t.words + list(t.forms))
+                for t in (typed, other)]
+        for table in ("entries_fts", "files_fts"):
             group = [c for c in candidates if n in c.covered and (c.kind == "file") ==
                      (table == "files_fts") and not covers_path_word(typed, words_of_path(c.path))]
             if not group:
                 continue
-            holding = rows_matching(db, table, expression, [c.rowid for c in group])
+            ids = [c.rowid for c in group]
+            if rows[0] <= rows[1]:
+                holding = rows_matching(db, table, typed.expression(table), ids)
+            else:
+                formed = rows_matching(db, table, other.expression(table), ids)
+                holding = set(ids) - formed | rows_matching(
+                    db, table, typed.expression(table), [i for i in ids if i in formed])
             for c in group:
                 c.other_forms += c.rowid not in holding
 
@@ -486,7 +511,8 @@ def precise_candidates(db, query: SearchQuery, where: Filters, seen: set) -> lis
              if key_of(c) not in seen]
     for c in found:
         c.covered.update(rest)
-    measure_coverage(db, [(n, query.terms[n]) for n in common], found)
+    measure_coverage(db, [(n, query.terms[n]) for n in common
+                          if query.weights[n] >= NEGLIGIBLE], found)
     return found
 
 
@@ -597,8 +623,8 @@ def any_term_candidates(db, query: SearchQuery, where: Filters,
     if len(query.terms) < 2:
         return []
     found: dict = {}
-    terms = [(n, term) for n, term in rarest_terms(db, query)
-             if not rarest_only or query.weights[n] >= 1.0]
+    least = 1.0 if rarest_only else NEGLIGIBLE
+    terms = [(n, term) for n, term in rarest_terms(db, query) if query.weights[n] >= least]
     for number, term in terms:
         for c in term_candidates(db, term, where):
             key = (c.kind == "file", c.rowid, c.path)
@@ -615,17 +641,16 @@ def file_candidates(db, expression: str, where: Filters) -> list[Candidate]:
             for hit in best_rows(db, "files_fts", expression, where, CANDIDATES)]
 
 
-def path_candidates(db, query: SearchQuery, where: Filters, known: set,
-                    rarest_only: bool = False) -> list[Candidate]:
-    """Files whose path holds a query word (not found by their words already); `rarest_only`,
-    a word of full weight (see term_weights)."""
-    terms = [t for n, t in enumerate(query.terms) if not rarest_only or query.weights[n] >= 1.0]
-    if not terms:
-        return []
+def path_candidates(db, query: SearchQuery, where: Filters, known: set) -> list[Candidate]:
+    """Files whose path holds a query word that is not negligible (see NEGLIGIBLE), not found
+    by their words already."""
+    terms = [t for n, t in enumerate(query.terms) if query.weights[n] >= NEGLIGIBLE]
 
     def has_word(path: str) -> bool:
         return any(covers_path_word(t, words_of_path(path)) for t in terms)
 
+    if not terms:
+        return []
     # Every path word covers_path_word accepts begins with the query word's first 4 letters.
     narrow = " OR ".join(sorted({f'"{w[:4]}"*' for t in terms for w in t.words}))
     return [Candidate.of_file(hit, ranked=False)
@@ -655,8 +680,8 @@ def measure_coverage(db, terms: list[tuple[int, Term]], candidates: list[Candida
             unknown = [c for c in group if number not in c.covered]
             if not unknown:
                 continue
-            expression = term.entries if table == "entries_fts" else term.files
-            matching = rows_matching(db, table, expression, [c.rowid for c in unknown])
+            matching = rows_matching(db, table, term.expression(table),
+                                     [c.rowid for c in unknown])
             for c in unknown:
                 if c.rowid in matching:
                     c.covered.add(number)

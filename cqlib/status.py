@@ -71,20 +71,25 @@ class IndexState(namedtuple("IndexState", ("head", "indexed_commit", "known", "c
 
 
 class CountCache:
-    """The last counts of a long-lived reader (the MCP server): counting again takes 0.1 s at
-    50,000 files, so it is done only when the indexed commit or HEAD moved, or
-    COUNTS_FRESH_SECONDS passed.  Two answers given at the same moment say the same."""
+    """The last counts of a long-lived reader (the MCP server): counting again takes 40 ms at
+    50,000 files, so it is done only when the indexed commit or HEAD moved, or the index was
+    written and COUNTS_FRESH_SECONDS passed.  Two answers given at the same moment say the
+    same."""
 
     COUNTS_FRESH_SECONDS = 2.0
 
     def __init__(self):
-        self.when, self.key, self.counts = 0.0, None, {}
+        self.when, self.key, self.counts, self.version = 0.0, None, {}, None
 
     def counts_of(self, index: Index, key: tuple) -> dict:
-        """The counts for key (git dir, indexed commit, HEAD): kept ones while fresh."""
-        if key != self.key or time.monotonic() - self.when > self.COUNTS_FRESH_SECONDS:
+        """The counts for key (git dir, indexed commit, HEAD): kept ones while fresh, or
+        while nothing was written to the index since (counting takes 40 ms at 50,000
+        files)."""
+        version = index.db.execute("PRAGMA data_version").fetchone()[0]  # moves on a write
+        if key != self.key or (version != self.version and
+                               time.monotonic() - self.when > self.COUNTS_FRESH_SECONDS):
             self.counts = index.status(key[0])
-            self.when, self.key = time.monotonic(), key
+            self.when, self.key, self.version = time.monotonic(), key, version
         return self.counts
 
 
