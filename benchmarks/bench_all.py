@@ -52,6 +52,9 @@ QUERIES = {"rare word": ["xylophonist"], "common word": ["parse"],
 
 WORD = re.compile(rb"[^\W\d]\w*")
 FLOOR_PROCESSES = 4  # cq's POOL_MAX: documenting processes at most, one per core
+# Seconds after the last commit before the worker's idle memory is read: its documenting
+# processes leave after 10 s without work, and it gives back its free memory 2 s later.
+IDLE_AFTER = 15
 
 
 def floor_share(paths: list[bytes]) -> int:
@@ -301,7 +304,7 @@ def measure_tree(pyz: Path, repo: Path, ctags: str | None, commits: int, runs: i
     (repo / "tags").unlink(missing_ok=True)
     if commits:
         result["commit"] = commit_to_searchable(pyz, repo, commits, ctags)
-    time.sleep(2)
+    time.sleep(IDLE_AFTER)
     result["idle"], result["peak"] = worker_memory(repo)
     return result
 

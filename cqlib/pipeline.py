@@ -11,6 +11,7 @@ Must not: import Huey (tasks get the queue they came from) or parse CLI argument
 from __future__ import annotations
 
 import os
+import threading
 
 from cqlib.config import Config
 from cqlib.documenters import document_text, looks_binary, minimal_record, skip_status
@@ -42,6 +43,11 @@ DOCUMENT_BATCH = 128  # files a task documents with one commit
 LEXICAL_BATCH = 512  # files a task of the lexical pass indexes with one commit
 LEXICAL_FIRST = 200  # more files missing than this get the lexical pass before the full one
 CRASH_LIMIT = 2  # a file in flight at more unexpected deaths of the worker than this is skipped
+# Two syncs of one worktree (a hook's and a reconcile's, at a start) take turns: run together,
+# both would list the whole tree for one to find the other had moved the map (the second a
+# first index spent on two cores).
+SYNC_TURNS: dict = {}  # git dir -> its lock
+SYNC_TURNS_GUARD = threading.Lock()
 
 
 def queue_documents(queue, blobs: Iterable[tuple[str, str]]) -> int:
@@ -82,7 +88,9 @@ def sync_worktree(repo: Repo, queue) -> None:
         log(f"sync: {repo.git_dir!r} is not a worktree of this repository (any more); skipped")
         return
     config = queue.settings(repo)
-    with Index(repo) as index:
+    with SYNC_TURNS_GUARD:
+        turn = SYNC_TURNS.setdefault(repo.git_dir, threading.Lock())
+    with turn, Index(repo) as index:
         for _ in range(5):
             indexed = index.worktree_commit(repo.git_dir)
             known = repo.git_dir in index.worktrees()

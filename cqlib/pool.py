@@ -191,6 +191,17 @@ def thread_pool(workers: int) -> DocumentingPool:
     return thread.cq_pool
 
 
+def reap_ended_processes() -> None:
+    """Reap the documenting processes that left (idle for POOL_IDLE) while their worker
+    thread had no batch to notice: polled, from any thread (Popen locks its own wait), so
+    none stays a zombie while the worker idles."""
+    import threading
+
+    for thread in threading.enumerate():
+        for proc in list(getattr(getattr(thread, "cq_pool", None), "procs", ())):
+            proc.poll()
+
+
 def usable_cores() -> int:
     """The cores this process may run on: its CPU affinity, which `taskset` and a container's
     cpuset narrow (os.cpu_count() counts the machine's, and more processes than cores only

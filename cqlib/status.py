@@ -85,7 +85,7 @@ class CountCache:
         """The counts for key (git dir, indexed commit, HEAD): kept ones while fresh, or
         while nothing was written to the index since (counting takes 40 ms at 50,000
         files)."""
-        version = index.db.execute("PRAGMA data_version").fetchone()[0]  # moves on a write
+        version = index.data_version()
         if key != self.key or (version != self.version and
                                time.monotonic() - self.when > self.COUNTS_FRESH_SECONDS):
             self.counts = index.status(key[0])

@@ -34,6 +34,7 @@ from cqlib.lifecycle import (
 )
 from cqlib.llm import remove_stale_rooms
 from cqlib.maintenance import kill_strays, repair_at_start
+from cqlib.pool import POOL_IDLE, reap_ended_processes
 from cqlib.queue import TaskQueue, queued_task_count, task_queue
 from cqlib.state import (
     HEARTBEAT_FILE,
@@ -112,7 +113,9 @@ class Heartbeat:
 
 
 GONE_BEATS = 3  # heartbeats without its repository before a worker stops
-TRIM_AFTER = 2.0  # seconds idle after work before the worker gives its free memory back
+# Seconds idle after work (and after its documenting processes left) before the worker reaps
+# them and gives its free memory back.
+TRIM_AFTER = 2.0
 
 
 def removed_wals(state_dir: str) -> set[str]:
@@ -288,7 +291,8 @@ class WorkerLoop:
                     busy_at, trimmed = time.monotonic(), False
                 elif self.quiet_long_enough(busy_at):
                     self.stop_idle()
-                elif not trimmed and time.monotonic() - busy_at >= TRIM_AFTER:
+                elif not trimmed and time.monotonic() - busy_at >= POOL_IDLE + TRIM_AFTER:
+                    reap_ended_processes()
                     trimmed = release_memory()
         finally:
             os.close(fifo)

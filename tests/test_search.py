@@ -618,3 +618,33 @@ def test_each_hit_says_which_words_of_the_query_it_covered(rarity):
 def test_a_word_as_typed_ranks_above_its_abbreviation(rarity):
     assert rarity.search("maximum connections")[0]["symbol"] == "pool_ceiling"
 
+
+
+NAMES = {
+    "heap.py": "def _siftdown_max(heap, pos):\n    pass\n\n\ndef _siftdown(heap, pos):\n"
+               "    pass\n",
+    **{f"stats/m{n:02}.py": f"def max_of_{n}(values):\n    return max(values)\n\n\n"
+                            f"def handler_{n}_2():\n    pass\n" for n in range(30)},
+}
+
+
+@pytest.fixture(scope="module")
+def names(tmp_path_factory, cq_pyz):
+    with indexed_repository(tmp_path_factory, cq_pyz, "names", NAMES) as repo:
+        yield repo
+
+
+def test_a_compound_name_is_answered_by_its_definition_and_its_rarest_words(names):
+    symbols = [r["symbol"] for r in names.search("_siftdown_max")]
+    assert symbols[:2] == ["_siftdown_max", "_siftdown"]
+    assert not any(s.startswith("max_of") for s in symbols)  # `max` alone is in every file
+
+
+def test_a_name_no_definition_has_widens_to_its_words(names):
+    symbols = [r["symbol"] for r in names.search("siftdown_maximum")]
+    assert "_siftdown_max" in symbols[:2]
+
+
+def test_a_word_every_file_holds_leaves_the_ranking_to_the_others(names):
+    top = names.search("handler", "17", "2")[0]
+    assert (top["path"], top["symbol"]) == ("stats/m17.py", "handler_17_2")

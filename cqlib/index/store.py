@@ -147,6 +147,11 @@ class Index:
         """Git dirs of the worktrees the index knows."""
         return [os.fsdecode(r[0]) for r in self.db.execute("SELECT git_dir FROM worktrees")]
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection has written the index since
+        this one last asked (SQLite's data_version)."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
     def worktree_commit(self, git_dir: str) -> str | None:
         """The commit this worktree was last indexed at."""
         row = self.db.execute("SELECT commit_id FROM worktrees WHERE git_dir = ?",
