@@ -287,10 +287,10 @@ class BlobReader:
         # A blob id means its own content, as in the work tree (see WorkTreeFiles), whatever
         # refs/replace says.  Packs are mapped a little at a time: with git's 1 GiB windows,
         # a reader that goes through a whole pack stays as large as the pack (23 MB at
-        # 50,000 files, against 14 MB, as fast).
+        # 50,000 files, against 7 MB, in the same CPU).
         self.proc = subprocess.Popen(["git", "--no-replace-objects", "-c",
-                                      "core.packedGitWindowSize=1m", "-c",
-                                      "core.packedGitLimit=8m", "--git-dir", common_dir,
+                                      "core.packedGitWindowSize=256k", "-c",
+                                      "core.packedGitLimit=1m", "--git-dir", common_dir,
                                       "cat-file", "--batch"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, env=scrubbed_env())

@@ -3,7 +3,9 @@
 Owns: turning a query into terms (never FTS5 syntax, so a query is never an error or an
 injection; a token with digits whole; a misspelt word with the correction spelling.py finds),
 gathering candidates (definitions that cover every term, then those that miss only common
-ones, then file-level records, then each term on its own, then paths), and ranking: how many
+ones, then file-level records, then each term on its own but a negligible one, then paths;
+for a compound name that names a definition in source, that definition and the hits of its
+rarest words), and ranking: how many
 distinct query words a result covers (each weighed by how rare it is in the index), then
 BM25 weighted by kind, by path class (tests, test data, examples, vendored or generated
 copies, changelogs, docs below source) and by exact word forms (a word held only in another
@@ -66,8 +68,8 @@ SPELLED_ALIKE_SHARE = 0.8
 OTHER_FORM_SHARE = 0.7
 CANDIDATES = 300
 # A query that is one compound name as code writes it, perhaps qualified (`_siftdown_max`,
-# `sigprofNonGoPC`, `io.Reader`, `Vec::push`): where it names definitions, it widens by its
-# rarest words only (see ranked_results).
+# `sigprofNonGoPC`, `io.Reader`, `Vec::push`): where it names definitions in source, those
+# answer it, with the hits of its rarest words (see ranked_results).
 IDENTIFIER_SHAPE = r"[^\W\d]\w*(?:(?:\.|::|->)[^\W\d]\w*)*"
 DECLARED_KINDS = ("function", "method")  # what a header declares, a source file defines
 HEADER_EXTENSIONS = (".h", ".hh", ".hpp", ".hxx")
@@ -376,8 +378,9 @@ def ranked_results(index: Index, git_dir: str, text: str, limit: int, path: str 
 
     Definitions that cover every term come from an AND query, which is selective and fast;
     only where they fill fewer than `limit` source files does the search take in file-level
-    records, then any term (OR; only the rarest where the query is a compound name that
-    names a definition) with what each candidate covers, then paths.  `spare` more
+    records, then any term (OR) with what each candidate covers, then paths.  A compound
+    name that names a definition in source takes that definition instead of the AND query,
+    then its rarest terms' own hits alone.  `spare` more
     results are returned, without widening for them (for a caller that drops some).  With
     `named`, only the definitions the query names, plainly or qualified (what `symbol`
     asks), looked up by name alone."""
