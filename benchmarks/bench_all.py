@@ -163,7 +163,10 @@ def pool_peaks(repo: Path, peaks: dict) -> None:
 
 
 def tree_memory(root_pid: int) -> int:
-    """Resident bytes of a process and every process under it, summed."""
+    """Resident bytes of a process and every process under it, summed; a child that has not
+    yet run its program (forked, still its parent's command line) is left out: until its
+    exec it shares its parent's pages, which would be counted twice (a worker's 40 MB, for
+    the microseconds each git process takes to start)."""
     children: dict = {}
     rss = {}
     for name in os.listdir("/proc"):
@@ -175,11 +178,19 @@ def tree_memory(root_pid: int) -> int:
             continue
         children.setdefault(int(fields[1]), []).append(int(name))
         rss[int(name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    total, todo = 0, [root_pid]
+    def command(pid: int) -> bytes:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return b""
+
+    total, todo = 0, [(root_pid, None)]
     while todo:
-        pid = todo.pop()
-        total += rss.get(pid, 0)
-        todo += children.get(pid, [])
+        pid, parent_command = todo.pop()
+        own = command(pid)
+        if own != parent_command:
+            total += rss.get(pid, 0)
+        todo += [(child, own) for child in children.get(pid, [])]
     return total
 
 
@@ -336,6 +347,7 @@ def measure_search(pyz: Path, repo: Path, runs: int) -> dict:
                          for tool, v in found.items()}
     session = Session(pyz, repo)
     try:
+        session.search("warm")  # the session's first call opens the index and reads HEAD
         for name, words in queries.items():
             calls = [session.search(" ".join(words)) for _ in range(runs)]
             timings[name]["cq mcp"] = (statistics.median(calls), p95(calls))
