@@ -4,8 +4,9 @@ Owns: the order of its life (the pid-file lock taken first and held to the end, 
 start, the consumer, the heartbeat and FIFO listener threads, the summarizer threads, the
 readiness handshake; at a stop, the summarizer's calls given what is left of the shutdown
 timeout, then every documenter killed, the attempts in flight closed as not crashed, the pid
-record emptied), its log, and its heartbeat (rewritten in place, so a full disk cannot
-silence a live worker).
+record emptied), its stop when idle for cq.workerIdleExit (and its run again, in the same
+process, where work arrived while it stopped), its log, and its heartbeat (rewritten in
+place, so a full disk cannot silence a live worker).
 Must not: format output, or run anywhere but in the worker process (it takes the lock that
 says the worker is alive).
 """
@@ -427,10 +428,32 @@ def restart_if_needed(repo: Repo, queue: TaskQueue) -> None:
     if not (os.listdir(repo.state_path(PENDING_DIR)) or queued) or probe_worker(repo).alive:
         return
     log("work arrived while stopping; running again")
+    end_children()
     argv = [*self_command(), "-C", repo.common_dir, "worker", "run"]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)
+
+
+def end_children() -> None:
+    """Kill and reap every child process left (documenting processes, git readers), once
+    every thread that started one has ended: the program an exec brings in would not know
+    them, and they would stay zombies under it."""
+    import signal
+
+    mine = str(os.getpid())
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                parent = stat.read().rsplit(b")", 1)[1].split()[1].decode()
+        except (OSError, IndexError, ValueError):
+            continue  # not a process, or gone
+        if parent == mine:
+            try:
+                os.kill(int(name), signal.SIGKILL)
+                os.waitpid(int(name), 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
 
 
 def release_memory() -> bool:

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -539,3 +540,18 @@ def test_commits_made_while_the_idle_worker_stops_are_all_indexed(repo):
         repo.commit({f"during_{number}.py": f"def made_during_stop_{number}():\n    pass\n"})
         repo.wait_indexed()
         assert repo.search(f"made_during_stop_{number}")[0]["path"] == f"during_{number}.py"
+    assert "running again" in worker_log(repo)
+    assert zombie_children(repo.worker_pid()) == []
+
+
+def zombie_children(pid: int) -> list[int]:
+    """The children of a process that ended and were never reaped."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{name}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(stat[1]) == pid and stat[0] == b"Z":
+            found.append(int(name))
+    return found
