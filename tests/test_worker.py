@@ -537,7 +537,12 @@ def test_commits_made_while_the_idle_worker_stops_are_all_indexed(repo):
         stops = worker_log(repo).count("(cq.workerIdleExit); stopping")
         wait_until(lambda stops=stops: worker_log(repo).count("(cq.workerIdleExit); stopping")
                    > stops, timeout=60, interval=0.01, what="the worker to decide to stop")
-        repo.commit({f"during_{number}.py": f"def made_during_stop_{number}():\n    pass\n"})
+        pid = repo.worker_pid()
+        os.kill(pid, signal.SIGSTOP)  # held between its decision and its exit, still listening
+        try:
+            repo.commit({f"during_{number}.py": f"def made_during_stop_{number}():\n    pass\n"})
+        finally:
+            os.kill(pid, signal.SIGCONT)
         repo.wait_indexed()
         assert repo.search(f"made_during_stop_{number}")[0]["path"] == f"during_{number}.py"
     assert "running again" in worker_log(repo)
