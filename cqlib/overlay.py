@@ -222,7 +222,9 @@ def search_worktree(index: Index, repo: Repo, text: str, overlay: WorktreeOverla
         found = search(index, repo.git_dir, text, limit, spare=PER_FILE * len(hidden),
                        **filters)
     base = [r for r in found if r["path"] not in hidden]
-    extra = search(overlay.index, repo.git_dir, text, limit, **filters)
+    # (an overlay with no edited file documented holds nothing: a search of it costs a few ms)
+    extra = search(overlay.index, repo.git_dir, text, limit, **filters) \
+        if overlay.edited and overlay.complete else []
     lifted, demote = bool(filters.get("path") or filters.get("tests")), filters.get("demote", ())
     merged = sorted(base + extra, key=lambda r: (
         -(r["covered"] - coverage_penalty(r["path"], lifted, demote)), -r["score"]))
