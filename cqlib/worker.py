@@ -20,7 +20,7 @@ import time
 from cqlib import VERSION
 from cqlib.config import Config, load_config
 from cqlib.control import open_wake_fifo, request_repair
-from cqlib.detector import lock_within, process_identity
+from cqlib.detector import lock_within, proc_stat_fields, process_identity
 from cqlib.errors import EXIT_OK, CqError
 from cqlib.index.schema import SCHEMA_VERSION
 from cqlib.index.store import Index
@@ -441,17 +441,15 @@ def end_children() -> None:
     them, and they would stay zombies under it."""
     import signal
 
-    mine = str(os.getpid())
-    for name in os.listdir("/proc"):
+    for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
         try:
-            with open(f"/proc/{name}/stat", "rb") as stat:
-                parent = stat.read().rsplit(b")", 1)[1].split()[1].decode()
+            parent = int(proc_stat_fields(pid)[1])
         except (OSError, IndexError, ValueError):
-            continue  # not a process, or gone
-        if parent == mine:
+            continue  # gone
+        if parent == os.getpid():
             try:
-                os.kill(int(name), signal.SIGKILL)
-                os.waitpid(int(name), 0)
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
 
