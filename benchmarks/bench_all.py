@@ -133,10 +133,8 @@ def index_bytes(repo: Path) -> int:
 
 def worker_memory(repo: Path) -> tuple[int, int]:
     """The worker's resident and peak resident memory, in bytes."""
-    record = (repo / ".git" / "cq" / "worker.pid").read_text()
-    pid = next(line.split("=")[1] for line in record.splitlines() if line.startswith("pid="))
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
-                  .splitlines() if ":" in line)
+    status = Path(f"/proc/{worker_pid(repo)}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     return (int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024)
 
 
