@@ -274,7 +274,7 @@ class WorkerLoop:
             recheck_when_drained = self.queue.pending_count() > 0
             self.queue.reconcile()
             next_reconcile = time.monotonic() + self.config.reconcile_interval
-            busy_at, trimmed = time.monotonic(), False
+            busy_at, trimmed, counted = time.monotonic(), False, False
             while not self.stopping.is_set():
                 timeout = max(0.0, min(next_reconcile - time.monotonic(), 0.5))
                 readable, _, _ = select.select([fifo], [], [], timeout)
@@ -289,7 +289,9 @@ class WorkerLoop:
                     self.queue.reconcile()
                     next_reconcile = time.monotonic() + self.config.reconcile_interval
                 if readable or self.busy():
-                    busy_at, trimmed = time.monotonic(), False
+                    busy_at, trimmed, counted = time.monotonic(), False, False
+                elif not counted:
+                    counted = self.count_common_terms()
                 elif self.quiet_long_enough(busy_at):
                     self.stop_idle()
                 elif not trimmed and time.monotonic() - busy_at >= POOL_IDLE + TRIM_AFTER:
@@ -298,6 +300,18 @@ class WorkerLoop:
         finally:
             os.close(fifo)
             os.close(keep_open)
+
+    def count_common_terms(self) -> bool:
+        """Count the index's common terms again where it changed enough since (see
+        Index.count_common_terms), once the work is done; True (tried: a failure is logged,
+        and the next fall idle tries again)."""
+        try:
+            with Index(self.repo) as index:
+                if index.count_common_terms():
+                    log("counted the index's common words again")
+        except (sqlite3.Error, CqError) as exc:
+            log(f"could not count the index's common words: {exc}", error=True)
+        return True
 
     def idle(self) -> bool:
         """True when nothing is queued or running."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 
 import pytest
-from conftest import ROOT, indexed_repository
+from conftest import ROOT, indexed_repository, wait_until
 
 sys.path.insert(0, str(ROOT))
 import cq  # the command-line parser, from the source
 from cqlib.hits import best_lines
+from cqlib.index.queries import word_terms
+from cqlib.index.schema import COMMON_TERM_FILES, COUNTS_STALE_SHARE
 from cqlib.search import classify_path
 from cqlib.words import ABBREVIATIONS, NAME_MARK, edit_distance, marks_alike, other_forms
 
@@ -539,6 +542,54 @@ def test_common_words_no_definition_is_named_by_still_find_their_mentions(crowde
 def test_a_common_word_still_ranks_definitions_named_by_it(crowded):
     results = crowded.search("load", "part", "7")
     assert results and all("load_part" in r["symbol"] for r in results)
+
+
+# More files hold a word than COMMON_TERM_FILES: the worker keeps its count (term_counts).
+COMMON = {f"many/m{i}.py": f"def many_{i}():\n    \"\"\"A plentiful word.\"\"\"\n"
+          for i in range(COMMON_TERM_FILES + 20)}
+COMMON["few/f.py"] = "def scarce():\n    \"\"\"A plentiful and scarce word.\"\"\"\n"
+
+
+def kept_counts(repo) -> dict:
+    """The term counts the worker keeps in the index (term -> files)."""
+    db = sqlite3.connect(f"file:{repo.state / 'index.db'}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT term, files FROM term_counts"))
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def plentiful(tmp_path_factory, cq_pyz):
+    with indexed_repository(tmp_path_factory, cq_pyz, "plentiful", COMMON) as repo:
+        yield repo
+
+
+def test_the_idle_worker_keeps_the_counts_of_common_words_and_counts_again_after_changes(
+        plentiful):
+    files = COMMON_TERM_FILES + 21
+    wait_until(lambda: kept_counts(plentiful).get("plenti") == files, timeout=60,
+               what="the worker to count the common words")
+    assert "scarc" not in kept_counts(plentiful)  # held by one file: counted when asked
+    more = int(files * COUNTS_STALE_SHARE) + 1
+    plentiful.commit({f"more/m{i}.py": f"def more_{i}():\n    \"\"\"Plentiful.\"\"\"\n"
+                      for i in range(more)})
+    wait_until(lambda: kept_counts(plentiful).get("plenti") == files + more, timeout=90,
+               what="the worker to count the common words again")
+
+
+def test_a_search_takes_a_common_words_count_from_the_kept_counts(plentiful):
+    wait_until(lambda: "plenti" in kept_counts(plentiful), timeout=60,
+               what="the worker to count the common words")
+    plentiful.cq("worker", "stop")  # it would count again, seeing the index changed
+    db = sqlite3.connect(plentiful.state / "index.db", isolation_level=None)
+    try:
+        live = word_terms(db, ["plentiful", "scarce"])
+        db.execute("UPDATE term_counts SET files = 7 WHERE term = 'plenti'")
+        assert word_terms(db, ["plentiful", "scarce"]) == {**live, "plentiful": ("plenti", 7)}
+        assert live == {"plentiful": ("plenti", COMMON_TERM_FILES + 21), "scarce": ("scarc", 1)}
+    finally:
+        db.close()
 
 
 @pytest.mark.parametrize("argv", [["search", "parse", "config"],

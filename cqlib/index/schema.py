@@ -16,7 +16,7 @@ from cqlib.words import NAME_MARK, with_search_words
 
 # How every FTS5 table here (and the stemmer queries.py asks) splits and folds text.
 TOKENIZER = "porter unicode61 remove_diacritics 2"
-SCHEMA_VERSION = 16  # PRAGMA user_version; an index of another version is rebuilt from git
+SCHEMA_VERSION = 17  # PRAGMA user_version; an index of another version is rebuilt from git
 # The WAL grows while readers hold old snapshots (a long indexing with searches running); a
 # checkpoint that empties it cuts the file back to this size, not to keep it at its largest.
 WAL_LIMIT = 4 << 20
@@ -58,6 +58,11 @@ ENTRY_COLUMN_WEIGHTS = "10.0, 5.0, 2.0, 1.0, 0.0"
 # It keeps word positions (detail=full): without them, BM25 tokenises again the text of each
 # row it ranks to count the words (44 ms for a common word in CPython's Lib/, 2.6 ms with
 # them; the index is 4% larger at 50,000 generated files, 19% on Lib/).
+# term_counts holds how many files_fts rows hold each of its common terms (COMMON_TERM_FILES
+# or more), as the worker counted them when it last fell idle after the index changed by
+# COUNTS_STALE_SHARE (term_counts_taken: how many docs there were, and when): FTS5 counts a
+# term by reading its whole list, 4 ms for a word of every file at 50,000 files, and a query
+# weighs each of its words.  A term it does not hold is counted when asked (fewer rows).
 # paths_fts holds the words of each path of each worktree (rowid = files.rowid), so a search
 # finds the files a word names without reading every path.
 # An external documenter's answers live in `summaries`, keyed by blob and by the documenter's
@@ -82,6 +87,8 @@ CREATE VIRTUAL TABLE entries_fts USING fts5 (name, words, container, body, squas
 CREATE VIRTUAL TABLE files_fts USING fts5 (words, tokenize = '{TOKENIZER}');
 CREATE VIRTUAL TABLE paths_fts USING fts5 (words, detail = none,
                                            tokenize = 'unicode61 remove_diacritics 2');
+CREATE TABLE term_counts (term TEXT PRIMARY KEY, files INTEGER) WITHOUT ROWID;
+CREATE TABLE term_counts_taken (docs INTEGER, taken_at REAL);
 CREATE TABLE failures (blob TEXT PRIMARY KEY, path BLOB, error TEXT, failed_at REAL);
 CREATE TABLE attempts (blob TEXT PRIMARY KEY, path BLOB, crashes INTEGER, started_at REAL);
 """
@@ -94,6 +101,8 @@ KEPT_SCHEMA = {
     "pauses": "CREATE TABLE pauses (documenter TEXT PRIMARY KEY, until REAL, reason TEXT, "
               "strikes INTEGER)",
 }
+COMMON_TERM_FILES = 200  # a term held by this many files_fts rows has its count kept
+COUNTS_STALE_SHARE = 0.05  # the share of docs added or changed that has the counts taken again
 SUMMARY_GRACE = 90 * 86400.0  # seconds an answer no worktree references is kept
 ENTRY_SLOT_BITS = 24  # a file keeps at most 2**24 definitions (the rest are dropped)
 # A contentless table forgets a row by being told its text again.

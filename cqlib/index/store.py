@@ -26,7 +26,10 @@ from cqlib.index.database import (
     connect_database,
     is_damage,
 )
+from cqlib.index.queries import VOCABULARY_SQL
 from cqlib.index.schema import (
+    COMMON_TERM_FILES,
+    COUNTS_STALE_SHARE,
     ENTRY_FTS_DELETE,
     ENTRY_FTS_INSERT,
     LEXICAL,
@@ -420,11 +423,35 @@ class Index:
             self.db.execute("DELETE FROM failures WHERE blob NOT IN (SELECT blob FROM files)")
         return len(doomed)
 
+    def count_common_terms(self) -> bool:
+        """Count again how many files hold each common term (see term_counts), where the
+        index changed by COUNTS_STALE_SHARE since they were counted (or never was, and has
+        COMMON_TERM_FILES documented files); True if it did.  One read of the whole
+        vocabulary (0.3 s at 50,000 files), so the worker asks when it falls idle."""
+        with self.transaction():
+            docs = self.db.execute("SELECT count(*) FROM docs").fetchone()[0]
+            taken = self.db.execute("SELECT docs, taken_at FROM term_counts_taken").fetchone()
+            if taken is None:
+                stale = docs >= COMMON_TERM_FILES
+            else:
+                changed = max(taken[0] - docs, 0) + self.db.execute(
+                    "SELECT count(*) FROM docs WHERE documented_at > ?", (taken[1],)).fetchone()[0]
+                stale = changed >= COUNTS_STALE_SHARE * max(taken[0], 1)
+            if not stale:
+                return False
+            self.db.execute(VOCABULARY_SQL[0])
+            self.db.execute("DELETE FROM term_counts")
+            self.db.execute("INSERT INTO term_counts SELECT term, doc FROM temp.cq_vocabulary "
+                            "WHERE doc >= ?", (COMMON_TERM_FILES,))
+            self.db.execute("DELETE FROM term_counts_taken")
+            self.db.execute("INSERT INTO term_counts_taken VALUES (?, ?)", (docs, time.time()))
+        return True
+
     def clear(self) -> None:
         """Forget everything but the external documenter's answers (for --rebuild)."""
         with self.transaction():
             for table in ("worktrees", "files", "paths_fts", "docs", "entries", "files_fts",
-                          "failures"):
+                          "failures", "term_counts", "term_counts_taken"):
                 self.db.execute(f"DELETE FROM {table}")
             self.db.execute("INSERT INTO entries_fts (entries_fts) VALUES ('delete-all')")
 

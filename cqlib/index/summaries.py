@@ -8,7 +8,6 @@ Must not: decide when to call the documenter or what a pause means (summarizer.p
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import namedtuple
@@ -50,6 +49,21 @@ def today() -> str:
     return time.strftime("%Y-%m-%d")
 
 
+def notes_of(text: str | None) -> dict:
+    """An answer's notes as stored (JSON), read back (json is imported here: a search,
+    which opens the index, reads no notes)."""
+    import json
+
+    return json.loads(text or "{}")
+
+
+def notes_text(notes: dict) -> str:
+    """An answer's notes as they are stored (JSON)."""
+    import json
+
+    return json.dumps(notes)
+
+
 class Summaries:
     """The external documenters' answers, calls and pauses in one index (its connection and
     transactions)."""
@@ -83,12 +97,12 @@ class Summaries:
         row = self.db.execute("SELECT summary, notes FROM summaries WHERE blob = ? AND "
                               "documenter = ? AND status IN ('ok', 'shared')",
                               (blob, key)).fetchone()
-        return (row[0], json.loads(row[1] or "{}")) if row else None
+        return (row[0], notes_of(row[1])) if row else None
 
     def answers(self, since: float = 0.0) -> list[SharedAnswer]:
         """The answers the index holds, made here or taken from a clone (to share): those
         kept after `since` (epoch seconds)."""
-        return [SharedAnswer(blob, key, summary, json.loads(notes or "{}"))
+        return [SharedAnswer(blob, key, summary, notes_of(notes))
                 for blob, key, summary, notes in self.db.execute(
                     "SELECT blob, documenter, summary, notes FROM summaries WHERE status IN "
                     "('ok', 'shared') AND made_at > ? ORDER BY blob", (since,))]
@@ -109,7 +123,7 @@ class Summaries:
             "ON CONFLICT (blob, documenter) DO UPDATE SET status = 'shared', "
             "summary = excluded.summary, notes = excluded.notes, error = '', "
             "made_at = excluded.made_at WHERE status = 'failed'",
-            [(a.blob, a.key, a.summary, json.dumps(a.notes), a.blob, time.time())
+            [(a.blob, a.key, a.summary, notes_text(a.notes), a.blob, time.time())
              for a in answers])
         return self.db.total_changes - before
 
@@ -117,7 +131,7 @@ class Summaries:
               notes: dict) -> None:
         """Keep an external documenter's answer and put it to use (inside a transaction)."""
         self.db.execute("INSERT OR REPLACE INTO summaries VALUES (?, ?, 'ok', ?, ?, '', ?, ?)",
-                        (blob, key, summary, json.dumps(notes), os.fsencode(path), time.time()))
+                        (blob, key, summary, notes_text(notes), os.fsencode(path), time.time()))
         self.use(blob, key, name, summary, notes)
 
     def prune(self, now: float, grace_seconds: float) -> None:
