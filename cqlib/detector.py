@@ -25,6 +25,7 @@ from cqlib.errors import (
 )
 from cqlib.state import (
     HEARTBEAT_FILE,
+    IDLE_STOP_FILE,
     PID_FILE,
     RECORD_MAX_BYTES,
     Repo,
@@ -196,7 +197,7 @@ def probe_worker(repo: Repo) -> WorkerState:
             time.sleep(0.005)
         if not held:
             if not data.strip():
-                return WorkerState("stopped", "not running")
+                return WorkerState("stopped", idle_stop_detail(repo) or "not running")
             return WorkerState("dead", "not running, but the pid file of a worker that did not "
                                "stop cleanly is left (run: cq worker cleanup)", record)
         if record is None:
@@ -361,6 +362,25 @@ def decode_current(value: object) -> list:
     except ValueError:
         return []
     return items if isinstance(items, list) else []
+
+
+def idle_stop_detail(repo: Repo) -> str | None:
+    """Why a stopped worker is not running, where it stopped itself for want of work (the
+    note it leaves, which the next worker removes); None otherwise."""
+    try:
+        fd = open_state_file(repo.state_path(IDLE_STOP_FILE), os.O_RDONLY)
+    except (OSError, CqError):
+        return None
+    try:
+        note = parse_record(os.read(fd, RECORD_MAX_BYTES)) or {}
+    finally:
+        os.close(fd)
+    at, idle = note.get("stopped_at"), note.get("idle_seconds")
+    if not isinstance(at, (int, float)) or not isinstance(idle, (int, float)):
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    return (f"not running: it stopped itself at {when} after {idle:g}s without work "
+            "(cq.workerIdleExit); a commit, a search or cq mcp starts it again")
 
 
 def worker_status_report(repo: Repo, state: WorkerState) -> dict:

@@ -22,6 +22,7 @@ from cqlib.text import path_text
 STATE_DIR_NAME = "cq"
 PID_FILE = "worker.pid"
 HEARTBEAT_FILE = "heartbeat"
+IDLE_STOP_FILE = "idle-stop"  # why the last worker stopped itself (see WorkerLoop.stop_idle)
 LOG_FILE = "worker.log"
 HOOK_LOG_FILE = "hook.log"
 START_LOCK_FILE = "start.lock"

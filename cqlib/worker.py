@@ -39,6 +39,7 @@ from cqlib.pool import POOL_IDLE, reap_ended_processes
 from cqlib.queue import TaskQueue, queued_task_count, task_queue
 from cqlib.state import (
     HEARTBEAT_FILE,
+    IDLE_STOP_FILE,
     LOG_FILE,
     PENDING_DIR,
     PID_FILE,
@@ -50,6 +51,7 @@ from cqlib.state import (
     log,
     open_state_file,
     read_state_file,
+    write_state_file,
 )
 from cqlib.summarizer import Summarizer
 
@@ -338,6 +340,8 @@ class WorkerLoop:
         import signal
 
         log(f"idle for {self.config.idle_exit:g}s (cq.workerIdleExit); stopping")
+        write_state_file(self.repo.state_path(IDLE_STOP_FILE), format_record(
+            {"stopped_at": time.time(), "idle_seconds": self.config.idle_exit}))
         self.idle_stop = True
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -382,6 +386,7 @@ def run_worker(repo: Repo, ready_fd: int | None) -> int:
                                        lock_fd=lock_fd, version=VERSION,
                                        schema=SCHEMA_VERSION))
         setup_worker_logging(repo, config)
+        remove_idle_stop_note(repo)
         for done in repair_at_start(repo):
             log(done, error=True)
         for done in kill_strays(repo, os.getpid()):  # a dead worker's calls, say
@@ -466,6 +471,14 @@ def end_children() -> None:
                 os.waitpid(pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
+
+
+def remove_idle_stop_note(repo: Repo) -> None:
+    """Remove the note of an idle stop (see WorkerLoop.stop_idle): a worker runs again."""
+    try:
+        os.unlink(repo.state_path(IDLE_STOP_FILE))
+    except FileNotFoundError:
+        pass
 
 
 def release_memory() -> bool:
