@@ -119,6 +119,7 @@ GONE_BEATS = 3  # heartbeats without its repository before a worker stops
 # Seconds idle after work (and after its documenting processes left) before the worker reaps
 # them and gives its free memory back.
 TRIM_AFTER = 2.0
+COUNT_BUSY_MS = 200  # the longest the listener waits for another writer to count terms
 
 
 def removed_wals(state_dir: str) -> set[str]:
@@ -308,8 +309,8 @@ class WorkerLoop:
         Index.count_common_terms), once the work is done; True (tried: a failure is logged,
         and the next fall idle tries again)."""
         try:
-            with Index(self.repo) as index:
-                if index.count_common_terms():
+            with Index(self.repo) as index:  # (the FIFO waits meanwhile: briefly, then)
+                if index.count_common_terms(busy_ms=COUNT_BUSY_MS):
                     log("counted the index's common words again")
         except (sqlite3.Error, CqError) as exc:
             log(f"could not count the index's common words: {exc}", error=True)

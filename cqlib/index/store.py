@@ -423,11 +423,13 @@ class Index:
             self.db.execute("DELETE FROM failures WHERE blob NOT IN (SELECT blob FROM files)")
         return len(doomed)
 
-    def count_common_terms(self) -> bool:
+    def count_common_terms(self, busy_ms: int) -> bool:
         """Count again how many files hold each common term (see term_counts), where the
         index changed by COUNTS_STALE_SHARE since they were counted (or never was, and has
         COMMON_TERM_FILES documented files); True if it did.  One read of the whole
-        vocabulary (0.3 s at 50,000 files), so the worker asks when it falls idle."""
+        vocabulary (0.3 s at 50,000 files), so the worker asks when it falls idle; it waits
+        at most busy_ms for another writer (sqlite3.OperationalError past that)."""
+        self.db.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
         with self.transaction():
             docs = self.db.execute("SELECT count(*) FROM docs").fetchone()[0]
             taken = self.db.execute("SELECT docs, taken_at FROM term_counts_taken").fetchone()
