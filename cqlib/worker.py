@@ -341,8 +341,11 @@ class WorkerLoop:
         import signal
 
         log(f"idle for {self.config.idle_exit:g}s (cq.workerIdleExit); stopping")
-        write_state_file(self.repo.state_path(IDLE_STOP_FILE), format_record(
-            {"stopped_at": time.time(), "idle_seconds": self.config.idle_exit}))
+        try:  # for `cq worker status` (a full disk must not keep the worker from stopping)
+            write_state_file(self.repo.state_path(IDLE_STOP_FILE), format_record(
+                {"stopped_at": time.time(), "idle_seconds": self.config.idle_exit}))
+        except (OSError, CqError) as exc:
+            log(f"could not note the idle stop for `cq worker status`: {exc}", error=True)
         self.idle_stop = True
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -480,6 +483,8 @@ def remove_idle_stop_note(repo: Repo) -> None:
         os.unlink(repo.state_path(IDLE_STOP_FILE))
     except FileNotFoundError:
         pass
+    except OSError as exc:  # a read-only state directory, say: status would mislead, no more
+        log(f"could not remove the note of the last idle stop: {exc.strerror}", error=True)
 
 
 def release_memory() -> bool:
