@@ -616,12 +616,15 @@ SEARCH_LIMIT_MAX = 10_000
 def cmd_search(args, repo: Repo) -> int:
     """cq search QUERY: ranked results from this worktree's index."""
     from cqlib.config import config_or_defaults
-    from cqlib.documenters import canonical_language
     from cqlib.search import path_names_files, search
     from cqlib.spelling import correction_note
     from cqlib.status import await_head, open_index_to_read
 
-    language = canonical_language(args.lang) if args.lang else None
+    language = None
+    if args.lang:  # (the language table is imported only where one is asked for)
+        from cqlib.documenters import canonical_language
+
+        language = canonical_language(args.lang)
     config = config_or_defaults(repo)  # a typo in git config must not stop a search
     filters = {"path": args.path, "language": language, "tests": args.tests,
                "all_entries": args.all_entries, "demote": config.demote}

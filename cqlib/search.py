@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 
 from cqlib.config import fnmatch_exclude
-from cqlib.documenters import DEFINITION_KINDS, separator
 from cqlib.errors import EXIT_USAGE, CqError
 from cqlib.index.queries import (
     POOL,
@@ -43,6 +42,7 @@ from cqlib.index.store import Index
 from cqlib.spelling import corrections
 from cqlib.text import path_text
 from cqlib.words import (
+    DEFINITION_KINDS,
     DIGIT_RUN_PATTERN,
     NAME_MARK,
     STOP_WORDS,
@@ -343,6 +343,8 @@ class Candidate:
             return os.path.basename(self.path)
         if not self.container:
             return self.name
+        from cqlib.documenters import separator  # the language table: only where needed
+
         last = self.container.replace("::", ".").rsplit(".", 1)[-1]
         return f"{last}{separator(self.language)}{self.name}"
 

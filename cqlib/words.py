@@ -5,7 +5,7 @@ script) and their runs of letters and digits (utf8 of utf8Decode), a file's dist
 path's words, the squashed form of a name, the words a definition is found by (computed once,
 in the documenting process that made it), the marked name words that tell cheaply whether any
 definition is named by a word, stop words, abbreviations, and how far apart two spellings are
-in typing slips (for spelling.py).
+in typing slips (for spelling.py), and which kinds of entry define something.
 Must not: touch storage; a change here changes what the index holds (bump SCHEMA_VERSION).
 """
 
@@ -190,6 +190,12 @@ def name_words(parts: list[str], whole: str) -> str:
     return " ".join([*parts, whole] if whole and [whole] != parts else parts)
 
 
+# The kinds of entry that define something (an import or a heading does not): what the
+# documenters make, what a search ranks first and what a symbol lookup keeps.  Here, not with
+# the documenters, so that a search need not import the whole language table.
+DEFINITION_KINDS = frozenset({"class", "function", "method", "struct", "interface", "enum",
+                              "trait", "type", "macro", "module", "constant", "variable",
+                              "record", "impl"})
 STOP_WORDS = frozenset({
     "a", "about", "after", "also", "an", "and", "are", "as", "at", "be", "before", "by", "can",
     "do", "does", "for", "from", "how", "i", "if", "in", "into", "is", "it", "its", "of", "on",

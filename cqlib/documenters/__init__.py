@@ -20,10 +20,10 @@ import os
 from cqlib.config import Config
 from cqlib.documenters import c_family, go, javascript, markdown, python, rust, shell
 from cqlib.documenters.extent import last_line
-from cqlib.documenters.language import DEFINITION_KINDS, Deadline, Language, OverBudget, ParserCrash
+from cqlib.documenters.language import Deadline, Language, OverBudget, ParserCrash
 from cqlib.documenters.patterns import document_by_patterns, leading_comment
 from cqlib.errors import EXIT_USAGE, CqError
-from cqlib.words import file_words
+from cqlib.words import DEFINITION_KINDS, file_words
 
 # Any other file: its leading comment, in whichever of the usual syntaxes, and its words.
 TEXT = Language("text", aliases=("txt",), comments=("#", "//", "--", ";", "/*"))

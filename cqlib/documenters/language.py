@@ -12,9 +12,6 @@ from __future__ import annotations
 import time
 from collections import namedtuple
 
-DEFINITION_KINDS = frozenset({"class", "function", "method", "struct", "interface", "enum",
-                              "trait", "type", "macro", "module", "constant", "variable",
-                              "record", "impl"})
 DOC_COMMENT_MAX_CHARS = 4000  # a doc comment keeps its first part: the summary comes first
 LONGEST_LINE_MATCHED = 500  # longer lines (minified, generated) are not definitions
 
