@@ -379,7 +379,7 @@ def idle_stop_detail(repo: Repo) -> str | None:
     if not isinstance(at, (int, float)) or not isinstance(idle, (int, float)):
         return None
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
-    return (f"not running: it stopped itself at {when} after {idle:g}s without work "
+    return (f"not running since {when}, when it stopped itself after {idle:g}s without work "
             "(cq.workerIdleExit); a commit, a search or cq mcp starts it again")
 
 

@@ -515,7 +515,7 @@ def test_an_idle_worker_stops_after_the_quiet_period_and_a_commit_starts_it_agai
     wait_until(lambda: repo.status()["returncode"] == 3, timeout=60,
                what="the idle worker to stop")
     assert "(cq.workerIdleExit); stopping" in worker_log(repo)
-    assert "stopped itself" in repo.status()["detail"]
+    assert "stopped itself after 2s without work" in repo.status()["detail"]
     repo.commit({"late.py": "def arrived_after_the_stop():\n    pass\n"})
     repo.wait_indexed()
     assert repo.status()["returncode"] == 0
