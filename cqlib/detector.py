@@ -32,6 +32,7 @@ from cqlib.state import (
     last_hook_problem,
     open_state_file,
     parse_record,
+    read_state_file,
 )
 
 
@@ -368,13 +369,9 @@ def idle_stop_detail(repo: Repo) -> str | None:
     """Why a stopped worker is not running, where it stopped itself for want of work (the
     note it leaves, which the next worker removes); None otherwise."""
     try:
-        fd = open_state_file(repo.state_path(IDLE_STOP_FILE), os.O_RDONLY)
+        note = parse_record(read_state_file(repo.state_path(IDLE_STOP_FILE)) or b"") or {}
     except (OSError, CqError):
         return None
-    try:
-        note = parse_record(os.read(fd, RECORD_MAX_BYTES)) or {}
-    finally:
-        os.close(fd)
     at, idle = note.get("stopped_at"), note.get("idle_seconds")
     if not isinstance(at, (int, float)) or not isinstance(idle, (int, float)):
         return None

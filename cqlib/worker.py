@@ -294,7 +294,8 @@ class WorkerLoop:
                 if readable or self.busy():
                     busy_at, trimmed, counted = time.monotonic(), False, False
                 elif not counted:
-                    counted = self.count_common_terms()
+                    self.count_common_terms()
+                    counted = True  # (tried: the next fall idle tries again)
                 elif self.quiet_long_enough(busy_at):
                     self.stop_idle()
                 elif not trimmed and time.monotonic() - busy_at >= POOL_IDLE + TRIM_AFTER:
@@ -304,17 +305,15 @@ class WorkerLoop:
             os.close(fifo)
             os.close(keep_open)
 
-    def count_common_terms(self) -> bool:
+    def count_common_terms(self) -> None:
         """Count the index's common terms again where it changed enough since (see
-        Index.count_common_terms), once the work is done; True (tried: a failure is logged,
-        and the next fall idle tries again)."""
+        Index.count_common_terms), once the work is done; a failure is logged."""
         try:
             with Index(self.repo) as index:  # (the FIFO waits meanwhile: briefly, then)
                 if index.count_common_terms(busy_ms=COUNT_BUSY_MS):
                     log("counted the index's common words again")
         except (sqlite3.Error, CqError) as exc:
             log(f"could not count the index's common words: {exc}", error=True)
-        return True
 
     def idle(self) -> bool:
         """True when nothing is queued or running."""

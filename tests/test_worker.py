@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from conftest import (
@@ -26,6 +25,9 @@ from conftest import (
     with_default_sigint,
     write_record,
 )
+
+sys.path.insert(0, str(ROOT))
+from cqlib.detector import proc_stat_fields
 
 
 def worker_processes(repo) -> list[int]:
@@ -555,11 +557,11 @@ def test_commits_made_while_the_idle_worker_stops_are_all_indexed(repo):
 def zombie_children(pid: int) -> list[int]:
     """The children of a process that ended and were never reaped."""
     found = []
-    for name in os.listdir("/proc"):
+    for name in filter(str.isdigit, os.listdir("/proc")):
         try:
-            stat = Path(f"/proc/{name}/stat").read_bytes().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(stat[1]) == pid and stat[0] == b"Z":
+            state, parent = proc_stat_fields(int(name))[:2]
+        except (OSError, ValueError):
+            continue  # gone
+        if int(parent) == pid and state == b"Z":
             found.append(int(name))
     return found
