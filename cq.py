@@ -59,7 +59,7 @@ import time
 from cqlib import VERSION
 from cqlib.detector import probe_worker, worker_status_report
 from cqlib.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, STATUS_UNKNOWN, CqError
-from cqlib.gitio import head_commit, hooks_dir, locate_repo, work_tree
+from cqlib.gitio import head_commit, hooks_dir, locate_repo, start_head_commit, work_tree
 from cqlib.state import (
     DOCUMENTING_PROCESS,
     LOG_FILE,
@@ -615,7 +615,11 @@ SEARCH_LIMIT_MAX = 10_000
 
 def cmd_search(args, repo: Repo) -> int:
     """cq search QUERY: ranked results from this worktree's index."""
-    from cqlib.config import config_or_defaults
+    from cqlib.config import config_or_defaults, start_config_read
+
+    # The settings' and HEAD's git calls run while the search's modules (sqlite3 among them)
+    # load, which takes longer than both calls.
+    pending_config, pending_head = start_config_read(repo), start_head_commit(repo.git_dir)
     from cqlib.search import path_names_files, search
     from cqlib.spelling import correction_note
     from cqlib.status import await_head, open_index_to_read
@@ -625,11 +629,13 @@ def cmd_search(args, repo: Repo) -> int:
         from cqlib.documenters import canonical_language
 
         language = canonical_language(args.lang)
-    config = config_or_defaults(repo)  # a typo in git config must not stop a search
+    # (A typo in git config must not stop a search.)
+    config = config_or_defaults(repo, pending_config)
     filters = {"path": args.path, "language": language, "tests": args.tests,
                "all_entries": args.all_entries, "demote": config.demote}
     with open_index_to_read(repo) as index:
-        head = await_head(repo, index, config.mcp_wait_ms, config.autostart)  # as MCP waits
+        head = await_head(repo, index, config.mcp_wait_ms, config.autostart,  # as MCP waits
+                          pending_head=pending_head)
         if args.worktree:
             from cqlib.overlay import WorktreeOverlay, search_worktree
 

@@ -14,7 +14,7 @@ import sys
 import time
 
 from cqlib.errors import EXIT_USAGE, CqError
-from cqlib.gitio import SUBMODULE_MODE, SYMLINK_MODE, run_git, scrubbed_env, spawn_git
+from cqlib.gitio import SUBMODULE_MODE, SYMLINK_MODE, PendingGit, run_git, scrubbed_env
 from cqlib.state import Repo
 
 
@@ -167,22 +167,30 @@ class FreshConfig:
         return self.read[1] or Config()
 
 
-def config_or_defaults(repo: Repo) -> Config:
+def config_or_defaults(repo: Repo, pending: PendingGit | None = None) -> Config:
     """The settings, or the defaults with a warning where they are invalid: for commands that
-    must work even then, such as stopping the worker."""
+    must work even then, such as stopping the worker.  `pending`: as for load_config."""
     try:
-        return load_config(repo)
+        return load_config(repo, pending)
     except CqError as exc:
         print(f"cq: warning: {exc}; using the defaults", file=sys.stderr)
         return Config()
 
 
-def load_config(repo: Repo) -> Config:
-    """Read and validate the cq.* settings that apply to this repository."""
-    args = ["config", "-z", "--get-regexp", r"^cq\."]
-    code, out = spawn_git(["--git-dir", repo.git_dir, *args], env=scrubbed_env())
+CONFIG_ARGS = ["config", "-z", "--get-regexp", r"^cq\."]  # every cq.* setting, NUL-separated
+
+
+def start_config_read(repo: Repo) -> PendingGit:
+    """Start reading the cq.* settings, for load_config to take later."""
+    return PendingGit(["--git-dir", repo.git_dir, *CONFIG_ARGS], env=scrubbed_env())
+
+
+def load_config(repo: Repo, pending: PendingGit | None = None) -> Config:
+    """Read and validate the cq.* settings that apply to this repository (the answer of
+    `pending`, started by start_config_read, where given)."""
+    code, out = (pending or start_config_read(repo)).answer()
     if code not in (0, 1):  # asked again, for what git says on stderr
-        proc = run_git(args, git_dir=repo.git_dir, check=False)
+        proc = run_git(CONFIG_ARGS, git_dir=repo.git_dir, check=False)
         detail = os.fsdecode(proc.stderr).strip().splitlines()
         raise CqError(f"cannot read git config: {detail[-1] if detail else code}", EXIT_USAGE)
     pairs = []

@@ -56,27 +56,40 @@ def spawn_git(args: list[str], cwd: str | None = None,
 
     The hot paths (`worker status`, `hook run`, `search`) use this instead of subprocess,
     whose import alone costs 5 to 10 ms; stderr is discarded."""
-    read_end, write_end = os.pipe()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    argv = ["git", *(["-C", cwd] if cwd else []), *args]
-    try:
-        pid = os.posix_spawnp("git", argv, os.environ if env is None else env, file_actions=[
-            (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, write_end, 1),
-            (os.POSIX_SPAWN_DUP2, devnull, 2)])
-    except FileNotFoundError as exc:
-        os.close(read_end)
-        raise CqError("git is not installed or not on PATH") from exc
-    finally:
-        os.close(write_end)
-        os.close(devnull)
-    chunks = []
-    while True:
-        chunk = os.read(read_end, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(read_end)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), b"".join(chunks)
+    return PendingGit(args, cwd, env).answer()
+
+
+class PendingGit:
+    """A git command started now and answered later (see spawn_git): a command line's search
+    starts its settings' and HEAD's git calls, then loads its modules while they run."""
+
+    def __init__(self, args: list[str], cwd: str | None = None, env: dict | None = None):
+        read_end, write_end = os.pipe()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        argv = ["git", *(["-C", cwd] if cwd else []), *args]
+        try:
+            self.pid = os.posix_spawnp("git", argv, os.environ if env is None else env,
+                                       file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
+                                                     (os.POSIX_SPAWN_DUP2, write_end, 1),
+                                                     (os.POSIX_SPAWN_DUP2, devnull, 2)])
+        except FileNotFoundError as exc:
+            os.close(read_end)
+            raise CqError("git is not installed or not on PATH") from exc
+        finally:
+            os.close(write_end)
+            os.close(devnull)
+        self.read_end = read_end
+
+    def answer(self) -> tuple[int, bytes]:
+        """(exit code, stdout), once git has exited (asked once)."""
+        chunks = []
+        while True:
+            chunk = os.read(self.read_end, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(self.read_end)
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1]), b"".join(chunks)
 
 
 def scrubbed_env() -> dict:
@@ -142,11 +155,17 @@ def network_git(common_dir: str, args: list[str], timeout: float) -> tuple[int, 
     return code, display(os.fsdecode(text), keep_newlines=True)
 
 
-def head_commit(git_dir: str) -> str | None:
-    """The commit HEAD of this worktree points at, or None on an unborn branch."""
-    code, out = spawn_git(["--git-dir", git_dir, "rev-parse", "-q", "--verify",
-                           "HEAD^{commit}"], env=scrubbed_env())
+def head_commit(git_dir: str, pending: PendingGit | None = None) -> str | None:
+    """The commit HEAD of this worktree points at, or None on an unborn branch; read now, or
+    the answer of `pending` (see start_head_commit)."""
+    code, out = (pending or start_head_commit(git_dir)).answer()
     return out.decode().strip() or None if code == 0 else None
+
+
+def start_head_commit(git_dir: str) -> PendingGit:
+    """Start reading HEAD's commit, for head_commit to answer later."""
+    return PendingGit(["--git-dir", git_dir, "rev-parse", "-q", "--verify", "HEAD^{commit}"],
+                      env=scrubbed_env())
 
 
 def head_signature(repo: Repo) -> tuple:

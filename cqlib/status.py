@@ -21,7 +21,7 @@ from cqlib import VERSION
 from cqlib.control import mark_all_moved, wake_worker
 from cqlib.detector import probe_worker
 from cqlib.errors import CqError
-from cqlib.gitio import changed_blobs, commit_exists, head_commit, new_blobs
+from cqlib.gitio import PendingGit, changed_blobs, commit_exists, head_commit, new_blobs
 from cqlib.index.database import NotIndexed
 from cqlib.index.schema import SCHEMA_VERSION
 from cqlib.index.store import Index
@@ -168,12 +168,14 @@ def fresh_state(repo: Repo, index: Index, wait_ms: int, autostart: bool,
 
 
 def await_head(repo: Repo, index: Index, wait_ms: int, autostart: bool,
-               cancelled=lambda: False, progress=lambda step: None) -> str | None:
+               cancelled=lambda: False, progress=lambda step: None,
+               pending_head: PendingGit | None = None) -> str | None:
     """Give the worker up to wait_ms to bring the worktree to HEAD (woken, or started with
     autostart) and to document the files the move brought (AWAITED_FILES_MAX at most);
     `progress(step)` is called on each look, and `cancelled()` ends the wait.  HEAD, as read
-    before waiting.  The wait the CLI's search and every MCP answer make."""
-    head = head_commit(repo.git_dir)
+    before waiting (by `pending_head` where the caller started reading it).  The wait the
+    CLI's search and every MCP answer make."""
+    head = head_commit(repo.git_dir, pending_head)
     indexed = index.worktree_commit(repo.git_dir)
     if indexed == head:
         return head
