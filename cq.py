@@ -273,8 +273,8 @@ PASSES = ("searchable", "documented")  # the progress bars of `cq index --wait`,
 # A wait reads the index's counts at most this share of its time: at 50k files a reading
 # takes 0.1 s of CPU, which a wait polling every 0.2 s took from the worker it waits for.
 POLL_SHARE = 0.1
-# Between two readings: a small index is read every 0.05 s, so a wait ends soon after its
-# last file (cq's own repository: 0.04 to 0.23 s after, with 0.2 s here); a bar still moves.
+# Seconds between two readings.  A small index is read every 0.05 s, so a wait ends soon
+# after its last file (on cq's own repository at most 0.07 s after it; 0.2 s, with 0.2 s).
 POLL_MIN, POLL_MAX = 0.05, 2.0
 
 
