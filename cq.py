@@ -274,7 +274,8 @@ PASSES = ("searchable", "documented")  # the progress bars of `cq index --wait`,
 # takes 0.1 s of CPU, which a wait polling every 0.2 s took from the worker it waits for.
 POLL_SHARE = 0.1
 # Seconds between two readings.  A small index is read every 0.05 s, so a wait ends soon
-# after its last file (on cq's own repository at most 0.07 s after it; 0.2 s, with 0.2 s).
+# after its last file (on cq's own repository at most 0.07 s after it, against up to 0.2 s
+# when the shortest pause was 0.2 s).
 POLL_MIN, POLL_MAX = 0.05, 2.0
 
 
