@@ -2,16 +2,19 @@
 
 Owns: sync (a worktree's path -> blob map brought to its HEAD by a diff, or from its tree),
 reconcile (every worktree compared with the index, whatever is missing queued again), the
-lexical pass (each file's language and words, 512 files a commit, so a large tree is soon
-searchable) and the full pass (the built-in documenter, a batch a commit), and containing a
+lexical pass (each file's language and words, swept from the index 512 files a commit, so a
+large tree is soon searchable) and the full pass (the built-in documenter, a batch a
+commit), and containing a
 file that keeps killing the worker (it is tried alone, then keeps its names only).
 Must not: import Huey (tasks get the queue they came from) or parse CLI arguments.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
 
 from cqlib.config import Config
 from cqlib.documenters import document_text, looks_binary, minimal_record, skip_status
@@ -40,8 +43,8 @@ if TYPE_CHECKING:
 
 
 DOCUMENT_BATCH = 128  # files a task documents with one commit
-LEXICAL_BATCH = 512  # files a task of the lexical pass indexes with one commit
-LEXICAL_FIRST = 200  # more files missing than this get the lexical pass before the full one
+LEXICAL_PART = 512  # files a sweep of the lexical pass documents with one commit
+LEXICAL_FIRST = 200  # more files with no record than this get the lexical pass first
 CRASH_LIMIT = 2  # a file in flight at more unexpected deaths of the worker than this is skipped
 # Two syncs of one worktree (a hook's and a reconcile's, at a start) take turns: run together,
 # both would list the whole tree for one to find the other had moved the map (the second a
@@ -50,22 +53,46 @@ SYNC_TURNS: dict = {}  # git dir -> its lock
 SYNC_TURNS_GUARD = threading.Lock()
 
 
-def queue_documents(queue, blobs: Iterable[tuple[str, str]]) -> int:
-    """Queue (blob, path) pairs for documenting, in batches, taking the pairs one at a time
-    (a first index holds no list of them all); returns how many.  Where there are more than
-    LEXICAL_FIRST, the lexical pass goes first: each lexical task queues the full pass of
-    its files when done, and runs before any full pass (its priority is higher), so the
-    whole tree is soon searchable by its words."""
-    import itertools
+def queue_missing(queue, index: Index, git_dir: str | None, among: list | None = None) -> int:
+    """Queue what one worktree (or every one: git_dir None) lacks, of the blobs `among` if
+    given; returns how many files were queued (those with no record counted only up to
+    LEXICAL_FIRST + 1 where the lexical pass sweeps for them).  Where more than LEXICAL_FIRST
+    have no record at all, the lexical pass goes first: its sweeps find them in the index
+    themselves (a first index holds no list of them all), queue each part's full pass, and
+    run before any full pass (their priority is higher), so the whole tree is soon
+    searchable by its words; the files the lexical pass recorded before get their full
+    pass queued here.  Fewer go straight to the full pass."""
+    unrecorded = list(index.missing_blobs(git_dir, among, recorded=False,
+                                          limit=LEXICAL_FIRST + 1))
+    if len(unrecorded) <= LEXICAL_FIRST:
+        return queue_full_pass(queue, index.missing_blobs(git_dir, among))
+    queue_sweeps(queue)
+    return len(unrecorded) + queue_full_pass(queue, index.missing_blobs(git_dir, among,
+                                                                       recorded=True))
 
-    blobs = iter(blobs)
-    first = list(itertools.islice(blobs, LEXICAL_FIRST + 1))
-    lexical = len(first) > LEXICAL_FIRST
-    task = queue.lexical if lexical else queue.document
+
+def queue_documents(queue, blobs: list) -> int:
+    """Queue (blob, path) pairs that have no record: the lexical pass's sweeps where there
+    are more than LEXICAL_FIRST (see queue_missing), else their full pass; returns how many."""
+    if len(blobs) > LEXICAL_FIRST:
+        queue_sweeps(queue)
+        return len(blobs)
+    return queue_full_pass(queue, blobs)
+
+
+def queue_sweeps(queue) -> None:
+    """Queue a sweep of the lexical pass for each worker thread: they share out its parts."""
+    token = f"{os.getpid()}.{time.time_ns()}"  # the sweeps of one call (see LexicalSweep)
+    for _ in range(queue.config.workers):
+        queue.lexical(token)
+
+
+def queue_full_pass(queue, blobs: Iterable[tuple[str, str]]) -> int:
+    """Queue the full pass of (blob, path) pairs, DOCUMENT_BATCH a task, taking the pairs as
+    they come; returns how many."""
     count = 0
-    for batch in batches(itertools.chain(first, blobs), LEXICAL_BATCH if lexical
-                         else DOCUMENT_BATCH):
-        task(batch)
+    for batch in batches(blobs, DOCUMENT_BATCH):
+        queue.document(batch)
         count += len(batch)
     return count
 
@@ -117,7 +144,7 @@ def sync_worktree(repo: Repo, queue) -> None:
                         (indexed, known):
                     apply()
                     break
-        queue_documents(queue, index.missing_blobs(repo.git_dir, among))
+        queue_missing(queue, index, repo.git_dir, among)
 
 
 def reconcile_index(repo: Repo, queue) -> None:
@@ -131,11 +158,11 @@ def reconcile_index(repo: Repo, queue) -> None:
         behind = [d for d in sorted(live) if index.worktree_commit(d) != head_commit(d)]
         index.prune(config.prune_after_days * 86400)
         missing = 0 if behind or queue.pending_count() else \
-            queue_documents(queue, index.missing_blobs(None))
+            queue_missing(queue, index, None)
     for git_dir in behind:
         queue.sync(git_dir)
     if missing:
-        log(f"reconcile: {missing} blob(s) were missing from the index; queued again")
+        log(f"reconcile: {missing} blob(s) or more were missing from the index; queued again")
 
 
 def document_blobs(repo: Repo, blobs: list, queue) -> None:
@@ -313,18 +340,83 @@ def skipped_record(blob: str, path: str, size: int, data: bytes | None) -> Recor
     return Record(blob, status, size, None, path) if status else None
 
 
-def index_words(repo: Repo, blobs: list, queue) -> None:
-    """The lexical pass: a record of each blob's language and words, with one commit for
-    the batch, so that a large tree is searchable by its words long before every file is
-    documented; then the full pass of the batch is queued.  No parser runs, so no attempt
-    is noted: nothing here can crash the worker."""
+def sweep_words(repo: Repo, queue, token: str | None = None) -> None:
+    """The lexical pass: a record of the language and words of each blob a worktree
+    references that has no record yet, so that a large tree is searchable by its words long
+    before every file is documented.  The sweeps of the worker threads share the blobs out
+    (see LexicalSweep), LEXICAL_PART at a time, each part stored with one commit, its full
+    pass queued before it is documented, whatever becomes of it.  No parser runs, so no
+    attempt is noted: nothing here can crash the worker."""
     config = queue.settings(repo)
     reader = thread_blob_reader(repo.common_dir)
-    try:
-        with Index(repo) as index:
-            made = batch_records(config, reader, index.to_document(blobs, lexical=True), True)
-            if made is not None:  # else the worker is stopping
+    with LEXICAL_SWEEP.joined(token), Index(repo) as index:
+        while not Shutdown.requested:
+            part = LEXICAL_SWEEP.next_part(index)
+            if not part:
+                return
+            try:
+                part.sort(key=lambda pair: pair[1])  # in path order, as the full pass goes
+                queue_full_pass(queue, part)
+                made = batch_records(config, reader, part, True)
+                if made is None:
+                    return  # the worker is stopping
                 index.store_all(made[0])
-    finally:  # the full pass, behind the lexical one, whatever became of this task
-        for batch in batches(blobs, DOCUMENT_BATCH):
-            queue.document(batch)
+            finally:
+                LEXICAL_SWEEP.done(part)
+
+
+class LexicalSweep:
+    """The blobs the sweeps of the lexical pass share out: each takes the next LEXICAL_PART
+    with no record, in blob order after the last part taken (read from the index: no list
+    of them all is held), until none is left.  A sweep queued later that joins them under
+    way may be about files behind the parts already taken: they then go round once more,
+    past the parts still in flight.  When the last sweep ends, the next starts afresh."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.tokens: set = set()  # of the sweeps under way: those queued together share one
+        self.running = 0
+        self.after = ""  # the last blob of the parts taken
+        self.again = False  # go round once more
+        self.in_flight: set = set()  # the blobs of the parts taken and not yet stored
+
+    @contextlib.contextmanager
+    def joined(self, token: str | None):
+        """A sweep under way, queued with `token` (None: of its own)."""
+        with self.lock:
+            if self.running and (token is None or token not in self.tokens):
+                self.again = True
+            self.tokens.add(token)
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.running -= 1
+                if not self.running:
+                    self.tokens, self.after, self.again = set(), "", False
+
+    def next_part(self, index: Index) -> list[tuple[str, str]]:
+        """The next (blob, path) pairs for a sweep to record; none once all are taken."""
+        with self.lock:
+            while True:
+                part = list(index.missing_blobs(None, recorded=False, after=self.after,
+                                                limit=LEXICAL_PART))
+                if not part and self.again:
+                    self.again, self.after = False, ""
+                    continue
+                if not part:
+                    return []
+                self.after = part[-1][0]
+                part = [pair for pair in part if pair[0] not in self.in_flight]
+                if part:
+                    self.in_flight.update(blob for blob, _ in part)
+                    return part
+
+    def done(self, part: list[tuple[str, str]]) -> None:
+        """A part is stored (or given up)."""
+        with self.lock:
+            self.in_flight.difference_update(blob for blob, _ in part)
+
+
+LEXICAL_SWEEP = LexicalSweep()  # the worker's, shared by its threads

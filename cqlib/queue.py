@@ -34,9 +34,9 @@ from cqlib.index.summaries import Summaries
 from cqlib.lifecycle import Problems, Progress, WorkerActivity
 from cqlib.pipeline import (
     document_blobs,
-    index_words,
     queue_documents,
     reconcile_index,
+    sweep_words,
     sync_worktree,
 )
 from cqlib.state import QUEUE_DB, Repo, log
@@ -84,8 +84,9 @@ class TaskQueue:
 
         @huey.task(name="lexical", priority=1)
         @named
-        def lexical(blobs: list) -> None:
-            repair_if_damaged(repo, index_words, Repo(common, common), blobs, self)
+        def lexical(token: str | None = None) -> None:  # (cq 0.6 queued a list of files)
+            repair_if_damaged(repo, sweep_words, Repo(common, common), self,
+                              token if isinstance(token, str) else None)
 
         @huey.task(name="document")
         @named
@@ -103,9 +104,10 @@ class TaskQueue:
         """Queue a sync of one worktree's map with its HEAD."""
         self.tasks["sync"](git_dir)
 
-    def lexical(self, blobs: list) -> None:
-        """Queue the lexical pass of (blob, path) pairs (which queues their full pass)."""
-        self.tasks["lexical"](blobs)
+    def lexical(self, token: str) -> None:
+        """Queue a sweep of the lexical pass (which queues the full pass of what it records);
+        the sweeps queued together share a token."""
+        self.tasks["lexical"](token)
 
     def document(self, blobs: list) -> None:
         """Queue the full pass of (blob, path) pairs."""
@@ -264,7 +266,9 @@ def repair_if_damaged(repo: Repo, work, *args) -> None:
 def describe_task(task) -> str:
     """A short human description of a queued task."""
     args = task.args or ()
-    if task.name in ("document", "lexical") and args:
+    if task.name == "lexical":
+        return "every file with no record yet"
+    if task.name == "document" and args:
         paths = [p for _, p in args[0]]
         return f"{len(paths)} file(s): {', '.join(paths[:3])}{' ...' if len(paths) > 3 else ''}"
     if task.name == "sync" and args:

@@ -30,6 +30,7 @@ from conftest import (
 )
 
 sys.path.insert(0, str(ROOT))
+from cqlib import pipeline
 from cqlib.documenters import minimal_record
 from cqlib.gitio import BlobReader, WorkTreeFiles, locate_repo
 from cqlib.index.schema import LEXICAL, SCHEMA_VERSION
@@ -272,6 +273,62 @@ def test_the_lexical_pass_keeps_the_crash_count_of_a_file(repo):
         index.store_all([Record(blob, LEXICAL, 6, minimal_record("victim.py", b"x = 1\n", ""),
                                 "victim.py")])
         assert index.crash_counts([(blob, "victim.py")]) == {blob: 1}
+
+
+def sweep_fixture(repo, monkeypatch, unrecorded: int) -> tuple:
+    """A stopped, indexed repository of 40 files and more whose `unrecorded` highest blobs
+    have no record, sweeps taking 10 files at a time: (its Repo, its blobs in order, a
+    sweep)."""
+    repo.commit({f"f{n:02}.py": f"x = {n}\n" for n in range(40)})
+    assert repo.cq("init").returncode == 0
+    assert repo.cq("worker", "stop").returncode == 0
+    repository = locate_repo(str(repo.path))
+    with Index(repository) as index:
+        blobs = sorted(r[0] for r in index.db.execute("SELECT blob FROM docs"))
+        index.db.executemany("DELETE FROM docs WHERE blob = ?",
+                             [(blob,) for blob in blobs[-unrecorded:]])
+    monkeypatch.setattr(pipeline, "LEXICAL_PART", 10)
+    return repository, blobs, pipeline.LexicalSweep()
+
+
+def record(index: Index, part: list) -> None:
+    """Give each (blob, path) a lexical record, as a sweep's store does."""
+    index.db.executemany(f"INSERT INTO docs (blob, status) VALUES (?, '{LEXICAL}')",
+                         [(blob,) for blob, _ in part])
+
+
+def test_sweeps_queued_together_share_the_files_out_each_once(repo, monkeypatch):
+    repository, blobs, sweep = sweep_fixture(repo, monkeypatch, unrecorded=25)
+    taken = []
+    with sweep.joined("together"), sweep.joined("together"), Index(repository) as index:
+        first, second = sweep.next_part(index), sweep.next_part(index)
+        sweep.done(second)  # given up (the worker stopping): its full pass is queued
+        taken += first + second
+        record(index, first)
+        sweep.done(first)
+        while part := sweep.next_part(index):
+            taken += part
+            record(index, part)
+            sweep.done(part)
+    assert [len(first), len(second)] == [10, 10]
+    assert sorted(blob for blob, _ in taken) == blobs[-25:]  # each once, no other
+
+
+def test_a_sweep_queued_later_goes_round_again_for_files_behind_the_parts_taken(repo,
+                                                                                monkeypatch):
+    repository, blobs, sweep = sweep_fixture(repo, monkeypatch, unrecorded=20)
+    with sweep.joined("first"), Index(repository) as index:
+        first = sweep.next_part(index)
+        assert [blob for blob, _ in first] == blobs[-20:-10]
+        index.db.executemany("DELETE FROM docs WHERE blob = ?", [(b,) for b in blobs[:3]])
+        with sweep.joined("later"):  # queued for the three, behind the part taken
+            record(index, first)
+            sweep.done(first)
+            rest = sweep.next_part(index)
+            record(index, rest)
+            sweep.done(rest)
+            assert [blob for blob, _ in sweep.next_part(index)] == blobs[:3]
+            assert sweep.next_part(index) == []
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,

@@ -228,35 +228,49 @@ class Index:
             self._drop_worktree_files(key)
             self.db.execute("DELETE FROM worktrees WHERE git_dir = ?", (key,))
 
-    def missing_blobs(self, git_dir: str | None,
-                      among: list | None = None) -> Iterator[tuple[str, str]]:
+    def missing_blobs(self, git_dir: str | None, among: list | None = None,
+                      recorded: bool | None = None, after: str = "",
+                      limit: int | None = None) -> Iterator[tuple[str, str]]:
         """(blob, path) pairs referenced (in one worktree, or any) but neither documented
-        (beyond the lexical pass) nor failed; only of the blobs `among`, if given (a commit's:
-        no scan of the whole map).  One at a time, as SQLite hands them over."""
-        where = "AND f.git_dir = ?" if git_dir else ""
-        params: tuple = (os.fsencode(git_dir),) if git_dir else ()
+        (beyond the lexical pass) nor failed; with `recorded` True, only those the lexical
+        pass recorded, False only those with no record at all; only of the blobs `among`, if
+        given (a commit's: no scan of the whole map).  In path order; with a `limit`, at
+        most that many, in blob order from after `after`, read as the blob index hands them
+        over (a part costs its own rows, not a sort of the whole map).  One at a time."""
+        where, params = ["f.excluded = ''", "x.blob IS NULL"], []
+        if after:
+            where.append("f.blob > ?")
+            params.append(after)
+        if recorded:  # from the records of the lexical pass: none at a first index
+            tables = "docs d CROSS JOIN files f INDEXED BY files_blob ON f.blob = d.blob"
+            where.append(f"d.status = '{LEXICAL}'")
+        else:
+            files = "files f INDEXED BY files_blob" if among or limit else "files f"
+            full_only = "" if recorded is False else f" AND d.status != '{LEXICAL}'"
+            tables = f"{files} LEFT JOIN docs d ON d.blob = f.blob{full_only}"
+            where.append("d.blob IS NULL")
+        if git_dir:
+            where.append("f.git_dir = ?")
+            params.append(os.fsencode(git_dir))
         if among is not None:
             if not among:
                 return
-            where += f" AND f.blob IN ({','.join('?' * len(among))})"
-            params += tuple(among)
-        files = "files f INDEXED BY files_blob" if among else "files f"  # not the whole map
-        sql = (f"SELECT f.blob, MIN(f.path) FROM {files} "
-               f"LEFT JOIN docs d ON d.blob = f.blob AND d.status != '{LEXICAL}' "
-               "LEFT JOIN failures x ON x.blob = f.blob "
-               f"WHERE f.excluded = '' AND d.blob IS NULL AND x.blob IS NULL {where} "
-               "GROUP BY f.blob ORDER BY MIN(f.path)")
-        for blob, path in self.db.execute(sql, params):
+            where.append(f"{'d' if recorded else 'f'}.blob IN ({','.join('?' * len(among))})")
+            params += among
+        order = "ORDER BY f.blob LIMIT ?" if limit else "ORDER BY MIN(f.path)"
+        sql = (f"SELECT f.blob, MIN(f.path) FROM {tables} "
+               f"LEFT JOIN failures x ON x.blob = f.blob WHERE {' AND '.join(where)} "
+               f"GROUP BY f.blob {order}")
+        for blob, path in self.db.execute(sql, params + ([limit] if limit else [])):
             yield blob, os.fsdecode(path)
 
-    def to_document(self, blobs: list, lexical: bool = False) -> list:
-        """The (blob, path) pairs still referenced by a worktree and not yet documented (by
-        either pass, for the lexical pass)."""
+    def to_document(self, blobs: list) -> list:
+        """The (blob, path) pairs still referenced by a worktree and not yet documented
+        (beyond the lexical pass)."""
         shas = sorted({blob for blob, _ in blobs})
         marks = ",".join("?" * len(shas))
         done = {r[0] for r in self.db.execute(
-            f"SELECT blob FROM docs WHERE blob IN ({marks}) AND (? OR status != ?)",
-            [*shas, lexical, LEXICAL])}
+            f"SELECT blob FROM docs WHERE blob IN ({marks}) AND status != ?", [*shas, LEXICAL])}
         referenced = {r[0] for r in self.db.execute(
             f"SELECT DISTINCT blob FROM files WHERE blob IN ({marks})", shas)}
         wanted, todo = referenced - done, []
