@@ -297,22 +297,31 @@ READ_AHEAD_BYTES = 4096
 
 
 class BlobReader:
-    """Streams blob contents through one long-lived `git cat-file --batch` process."""
+    """Streams blob contents through one long-lived `git cat-file --batch` process, started at
+    its first read: a worker thread whose files all go to its documenting processes (which
+    read through readers of their own) starts none (two idle readers were 12 MB of the
+    process tree at its peak)."""
 
     def __init__(self, common_dir: str):
+        self.common_dir = common_dir
+        self.started = None  # the git process, once started
+
+    @property
+    def proc(self):
+        """The git process, started if it is not yet."""
         import subprocess
 
-        self.common_dir = common_dir
-        # A blob id means its own content, as in the work tree (see WorkTreeFiles), whatever
-        # refs/replace says.  Packs are mapped a little at a time: with git's 1 GiB windows,
-        # a reader that goes through a whole pack stays as large as the pack (23 MB at
-        # 50,000 files, against 7 MB, in the same CPU).
-        self.proc = subprocess.Popen(["git", "--no-replace-objects", "-c",
-                                      "core.packedGitWindowSize=256k", "-c",
-                                      "core.packedGitLimit=1m", "--git-dir", common_dir,
-                                      "cat-file", "--batch"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, env=scrubbed_env())
+        if self.started is None:
+            # A blob id means its own content, as in the work tree (see WorkTreeFiles),
+            # whatever refs/replace says.  Packs are mapped a little at a time: with git's
+            # 1 GiB windows, a reader that goes through a whole pack stays as large as the
+            # pack (23 MB at 50,000 files, against 7 MB, in the same CPU).
+            self.started = subprocess.Popen(
+                ["git", "--no-replace-objects", "-c", "core.packedGitWindowSize=256k", "-c",
+                 "core.packedGitLimit=1m", "--git-dir", self.common_dir, "cat-file", "--batch"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                env=scrubbed_env())
+        return self.started
 
     def read(self, sha: str, limit: int) -> tuple[int, bytes | None]:
         """(size, content) of a blob; content is None when missing or larger than limit."""
@@ -360,16 +369,19 @@ class BlobReader:
         return size, b"".join(chunks)[:-1] if size <= limit else None
 
     def alive(self) -> bool:
-        """True while the git process can still answer."""
-        return self.proc.poll() is None and not self.proc.stdin.closed
+        """True while the git process can still answer (or is not started yet)."""
+        return self.started is None or (self.started.poll() is None and
+                                        not self.started.stdin.closed)
 
     def close(self) -> None:
-        """End the git process."""
+        """End the git process, if one was started."""
+        if self.started is None:
+            return
         try:
-            self.proc.stdin.close()
+            self.started.stdin.close()
         except BrokenPipeError:
             pass
-        self.proc.wait()
+        self.started.wait()
 
 
 def thread_blob_reader(common_dir: str) -> BlobReader:
@@ -382,23 +394,6 @@ def thread_blob_reader(common_dir: str) -> BlobReader:
     if reader is None or not reader.alive() or reader.common_dir != common_dir:
         reader = thread.cq_blob_reader = BlobReader(common_dir)
     return reader
-
-
-class LazyBlobReader:
-    """A BlobReader started at the first read (no git process for a documenter never set)."""
-
-    def __init__(self, common_dir: str):
-        self.common_dir, self.reader = common_dir, None
-
-    def read(self, sha: str, limit: int) -> tuple[int, bytes | None]:
-        """As BlobReader.read."""
-        self.reader = self.reader or BlobReader(self.common_dir)
-        return self.reader.read(sha, limit)
-
-    def close(self) -> None:
-        """End the git process, if one was started."""
-        if self.reader:
-            self.reader.close()
 
 
 class WorkTreeStatus:

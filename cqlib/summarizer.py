@@ -13,7 +13,7 @@ import time
 
 from cqlib.config import Config, FreshConfig, config_or_defaults, skip_reason
 from cqlib.control import request_repair
-from cqlib.gitio import LazyBlobReader, head_commit, tree_entries, tree_listing
+from cqlib.gitio import BlobReader, head_commit, tree_entries, tree_listing
 from cqlib.index.database import NotIndexed, needs_repair
 from cqlib.index.store import Index
 from cqlib.index.summaries import Shard, Summaries, SummaryJob, shard_of
@@ -108,7 +108,7 @@ class Summarizer:
         """One thread: summarise until the worker stops; an error (logged) costs a pause and
         a fresh connection and git reader, never the thread."""
         while not self.stop_taking.is_set():
-            reader = LazyBlobReader(self.repo.common_dir)
+            reader = BlobReader(self.repo.common_dir)
             try:
                 with Index(self.repo) as index:
                     summaries = Summaries(index)
@@ -126,7 +126,7 @@ class Summarizer:
             finally:
                 reader.close()
 
-    def step(self, summaries: Summaries, reader: LazyBlobReader) -> float:
+    def step(self, summaries: Summaries, reader: BlobReader) -> float:
         """Summarise one file; how long to wait before the next (0 to go on at once)."""
         config = self.config()
         documenter = external_documenter(config)
@@ -172,7 +172,7 @@ class Summarizer:
                     return job
         return None
 
-    def summarize(self, summaries: Summaries, reader: LazyBlobReader, config: Config,
+    def summarize(self, summaries: Summaries, reader: BlobReader, config: Config,
                   documenter: ExternalDocumenter, job: SummaryJob) -> None:
         """Send one file (unless the same documenter summarised this content before)."""
         blob, path = job.blob, job.path

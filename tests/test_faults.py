@@ -31,6 +31,7 @@ from conftest import (
 
 sys.path.insert(0, str(ROOT))
 from cqlib import pipeline
+from cqlib.detector import proc_stat_fields
 from cqlib.documenters import minimal_record
 from cqlib.gitio import BlobReader, WorkTreeFiles, locate_repo
 from cqlib.index.schema import LEXICAL, SCHEMA_VERSION
@@ -182,6 +183,15 @@ def documenting_processes(repo) -> list[int]:
     needle = str(repo.path).encode()
     return [pid for pid, read in live_processes()
             if b"--documenting-process" in (cmd := read("cmdline")) and needle in cmd]
+
+
+def test_a_worker_whose_files_all_go_to_documenting_processes_starts_no_git_reader(repo):
+    repo.commit({f"f{n:02}.py": f"def function_{n}():\n    pass\n" for n in range(60)})
+    assert repo.cq("init").returncode == 0
+    worker = str(repo.worker_pid()).encode()
+    assert documenting_processes(repo)  # which read every file, each through a git of its own
+    assert [pid for pid, read in live_processes() if b"cat-file" in read("cmdline") and
+            proc_stat_fields(pid)[1] == worker] == []
 
 
 def test_a_large_batch_is_documented_in_processes_that_are_replaced_when_killed(repo):
