@@ -346,8 +346,8 @@ class BlobReader:
                 answered += 1
                 yield answer
         finally:
-            if answered < len(shas):
-                self.proc.kill()  # it may be blocked writing answers nobody will read
+            if answered < len(shas) and self.started:
+                self.started.kill()  # it may be blocked writing answers nobody will read
                 self.close()
 
     def _answer(self, limit: int) -> tuple[int, bytes | None]:

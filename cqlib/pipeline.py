@@ -4,8 +4,8 @@ Owns: sync (a worktree's path -> blob map brought to its HEAD by a diff, or from
 reconcile (every worktree compared with the index, whatever is missing queued again), the
 lexical pass (each file's language and words, swept from the index 512 files a commit, so a
 large tree is soon searchable) and the full pass (the built-in documenter, a batch a
-commit), and containing a
-file that keeps killing the worker (it is tried alone, then keeps its names only).
+commit), and containing a file that keeps killing the worker (it is tried alone, then keeps
+its names only).
 Must not: import Huey (tasks get the queue they came from) or parse CLI arguments.
 """
 
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 DOCUMENT_BATCH = 128  # files a task documents with one commit
 LEXICAL_PART = 512  # files a sweep of the lexical pass documents with one commit
+SWEEP_PARTS = 4  # parts a sweep takes before it makes way for other tasks (see sweep_words)
 LEXICAL_FIRST = 200  # more files with no record than this get the lexical pass first
 CRASH_LIMIT = 2  # a file in flight at more unexpected deaths of the worker than this is skipped
 # Two syncs of one worktree (a hook's and a reconcile's, at a start) take turns: run together,
@@ -345,13 +346,15 @@ def sweep_words(repo: Repo, queue, token: str | None = None) -> None:
     references that has no record yet, so that a large tree is searchable by its words long
     before every file is documented.  The sweeps of the worker threads share the blobs out
     (see LexicalSweep), LEXICAL_PART at a time, each part stored with one commit, its full
-    pass queued before it is documented, whatever becomes of it.  No parser runs, so no
-    attempt is noted: nothing here can crash the worker."""
+    pass queued before it is documented, whatever becomes of it.  After SWEEP_PARTS parts a
+    sweep queues its sequel and ends, so that a sync (a hook's commit) or a stop waits for
+    a few parts, not for the whole tree.  No parser runs, so no attempt is noted: nothing
+    here can crash the worker."""
     config = queue.settings(repo)
     reader = thread_blob_reader(repo.common_dir)
     with LEXICAL_SWEEP.joined(token), Index(repo) as index:
-        while not Shutdown.requested:
-            part = LEXICAL_SWEEP.next_part(index)
+        for _ in range(SWEEP_PARTS):
+            part = [] if Shutdown.requested else LEXICAL_SWEEP.next_part(index)
             if not part:
                 return
             try:
@@ -363,6 +366,7 @@ def sweep_words(repo: Repo, queue, token: str | None = None) -> None:
                 index.store_all(made[0])
             finally:
                 LEXICAL_SWEEP.done(part)
+        queue.lexical(token)  # the sequel, behind any sync: it goes on where the parts are
 
 
 class LexicalSweep:

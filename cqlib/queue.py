@@ -104,7 +104,7 @@ class TaskQueue:
         """Queue a sync of one worktree's map with its HEAD."""
         self.tasks["sync"](git_dir)
 
-    def lexical(self, token: str) -> None:
+    def lexical(self, token: str | None) -> None:
         """Queue a sweep of the lexical pass (which queues the full pass of what it records);
         the sweeps queued together share a token."""
         self.tasks["lexical"](token)

@@ -31,7 +31,6 @@ from conftest import (
 
 sys.path.insert(0, str(ROOT))
 from cqlib import pipeline
-from cqlib.detector import proc_stat_fields
 from cqlib.documenters import minimal_record
 from cqlib.gitio import BlobReader, WorkTreeFiles, locate_repo
 from cqlib.index.schema import LEXICAL, SCHEMA_VERSION
@@ -191,7 +190,7 @@ def test_a_worker_whose_files_all_go_to_documenting_processes_starts_no_git_read
     worker = str(repo.worker_pid()).encode()
     assert documenting_processes(repo)  # which read every file, each through a git of its own
     assert [pid for pid, read in live_processes() if b"cat-file" in read("cmdline") and
-            proc_stat_fields(pid)[1] == worker] == []
+            read("stat").rsplit(b")", 1)[-1].split()[1:2] == [worker]] == []
 
 
 def test_a_large_batch_is_documented_in_processes_that_are_replaced_when_killed(repo):
@@ -312,7 +311,7 @@ def test_sweeps_queued_together_share_the_files_out_each_once(repo, monkeypatch)
     taken = []
     with sweep.joined("together"), sweep.joined("together"), Index(repository) as index:
         first, second = sweep.next_part(index), sweep.next_part(index)
-        sweep.done(second)  # given up (the worker stopping): its full pass is queued
+        sweep.done(second)  # given up (the worker stopping), not recorded: no second round
         taken += first + second
         record(index, first)
         sweep.done(first)
@@ -324,21 +323,51 @@ def test_sweeps_queued_together_share_the_files_out_each_once(repo, monkeypatch)
     assert sorted(blob for blob, _ in taken) == blobs[-25:]  # each once, no other
 
 
+def test_the_next_sweep_starts_afresh_once_the_last_has_ended(repo, monkeypatch):
+    repository, blobs, sweep = sweep_fixture(repo, monkeypatch, unrecorded=20)
+    with sweep.joined("first"), Index(repository) as index:
+        given_up = sweep.next_part(index)
+        sweep.done(given_up)
+    assert [blob for blob, _ in given_up] == blobs[-20:-10]
+    with sweep.joined("first"), Index(repository) as index:  # its sequel, say
+        assert sweep.next_part(index) == given_up
+
+
 def test_a_sweep_queued_later_goes_round_again_for_files_behind_the_parts_taken(repo,
                                                                                 monkeypatch):
     repository, blobs, sweep = sweep_fixture(repo, monkeypatch, unrecorded=20)
     with sweep.joined("first"), Index(repository) as index:
-        first = sweep.next_part(index)
-        assert [blob for blob, _ in first] == blobs[-20:-10]
+        in_flight = sweep.next_part(index)
+        assert [blob for blob, _ in in_flight] == blobs[-20:-10]
         index.db.executemany("DELETE FROM docs WHERE blob = ?", [(b,) for b in blobs[:3]])
         with sweep.joined("later"):  # queued for the three, behind the part taken
-            record(index, first)
-            sweep.done(first)
             rest = sweep.next_part(index)
             record(index, rest)
             sweep.done(rest)
+            # round again: the three, and not the part still in flight (not yet recorded)
             assert [blob for blob, _ in sweep.next_part(index)] == blobs[:3]
             assert sweep.next_part(index) == []
+        sweep.done(in_flight)
+
+
+def test_a_sweep_makes_way_after_its_parts_and_queues_its_sequel(repo, monkeypatch):
+    repository, blobs, _ = sweep_fixture(repo, monkeypatch, unrecorded=35)
+    monkeypatch.setattr(pipeline, "SWEEP_PARTS", 2)
+    monkeypatch.setattr(sys, "path", [*sys.path, str(repo.pyz)])  # Huey, from the archive
+    from cqlib.queue import TaskQueue
+
+    queue = TaskQueue(repository)
+    try:
+        before = len(queue.pending())
+        pipeline.sweep_words(repository, queue, "token")
+        queued = [name for name, _ in queue.pending()[before:]]
+    finally:
+        queue.close()
+        threading.current_thread().cq_blob_reader.close()
+    with Index(repository) as index:
+        recorded = index.db.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
+    assert recorded == len(blobs) - 35 + 20  # two parts of 10, the rest left to the sequel
+    assert sorted(queued) == ["document", "document", "lexical"]
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
