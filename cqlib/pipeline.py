@@ -34,7 +34,7 @@ from cqlib.index.database import is_damage
 from cqlib.index.schema import CRASHED, LEXICAL
 from cqlib.index.store import Failure, Index, Record
 from cqlib.lifecycle import Progress, Shutdown, SummaryWork, WorkerStopping
-from cqlib.pool import DIED_TWICE, Documented, Job, run_jobs, thread_pool
+from cqlib.pool import DIED_TWICE, Documented, Job, run_jobs, shared_pool
 from cqlib.state import Repo, log
 
 TYPE_CHECKING = False
@@ -186,12 +186,15 @@ def document_blobs(repo: Repo, blobs: list, queue) -> None:
 
 
 def document_batch(config: Config, index: Index, reader: BlobReader, blobs: list) -> bool:
-    """Document blobs with one commit to note the attempts and one to store the records;
-    False if the worker is stopping (what is left is found missing later)."""
-    index.begin_attempts(blobs)
+    """Document blobs and store the records with one commit; False if the worker is stopping
+    (what is left is found missing later).  The files the worker documents itself have
+    their attempts noted first, in a commit of their own (see Index.begin_attempts); those
+    the documenting processes take, which a file can kill only themselves, need none: a
+    batch does not wait for another thread's writing before its files go to them."""
     reused = index.lexical_only(blobs)  # their words are in the index already
     try:
-        made = batch_records(config, reader, blobs, False, reused)
+        made = batch_records(config, reader, blobs, False, reused,
+                             before_here=index.begin_attempts)
         if made is not None:
             index.store_all(*made)
     except BaseException:
@@ -204,14 +207,15 @@ def document_batch(config: Config, index: Index, reader: BlobReader, blobs: list
 
 
 def batch_records(config: Config, reader: BlobReader, blobs: list, lexical: bool,
-                  reused: set = frozenset()) -> tuple | None:
+                  reused: set = frozenset(), before_here=None) -> tuple | None:
     """The Records of the lexical or the full pass for (blob, path) pairs, and the Failures
     (reused: blobs whose words the lexical pass stored), as a pair; None if the
-    worker is stopping.  Each blob is read and documented in this thread's pool of processes
-    where there are enough of them (the worker then holds none of their bytes), else here."""
+    worker is stopping.  Each blob is read and documented in the documenting processes
+    where there are enough of them (the worker then holds none of their bytes), else here,
+    after calling before_here (see run_jobs)."""
     jobs = [job_of(config, blob, path, reader.common_dir, lexical, blob not in reused)
             for blob, path in blobs]
-    answers = run_jobs(jobs, config.workers, reader)
+    answers = run_jobs(jobs, reader, before_here)
     if answers is None:
         return None
     records, failures = [], []
@@ -299,7 +303,7 @@ def suspect_record(config: Config, reader: BlobReader, blob: str, path: str, siz
     if size < 0 or skipped_record(blob, path, size, data):
         return built_in_record(config, blob, path, size, data)
     try:
-        answers = thread_pool(config.workers).run([[job_of(config, blob, path,
+        answers = shared_pool().run([[job_of(config, blob, path,
                                                            reader.common_dir)]])
         if answers is None:
             raise WorkerStopping

@@ -2,9 +2,10 @@
 every core works while the worker writes SQLite, and a file that crashes a parser takes down
 only its child.
 
-Owns: Job and Documented (what crosses the pipe, as plain tuples marshal takes), the pool of
-one worker thread (each child with up to POOL_DEPTH jobs, replaced when it ends, the job it
-died on tried once more, then documented in the worker), and the child's own loop.
+Owns: Job and Documented (what crosses the pipe, as plain tuples marshal takes), the pool the
+worker threads share (each child lent to one thread at a time, with up to POOL_DEPTH jobs,
+replaced when it ends, the job it died on tried once more, then documented in the worker),
+and the child's own loop.
 Must not: write the index (the worker's thread stores what the children answer).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections import namedtuple
 
@@ -37,6 +39,13 @@ POOL_MAX = 4  # processes at most, one per core up to this
 POOL_IDLE = 10.0  # (a first index keeps them busy; a commit's few files need none)
 POOL_REST = 60.0  # seconds without processes after they kept ending
 POOL_DEPTH = 2  # jobs a process has at once
+# Seconds a thread waits for a documenting process before the thread holding them all hands
+# one back: until then one thread's files go to every process while the other writes the
+# index.  A batch takes them for a fraction of a second; a first index took 0.95x the time of
+# processes of each thread's own (CPython's Lib/, 7 interleaved runs), 0.98x where a waiting
+# thread was handed one after 0.5 s.  Past this, a batch of files that each take long to
+# parse holds no other thread's files for longer.
+POOL_PATIENCE = 2.0
 # A job sent while the process has another is this small at most: a pipe holds a page at
 # least, so once the process has read the job before, this one fits whole, and the write
 # cannot block while the process, blocked writing its answer, reads nothing.
@@ -63,12 +72,20 @@ class Documented(namedtuple("Documented", ("size", "doc"))):
 
 
 class DocumentingPool:
-    """The documenting processes of one worker thread, started when first needed.  Each has
-    up to POOL_DEPTH jobs at once, so that it starts the next while its answer to the last
-    one waits for this thread (busy writing the index, say) to read it."""
+    """The worker's documenting processes, shared by its threads and started when first
+    needed, at most `size` of them.  A thread's run borrows every process no other thread is
+    using, and hands each back once it has nothing more to give it, or once another thread
+    has waited POOL_PATIENCE seconds for one (keeping one for itself): so while one thread
+    writes the index, every process documents the files of another, where each thread with
+    processes of its own left them idle at every write (a third of the time, at 50,000
+    generated files)."""
 
     def __init__(self, size: int):
-        self.size, self.procs = size, []
+        self.size = size
+        self.free: list = []  # started processes no thread has borrowed
+        self.lent = 0  # processes borrowed (or being started) by threads
+        self.waiters: list = []  # since when each thread waiting for a process has waited
+        self.turns = threading.Condition()
         self.resting_until = 0.0  # after processes kept ending, none is started until then
 
     def run(self, jobs: list) -> list | None:
@@ -76,54 +93,140 @@ class DocumentingPool:
         the list of their Documented, DIED_TWICE where a process died twice on the group, or
         None where none was run (processes kept ending).  None if the worker is stopping
         meanwhile."""
-        import selectors
-
-        answers: list = [None] * len(jobs)
         if time.monotonic() < self.resting_until:
-            return answers
+            return [None] * len(jobs)
+        return PoolRun(self, jobs).answers()
+
+    def borrow(self, wanted: int, wait: bool) -> list:
+        """Up to `wanted` processes for one thread: free ones, then new ones while fewer than
+        `size` are started; with `wait`, at least one (waiting for one to be handed back)."""
+        with self.turns:
+            self.free = [proc for proc in self.free if proc.poll() is None]  # left: reaped
+            while wait and not self.free and self.lent >= self.size:
+                since = time.monotonic()
+                self.waiters.append(since)
+                try:
+                    self.turns.wait()
+                finally:
+                    self.waiters.remove(since)
+                self.free = [proc for proc in self.free if proc.poll() is None]
+            taken = self.free[:wanted]
+            del self.free[:wanted]
+            starting = max(0, min(wanted - len(taken), self.size - self.lent - len(self.free)
+                                  - len(taken)))
+            self.lent += len(taken) + starting
+        reserved = len(taken) + starting
+        try:
+            for _ in range(starting):
+                taken.append(start_documenting_process())
+        except BaseException:
+            self.give_back(taken + [None] * (reserved - len(taken)))
+            raise
+        return taken
+
+    def give_back(self, procs: list) -> None:
+        """Processes a thread has done with (None: one it could not start); those that ended
+        are not kept."""
+        with self.turns:
+            for proc in procs:
+                self.lent -= 1
+                if proc is not None and proc.poll() is None and not proc.jobs:
+                    self.free.append(proc)
+            self.turns.notify_all()
+
+    def wanted(self) -> bool:
+        """True if a thread has waited POOL_PATIENCE seconds or more for a process."""
+        oldest = min(self.waiters, default=None)  # without the lock: late by a round trip
+        return oldest is not None and time.monotonic() - oldest >= POOL_PATIENCE
+
+    def reap(self) -> None:
+        """Poll the free processes, so that one that left (idle for POOL_IDLE) is reaped."""
+        with self.turns:
+            self.free = [proc for proc in self.free if proc.poll() is None]
+
+    def close(self) -> None:
+        """End the free processes (those borrowed end with their thread's run)."""
+        with self.turns:
+            free, self.free = self.free, []
+        for proc in free:
+            proc.kill()
+            proc.wait()
+
+
+class PoolRun:
+    """One thread's run of a DocumentingPool over its jobs: the processes it borrowed, each
+    with up to POOL_DEPTH jobs at once (so that it starts the next while its answer to the
+    last one waits for this thread to read it), the jobs still to give, and how often a
+    process died on each."""
+
+    def __init__(self, pool: DocumentingPool, jobs: list):
+        self.pool, self.jobs = pool, jobs
         self.waiting = list(range(len(jobs) - 1, -1, -1))  # popped from the end: in order
         self.deaths = [0] * len(jobs)
-        self.procs = [p for p in self.procs if p.poll() is None]
-        while len(self.procs) < min(self.size, len(jobs)):
-            self.procs.append(start_documenting_process())
-        self.busy = {}  # stdout's descriptor -> its process, which has jobs to answer
+        self.procs: list = []  # borrowed
+        self.busy: dict = {}  # stdout's descriptor -> its process, which has jobs to answer
+
+    def answers(self) -> list | None:
+        """Run the jobs to their answers (see DocumentingPool.run)."""
+        import selectors
+
+        answers: list = [None] * len(self.jobs)
+        self.procs = self.pool.borrow(len(self.jobs), wait=True)
         try:
             with selectors.DefaultSelector() as self.selector:
                 while self.waiting or self.busy:
                     if Shutdown.requested:
                         self.close()
                         return None
-                    if sum(self.deaths) > self.size + 2:  # they keep ending: the rest here
+                    if sum(self.deaths) > self.pool.size + 2:  # they keep ending: the rest here
                         log("documenting processes keep ending; the worker documents alone "
                             f"for {POOL_REST:g} s", error=True)
                         self.close()
-                        self.resting_until = time.monotonic() + POOL_REST
+                        self.pool.resting_until = time.monotonic() + POOL_REST
                         return answers
-                    for proc in list(self.procs):
-                        while self.waiting and len(proc.jobs) < POOL_DEPTH and \
-                                self.give(proc, jobs):
+                    self.share()
+                    for proc in self.procs[:1] if self.pool.wanted() else list(self.procs):
+                        while self.waiting and len(proc.jobs) < POOL_DEPTH and self.give(proc):
                             pass
                     for key, _ in self.selector.select(timeout=0.25):
-                        proc = self.busy[key.fd]
-                        answer = receive_message(proc.stdout)
-                        if answer is None:
-                            self.died(proc, jobs)
-                            continue
-                        answers[proc.jobs.pop(0)] = [Documented(*a) for a in answer]
-                        Progress.made()
-                        if not proc.jobs:
-                            self.idle(proc)
+                        self.receive(self.busy[key.fd], answers)
         except BaseException:
             self.close()  # answers still due would come out of step
             raise
+        self.pool.give_back(self.procs)
+        self.procs = []
         return [DIED_TWICE if self.deaths[n] >= 2 else answer for n, answer in enumerate(answers)]
 
-    def give(self, proc, jobs: list) -> bool:
+    def share(self) -> None:
+        """Hand back the processes this run has no jobs left for, and those that have
+        answered their jobs while the pool is wanted (keeping one: a process given no more
+        jobs meanwhile answers them soon); take free ones while no thread waits and jobs
+        wait for them."""
+        if not self.waiting or self.pool.wanted():
+            spare = [proc for proc in self.procs[1:] if not proc.jobs]
+            if spare:
+                self.procs = [proc for proc in self.procs if proc not in spare]
+                self.pool.give_back(spare)
+        elif len(self.waiting) > len(self.procs) and not self.pool.waiters:
+            self.procs += self.pool.borrow(len(self.waiting) - len(self.procs), wait=False)
+
+    def receive(self, proc, answers: list) -> None:
+        """Read a process's answer to its oldest job."""
+        answer = receive_message(proc.stdout)
+        if answer is None:
+            self.died(proc)
+            return
+        answers[proc.jobs.pop(0)] = [Documented(*a) for a in answer]
+        Progress.made()
+        if not proc.jobs:
+            self.idle(proc)
+
+    def give(self, proc) -> bool:
         """Send a process the next job; False if it was not sent: too large to send ahead of
         an answer (see POOL_AHEAD_BYTES), or the process had ended (see died)."""
         import selectors
 
-        message = message_bytes([tuple(job) for job in jobs[self.waiting[-1]]])
+        message = message_bytes([tuple(job) for job in self.jobs[self.waiting[-1]]])
         if proc.jobs and len(message) > POOL_AHEAD_BYTES:
             return False
         proc.jobs.append(self.waiting.pop())
@@ -134,7 +237,7 @@ class DocumentingPool:
             write_all(proc.stdin, message)
             return True
         except BrokenPipeError:  # it ended before taking the job (or could not start)
-            self.died(proc, jobs)
+            self.died(proc)
             return False
 
     def idle(self, proc) -> None:
@@ -142,32 +245,29 @@ class DocumentingPool:
         del self.busy[proc.stdout.fileno()]
         self.selector.unregister(proc.stdout)
 
-    def died(self, proc, jobs: list) -> None:
+    def died(self, proc) -> None:
         """A process ended on its oldest job: replace it, give that job once more, and the
         others it had again."""
         culprit, *innocent = proc.jobs
         self.deaths[culprit] += 1
-        log(f"a documenting process ended on one of {len(jobs[culprit])} files from "
-            f"{jobs[culprit][0].path}; "
+        log(f"a documenting process ended on one of {len(self.jobs[culprit])} files from "
+            f"{self.jobs[culprit][0].path}; "
             + ("trying once more" if self.deaths[culprit] < 2 else "documenting it here"),
             error=True)
         self.waiting += innocent[::-1]
         if self.deaths[culprit] < 2:
             self.waiting.append(culprit)
         self.idle(proc)
-        self.replace(proc)
-
-    def replace(self, proc) -> None:
-        """Start a new process in place of one that ended."""
         proc.kill()
         proc.wait()
         self.procs[self.procs.index(proc)] = start_documenting_process()
 
     def close(self) -> None:
-        """End every process now (answers still due would come out of step)."""
+        """End every borrowed process now (answers still due would come out of step)."""
         for proc in self.procs:
             proc.kill()
             proc.wait()
+        self.pool.give_back(self.procs)
         self.procs = []
 
 
@@ -181,25 +281,23 @@ def start_documenting_process():
     return proc
 
 
-def thread_pool(workers: int) -> DocumentingPool:
-    """This worker thread's DocumentingPool: the cores shared among the worker threads."""
-    import threading
+SHARED_POOL: list = []  # the worker's DocumentingPool, made at its first use
+SHARED_POOL_GUARD = threading.Lock()
 
-    thread = threading.current_thread()
-    if getattr(thread, "cq_pool", None) is None:
-        thread.cq_pool = DocumentingPool(min(POOL_MAX, max(1, usable_cores() // workers)))
-    return thread.cq_pool
+
+def shared_pool() -> DocumentingPool:
+    """The worker's DocumentingPool: one process per usable core, up to POOL_MAX."""
+    with SHARED_POOL_GUARD:
+        if not SHARED_POOL:
+            SHARED_POOL.append(DocumentingPool(min(POOL_MAX, usable_cores())))
+    return SHARED_POOL[0]
 
 
 def reap_ended_processes() -> None:
-    """Reap the documenting processes that left (idle for POOL_IDLE) while their worker
-    thread had no batch to notice: polled, from any thread (Popen locks its own wait), so
-    none stays a zombie while the worker idles."""
-    import threading
-
-    for thread in threading.enumerate():
-        for proc in list(getattr(getattr(thread, "cq_pool", None), "procs", ())):
-            proc.poll()
+    """Reap the documenting processes that left (idle for POOL_IDLE) while no thread had a
+    batch to notice, so that none stays a zombie while the worker idles."""
+    if SHARED_POOL:
+        SHARED_POOL[0].reap()
 
 
 def usable_cores() -> int:
@@ -212,15 +310,16 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def run_jobs(jobs: list, workers: int, reader: BlobReader) -> list | None:
+def run_jobs(jobs: list, reader: BlobReader, before_here=None) -> list | None:
     """The answer to each documenting job (see answer_job), or the exception it raised: in
-    this thread's pool where there are enough jobs, else (or where no process could answer)
-    here, reading through `reader`.  None if the worker is stopping."""
+    the documenting processes where there are enough jobs, else (or where no process could
+    answer) here, reading through `reader`, after calling before_here (if given) once with
+    the (blob, path) pairs documented here.  None if the worker is stopping."""
     answers: list | None = [None] * len(jobs)
     if len(jobs) >= POOL_MIN_FILES:
         groups = [jobs[i:i + POOL_GROUP] for i in range(0, len(jobs), POOL_GROUP)]
         try:
-            grouped = thread_pool(workers).run(groups)
+            grouped = shared_pool().run(groups)
             answers = None if grouped is None else [
                 answer for group, answered in zip(groups, grouped)
                 for answer in (answered if isinstance(answered, list) else [None] * len(group))]
@@ -230,6 +329,8 @@ def run_jobs(jobs: list, workers: int, reader: BlobReader) -> list | None:
     if answers is None:
         return None
     left = [n for n, answer in enumerate(answers) if answer is None]
+    if left and before_here:
+        before_here([(jobs[n].blob, jobs[n].path) for n in left])
     for n, (size, data) in zip(left, read_jobs([jobs[n] for n in left], reader)):
         Progress.made()
         try:

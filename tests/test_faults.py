@@ -32,11 +32,12 @@ from conftest import (
 
 sys.path.insert(0, str(ROOT))
 from cqlib import pipeline
+from cqlib import pool as pool_module
 from cqlib.documenters import minimal_record
 from cqlib.gitio import BlobReader, WorkTreeFiles, locate_repo
 from cqlib.index.schema import LEXICAL, SCHEMA_VERSION
 from cqlib.index.store import Index, Record
-from cqlib.pool import DIED_TWICE, DocumentingPool, Job
+from cqlib.pool import DIED_TWICE, DocumentingPool, Job, PoolRun
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux's, named by Python 3.10+
 
@@ -178,6 +179,23 @@ def test_a_file_in_flight_at_three_deaths_of_the_worker_is_skipped_with_the_reas
     assert repo.search("victim_function")  # its names stay searchable
 
 
+def test_a_worker_killed_while_its_documenting_processes_have_a_batch_blames_none_of_it(repo):
+    repo.git("config", "cq.maxFileSize", "4m")
+    assert repo.cq("init").returncode == 0
+    repo.commit({"slow.py": slow_to_parse("slow_function"),
+                 **{f"quick{n:02}.py": f"def quick_{n}():\n    pass\n" for n in range(30)}})
+    wait_until(lambda: documenting_processes(repo), interval=0.01,
+               what="the documenting processes to take the batch")
+    os.kill(repo.worker_pid(), signal.SIGKILL)
+    wait_until(lambda: repo.status()["state"] == "dead", what="the worker to be dead")
+    assert repo.cq("worker", "cleanup").returncode == 0
+    assert repo.cq("worker", "start").returncode == 0
+    status = repo.wait_indexed()
+    assert status["documented"] == len(head_paths(repo)) and status["skipped"] == {}
+    assert not [line for line in errors_in_log(repo) if "died while documenting" in line]
+    assert repo.search("slow_function")
+
+
 def documenting_processes(repo) -> list[int]:
     """The worker's documenting processes (its pool) in this repository."""
     needle = str(repo.path).encode()
@@ -219,15 +237,89 @@ def test_a_documenting_process_that_ends_blames_only_the_job_it_was_working_on(r
     job = Job("lexical", "fine.py", blob, 5.0, True, 1 << 20, str(repo.path / ".git"))
     doomed = job._replace(git_dir=str(tmp_path / "no-repository"))  # its process cannot read it
     pool = DocumentingPool(1)  # one process, sent both groups at once
+    run = PoolRun(pool, [[doomed], [job]])
     try:
-        answers = pool.run([[doomed], [job]])
+        answers = run.answers()
     finally:
         pool.close()
     assert answers[0] == DIED_TWICE
     size, doc = answers[1][0]
     assert size == len("def innocent_function():\n    pass\n")
     assert "innocent_function" in doc["words"].split()
-    assert pool.deaths == [2, 0]
+    assert run.deaths == [2, 0]
+
+
+def shared_pool_jobs(repo) -> tuple[Job, Job]:
+    """A job that takes a documenting process a while (a file slow to parse) and a quick one,
+    of a real repository."""
+    repo.commit({"slow.py": "@a\n" * 120_000 + "def slow_one():\n    pass\n",
+                 "quick.py": "def quick_one():\n    pass\n"})
+    git_dir = str(repo.path / ".git")
+    slow, quick = (Job("full", path, repo.git("rev-parse", f"HEAD:{path}").strip(), 30.0, True,
+                       4 << 20, git_dir) for path in ("slow.py", "quick.py"))
+    return slow, quick
+
+
+def run_in_thread(pool: DocumentingPool, groups: list) -> tuple[threading.Thread, list]:
+    """A thread running groups of jobs in a pool; the list its answers go into, then the
+    time its run ended."""
+    answers: list = []
+    thread = threading.Thread(
+        target=lambda: answers.extend([*pool.run(groups), time.monotonic()]))
+    thread.start()
+    return thread, answers
+
+
+def test_a_run_keeps_every_documenting_process_while_another_thread_waits_briefly(
+        repo, monkeypatch):
+    monkeypatch.setattr(pool_module, "POOL_PATIENCE", 60.0)
+    slow, quick = shared_pool_jobs(repo)
+    pool = DocumentingPool(2)
+    try:
+        busy, busy_answers = run_in_thread(pool, [[slow]] * 8)
+        wait_until(lambda: pool.lent == 2, interval=0.01, what="both processes to be lent")
+        pool.run([[quick]])  # waits for the busy run to end
+        answered_at = time.monotonic()
+        busy.join()
+    finally:
+        pool.close()
+    assert busy_answers[-1] < answered_at
+
+
+def test_a_thread_waiting_for_a_documenting_process_gets_one_before_another_runs_out(
+        repo, monkeypatch):
+    monkeypatch.setattr(pool_module, "POOL_PATIENCE", 0.2)
+    slow, quick = shared_pool_jobs(repo)
+    pool = DocumentingPool(2)
+    try:
+        busy, busy_answers = run_in_thread(pool, [[slow]] * 24)
+        wait_until(lambda: pool.lent == 2, interval=0.01, what="both processes to be lent")
+        answers = pool.run([[quick]])  # waits for the busy thread to hand one back
+        answered_at = time.monotonic()
+        assert [e["name"] for e in answers[0][0].doc["entries"]] == ["quick_one"]
+        busy.join()
+    finally:
+        pool.close()
+    *busy_answers, busy_ended_at = busy_answers
+    assert answered_at < busy_ended_at
+    assert [answer[0].doc["entries"][0]["name"] for answer in busy_answers] == ["slow_one"] * 24
+
+
+def test_a_thread_takes_back_the_documenting_process_it_handed_over(repo, monkeypatch):
+    monkeypatch.setattr(pool_module, "POOL_PATIENCE", 0.2)
+    slow, quick = shared_pool_jobs(repo)
+    pool = DocumentingPool(2)
+    try:
+        busy, _ = run_in_thread(pool, [[slow]] * 24)
+        wait_until(lambda: pool.lent == 2, interval=0.01, what="both processes to be lent")
+        pool.run([[quick]])
+        wait_until(lambda: pool.lent == 2 or not busy.is_alive(), interval=0.01,
+                   what="the busy thread to take both processes again")
+        assert busy.is_alive()
+        busy.join()
+    finally:
+        pool.close()
+    assert pool.lent == 0 and pool.free == []
 
 
 def read_from_work_tree(repo, path: str, blob: str) -> tuple | None:
