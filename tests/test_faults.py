@@ -37,7 +37,8 @@ from cqlib.documenters import minimal_record
 from cqlib.gitio import BlobReader, WorkTreeFiles, locate_repo
 from cqlib.index.schema import LEXICAL, SCHEMA_VERSION
 from cqlib.index.store import Index, Record
-from cqlib.pool import DIED_TWICE, DocumentingPool, Job, PoolRun
+from cqlib.lifecycle import Progress
+from cqlib.pool import DIED_TWICE, POOL_DEPTH, DocumentingPool, Job, PoolRun
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux's, named by Python 3.10+
 
@@ -249,17 +250,6 @@ def test_a_documenting_process_that_ends_blames_only_the_job_it_was_working_on(r
     assert run.deaths == [2, 0]
 
 
-def shared_pool_jobs(repo) -> tuple[Job, Job]:
-    """A job that takes a documenting process a while (a file slow to parse) and a quick one,
-    of a real repository."""
-    repo.commit({"slow.py": "@a\n" * 120_000 + "def slow_one():\n    pass\n",
-                 "quick.py": "def quick_one():\n    pass\n"})
-    git_dir = str(repo.path / ".git")
-    slow, quick = (Job("full", path, repo.git("rev-parse", f"HEAD:{path}").strip(), 30.0, True,
-                       4 << 20, git_dir) for path in ("slow.py", "quick.py"))
-    return slow, quick
-
-
 def run_in_thread(pool: DocumentingPool, groups: list) -> tuple[threading.Thread, list]:
     """A thread running groups of jobs in a pool; the list its answers go into, then the
     time its run ended."""
@@ -270,55 +260,56 @@ def run_in_thread(pool: DocumentingPool, groups: list) -> tuple[threading.Thread
     return thread, answers
 
 
-def test_a_run_keeps_every_documenting_process_while_another_thread_waits_briefly(
-        repo, monkeypatch):
-    monkeypatch.setattr(pool_module, "POOL_PATIENCE", 60.0)
-    slow, quick = shared_pool_jobs(repo)
+@contextlib.contextmanager
+def pool_held_by_a_busy_thread(repo, monkeypatch, patience: float, groups: int):
+    """A pool of two documenting processes, with POOL_PATIENCE `patience`, both lent to a
+    thread running `groups` groups of a job slow to parse: (the pool, that thread, its
+    answers then the time its run ended, a quick job); the thread joined and the pool
+    closed after."""
+    monkeypatch.setattr(pool_module, "POOL_PATIENCE", patience)
+    repo.commit({"slow.py": "@a\n" * 120_000 + "def slow_one():\n    pass\n",
+                 "quick.py": "def quick_one():\n    pass\n"})
+    slow, quick = (Job("full", path, repo.git("rev-parse", f"HEAD:{path}").strip(), 30.0, True,
+                       4 << 20, str(repo.path / ".git")) for path in ("slow.py", "quick.py"))
     pool = DocumentingPool(2)
     try:
-        busy, busy_answers = run_in_thread(pool, [[slow]] * 8)
+        busy, answers = run_in_thread(pool, [[slow]] * groups)
         wait_until(lambda: pool.lent == 2, interval=0.01, what="both processes to be lent")
-        pool.run([[quick]])  # waits for the busy run to end
-        answered_at = time.monotonic()
+        yield pool, busy, answers, quick
         busy.join()
     finally:
         pool.close()
-    assert busy_answers[-1] < answered_at
+
+
+def test_a_run_keeps_every_documenting_process_while_another_thread_waits_briefly(
+        repo, monkeypatch):
+    answered_by: list = []  # the thread that read each answer, in turn
+    monkeypatch.setattr(Progress, "on_made",
+                        lambda: answered_by.append(threading.current_thread()))
+    with pool_held_by_a_busy_thread(repo, monkeypatch, 60.0, 8) as (pool, busy, _, quick):
+        pool.run([[quick]])  # a process only once the busy run has given out all its jobs
+    before_quick = answered_by[:answered_by.index(threading.current_thread())]
+    assert before_quick.count(busy) >= 8 - POOL_DEPTH  # those still with the process it kept
 
 
 def test_a_thread_waiting_for_a_documenting_process_gets_one_before_another_runs_out(
         repo, monkeypatch):
-    monkeypatch.setattr(pool_module, "POOL_PATIENCE", 0.2)
-    slow, quick = shared_pool_jobs(repo)
-    pool = DocumentingPool(2)
-    try:
-        busy, busy_answers = run_in_thread(pool, [[slow]] * 24)
-        wait_until(lambda: pool.lent == 2, interval=0.01, what="both processes to be lent")
+    with pool_held_by_a_busy_thread(repo, monkeypatch, 0.2, 24) as (pool, _, busy_answers,
+                                                                   quick):
         answers = pool.run([[quick]])  # waits for the busy thread to hand one back
         answered_at = time.monotonic()
-        assert [e["name"] for e in answers[0][0].doc["entries"]] == ["quick_one"]
-        busy.join()
-    finally:
-        pool.close()
+    assert [e["name"] for e in answers[0][0].doc["entries"]] == ["quick_one"]
     *busy_answers, busy_ended_at = busy_answers
     assert answered_at < busy_ended_at
     assert [answer[0].doc["entries"][0]["name"] for answer in busy_answers] == ["slow_one"] * 24
 
 
 def test_a_thread_takes_back_the_documenting_process_it_handed_over(repo, monkeypatch):
-    monkeypatch.setattr(pool_module, "POOL_PATIENCE", 0.2)
-    slow, quick = shared_pool_jobs(repo)
-    pool = DocumentingPool(2)
-    try:
-        busy, _ = run_in_thread(pool, [[slow]] * 24)
-        wait_until(lambda: pool.lent == 2, interval=0.01, what="both processes to be lent")
+    with pool_held_by_a_busy_thread(repo, monkeypatch, 0.2, 24) as (pool, busy, _, quick):
         pool.run([[quick]])
         wait_until(lambda: pool.lent == 2 or not busy.is_alive(), interval=0.01,
                    what="the busy thread to take both processes again")
         assert busy.is_alive()
-        busy.join()
-    finally:
-        pool.close()
     assert pool.lent == 0 and pool.free == []
 
 
