@@ -187,15 +187,17 @@ def document_blobs(repo: Repo, blobs: list, queue) -> None:
 
 def document_batch(config: Config, index: Index, reader: BlobReader, blobs: list) -> bool:
     """Document blobs and store the records with one commit; False if the worker is stopping
-    (what is left is found missing later).  The files the worker documents itself have
-    their attempts noted first, in a commit of their own (see Index.begin_attempts); those
-    the documenting processes take, which a file can kill only themselves, need none: a
-    batch does not wait for another thread's writing before its files go to them."""
+    (what is left is found missing later).  Their attempts are noted in a commit of their
+    own (see Index.begin_attempts) before the worker stores their records, or documents any
+    of them itself, where a file could end it; not before the documenting processes take
+    them, which a file can end only themselves: a batch's files go to the processes without
+    waiting for another thread's writing."""
     reused = index.lexical_only(blobs)  # their words are in the index already
     try:
         made = batch_records(config, reader, blobs, False, reused,
                              before_here=index.begin_attempts)
         if made is not None:
+            index.begin_attempts(blobs)
             index.store_all(*made)
     except BaseException:
         index.end_attempts(blobs)  # ended by an error, not a crash
@@ -303,8 +305,7 @@ def suspect_record(config: Config, reader: BlobReader, blob: str, path: str, siz
     if size < 0 or skipped_record(blob, path, size, data):
         return built_in_record(config, blob, path, size, data)
     try:
-        answers = shared_pool().run([[job_of(config, blob, path,
-                                                           reader.common_dir)]])
+        answers = shared_pool().run([[job_of(config, blob, path, reader.common_dir)]])
         if answers is None:
             raise WorkerStopping
         answered = answers[0]

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # leaves after POOL_IDLE seconds without work, or when the worker is gone.
 POOL_MIN_FILES = 24  # a batch with fewer files to document is documented in the worker itself
 POOL_GROUP = 16  # files sent to a process at once (a round trip each)
-POOL_MAX = 4  # processes at most, one per core up to this
+POOL_MAX = 8  # documenting processes at most, one per core up to this (for every thread)
 POOL_IDLE = 10.0  # (a first index keeps them busy; a commit's few files need none)
 POOL_REST = 60.0  # seconds without processes after they kept ending
 POOL_DEPTH = 2  # jobs a process has at once
@@ -93,23 +93,28 @@ class DocumentingPool:
         the list of their Documented, DIED_TWICE where a process died twice on the group, or
         None where none was run (processes kept ending).  None if the worker is stopping
         meanwhile."""
-        if time.monotonic() < self.resting_until:
-            return [None] * len(jobs)
         return PoolRun(self, jobs).answers()
 
     def borrow(self, wanted: int, wait: bool) -> list:
         """Up to `wanted` processes for one thread: free ones, then new ones while fewer than
-        `size` are started; with `wait`, at least one (waiting for one to be handed back)."""
+        `size` are started; with `wait`, at least one (waiting for one to be handed back),
+        just one where other threads wait too.  None (an empty list) while the worker stops
+        or the pool rests."""
         with self.turns:
             self.free = [proc for proc in self.free if proc.poll() is None]  # left: reaped
-            while wait and not self.free and self.lent >= self.size:
+            if wait and not self.free and self.lent >= self.size:
                 since = time.monotonic()
                 self.waiters.append(since)
                 try:
-                    self.turns.wait()
+                    while not self.free and self.lent >= self.size and not self.stopped():
+                        self.turns.wait(timeout=0.25)
+                        self.free = [proc for proc in self.free if proc.poll() is None]
                 finally:
                     self.waiters.remove(since)
-                self.free = [proc for proc in self.free if proc.poll() is None]
+            if self.stopped():
+                return []
+            if self.waiters:
+                wanted = 1
             taken = self.free[:wanted]
             del self.free[:wanted]
             starting = max(0, min(wanted - len(taken), self.size - self.lent - len(self.free)
@@ -126,13 +131,22 @@ class DocumentingPool:
 
     def give_back(self, procs: list) -> None:
         """Processes a thread has done with (None: one it could not start); those that ended
-        are not kept."""
+        are not kept, nor one still owing answers (ended: they would come out of step)."""
         with self.turns:
             for proc in procs:
                 self.lent -= 1
-                if proc is not None and proc.poll() is None and not proc.jobs:
-                    self.free.append(proc)
+                if proc is not None and proc.poll() is None:
+                    if not proc.jobs:
+                        self.free.append(proc)
+                    else:
+                        proc.kill()
+                        proc.wait()
             self.turns.notify_all()
+
+    def stopped(self) -> bool:
+        """True while no process is to be started or lent: the worker stops, or the pool
+        rests after its processes kept ending."""
+        return Shutdown.requested or time.monotonic() < self.resting_until
 
     def wanted(self) -> bool:
         """True if a thread has waited POOL_PATIENCE seconds or more for a process."""
@@ -172,6 +186,8 @@ class PoolRun:
 
         answers: list = [None] * len(self.jobs)
         self.procs = self.pool.borrow(len(self.jobs), wait=True)
+        if not self.procs:  # stopping, or resting: the jobs are done in the worker
+            return None if Shutdown.requested else answers
         try:
             with selectors.DefaultSelector() as self.selector:
                 while self.waiting or self.busy:
@@ -198,17 +214,21 @@ class PoolRun:
         return [DIED_TWICE if self.deaths[n] >= 2 else answer for n, answer in enumerate(answers)]
 
     def share(self) -> None:
-        """Hand back the processes this run has no jobs left for, and those that have
-        answered their jobs while the pool is wanted (keeping one: a process given no more
-        jobs meanwhile answers them soon); take free ones while no thread waits and jobs
-        wait for them."""
+        """Hand back the processes that have answered their jobs where this run has no more
+        to give, or where the pool is wanted (then keeping one, which the run's next jobs
+        go to); take free ones while no thread waits and jobs wait for them."""
         if not self.waiting or self.pool.wanted():
-            spare = [proc for proc in self.procs[1:] if not proc.jobs]
+            keep = self.procs[:1] if self.waiting else []
+            spare = [proc for proc in self.procs if not proc.jobs and proc not in keep]
             if spare:
                 self.procs = [proc for proc in self.procs if proc not in spare]
                 self.pool.give_back(spare)
         elif len(self.waiting) > len(self.procs) and not self.pool.waiters:
-            self.procs += self.pool.borrow(len(self.waiting) - len(self.procs), wait=False)
+            try:
+                self.procs += self.pool.borrow(len(self.waiting) - len(self.procs),
+                                               wait=False)
+            except OSError as exc:  # the run goes on with the processes it has
+                log(f"no more documenting processes could start ({exc})", error=True)
 
     def receive(self, proc, answers: list) -> None:
         """Read a process's answer to its oldest job."""
@@ -264,11 +284,13 @@ class PoolRun:
 
     def close(self) -> None:
         """End every borrowed process now (answers still due would come out of step)."""
-        for proc in self.procs:
-            proc.kill()
-            proc.wait()
-        self.pool.give_back(self.procs)
-        self.procs = []
+        try:
+            for proc in self.procs:
+                proc.kill()
+                proc.wait()
+        finally:
+            self.pool.give_back(self.procs)
+            self.procs = []
 
 
 def start_documenting_process():

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import (
@@ -37,7 +38,7 @@ from cqlib.documenters import minimal_record
 from cqlib.gitio import BlobReader, WorkTreeFiles, locate_repo
 from cqlib.index.schema import LEXICAL, SCHEMA_VERSION
 from cqlib.index.store import Index, Record
-from cqlib.lifecycle import Progress
+from cqlib.lifecycle import Progress, Shutdown
 from cqlib.pool import DIED_TWICE, POOL_DEPTH, DocumentingPool, Job, PoolRun
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux's, named by Python 3.10+
@@ -250,32 +251,41 @@ def test_a_documenting_process_that_ends_blames_only_the_job_it_was_working_on(r
     assert run.deaths == [2, 0]
 
 
-def run_in_thread(pool: DocumentingPool, groups: list) -> tuple[threading.Thread, list]:
-    """A thread running groups of jobs in a pool; the list its answers go into, then the
-    time its run ended."""
-    answers: list = []
-    thread = threading.Thread(
-        target=lambda: answers.extend([*pool.run(groups), time.monotonic()]))
+def run_in_thread(pool: DocumentingPool, groups: list) -> tuple[threading.Thread, dict]:
+    """A thread running groups of jobs in a pool; where its run's answers go ("answers"),
+    and the time it ended ("ended_at")."""
+    outcome: dict = {}
+
+    def run() -> None:
+        outcome["answers"] = pool.run(groups)
+        outcome["ended_at"] = time.monotonic()
+
+    thread = threading.Thread(target=run)
     thread.start()
-    return thread, answers
+    return thread, outcome
 
 
 @contextlib.contextmanager
 def pool_held_by_a_busy_thread(repo, monkeypatch, patience: float, groups: int):
-    """A pool of two documenting processes, with POOL_PATIENCE `patience`, both lent to a
-    thread running `groups` groups of a job slow to parse: (the pool, that thread, its
-    answers then the time its run ended, a quick job); the thread joined and the pool
-    closed after."""
+    """A pool of two documenting processes, with POOL_PATIENCE `patience`, both working for
+    a thread running `groups` groups of a job slow to parse, as a namespace: the pool, that
+    thread (busy), its outcome (see run_in_thread), a quick job, and the thread that read
+    each answer, in turn (answered_by); the thread joined and the pool closed after."""
     monkeypatch.setattr(pool_module, "POOL_PATIENCE", patience)
     repo.commit({"slow.py": "@a\n" * 120_000 + "def slow_one():\n    pass\n",
                  "quick.py": "def quick_one():\n    pass\n"})
     slow, quick = (Job("full", path, repo.git("rev-parse", f"HEAD:{path}").strip(), 30.0, True,
                        4 << 20, str(repo.path / ".git")) for path in ("slow.py", "quick.py"))
+    answered_by: list = []
+    monkeypatch.setattr(Progress, "on_made",
+                        lambda: answered_by.append(threading.current_thread()))
     pool = DocumentingPool(2)
     try:
-        busy, answers = run_in_thread(pool, [[slow]] * groups)
-        wait_until(lambda: pool.lent == 2, interval=0.01, what="both processes to be lent")
-        yield pool, busy, answers, quick
+        busy, outcome = run_in_thread(pool, [[slow]] * groups)
+        # its first answer: both processes started and given jobs
+        wait_until(lambda: answered_by, interval=0.01, what="the busy run's first answer")
+        yield SimpleNamespace(pool=pool, busy=busy, outcome=outcome, quick=quick,
+                              answered_by=answered_by)
         busy.join()
     finally:
         pool.close()
@@ -283,34 +293,64 @@ def pool_held_by_a_busy_thread(repo, monkeypatch, patience: float, groups: int):
 
 def test_a_run_keeps_every_documenting_process_while_another_thread_waits_briefly(
         repo, monkeypatch):
-    answered_by: list = []  # the thread that read each answer, in turn
-    monkeypatch.setattr(Progress, "on_made",
-                        lambda: answered_by.append(threading.current_thread()))
-    with pool_held_by_a_busy_thread(repo, monkeypatch, 60.0, 8) as (pool, busy, _, quick):
-        pool.run([[quick]])  # a process only once the busy run has given out all its jobs
+    with pool_held_by_a_busy_thread(repo, monkeypatch, 60.0, 8) as held:
+        held.pool.run([[held.quick]])  # a process only once the busy run gave out its jobs
+    answered_by = held.answered_by
     before_quick = answered_by[:answered_by.index(threading.current_thread())]
-    assert before_quick.count(busy) >= 8 - POOL_DEPTH  # those still with the process it kept
+    assert before_quick.count(held.busy) >= 8 - POOL_DEPTH  # those with the process it kept
 
 
 def test_a_thread_waiting_for_a_documenting_process_gets_one_before_another_runs_out(
         repo, monkeypatch):
-    with pool_held_by_a_busy_thread(repo, monkeypatch, 0.2, 24) as (pool, _, busy_answers,
-                                                                   quick):
-        answers = pool.run([[quick]])  # waits for the busy thread to hand one back
-        answered_at = time.monotonic()
+    with pool_held_by_a_busy_thread(repo, monkeypatch, 0.05, 24) as held:
+        answers = held.pool.run([[held.quick]])  # once the busy thread hands one back
     assert [e["name"] for e in answers[0][0].doc["entries"]] == ["quick_one"]
-    *busy_answers, busy_ended_at = busy_answers
-    assert answered_at < busy_ended_at
-    assert [answer[0].doc["entries"][0]["name"] for answer in busy_answers] == ["slow_one"] * 24
+    answered_by = held.answered_by
+    assert answered_by[:answered_by.index(threading.current_thread())].count(held.busy) <= 12
+    assert [answer[0].doc["entries"][0]["name"] for answer in held.outcome["answers"]] == \
+        ["slow_one"] * 24
 
 
 def test_a_thread_takes_back_the_documenting_process_it_handed_over(repo, monkeypatch):
-    with pool_held_by_a_busy_thread(repo, monkeypatch, 0.2, 24) as (pool, busy, _, quick):
-        pool.run([[quick]])
-        wait_until(lambda: pool.lent == 2 or not busy.is_alive(), interval=0.01,
+    with pool_held_by_a_busy_thread(repo, monkeypatch, 0.2, 24) as held:
+        held.pool.run([[held.quick]])
+        wait_until(lambda: held.pool.lent == 2 or not held.busy.is_alive(), interval=0.01,
                    what="the busy thread to take both processes again")
-        assert busy.is_alive()
-    assert pool.lent == 0 and pool.free == []
+        assert held.busy.is_alive()
+    assert held.pool.lent == 0 and held.pool.free == []
+
+
+def test_a_run_hands_back_each_process_it_has_no_more_jobs_for(repo, monkeypatch):
+    monkeypatch.setattr(pool_module, "POOL_PATIENCE", 60.0)
+    repo.commit({"slow.py": slow_to_parse("slow_one"), "quick.py": "def quick_one():\n    pass\n"})
+    slow, quick = (Job("full", path, repo.git("rev-parse", f"HEAD:{path}").strip(), 30.0, True,
+                       4 << 20, str(repo.path / ".git")) for path in ("slow.py", "quick.py"))
+    pool = DocumentingPool(2)
+    try:  # the first process answers both quick jobs, the second parses the slow one
+        busy, outcome = run_in_thread(pool, [[quick], [quick], [slow]])
+        wait_until(lambda: pool.lent == 2, interval=0.01, what="both processes to be lent")
+        pool.run([[quick]])
+        answered_at = time.monotonic()
+        busy.join()
+    finally:
+        pool.close()
+    assert answered_at < outcome["ended_at"]
+
+
+def test_a_thread_waiting_for_a_process_when_the_worker_stops_starts_none(repo, monkeypatch):
+    with pool_held_by_a_busy_thread(repo, monkeypatch, 60.0, 8) as held:
+        waiting, waited = run_in_thread(held.pool, [[held.quick]])
+        wait_until(lambda: held.pool.waiters, interval=0.01,
+                   what="a thread to wait for a process")
+        started: list = []
+        monkeypatch.setattr(pool_module, "start_documenting_process",
+                            lambda start=pool_module.start_documenting_process:
+                            started.append(start()) or started[-1])
+        monkeypatch.setattr(Shutdown, "requested", True)
+        waiting.join()
+    assert waited["answers"] is None and held.outcome["answers"] is None
+    assert started == []
+    assert held.pool.lent == 0 and held.pool.free == []
 
 
 def read_from_work_tree(repo, path: str, blob: str) -> tuple | None:

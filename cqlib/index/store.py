@@ -355,7 +355,7 @@ class Index:
             self.db.executemany(ENTRY_FTS_INSERT, fts)
             if self.db.execute("SELECT 1 FROM files INDEXED BY files_prev_blob WHERE "
                                "prev_blob IS NOT NULL LIMIT 1").fetchone():
-                # (none in a first index: looking up each blob cost it 1 s at 50,000 files)
+                # (none in a first index: looking up each blob took it 0.4 s at 50,000 files)
                 self.db.executemany("UPDATE files SET prev_blob = NULL WHERE blob = ? AND "
                                     "prev_blob IS NOT NULL", [(r[0],) for r in fresh
                                                               if r[1] != LEXICAL])
