@@ -51,7 +51,7 @@ QUERIES = {"rare word": ["xylophonist"], "common word": ["parse"],
 
 
 WORD = re.compile(rb"[^\W\d]\w*")
-FLOOR_PROCESSES = 4  # cq's POOL_MAX: documenting processes at most, one per core
+FLOOR_PROCESSES = 8  # cq's POOL_MAX: documenting processes at most, one per core
 # Seconds after the last commit before the worker's idle memory is read: its documenting
 # processes leave after 10 s without work, and it gives back its free memory 2 s later.
 IDLE_AFTER = 15
