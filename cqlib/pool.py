@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # leaves after POOL_IDLE seconds without work, or when the worker is gone.
 POOL_MIN_FILES = 24  # a batch with fewer files to document is documented in the worker itself
 POOL_GROUP = 16  # files sent to a process at once (a round trip each)
-POOL_MAX = 8  # documenting processes at most, one per core up to this (for every thread)
+POOL_MAX = 8  # documenting processes at most, one per core up to this (all threads together)
 POOL_IDLE = 10.0  # (a first index keeps them busy; a commit's few files need none)
 POOL_REST = 60.0  # seconds without processes after they kept ending
 POOL_DEPTH = 2  # jobs a process has at once
@@ -74,11 +74,11 @@ class Documented(namedtuple("Documented", ("size", "doc"))):
 class DocumentingPool:
     """The worker's documenting processes, shared by its threads and started when first
     needed, at most `size` of them.  A thread's run borrows every process no other thread is
-    using, and hands each back once it has nothing more to give it, or once another thread
-    has waited POOL_PATIENCE seconds for one (keeping one for itself): so while one thread
-    writes the index, every process documents the files of another, where each thread with
-    processes of its own left them idle at every write (a third of the time, at 50,000
-    generated files)."""
+    using (one, where other threads wait too), and hands each back once it has nothing more
+    to give it, or once another thread has waited POOL_PATIENCE seconds for one (keeping one
+    for itself): so while one thread writes the index, every process documents the files of
+    another, where each thread with processes of its own left them idle at every write (a
+    third of the time, at 50,000 generated files)."""
 
     def __init__(self, size: int):
         self.size = size
