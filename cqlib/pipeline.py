@@ -187,17 +187,23 @@ def document_blobs(repo: Repo, blobs: list, queue) -> None:
 
 def document_batch(config: Config, index: Index, reader: BlobReader, blobs: list) -> bool:
     """Document blobs and store the records with one commit; False if the worker is stopping
-    (what is left is found missing later).  Their attempts are noted in a commit of their
-    own (see Index.begin_attempts) before the worker stores their records, or documents any
-    of them itself, where a file could end it; not before the documenting processes take
-    them, which a file can end only themselves: a batch's files go to the processes without
-    waiting for another thread's writing."""
+    (what is left is found missing later).  Their attempts are noted in one commit of their
+    own (see Index.begin_attempts) before the worker documents any of them itself, or else
+    before it stores their records, where a file could end it; not before the documenting
+    processes take them, which a file can end only themselves: a batch's files go to the
+    processes without waiting for another thread's writing."""
     reused = index.lexical_only(blobs)  # their words are in the index already
-    try:
-        made = batch_records(config, reader, blobs, False, reused,
-                             before_here=index.begin_attempts)
-        if made is not None:
+    noted = []  # the attempts' commit, once made
+
+    def note_attempts() -> None:
+        if not noted:
             index.begin_attempts(blobs)
+            noted.append(True)
+
+    try:
+        made = batch_records(config, reader, blobs, False, reused, before_here=note_attempts)
+        if made is not None:
+            note_attempts()
             index.store_all(*made)
     except BaseException:
         index.end_attempts(blobs)  # ended by an error, not a crash

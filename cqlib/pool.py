@@ -100,15 +100,15 @@ class DocumentingPool:
         `size` are started; with `wait`, at least one (waiting for one to be handed back),
         just one where other threads wait too.  None (an empty list) while the worker stops
         or the pool rests."""
-        with self.turns:
-            self.free = [proc for proc in self.free if proc.poll() is None]  # left: reaped
+        with self.turns:  # (its lock is reentrant: reap takes it too)
+            self.reap()
             if wait and not self.free and self.lent >= self.size:
                 since = time.monotonic()
                 self.waiters.append(since)
                 try:
                     while not self.free and self.lent >= self.size and not self.stopped():
                         self.turns.wait(timeout=0.25)
-                        self.free = [proc for proc in self.free if proc.poll() is None]
+                        self.reap()
                 finally:
                     self.waiters.remove(since)
             if self.stopped():
@@ -335,8 +335,8 @@ def usable_cores() -> int:
 def run_jobs(jobs: list, reader: BlobReader, before_here=None) -> list | None:
     """The answer to each documenting job (see answer_job), or the exception it raised: in
     the documenting processes where there are enough jobs, else (or where no process could
-    answer) here, reading through `reader`, after calling before_here (if given) once with
-    the (blob, path) pairs documented here.  None if the worker is stopping."""
+    answer) here, reading through `reader`, after calling before_here (if given).  None if
+    the worker is stopping."""
     answers: list | None = [None] * len(jobs)
     if len(jobs) >= POOL_MIN_FILES:
         groups = [jobs[i:i + POOL_GROUP] for i in range(0, len(jobs), POOL_GROUP)]
@@ -352,7 +352,7 @@ def run_jobs(jobs: list, reader: BlobReader, before_here=None) -> list | None:
         return None
     left = [n for n, answer in enumerate(answers) if answer is None]
     if left and before_here:
-        before_here([(jobs[n].blob, jobs[n].path) for n in left])
+        before_here()
     for n, (size, data) in zip(left, read_jobs([jobs[n] for n in left], reader)):
         Progress.made()
         try:

@@ -251,6 +251,12 @@ def test_a_documenting_process_that_ends_blames_only_the_job_it_was_working_on(r
     assert run.deaths == [2, 0]
 
 
+def full_pass_job(repo, path: str) -> Job:
+    """The full pass's job of a file of HEAD."""
+    return Job("full", path, repo.git("rev-parse", f"HEAD:{path}").strip(), 30.0, True, 4 << 20,
+               str(repo.path / ".git"))
+
+
 def run_in_thread(pool: DocumentingPool, groups: list) -> tuple[threading.Thread, dict]:
     """A thread running groups of jobs in a pool; where its run's answers go ("answers"),
     and the time it ended ("ended_at")."""
@@ -274,8 +280,7 @@ def pool_held_by_a_busy_thread(repo, monkeypatch, patience: float, groups: int):
     monkeypatch.setattr(pool_module, "POOL_PATIENCE", patience)
     repo.commit({"slow.py": "@a\n" * 120_000 + "def slow_one():\n    pass\n",
                  "quick.py": "def quick_one():\n    pass\n"})
-    slow, quick = (Job("full", path, repo.git("rev-parse", f"HEAD:{path}").strip(), 30.0, True,
-                       4 << 20, str(repo.path / ".git")) for path in ("slow.py", "quick.py"))
+    slow, quick = full_pass_job(repo, "slow.py"), full_pass_job(repo, "quick.py")
     answered_by: list = []
     monkeypatch.setattr(Progress, "on_made",
                         lambda: answered_by.append(threading.current_thread()))
@@ -323,8 +328,7 @@ def test_a_thread_takes_back_the_documenting_process_it_handed_over(repo, monkey
 def test_a_run_hands_back_each_process_it_has_no_more_jobs_for(repo, monkeypatch):
     monkeypatch.setattr(pool_module, "POOL_PATIENCE", 60.0)
     repo.commit({"slow.py": slow_to_parse("slow_one"), "quick.py": "def quick_one():\n    pass\n"})
-    slow, quick = (Job("full", path, repo.git("rev-parse", f"HEAD:{path}").strip(), 30.0, True,
-                       4 << 20, str(repo.path / ".git")) for path in ("slow.py", "quick.py"))
+    slow, quick = full_pass_job(repo, "slow.py"), full_pass_job(repo, "quick.py")
     pool = DocumentingPool(2)
     try:  # the first process answers both quick jobs, the second parses the slow one
         busy, outcome = run_in_thread(pool, [[quick], [quick], [slow]])
